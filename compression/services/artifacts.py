@@ -1,0 +1,123 @@
+"""The content-addressed artifact store and artifact registration."""
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.errors import ValidationFailed
+from compression.engine.errors import EngineError
+from compression.engine.manifest import manifest, manifest_digest
+from compression.models import ArtifactFormat, ModelArtifact
+from ledger.services import ledger_append
+
+
+def artifact_root() -> Path:
+    root = Path(settings.SAFESHRINK["ARTIFACT_ROOT"])
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def artifact_path(artifact: ModelArtifact) -> Path:
+    return artifact_root() / artifact.digest
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A private working folder inside the store's volume, so the final move is a rename."""
+    path = artifact_root() / "tmp" / f"{prefix}-{uuid.uuid4().hex}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _detect(directory: Path) -> tuple[str, list[str]]:
+    if not (directory / "config.json").is_file():
+        raise ValidationFailed(
+            f"{directory} holds no config.json: not a model directory.", code="model_not_found",
+            details={"path": ["No config.json in this directory."]},
+        )
+    try:
+        config = json.loads((directory / "config.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValidationFailed("config.json is not valid JSON.", code="corrupt_artifact",
+                               details={"path": [f"config.json: {exc}"]}) from exc
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else []
+    fmt = ArtifactFormat.TORCH_QUANTIZED if (directory / "recipe.json").is_file() else ArtifactFormat.HF_DIR
+    return fmt, labels
+
+
+def _store(directory: Path, *, move: bool) -> tuple[str, list, int]:
+    """Put a folder into the store under its manifest digest; return (digest, manifest, size)."""
+    try:
+        digest = manifest_digest(directory)
+        files = [{"path": p, "sha256": h, "size": s} for p, h, s in manifest(directory)]
+    except EngineError as exc:
+        raise ValidationFailed(exc.message, code=exc.code, details={"path": [exc.message]}) from exc
+    target = artifact_root() / digest
+    if not target.exists():
+        staging = scratch_dir("ingest")
+        try:
+            if move:
+                shutil.move(str(directory), staging / "content")
+            else:
+                shutil.copytree(directory, staging / "content")
+            # Re-check after the copy: what lands in the store must be what was hashed.
+            if manifest_digest(staging / "content") != digest:
+                raise ValidationFailed("The model files changed while they were being registered.",
+                                       code="corrupt_artifact", details={"path": ["Files changed during copy."]})
+            (staging / "content").rename(target)
+        except OSError:
+            if not target.exists():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return digest, files, sum(f["size"] for f in files)
+
+
+def artifact_ingest(
+    *, directory: Path, name: str, actor, parent: ModelArtifact | None = None,
+    parameter_count: int | None = None, move: bool = False,
+) -> tuple[ModelArtifact, bool]:
+    """Store a model folder and record it. Returns (artifact, created). Same content, same artifact.
+
+    Must be called inside a transaction: the row and its ledger event commit together. The store
+    is content-addressed, so a folder left by a rolled-back transaction is reused, never wrong.
+    """
+    fmt, labels = _detect(directory)
+    digest, files, size = _store(directory, move=move)
+    existing = ModelArtifact.objects.filter(digest=digest).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            artifact = ModelArtifact.objects.create(
+                name=name, digest=digest, format=fmt, size_bytes=size, parameter_count=parameter_count,
+                parent=parent, manifest=files, labels=labels, created_by=actor,
+            )
+    except IntegrityError:
+        return ModelArtifact.objects.get(digest=digest), False
+    ledger_append(
+        actor=actor, action="artifact.registered", object_type="artifact", object_id=artifact.pk,
+        payload={"digest": digest, "name": name, "format": fmt, "size_bytes": size,
+                 "parent": parent.digest if parent else None},
+    )
+    return artifact, True
+
+
+def artifact_register(*, actor, name: str, path: str, parent_id: int | None = None) -> ModelArtifact:
+    """Register a model folder on this machine as a base artifact (it is copied into the store)."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise ValidationFailed(f"No model directory at {path}.", code="model_not_found",
+                               details={"path": [f"No directory at {path}."]})
+    parent = None
+    if parent_id is not None:
+        parent = ModelArtifact.objects.filter(pk=parent_id).first()
+        if parent is None:
+            raise ValidationFailed("Unknown parent artifact.", details={"parent": [f"No artifact {parent_id}."]})
+    with transaction.atomic():
+        artifact, _ = artifact_ingest(directory=directory, name=name, actor=actor, parent=parent)
+    return artifact

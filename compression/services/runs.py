@@ -1,0 +1,161 @@
+"""Requesting, executing and cancelling compression runs."""
+
+import logging
+import resource
+import shutil
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.errors import Conflict, PermissionDenied, ValidationFailed
+from accounts.models import Role
+from compression.engine.errors import EngineError
+from compression.engine.methods import SUPPORTED_METHODS, validate_parameters
+from compression.models import CompressionRun, Experiment, RunStatus
+from ledger.services import ledger_append
+
+from .artifacts import artifact_ingest, artifact_path, scratch_dir
+from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
+from .provenance import hardware, package_versions, provenance_statement, torch_settings
+
+logger = logging.getLogger(__name__)
+OBJECT_TYPE = "compression_run"
+
+
+def compression_run_request(
+    *, actor, experiment_id: int, method: str, parameters: dict | None = None, seed: int = 0
+) -> CompressionRun:
+    """Queue a compression run; the worker task is enqueued only once the row has committed."""
+    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    if experiment is None:
+        raise ValidationFailed("Unknown experiment.", details={"experiment": [f"No experiment {experiment_id}."]})
+    if actor.role not in (Role.ENGINEER, Role.ADMIN):
+        raise PermissionDenied("Only engineers request compression runs.")
+    if method not in SUPPORTED_METHODS:
+        raise ValidationFailed(
+            f"Unknown method {method!r}.", code="unknown_method",
+            details={"method": [f"Choose one of: {', '.join(sorted(SUPPORTED_METHODS))}."]},
+        )
+    parameters = dict(parameters or {})
+    try:
+        validate_parameters(method, parameters)
+    except EngineError as exc:
+        raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
+    with transaction.atomic():
+        run = CompressionRun.objects.create(
+            experiment=experiment, method=method, parameters=parameters, seed=seed, requested_by=actor
+        )
+        ledger_append(
+            actor=actor, action="run.requested", object_type=OBJECT_TYPE, object_id=run.pk,
+            payload={"experiment": experiment.pk, "method": method, "parameters": parameters, "seed": seed,
+                     "base_artifact": experiment.base_artifact.digest},
+        )
+        transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from compression.tasks import execute_compression_run
+
+    execute_compression_run.delay(run_id)
+
+
+def compression_run_cancel(*, actor, run_id: int) -> CompressionRun:
+    with transaction.atomic():
+        run = CompressionRun.objects.select_for_update().get(pk=run_id)
+        if actor.role not in (Role.ENGINEER, Role.ADMIN) or (
+            actor.role == Role.ENGINEER and run.requested_by_id != actor.pk
+        ):
+            raise PermissionDenied("Only the engineer who requested a run may cancel it.")
+        if run.is_terminal:
+            raise Conflict(f"Run {run.pk} is already {run.status}.", code="run_finished")
+        run.status = RunStatus.CANCELLED
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+        ledger_append(actor=actor, action="run.cancelled", object_type=OBJECT_TYPE, object_id=run.pk, payload={})
+    return run
+
+
+def compression_run_execute(*, run_id: int) -> None:
+    """Run the method on the base model, store the artifact and finish the run. Idempotent."""
+    run = job_claim(CompressionRun, run_id, object_type=OBJECT_TYPE)
+    if run is None:
+        return
+    workdir = scratch_dir(f"run-{run.pk}")
+    try:
+        _execute(run, workdir)
+    except JobCancelled:
+        logger.info("compression run %s was cancelled", run.pk)
+    except EngineError as exc:
+        job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code=exc.code, reason=exc.message)
+    except SoftTimeLimitExceeded:
+        job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code="time_limit",
+                 reason="The run exceeded its time limit.")
+    except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
+        logger.exception("compression run %s failed", run.pk)
+        job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code="internal_error",
+                 reason=f"Unexpected error: {type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _execute(run: CompressionRun, workdir: Path) -> None:
+    from compression.engine import CompressionRequest, compress  # torch: imported only by workers
+
+    base = run.experiment.base_artifact
+    device, threads = torch_settings()
+    started = timezone.now()
+
+    def progress(stage: str, fraction: float) -> None:
+        job_progress(CompressionRun, run.pk, stage=stage, percent=fraction * 100)
+
+    result = compress(
+        CompressionRequest(method=run.method, source_dir=artifact_path(base), output_dir=workdir / "out",
+                           parameters=run.parameters, seed=run.seed),
+        progress=progress,
+    )
+    finished = timezone.now()
+    with transaction.atomic():
+        locked = CompressionRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            raise JobCancelled(f"run {run.pk} is {locked.status}")
+        artifact, _ = artifact_ingest(
+            directory=result.output_dir, name=f"{base.name} · {run.method} (run {run.pk})", actor=run.requested_by,
+            parent=base, parameter_count=result.parameter_count, move=True,
+        )
+        locked.provenance = provenance_statement(
+            subject_name=artifact.name, subject_digest=artifact.digest,
+            build_type=f"https://safeshrink.dev/compression/{run.method}@v1",
+            external_parameters={"method": run.method, "parameters": run.parameters},
+            internal_parameters={"seed": run.seed, "device": device, "threads": threads},
+            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": base.digest}}],
+            run_id=run.pk, started_on=started.isoformat(), finished_on=finished.isoformat(),
+            byproducts={
+                "packages": package_versions(), "hardware": hardware(device, threads),
+                "wall_seconds": result.wall_seconds,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "size_bytes": result.size_bytes, "source_size_bytes": result.source_size_bytes,
+                "dtypes": result.dtypes,
+            },
+        )
+        locked.output_artifact = artifact
+        locked.status = RunStatus.SUCCEEDED
+        locked.progress_stage, locked.progress_percent = "done", 100
+        locked.finished_at = finished
+        locked.wall_seconds = (finished - locked.started_at).total_seconds()
+        locked.save()
+        ledger_append(
+            actor=None, action="run.succeeded", object_type=OBJECT_TYPE, object_id=run.pk,
+            payload={"output_artifact": artifact.digest, "size_bytes": result.size_bytes,
+                     "wall_seconds": locked.wall_seconds},
+        )
+
+
+def compression_runs_requeue_orphaned() -> list[int]:
+    """Re-enqueue runs whose worker died (lease expired); the next delivery takes them over."""
+    run_ids = jobs_orphaned(CompressionRun)
+    for run_id in run_ids:
+        _enqueue(run_id)
+    return run_ids

@@ -1,0 +1,15 @@
+"""Celery tasks: thin, take ids, call one service. Idempotency lives in the service."""
+
+from celery import shared_task
+
+from compression.services.runs import compression_run_execute, compression_runs_requeue_orphaned
+
+
+@shared_task(name="compression.execute_run")
+def execute_compression_run(run_id: int) -> None:
+    compression_run_execute(run_id=run_id)
+
+
+@shared_task(name="compression.requeue_orphaned_runs")
+def requeue_orphaned_runs() -> list[int]:
+    return compression_runs_requeue_orphaned()

@@ -1,0 +1,148 @@
+from django.conf import settings
+from django.db import models
+
+from compression.models import JobFields, ModelArtifact
+
+
+class Slice(models.TextChoices):
+    ROUTINE = "routine", "Routine"
+    EDGE = "edge", "Edge case"
+    ADVERSARIAL = "adversarial", "Adversarial"
+
+
+class Suite(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SuiteVersion(models.Model):
+    """An immutable set of examples, identified by the digest of its content."""
+
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    digest = models.CharField(max_length=64)
+    unsafe_labels = models.JSONField(help_text="Example labels that count as unsafe.")
+    example_count = models.PositiveIntegerField()
+    source = models.TextField(blank=True, help_text="Where the examples came from (files, digests, sampling).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["suite", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["suite", "number"], name="suite_version_number_unique"),
+            models.UniqueConstraint(fields=["suite", "digest"], name="suite_version_digest_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.suite.name} v{self.number}"
+
+
+class Example(models.Model):
+    suite_version = models.ForeignKey(SuiteVersion, on_delete=models.PROTECT, related_name="examples")
+    position = models.PositiveIntegerField()
+    external_id = models.CharField(max_length=200)
+    text = models.TextField()
+    label = models.CharField(max_length=64)
+    is_unsafe = models.BooleanField()
+    slice = models.CharField(max_length=16, choices=Slice.choices)
+    tags = models.JSONField(default=list)
+    subgroup = models.CharField(max_length=200, blank=True)
+    source = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="variants")
+
+    class Meta:
+        ordering = ["suite_version", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["suite_version", "external_id"], name="example_external_id_unique"),
+            models.UniqueConstraint(fields=["suite_version", "position"], name="example_position_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} [{self.slice}/{self.label}]"
+
+
+class EvaluationRun(JobFields):
+    """One artifact evaluated on one suite version with one configuration."""
+
+    artifact = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="evaluations")
+    suite_version = models.ForeignKey(SuiteVersion, on_delete=models.PROTECT, related_name="evaluations")
+    config = models.JSONField()
+    config_digest = models.CharField(max_length=64)
+    metrics = models.JSONField(null=True, blank=True)
+    runtime = models.JSONField(null=True, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["artifact", "suite_version", "config_digest"], name="evaluation_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} of {self.artifact.digest[:12]} ({self.status})"
+
+
+class Prediction(models.Model):
+    run = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, related_name="predictions")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="+")
+    unsafe_prob = models.FloatField()
+    probs = models.JSONField()
+    predicted_label = models.CharField(max_length=64)
+    decision_unsafe = models.BooleanField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "example"], name="prediction_unique")]
+
+
+class ComparisonStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+
+
+class Comparison(models.Model):
+    """Baseline run × candidate run on the same suite version: deltas, tests and the flip set."""
+
+    baseline_run = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, related_name="+")
+    candidate_run = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=ComparisonStatus.choices, default=ComparisonStatus.PENDING)
+    statistics = models.JSONField(null=True, blank=True, help_text="Bootstrap settings and test methods used.")
+    results = models.JSONField(null=True, blank=True)
+    flip_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["baseline_run", "candidate_run"], name="comparison_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}"
+
+
+class FlipDirection(models.TextChoices):
+    TO_UNSAFE = "to_unsafe", "Now flagged unsafe"
+    TO_SAFE = "to_safe", "No longer flagged"
+
+
+class Flip(models.Model):
+    """An example whose decision changed between baseline and candidate."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="flips")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="+")
+    baseline_prob = models.FloatField()
+    candidate_prob = models.FloatField()
+    direction = models.CharField(max_length=16, choices=FlipDirection.choices)
+    candidate_correct = models.BooleanField()
+
+    class Meta:
+        ordering = ["comparison", "example__position"]
+        constraints = [models.UniqueConstraint(fields=["comparison", "example"], name="flip_unique")]

@@ -1,0 +1,43 @@
+from django.db.models import QuerySet
+
+from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteVersion
+
+
+def suites() -> QuerySet[Suite]:
+    return Suite.objects.prefetch_related("versions", "versions__suite")
+
+
+def suite_versions() -> QuerySet[SuiteVersion]:
+    return SuiteVersion.objects.select_related("suite")
+
+
+def examples_filtered(*, suite_version_id: int, slice: str | None = None, subgroup: str | None = None,
+                      label: str | None = None) -> QuerySet[Example]:
+    qs = Example.objects.filter(suite_version_id=suite_version_id).order_by("position")
+    if slice:
+        qs = qs.filter(slice=slice)
+    if subgroup is not None:
+        qs = qs.filter(subgroup=subgroup)
+    if label:
+        qs = qs.filter(label=label)
+    return qs
+
+
+def evaluation_runs() -> QuerySet[EvaluationRun]:
+    return EvaluationRun.objects.select_related("artifact")
+
+
+def comparisons() -> QuerySet[Comparison]:
+    return Comparison.objects.all()
+
+
+def flips_filtered(*, comparison_id: int, slice: str | None = None, subgroup: str | None = None,
+                   direction: str | None = None) -> QuerySet[Flip]:
+    qs = Flip.objects.filter(comparison_id=comparison_id).select_related("example").order_by("example__position")
+    if slice:
+        qs = qs.filter(example__slice=slice)
+    if subgroup:
+        qs = qs.filter(example__subgroup=subgroup)
+    if direction:
+        qs = qs.filter(direction=direction)
+    return qs

@@ -1,0 +1,53 @@
+"""The demo's default taxonomy and threshold policy, as data (see ARCHITECTURE.md)."""
+
+DEFAULT_TAXONOMY = {
+    "name": "Safety classifier risks",
+    "description": "Failure modes of a compressed safety (hate and harm) classifier.",
+    "failure_modes": [
+        {"code": "missed-harm", "category": "Harmful content", "title": "Missed hateful or harmful content",
+         "severity": 4, "likelihood": "likely",
+         "measures": [{"metric": "unsafe_recall", "group": "overall", "worse": "lower"},
+                      {"metric": "unsafe_recall", "group": "slice:adversarial", "worse": "lower"}],
+         "regulatory_refs": ["EU AI Act Art. 9 (risk management)", "EU AI Act Art. 15 (accuracy, robustness)",
+                             "NIST AI RMF MEASURE 2.6"]},
+        {"code": "over-flagging", "category": "Over-blocking", "title": "Over-flagging of edge cases",
+         "severity": 2, "likelihood": "possible",
+         "measures": [{"metric": "benign_fpr", "group": "slice:edge", "worse": "higher"}],
+         "regulatory_refs": ["EU AI Act Art. 15", "NIST AI RMF MEASURE 2.11 (fairness)"]},
+        {"code": "decision-drift", "category": "Behaviour change", "title": "Decisions changed by compression",
+         "severity": 2, "likelihood": "likely",
+         "measures": [{"metric": "flip_rate", "group": "overall", "worse": "higher"}],
+         "regulatory_refs": ["EU AI Act Art. 9", "NIST AI RMF MANAGE 2.2"]},
+        {"code": "accuracy-loss", "category": "Behaviour change", "title": "Accuracy loss on routine traffic",
+         "severity": 3, "likelihood": "possible",
+         "measures": [{"metric": "accuracy", "group": "slice:routine", "worse": "lower"}],
+         "regulatory_refs": ["EU AI Act Art. 15"]},
+    ],
+}
+
+DEFAULT_POLICY_RULES = [
+    {"code": "routine-accuracy", "title": "Routine accuracy change", "failure_mode_code": "accuracy-loss",
+     "metric": "accuracy", "group": "slice:routine", "kind": "delta", "bound": "ci_low", "higher_is_better": True,
+     "green_limit": -0.03, "red_limit": -0.08},
+    {"code": "adversarial-recall", "title": "Adversarial unsafe recall change", "failure_mode_code": "missed-harm",
+     "metric": "unsafe_recall", "group": "slice:adversarial", "kind": "delta", "bound": "ci_low",
+     "higher_is_better": True, "green_limit": -0.02, "red_limit": -0.10},
+    {"code": "overall-recall", "title": "Overall unsafe recall change", "failure_mode_code": "missed-harm",
+     "metric": "unsafe_recall", "group": "overall", "kind": "delta", "bound": "ci_low", "higher_is_better": True,
+     "green_limit": -0.03, "red_limit": -0.08},
+    {"code": "edge-overflagging", "title": "Edge-case over-flagging change", "failure_mode_code": "over-flagging",
+     "metric": "benign_fpr", "group": "slice:edge", "kind": "delta", "bound": "ci_high", "higher_is_better": False,
+     "green_limit": 0.05, "red_limit": 0.12},
+    {"code": "flip-rate", "title": "Share of decisions flipped", "failure_mode_code": "decision-drift",
+     "metric": "flip_rate", "group": "overall", "kind": "absolute", "bound": "point", "higher_is_better": False,
+     "green_limit": 0.05, "red_limit": 0.15},
+]
+
+DEMO_USERS = [
+    # username, role, password: printed by `make run`. Local demo only.
+    ("engineer", "engineer", "engineer-demo-pass"),
+    ("officer", "officer", "officer-demo-pass"),
+    ("officer2", "officer", "officer2-demo-pass"),
+    ("regulator", "regulator", "regulator-demo-pass"),
+    ("admin", "admin", "admin-demo-pass"),
+]

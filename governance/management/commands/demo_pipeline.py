@@ -1,0 +1,66 @@
+"""Drive the demo through the REST API, as an engineer would with the Python client."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from governance.demo import DEMO_USERS
+from safeshrink_client import ApiError, Client
+
+
+class Command(BaseCommand):
+    help = ("Run the demo pipeline against a running server: register nothing new, create an experiment on the demo "
+            "base model, request a dynamic int8 compression run, propose a release and evaluate it, then print the "
+            "page where an officer decides. Needs `load_demo` and a worker.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="Base URL of the running server.")
+        parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for each job.")
+
+    def handle(self, *args, url: str, timeout: float, **options) -> None:
+        password = dict((u, p) for u, _, p in DEMO_USERS)["engineer"]
+        started = time.perf_counter()
+        try:
+            api = Client(url, username="engineer", password=password)
+            base = next(a for a in api.get("/api/artifacts/")["results"] if a["parent"] is None)
+            suite_version = api.get("/api/suites/")["results"][0]["versions"][0]
+            policy = api.get("/api/policies/")["results"][0]
+            experiment = api.create_experiment(f"Demo: int8 {base['name']}", base["id"], ["hatespeech", "offensive"],
+                                               description="Dynamic int8 quantization of the demo safety classifier.")
+            run = api.request_run(experiment["id"], "dynamic_int8", seed=0)
+            self.stdout.write(f"compression run {run['id']} queued")
+            run = api.wait(f"/api/runs/{run['id']}/", done=lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+                           timeout=timeout, on_progress=self._progress("compression"))
+            if run["status"] != "succeeded":
+                raise CommandError(f"compression run {run['id']} {run['status']}: {run['failure_reason']}")
+            t_compress = time.perf_counter() - started
+            release = api.create_release(run["id"], suite_version["id"], policy["id"])
+            api.evaluate_release(release)
+            release = api.wait(f"/api/releases/{release['id']}/", done=lambda r: r["status"] != "evaluating",
+                               timeout=timeout, on_progress=self._progress("evaluation"))
+        except ApiError as exc:
+            raise CommandError(f"API refused: {exc}") from exc
+        total = time.perf_counter() - started
+        self.stdout.write("")
+        if release["status"] != "awaiting_decision":
+            raise CommandError(f"release {release['id']} ended {release['status']}: {release['failure_reason']}")
+        self.stdout.write(self.style.SUCCESS(
+            f"demo pipeline done in {total:.1f} s (compression {t_compress:.1f} s, evaluation and gate "
+            f"{total - t_compress:.1f} s): release {release['id']} is awaiting a decision, gate "
+            f"{release['gate_zone'].upper()}"))
+        for verdict in release["gate"]:
+            value = "no evidence" if verdict["value"] is None else f"{verdict['value']:+.4f}"
+            self.stdout.write(f"  {verdict['zone']:>5}  {verdict['title']}: {value}")
+        self.stdout.write(f"decide at {url}/releases/{release['id']}/")
+
+    def _progress(self, what: str):
+        last = {"text": ""}
+
+        def show(obj: dict) -> None:
+            progress = obj.get("progress") or {}
+            text = f"{what}: {obj['status']} {progress.get('stage', '')} {progress.get('percent', '')}".rstrip()
+            if text != last["text"]:
+                self.stdout.write(f"  {text}")
+                last["text"] = text
+
+        return show

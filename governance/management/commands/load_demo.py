@@ -1,0 +1,84 @@
+"""Load the demo data set: users for each role, a taxonomy, a threshold policy, a suite, a base model."""
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import User
+from accounts.services import user_create
+from compression.models import ModelArtifact
+from compression.services.artifacts import artifact_register
+from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
+from evaluations.models import Suite
+from evaluations.services.suites import ExampleRow, suite_version_import
+from governance.demo import DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY, DEMO_USERS
+from governance.models import RiskTaxonomy, ThresholdPolicy
+from governance.services.policies import taxonomy_publish, threshold_policy_publish
+
+DEMO_SUITE = "Safety demo suite"
+DEMO_POLICY = "Default safety policy"
+DEMO_MODEL = "tiny-hatexplain-bert"
+
+
+class Command(BaseCommand):
+    help = ("Create demo users (one per role), the default risk taxonomy and threshold policy, the demo suite "
+            "from the shared data sets, and a tiny base model. Safe to run twice: what exists is kept.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--data-dir", type=Path, default=None,
+                            help="Folder with the shared data sets (default: settings SAFESHRINK['DATA_DIR']).")
+        parser.add_argument("--routine", type=int, default=300, help="HateXplain test examples in the suite.")
+        parser.add_argument("--adversarial", type=int, default=100, help="AdvBench examples in the suite.")
+        parser.add_argument("--model-dir", type=Path, default=None,
+                            help="Use this model folder as the base model instead of building the tiny one.")
+
+    def handle(self, *args, data_dir: Path | None, routine: int, adversarial: int, model_dir: Path | None,
+               **options) -> None:
+        data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
+        if not (data_dir / "hatexplain" / "hatexplain_merged.csv").is_file():
+            raise CommandError(f"No shared data at {data_dir} (expected hatexplain/hatexplain_merged.csv). "
+                               "Pass --data-dir or set SAFESHRINK_DATA_DIR.")
+        users = self._users()
+        officer, engineer = users["officer"], users["engineer"]
+        if not RiskTaxonomy.objects.filter(name=DEFAULT_TAXONOMY["name"]).exists():
+            taxonomy = taxonomy_publish(actor=officer, **DEFAULT_TAXONOMY)
+            threshold_policy_publish(actor=officer, name=DEMO_POLICY, taxonomy=taxonomy, rules=DEFAULT_POLICY_RULES,
+                                     description="Deltas are judged on the 95% paired-bootstrap interval bound.")
+        if not Suite.objects.filter(name=DEMO_SUITE).exists():
+            rows = [ExampleRow(**row) for row in demo_suite_rows(data_dir, routine=routine, adversarial=adversarial)]
+            version = suite_version_import(
+                actor=engineer, suite_name=DEMO_SUITE, rows=rows, unsafe_labels=UNSAFE_LABELS, safe_labels=SAFE_LABELS,
+                source=f"HateXplain test (routine, n={routine}), XSTest (edge), AdvBench behaviours (adversarial, "
+                       f"n={adversarial}); seed 0; from {data_dir}",
+            )
+            self.stdout.write(f"suite: {version} with {version.example_count} examples")
+        if not ModelArtifact.objects.filter(name=DEMO_MODEL).exists():
+            path = model_dir or self._build_tiny(data_dir)
+            artifact = artifact_register(actor=engineer, name=DEMO_MODEL, path=str(path))
+            self.stdout.write(f"base model: {artifact.name} {artifact.digest}")
+        self.stdout.write(self.style.SUCCESS("demo data ready"))
+
+    def _users(self) -> dict[str, User]:
+        users = {}
+        with transaction.atomic():
+            for username, role, password in DEMO_USERS:
+                user = User.objects.filter(username=username).first()
+                users[username] = user or user_create(actor=None, username=username, role=role, password=password,
+                                                      is_superuser=role == "admin")
+        return users
+
+    def _build_tiny(self, data_dir: Path) -> Path:
+        from compression.engine.tiny import build_tiny_classifier  # torch: only for this command
+
+        out = Path(settings.SAFESHRINK["MODEL_CACHE"]) / DEMO_MODEL
+        if (out / "config.json").is_file():
+            return out
+        started = time.perf_counter()
+        self.stdout.write("building the tiny base model from HateXplain train (seconds)…")
+        report = build_tiny_classifier(data_csv=data_dir / "hatexplain" / "hatexplain_merged.csv", out_dir=out)
+        self.stdout.write(f"tiny model: val accuracy {report.val_accuracy:.3f} on HateXplain val, "
+                          f"{time.perf_counter() - started:.1f} s")
+        return out

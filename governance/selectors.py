@@ -1,0 +1,13 @@
+from django.db.models import QuerySet
+
+from accounts.models import Role
+from governance.models import Release
+
+
+def releases_visible_to(user) -> QuerySet[Release]:
+    qs = Release.objects.select_related("experiment", "experiment__owner", "candidate", "policy", "suite_version")
+    if user.role in (Role.OFFICER, Role.ADMIN):
+        return qs
+    if user.role == Role.ENGINEER:
+        return qs.filter(experiment__owner=user)
+    return qs.none()  # regulators: object-level grants arrive with the exports work

@@ -1,0 +1,15 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ledger.services import ledger_verify
+
+
+class Command(BaseCommand):
+    help = "Recompute the audit ledger's hash chain. Prints OK, or the first broken sequence number (exit 1)."
+
+    def handle(self, *args, **options) -> None:
+        result = ledger_verify()
+        if result.ok:
+            head = f"head seq {result.head_seq}, hash {result.head_hash}" if result.checked else "empty ledger"
+            self.stdout.write(f"OK: {result.checked} events verified ({head})")
+            return
+        raise CommandError(f"BROKEN at seq {result.first_bad_seq}: {result.reason}")

@@ -1,0 +1,72 @@
+from django.db import models
+
+from .canonical import canonical_json, sha256_hex
+
+GENESIS_HASH = "0" * 64
+
+
+class LedgerEvent(models.Model):
+    """One append-only audit event, chained to the previous one by `prev_hash`.
+
+    The payload is stored as its canonical JSON text so that verification hashes exactly the
+    bytes that were written. On PostgreSQL a trigger refuses UPDATE and DELETE on this table.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    occurred_at = models.DateTimeField()
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_username = models.CharField(max_length=150, blank=True)
+    actor_role = models.CharField(max_length=16, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    payload_json = models.TextField()
+    state_digest = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+
+    def hashed_fields(self) -> dict:
+        return event_fields(
+            seq=self.seq,
+            occurred_at=self.occurred_at,
+            actor_id=self.actor_id,
+            actor_username=self.actor_username,
+            actor_role=self.actor_role,
+            action=self.action,
+            object_type=self.object_type,
+            object_id=self.object_id,
+            payload_json=self.payload_json,
+            state_digest=self.state_digest,
+        )
+
+    def compute_hash(self) -> str:
+        return chain_hash(self.prev_hash, self.hashed_fields())
+
+
+def event_fields(*, seq, occurred_at, actor_id, actor_username, actor_role, action, object_type, object_id,
+                 payload_json, state_digest) -> dict:
+    """Every field of an event except the two hashes, in the form that is hashed."""
+    return {
+        "seq": seq,
+        "occurred_at": occurred_at.isoformat(timespec="microseconds"),
+        "actor_id": actor_id,
+        "actor_username": actor_username,
+        "actor_role": actor_role,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "payload_json": payload_json,
+        "state_digest": state_digest,
+    }
+
+
+def chain_hash(prev_hash: str, fields: dict) -> str:
+    """hash = sha256(prev_hash ‖ canonical JSON of every other field)."""
+    return sha256_hex(prev_hash + canonical_json(fields))

@@ -1,0 +1,148 @@
+"""Shared fixtures. In CI (CI=true) a missing PostgreSQL or Redis fails the run; it never skips."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(os.environ.get("SAFESHRINK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session) -> None:
+    if os.environ.get("CI") != "true":
+        return
+    problems = []
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        problems.append("CI=true but DATABASE_URL does not point at PostgreSQL")
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+        problems.append("CI=true but CELERY_BROKER_URL does not point at Redis")
+    for name, host, port in (("PostgreSQL", "127.0.0.1", 5432), ("Redis", "127.0.0.1", 6379)):
+        if not _reachable(host, port):
+            problems.append(f"{name} is not reachable at {host}:{port}")
+    if problems:
+        pytest.exit("; ".join(problems), returncode=3)
+
+
+def require_service(kind: str) -> None:
+    """Tests that need a real service call this: outside CI they skip without it, in CI they fail."""
+    from django.db import connection
+
+    ok = connection.vendor == "postgresql" if kind == "postgres" else (
+        os.environ.get("CELERY_BROKER_URL", "").startswith("redis") and _reachable("127.0.0.1", 6379)
+    )
+    if ok:
+        return
+    message = f"this test needs {kind} (set DATABASE_URL / CELERY_BROKER_URL)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert (DATA_DIR / "hatexplain" / "hatexplain_merged.csv").is_file(), f"shared data missing at {DATA_DIR}"
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, data_dir) -> Path:
+    """A tiny BERT classifier trained on a HateXplain sample, built once per test session."""
+    from compression.engine.tiny import build_tiny_classifier
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    build_tiny_classifier(data_csv=data_dir / "hatexplain" / "hatexplain_merged.csv", out_dir=out, seed=0)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _artifact_root(request, tmp_path) -> None:
+    """Every test gets its own artifact store, so tests never see each other's files."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return  # engine tests may run without Django at all
+    settings = request.getfixturevalue("settings")
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "ARTIFACT_ROOT": tmp_path / "artifacts"}
+
+
+@pytest.fixture
+def make_user(db):
+    from accounts.services import user_create
+
+    def make(username: str, role: str):
+        return user_create(actor=None, username=username, role=role, password=f"{username}-pass-123")
+
+    return make
+
+
+@pytest.fixture
+def engineer(make_user):
+    return make_user("eve", "engineer")
+
+
+@pytest.fixture
+def officer(make_user):
+    return make_user("olga", "officer")
+
+
+@pytest.fixture
+def officer2(make_user):
+    return make_user("otto", "officer")
+
+
+@pytest.fixture
+def regulator(make_user):
+    return make_user("rita", "regulator")
+
+
+def api_client_for(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def engineer_api(engineer):
+    return api_client_for(engineer)
+
+
+@pytest.fixture
+def officer_api(officer):
+    return api_client_for(officer)
+
+
+@pytest.fixture
+def demo_suite(db, engineer, data_dir):
+    from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
+    from evaluations.services.suites import ExampleRow, suite_version_import
+
+    rows = [ExampleRow(**r) for r in demo_suite_rows(data_dir, routine=80, edge=60, adversarial=40, seed=1)]
+    return suite_version_import(actor=engineer, suite_name="test suite", rows=rows, unsafe_labels=UNSAFE_LABELS,
+                                safe_labels=SAFE_LABELS)
+
+
+@pytest.fixture
+def demo_policy(db, officer):
+    from governance.demo import DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY
+    from governance.services.policies import taxonomy_publish, threshold_policy_publish
+
+    taxonomy = taxonomy_publish(actor=officer, **DEFAULT_TAXONOMY)
+    return threshold_policy_publish(actor=officer, name="policy", taxonomy=taxonomy, rules=DEFAULT_POLICY_RULES)
+
+
+@pytest.fixture
+def base_artifact(db, engineer, tiny_model_dir):
+    from compression.services.artifacts import artifact_register
+
+    return artifact_register(actor=engineer, name="tiny", path=str(tiny_model_dir))

@@ -1,0 +1,113 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from ledger.models import GENESIS_HASH, LedgerEvent
+from ledger.services import ledger_append, ledger_verify
+from tests.conftest import require_service
+
+pytestmark = pytest.mark.django_db
+
+
+def _append(n: int, actor=None) -> list[LedgerEvent]:
+    events = []
+    for i in range(n):
+        with transaction.atomic():
+            events.append(ledger_append(actor=actor, action="run.requested", object_type="compression_run",
+                                        object_id=i, payload={"i": i, "note": "héllo"}))
+    return events
+
+
+def test_events_chain_from_genesis_with_gapless_seq():
+    events = _append(3)
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert events[0].prev_hash == GENESIS_HASH
+    assert events[1].prev_hash == events[0].hash
+    assert events[2].prev_hash == events[1].hash
+    assert all(e.compute_hash() == e.hash for e in events)
+    result = ledger_verify()
+    assert (result.ok, result.checked, result.head_seq, result.head_hash) == (True, 3, 3, events[2].hash)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_append_outside_a_transaction_is_refused():
+    with pytest.raises(RuntimeError):
+        ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
+    assert LedgerEvent.objects.count() == 0
+
+
+def test_unknown_action_is_refused():
+    with pytest.raises(ValueError), transaction.atomic():
+        ledger_append(actor=None, action="run.teleported", object_type="x", object_id=1, payload={})
+    assert LedgerEvent.objects.count() == 0
+
+
+def test_event_rolls_back_with_the_change_it_records():
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
+        1 / 0  # noqa: B018 - the change fails after the event was written
+    assert LedgerEvent.objects.count() == 0
+
+
+def _raw(sql: str, params=()) -> None:
+    """Change the table behind the application's back (PostgreSQL: with triggers switched off)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def test_edited_payload_is_named_by_verify_ledger(capsys):
+    _append(5)
+    _raw("UPDATE ledger_ledgerevent SET payload_json = %s WHERE seq = 3", ['{"i":99,"note":"héllo"}'])
+    result = ledger_verify()
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    with pytest.raises(CommandError, match="BROKEN at seq 3"):
+        call_command("verify_ledger")
+
+
+def test_payload_and_digest_rewritten_together_still_breaks_the_hash():
+    from ledger.canonical import sha256_hex
+
+    _append(4)
+    forged = '{"i":7,"note":"forged"}'
+    _raw("UPDATE ledger_ledgerevent SET payload_json = %s, state_digest = %s WHERE seq = 2", [forged, sha256_hex(forged)])
+    result = ledger_verify()
+    assert (result.ok, result.first_bad_seq, result.reason) == (False, 2, "hash does not match the event's content")
+
+
+def test_deleted_event_is_named():
+    _append(4)
+    _raw("DELETE FROM ledger_ledgerevent WHERE seq = 2")
+    assert (ledger_verify().ok, ledger_verify().first_bad_seq) == (False, 2)
+
+
+def test_reordered_events_are_detected():
+    _append(4)
+    _raw("UPDATE ledger_ledgerevent SET seq = 100 WHERE seq = 2")
+    _raw("UPDATE ledger_ledgerevent SET seq = 2 WHERE seq = 3")
+    _raw("UPDATE ledger_ledgerevent SET seq = 3 WHERE seq = 100")
+    assert (ledger_verify().ok, ledger_verify().first_bad_seq) == (False, 2)
+
+
+def test_verify_ledger_command_prints_ok(capsys):
+    _append(2)
+    call_command("verify_ledger")
+    assert capsys.readouterr().out.startswith("OK: 2 events verified")
+
+
+@pytest.mark.postgres
+def test_postgres_trigger_refuses_update_and_delete():
+    require_service("postgres")
+    from django.db import DatabaseError
+
+    _append(2)
+    for sql in ("UPDATE ledger_ledgerevent SET action = 'run.failed' WHERE seq = 1",
+                "DELETE FROM ledger_ledgerevent WHERE seq = 2"):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
+    assert list(LedgerEvent.objects.values_list("seq", "action")) == [(1, "run.requested"), (2, "run.requested")]
+    assert ledger_verify().ok

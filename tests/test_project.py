@@ -1,0 +1,63 @@
+"""Project-level guarantees: deploy checks, the OpenAPI schema, no torch in the web process."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_check_deploy_with_production_settings_reports_no_issues():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
+           "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+           "DATABASE_URL": "sqlite:////tmp/safeshrink-deploy-check.sqlite3", "DJANGO_ALLOWED_HOSTS": "safeshrink.example"}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
+                "DJANGO_ALLOWED_HOSTS": "x"})
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_web_process_never_imports_torch():
+    code = (
+        "import django, sys; django.setup();"
+        "from django.urls import get_resolver; get_resolver().url_patterns;"
+        "import governance.views, governance.api.views, compression.api.views, evaluations.api.views;"
+        "import config.celery;"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False False"
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_docs(client, engineer):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in ("/api/artifacts/", "/api/experiments/{id}/runs/", "/api/releases/{id}/decisions/",
+                 "/api/comparisons/{id}/flips/", "/api/ledger/verify/"):
+        assert path in text, path
+    assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_api_requires_authentication(client):
+    r = client.get("/api/releases/")
+    assert r.status_code in (401, 403)
+    assert set(r.json()) == {"code", "message", "details"}
