@@ -19,14 +19,15 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(tra
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _wait_for(predicate, *, timeout: float, what: str):
+def _wait_for(predicate, *, timeout: float, what: str, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    tail = log.read_text()[-4000:] if log else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def worker(settings, tmp_path):
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "SAFESHRINK_ARTIFACT_ROOT": str(settings.SAFESHRINK["ARTIFACT_ROOT"]),
         "PYTHONUNBUFFERED": "1",
+        "SAFESHRINK_TASKS_EAGER": "false",
     }
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
@@ -78,7 +80,7 @@ def test_pipeline_runs_on_a_real_worker_and_a_second_delivery_does_nothing(
     assert r.status_code == 202 and r.json()["status"] == "queued"
     run_id = r.json()["id"]
     run = _wait_for(lambda: (x := CompressionRun.objects.get(pk=run_id)).is_terminal and x, timeout=120,
-                    what="the compression run")
+                    what="the compression run", log=worker)
     assert run.status == RunStatus.SUCCEEDED, (run.failure_code, run.failure_reason, worker.read_text()[-3000:])
     assert run.attempts == 1
 
@@ -96,7 +98,7 @@ def test_pipeline_runs_on_a_real_worker_and_a_second_delivery_does_nothing(
     assert r.status_code == 202 and r.json()["status"] == "evaluating"
     final = _wait_for(
         lambda: (x := Release.objects.get(pk=release["id"])).status != ReleaseStatus.EVALUATING and x,
-        timeout=180, what="the release evaluation",
+        timeout=180, what="the release evaluation", log=worker,
     )
     assert final.status == ReleaseStatus.AWAITING_DECISION, (final.failure_reason, worker.read_text()[-3000:])
     assert final.gate_zone in ("green", "amber", "red") and final.comparison_id

@@ -4,6 +4,8 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
+# WhiteNoise serves the collected static files right after the security middleware.
+MIDDLEWARE = [*MIDDLEWARE[:1], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]  # noqa: F405
 SECRET_KEY = env("DJANGO_SECRET_KEY")
 DATABASES = {"default": database_config(env("DATABASE_URL"))}  # noqa: F405
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
