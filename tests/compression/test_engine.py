@@ -17,16 +17,15 @@ import pytest
 from compression.engine import SUPPORTED_METHODS, CompressionRequest, EngineError, compress, validate_parameters
 from compression.engine.manifest import dir_size, file_sha256, manifest, manifest_digest
 
+from tests.conftest import DATA_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_RECIPE = b'{"dtype":"qint8","format":"torch-quantized","method":"dynamic_int8","modules":["Linear"]}'
 TEXTS = ["i love my neighbours", "they are all vermin and should be removed", "what a lovely day at the beach"]
 
 
 def data_csv() -> Path:
-    """HateXplain CSV under $SAFESHRINK_DATA_DIR, else ../shared/data beside the repository."""
-    base = os.environ.get("SAFESHRINK_DATA_DIR")
-    root = Path(base) if base else REPO_ROOT.parent / "shared" / "data"
-    return root / "hatexplain" / "hatexplain_merged.csv"
+    return DATA_DIR / "hatexplain" / "hatexplain_merged.csv"
 
 
 @pytest.fixture(scope="module")

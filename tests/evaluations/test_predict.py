@@ -15,23 +15,17 @@ import pytest
 from compression.engine.errors import EngineError
 from compression.engine.manifest import dir_size
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import DATA_DIR
 
 
 def data_csv() -> Path:
-    """HateXplain CSV under $SAFESHRINK_DATA_DIR, else ../shared/data beside the repository."""
-    base = os.environ.get("SAFESHRINK_DATA_DIR")
-    root = Path(base) if base else REPO_ROOT.parent / "shared" / "data"
-    return root / "hatexplain" / "hatexplain_merged.csv"
+    return DATA_DIR / "hatexplain" / "hatexplain_merged.csv"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from compression.engine.tiny import build_tiny_classifier
-
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    build_tiny_classifier(data_csv=data_csv(), out_dir=out, seed=0)
-    return out
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny model (tests/conftest.py), built once for the whole run."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
