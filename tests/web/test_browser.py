@@ -1,0 +1,81 @@
+"""An officer in a real headless Chromium: approves one release and halts another."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from governance.models import Release, ReleaseStatus
+from tests.factories import evaluated_release
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+SCREENSHOTS = Path(os.environ.get("SAFESHRINK_SCREENSHOTS", "/tmp/safeshrink-screens"))
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        message = "headless Chromium and chromedriver are needed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1400"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    chrome.implicitly_wait(5)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield chrome
+    chrome.quit()
+
+
+def _sign_in(browser, live_server, username: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live_server.url}/login/")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def _decide(browser, live_server, release: Release, button_text: str, rationale: str, screenshot: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live_server.url}/releases/{release.pk}/")
+    assert browser.find_element(By.ID, "zone-table").is_displayed()
+    browser.find_element(By.LINK_TEXT, button_text).click()
+    browser.find_element(By.NAME, "rationale").send_keys(rationale)
+    browser.save_screenshot(str(SCREENSHOTS / f"{screenshot}-confirm.png"))
+    browser.find_element(By.ID, "confirm").click()
+    browser.save_screenshot(str(SCREENSHOTS / f"{screenshot}-done.png"))
+
+
+def test_officer_approves_one_release_and_halts_another(browser, live_server, officer, engineer, base_artifact,
+                                                        demo_suite, demo_policy):
+    from selenium.webdriver.common.by import By
+
+    first = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
+                              force_zone="green")
+    second = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy)
+
+    _sign_in(browser, live_server, officer.username, f"{officer.username}-pass-123")
+    assert "2 releases awaiting a decision" in browser.find_element(By.TAG_NAME, "main").text
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard.png"))
+
+    _decide(browser, live_server, first, "Approve…", "Deltas are inside the policy's green zone.", "approve")
+    assert browser.find_element(By.ID, "release-status").text == "Approved"
+    assert "Approve release: recorded." in browser.page_source
+
+    _decide(browser, live_server, second, "Halt…", "Holding until the adversarial slice is reviewed.", "halt")
+    assert browser.find_element(By.ID, "release-status").text == "Halted"
+
+    assert Release.objects.get(pk=first.pk).status == ReleaseStatus.APPROVED
+    assert Release.objects.get(pk=second.pk).status == ReleaseStatus.HALTED
