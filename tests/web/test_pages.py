@@ -25,7 +25,7 @@ def test_officer_approves_through_the_confirmation_page(client, officer, enginee
     page = client.get(f"/releases/{release.pk}/").content.decode()
     assert 'id="zone-table"' in page and "Flip set" in page and "<svg" in page
     # Columns follow the headers whatever order the database returns JSON keys in.
-    adversarial = page.split("<code>slice:adversarial</code>")[1].split("</tr>")[0]
+    adversarial = page.split("<tr><td><code>slice:adversarial</code></td>")[1].split("</tr>")[0]
     cells = adversarial.split('<td class="num">')[3:6]
     assert "n/a" not in cells[1] and "n/a" in cells[2]  # recall defined, benign FPR undefined (all unsafe)
     confirm = client.get(f"/releases/{release.pk}/decide/approve/").content.decode()
