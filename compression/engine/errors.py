@@ -12,6 +12,10 @@ ERROR_CODES: frozenset[str] = frozenset(
         "corrupt_artifact",
         "invalid_parameter",
         "unknown_method",
+        "invalid_input",
+        "empty_input",
+        "method_unavailable",
+        "cancelled",
     }
 )
 
