@@ -61,3 +61,18 @@ def test_api_requires_authentication(client):
     r = client.get("/api/releases/")
     assert r.status_code in (401, 403)
     assert set(r.json()) == {"code", "message", "details"}
+
+
+def test_compose_file_declares_the_five_services_with_their_settings():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
+    assert set(compose["services"]) == {"postgres", "redis", "web", "worker", "beat"}
+    for name in ("web", "worker", "beat"):
+        service = compose["services"][name]
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert service["environment"]["DATABASE_URL"].startswith("postgres://")
+        assert service["environment"]["CELERY_BROKER_URL"].startswith("redis://")
+    assert "celery -A config worker" in compose["services"]["worker"]["command"]
+    assert "celery -A config beat" in compose["services"]["beat"]["command"]
+    assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text().splitlines()
