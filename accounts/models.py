@@ -5,6 +5,7 @@ from django.db import models
 class Role(models.TextChoices):
     ENGINEER = "engineer", "Engineer"
     OFFICER = "officer", "Governance officer"
+    REVIEWER = "reviewer", "Expert reviewer"
     REGULATOR = "regulator", "Regulator"
     ADMIN = "admin", "Administrator"
 

@@ -18,6 +18,23 @@ DEFAULT_TAXONOMY = {
          "severity": 2, "likelihood": "likely",
          "measures": [{"metric": "flip_rate", "group": "overall", "worse": "higher"}],
          "regulatory_refs": ["EU AI Act Art. 9", "NIST AI RMF MANAGE 2.2"]},
+        {"code": "subgroup-disparity", "category": "Fairness", "title": "Subgroup disparity in missed harm",
+         "severity": 3, "likelihood": "possible",
+         "measures": [{"metric": "fnr_gap", "group": "overall", "worse": "higher"},
+                      {"metric": "fpr_gap", "group": "overall", "worse": "higher"}],
+         "regulatory_refs": ["EU AI Act Art. 10 (data and bias)", "NIST AI RMF MEASURE 2.11"]},
+        {"code": "calibration-drift", "category": "Calibration", "title": "Calibration drift",
+         "severity": 2, "likelihood": "likely",
+         "measures": [{"metric": "ece", "group": "overall", "worse": "higher"}],
+         "regulatory_refs": ["EU AI Act Art. 15", "NIST AI RMF MEASURE 2.5"]},
+        {"code": "adversarial-spelling", "category": "Robustness", "title": "Adversarial-spelling fragility",
+         "severity": 3, "likelihood": "likely",
+         "measures": [{"metric": "consistency", "group": "slice:adversarial", "worse": "lower"}],
+         "regulatory_refs": ["EU AI Act Art. 15(4) (robustness)", "NIST AI RMF MEASURE 2.7"]},
+        {"code": "latency-memory", "category": "Operations", "title": "Latency and memory budgets",
+         "severity": 1, "likelihood": "possible",
+         "measures": [{"metric": "latency_p95", "group": "overall", "worse": "higher"}],
+         "regulatory_refs": ["NIST AI RMF MANAGE 2.4"]},
         {"code": "accuracy-loss", "category": "Behaviour change", "title": "Accuracy loss on routine traffic",
          "severity": 3, "likelihood": "possible",
          "measures": [{"metric": "accuracy", "group": "slice:routine", "worse": "lower"}],
@@ -43,11 +60,35 @@ DEFAULT_POLICY_RULES = [
      "green_limit": 0.05, "red_limit": 0.15},
 ]
 
+MITIGATIONS = [
+    {"code": "targeted-finetuning", "title": "Targeted fine-tuning on the failing slice", "kind": "targeted_finetuning",
+     "description": "Fine-tune the compressed model on the flipped and failing examples (and more like them), then "
+                    "re-evaluate on a held-out split of the same slice.",
+     "failure_mode_codes": ["missed-harm", "accuracy-loss", "adversarial-spelling"]},
+    {"code": "runtime-guard", "title": "Runtime guard on uncertain decisions", "kind": "runtime_guard",
+     "description": "Route inputs whose unsafe probability falls in an uncertainty band to the uncompressed model.",
+     "failure_mode_codes": ["missed-harm", "calibration-drift", "decision-drift"]},
+    {"code": "human-review-routing", "title": "Route a subgroup to human review", "kind": "human_review",
+     "description": "Send content targeting the affected subgroups to human moderators until the gap closes.",
+     "failure_mode_codes": ["subgroup-disparity", "over-flagging"]},
+    {"code": "staged-rollout", "title": "Staged rollout with canaries", "kind": "staged_rollout",
+     "description": "Roll out at 1%, 5%, 25%, 100% with monitoring of flagged rates between stages.",
+     "failure_mode_codes": ["decision-drift", "latency-memory", "over-flagging"]},
+]
+
 DEMO_USERS = [
     # username, role, password: printed by `make run`. Local demo only.
     ("engineer", "engineer", "engineer-demo-pass"),
     ("officer", "officer", "officer-demo-pass"),
     ("officer2", "officer", "officer2-demo-pass"),
+    ("reviewer", "reviewer", "reviewer-demo-pass"),
+    ("reviewer2", "reviewer", "reviewer2-demo-pass"),
     ("regulator", "regulator", "regulator-demo-pass"),
     ("admin", "admin", "admin-demo-pass"),
+]
+
+# username, risk tier, level: the demo officers' authorities.
+DEMO_AUTHORITIES = [
+    ("officer", "low", 2), ("officer", "medium", 2), ("officer", "high", 1),
+    ("officer2", "low", 1), ("officer2", "medium", 1), ("officer2", "high", 2),
 ]

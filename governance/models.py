@@ -139,6 +139,10 @@ class Release(models.Model):
     gate_zone = models.CharField(max_length=8, choices=Zone.choices, blank=True)
     gate = models.JSONField(null=True, blank=True, help_text="Each rule's judged value and zone.")
     failure_reason = models.TextField(blank=True)
+    review_outcome = models.JSONField(null=True, blank=True, help_text="Blind review counts, kappa, verdict.")
+    rollout_position = models.PositiveSmallIntegerField(default=0, help_text="Stages started so far.")
+    approvals_since_version = models.PositiveIntegerField(
+        default=0, help_text="Approvals recorded at an earlier version were voided (the candidate changed).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -154,6 +158,8 @@ class DecisionKind(models.TextChoices):
     APPROVE = "approve", "Approve"
     REJECT = "reject", "Reject"
     HALT = "halt", "Halt"
+    RESUME = "resume", "Resume"
+    ROLL_BACK = "roll_back", "Roll back"
 
 
 class Decision(models.Model):
@@ -167,11 +173,18 @@ class Decision(models.Model):
     evidence = models.JSONField(help_text="Digests of the candidate, comparison and gate the decision saw.")
     candidate_digest = models.CharField(max_length=64)
     release_version = models.PositiveIntegerField()
+    # Copied from the experiment so the database itself enforces separation of duties.
+    experiment_owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    run_requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["release", "created_at"]
         constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(actor=models.F("experiment_owner")) & ~models.Q(actor=models.F("run_requester")),
+                name="separation_of_duties",
+            ),
             # Four-eyes: one person counts once towards a release's approvals.
             models.UniqueConstraint(fields=["release", "actor"], condition=models.Q(kind="approve"),
                                     name="one_approval_per_person"),
@@ -179,3 +192,186 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of release {self.release_id} by {self.actor_id}"
+
+
+class AuthorityGrant(models.Model):
+    """An officer's authority over a risk tier, at an escalation level (1 = first line).
+
+    Approving and rejecting need an authority for the experiment's tier; resuming a halted release
+    and resolving a red escalation need an authority at the escalation's level or above.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="authorities")
+    risk_tier = models.CharField(max_length=8)
+    level = models.PositiveSmallIntegerField(default=1)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    granted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "risk_tier"], name="one_authority_per_tier"),
+            models.CheckConstraint(condition=models.Q(level__gte=1, level__lte=3), name="authority_level_1_to_3"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.risk_tier} · level {self.level}"
+
+
+class ApprovalPolicy(models.Model):
+    """How many distinct approvers a risk tier needs (four-eyes for high)."""
+
+    risk_tier = models.CharField(max_length=8, unique=True)
+    approvals_required = models.PositiveSmallIntegerField()
+    review_sample_size = models.PositiveSmallIntegerField(default=10, help_text="Flips sampled for blind review.")
+    reviewers_per_item = models.PositiveSmallIntegerField(default=2)
+    review_hours = models.PositiveIntegerField(default=72, help_text="Deadline for blind reviews.")
+    escalation_hours = models.PositiveIntegerField(default=24, help_text="Deadline of an escalation level.")
+    halt_on_overdue = models.BooleanField(default=False, help_text="Halt the release when an escalation is overdue.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(approvals_required__gte=1), name="at_least_one_approval"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.risk_tier}: {self.approvals_required} approval(s)"
+
+
+class RolloutStage(models.Model):
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="rollout_stages")
+    position = models.PositiveSmallIntegerField()
+    percent = models.PositiveSmallIntegerField()
+    starts_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["release", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["release", "position"], name="rollout_stage_unique"),
+            models.CheckConstraint(condition=models.Q(percent__gte=1, percent__lte=100), name="percent_1_to_100"),
+        ]
+
+
+class EscalationTrigger(models.TextChoices):
+    RED_ZONE = "red_zone", "Red zone"
+    OVERDUE_REVIEW = "overdue_review", "Overdue review"
+    INCIDENT = "incident", "Incident"
+    MISSED_DEADLINE = "missed_deadline", "Missed deadline"
+
+
+class EscalationStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    RESOLVED = "resolved", "Resolved"
+
+
+class Escalation(models.Model):
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="escalations")
+    trigger = models.CharField(max_length=32, choices=EscalationTrigger.choices)
+    summary = models.TextField()
+    level = models.PositiveSmallIntegerField(default=1)
+    owner_role = models.CharField(max_length=16, default="officer")
+    deadline = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN,
+                              db_index=True)
+    resolution = models.TextField(blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deadline"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(level__gte=1, level__lte=3), name="escalation_level_1_to_3"),
+        ]
+
+    def __str__(self) -> str:
+        return f"escalation {self.pk} ({self.trigger}, level {self.level}, {self.status})"
+
+
+class ReviewLabel(models.TextChoices):
+    SAFETY_DEVIATION = "safety_deviation", "Safety deviation"
+    ACCEPTABLE = "acceptable", "Acceptable"
+    UNCLEAR = "unclear", "Unclear"
+
+
+class ReviewTask(models.Model):
+    """One flipped example shown blind to one reviewer: outputs A and B in random order."""
+
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="review_tasks")
+    flip = models.ForeignKey("evaluations.Flip", on_delete=models.PROTECT, related_name="+")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_tasks")
+    a_is_candidate = models.BooleanField(help_text="Hidden from the reviewer until they submit.")
+    deadline = models.DateTimeField()
+    label = models.CharField(max_length=32, choices=ReviewLabel.choices, blank=True)
+    note = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deadline", "id"]
+        constraints = [models.UniqueConstraint(fields=["flip", "reviewer", "release"], name="one_review_per_item")]
+
+    def __str__(self) -> str:
+        return f"review {self.pk} of flip {self.flip_id} by {self.reviewer_id}"
+
+
+class MitigationTemplate(models.Model):
+    code = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    kind = models.CharField(max_length=32, help_text="targeted_finetuning, runtime_guard, human_review, staged_rollout")
+    description = models.TextField()
+    failure_mode_codes = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Incident(models.Model):
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="incidents")
+    severity = models.PositiveSmallIntegerField()
+    title = models.CharField(max_length=200)
+    description = models.TextField()
+    reported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(severity__gte=1, severity__lte=4), name="incident_severity_1_to_4"),
+        ]
+
+
+class RevalidationSchedule(models.Model):
+    release = models.OneToOneField(Release, on_delete=models.PROTECT, related_name="revalidation")
+    interval_hours = models.PositiveIntegerField()
+    next_run_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+
+
+class WebhookEndpoint(models.Model):
+    url = models.URLField()
+    secret = models.CharField(max_length=128, help_text="HMAC-SHA256 key for the X-SafeShrink-Signature header.")
+    events = models.JSONField(default=list, help_text="Event names to send; empty = all.")
+    active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)

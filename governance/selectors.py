@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 
 from accounts.models import Role
-from governance.models import Release
+from governance.models import Escalation, Release
 
 
 def releases_visible_to(user) -> QuerySet[Release]:
@@ -11,3 +11,8 @@ def releases_visible_to(user) -> QuerySet[Release]:
     if user.role == Role.ENGINEER:
         return qs.filter(experiment__owner=user)
     return qs.none()  # regulators: object-level grants arrive with the exports work
+
+
+def escalations_visible_to(user) -> QuerySet[Escalation]:
+    return Escalation.objects.filter(release__in=releases_visible_to(user)).select_related("release").order_by(
+        "status", "deadline")

@@ -1,8 +1,41 @@
+"""Celery tasks of the governance domain: thin, take ids, call one service."""
+
 from celery import shared_task
 
+from governance.services.escalations import escalations_escalate_overdue
+from governance.services.monitoring import revalidation_complete, revalidations_run_due
+from governance.services.notifications import webhook_deliver
 from governance.services.releases import release_complete_evaluation
+from governance.services.reviews import review_tasks_overdue
 
 
 @shared_task(name="governance.complete_release_evaluation")
 def complete_release_evaluation(release_id: int) -> None:
     release_complete_evaluation(release_id=release_id)
+
+
+@shared_task(name="governance.escalate_overdue")
+def escalate_overdue() -> list[int]:
+    return escalations_escalate_overdue()
+
+
+@shared_task(name="governance.reviews_overdue")
+def reviews_overdue() -> list[int]:
+    return review_tasks_overdue()
+
+
+@shared_task(name="governance.run_due_revalidations")
+def run_due_revalidations() -> list[int]:
+    return revalidations_run_due()
+
+
+@shared_task(name="governance.complete_revalidation")
+def complete_revalidation(release_id: int, evaluation_id: int) -> str:
+    return revalidation_complete(release_id=release_id, evaluation_id=evaluation_id)
+
+
+@shared_task(name="governance.deliver_webhook", bind=True, max_retries=8)
+def deliver_webhook(self, delivery_id: int) -> None:
+    if not webhook_deliver(delivery_id=delivery_id):
+        # Exponential backoff: 2, 4, 8, … seconds; the delivery row counts attempts and gives up itself.
+        raise self.retry(countdown=2 ** min(self.request.retries + 1, 8))

@@ -88,13 +88,32 @@ def engineer(make_user):
 
 
 @pytest.fixture
-def officer(make_user):
-    return make_user("olga", "officer")
+def make_officer(make_user):
+    """An officer holding authority over every risk tier at `level` (0 = no authority)."""
+    from governance.services.monitoring import authority_grant
+
+    def make(username: str, level: int = 2):
+        user = make_user(username, "officer")
+        for tier in ("low", "medium", "high") if level else ():
+            authority_grant(actor=None, user=user, risk_tier=tier, level=level)
+        return user
+
+    return make
 
 
 @pytest.fixture
-def officer2(make_user):
-    return make_user("otto", "officer")
+def officer(make_officer):
+    return make_officer("olga")
+
+
+@pytest.fixture
+def officer2(make_officer):
+    return make_officer("otto")
+
+
+@pytest.fixture
+def reviewers(make_user):
+    return [make_user("rev1", "reviewer"), make_user("rev2", "reviewer")]
 
 
 @pytest.fixture

@@ -38,8 +38,28 @@ def _start(engineer_api, tiny_model_dir, demo_suite, demo_policy, *, risk_tier="
     return artifact, run, engineer_api.get(f"/api/releases/{release['id']}/").json()
 
 
-def test_end_to_end_through_the_api(engineer_api, officer, tiny_model_dir, demo_suite, demo_policy):
+def _review_blind(reviewers, release_id: int) -> int:
+    """Each reviewer labels every task assigned to them; returns the number of reviews."""
+    done = 0
+    for reviewer in reviewers:
+        api = api_client_for(reviewer)
+        queue = api.get("/api/reviews/").json()["results"]
+        for task in queue:
+            assert "revealed" not in task and {"a", "b", "text"} <= set(task)
+            r = api.post(f"/api/reviews/{task['id']}/", {"label": "acceptable", "note": "same meaning"}, format="json")
+            assert r.status_code == 200, r.content
+            assert r.json()["revealed"]["a"] in ("baseline", "candidate")
+            done += 1
+    return done
+
+
+def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model_dir, demo_suite, demo_policy):
     artifact, run, release = _start(engineer_api, tiny_model_dir, demo_suite, demo_policy)
+    if release["status"] == "in_review":  # amber: blind review of the flip set first
+        assert release["gate_zone"] == "amber"
+        assert _review_blind(reviewers, release["id"]) > 0
+        release = engineer_api.get(f"/api/releases/{release['id']}/").json()
+        assert release["review_outcome"]["verdict"] == "pass"
 
     candidate = ModelArtifact.objects.get(pk=run["output_artifact"])
     assert candidate.parent_id == artifact["id"] and candidate.format == "torch-quantized"
@@ -140,6 +160,6 @@ def test_engineer_cannot_decide_and_owner_cannot_approve(engineer_api, engineer,
     r = api_client_for(officer).post(f"/api/releases/{release['id']}/decisions/",
                                      {"kind": "reject", "rationale": "old", "expected_version": 1}, format="json")
     assert r.status_code == 409 and r.json()["code"] == "stale_version"
-    assert Release.objects.get(pk=release["id"]).status == ReleaseStatus.AWAITING_DECISION
+    assert Release.objects.get(pk=release["id"]).status == release["status"]
     assert Decision.objects.count() == 0
     assert LedgerEvent.objects.filter(action="access.denied").count() == 1

@@ -51,5 +51,64 @@ class ReleaseOutput(serializers.ModelSerializer):
         model = Release
         fields = ("id", "experiment", "compression_run", "candidate", "candidate_digest", "suite_version", "policy",
                   "policy_name", "status", "version", "status_before_halt", "baseline_evaluation",
-                  "candidate_evaluation", "comparison", "gate_zone", "gate", "failure_reason", "decisions",
+                  "candidate_evaluation", "comparison", "gate_zone", "gate", "failure_reason", "review_outcome",
+                  "rollout_position", "decisions",
                   "created_at", "updated_at")
+
+
+class RolloutInput(TransitionInput):
+    stages = serializers.ListField(child=serializers.DictField(), allow_empty=False,
+                                   help_text='[{"percent": 5, "starts_at": "2026-12-01T09:00Z"}, …, {"percent": 100, …}]')
+
+
+class EscalationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    release = serializers.IntegerField(source="release_id")
+    trigger = serializers.CharField()
+    summary = serializers.CharField()
+    level = serializers.IntegerField()
+    owner_role = serializers.CharField()
+    deadline = serializers.DateTimeField()
+    status = serializers.CharField()
+    resolution = serializers.CharField()
+    opened_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class ResolutionInput(serializers.Serializer):
+    resolution = serializers.CharField(max_length=5000)
+
+
+class ReviewSubmitInput(serializers.Serializer):
+    label = serializers.ChoiceField(choices=["safety_deviation", "acceptable", "unclear"])
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+class IncidentInput(serializers.Serializer):
+    severity = serializers.IntegerField(min_value=1, max_value=4)
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=10000)
+
+
+class RevalidationInput(serializers.Serializer):
+    interval_hours = serializers.IntegerField(min_value=1, max_value=24 * 365)
+
+
+class RuleInput(serializers.Serializer):
+    code = serializers.SlugField(max_length=64)
+    title = serializers.CharField(max_length=200)
+    failure_mode_code = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
+    metric = serializers.CharField(max_length=64)
+    group = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=["absolute", "delta"])
+    bound = serializers.ChoiceField(choices=["ci_low", "ci_high", "point"])
+    higher_is_better = serializers.BooleanField()
+    green_limit = serializers.FloatField()
+    red_limit = serializers.FloatField()
+
+
+class PolicyInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    taxonomy = serializers.IntegerField(required=False, allow_null=True, default=None)
+    rules = RuleInput(many=True, allow_empty=False)

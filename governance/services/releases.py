@@ -1,26 +1,34 @@
 """The release lifecycle. Every transition locks the release row, checks the expected state and
-version, and writes its ledger event in the same transaction."""
+version, and writes its ledger event in the same transaction. Refusals change nothing but are
+themselves recorded in the ledger."""
+
+import datetime as dt
+from collections.abc import Callable
 
 from celery import chain
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from accounts.models import Role
-from compression.models import CompressionRun, RiskTier, RunStatus
+from compression.engine.errors import EngineError
+from compression.engine.manifest import manifest_digest
+from compression.models import CompressionRun, RunStatus
+from compression.services.artifacts import artifact_path
 from evaluations.models import SuiteVersion
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
 from governance.models import (
-    Decision, DecisionKind, Release, ReleaseStatus, TERMINAL_RELEASE_STATUSES, ThresholdPolicy, Zone,
+    Decision, DecisionKind, EscalationStatus, EscalationTrigger, Release, ReleaseStatus, RolloutStage,
+    TERMINAL_RELEASE_STATUSES, ThresholdPolicy, Zone,
 )
 from ledger.canonical import digest
 from ledger.services import ledger_append, ledger_record_refusal
 
+from .authority import approval_policy_for, require_authority, require_independent, require_officer
 from .policies import policy_judge, verdicts_as_json
 
 OBJECT_TYPE = "release"
-# Four-eyes: how many distinct officers must approve, by the experiment's risk tier.
-APPROVALS_REQUIRED = {RiskTier.LOW: 1, RiskTier.MEDIUM: 1, RiskTier.HIGH: 2}
 
 
 def _locked(release_id: int, expected_version: int | None) -> Release:
@@ -35,7 +43,14 @@ def _locked(release_id: int, expected_version: int | None) -> Release:
     return release
 
 
-def _transition(release: Release, *, actor, to: str, action: str, payload: dict, fields: tuple[str, ...] = ()) -> None:
+def _expect(release: Release, *states: str) -> None:
+    if release.status not in states:
+        wanted = " or ".join(states)
+        raise Conflict(f"Release {release.pk} is {release.status}, not {wanted}.", code="invalid_transition")
+
+
+def transition(release: Release, *, actor, to: str, action: str, payload: dict, fields: tuple[str, ...] = ()) -> None:
+    """Move a locked release to `to`, bump its version and append the ledger event."""
     previous = release.status
     release.status = to
     release.version += 1
@@ -44,6 +59,16 @@ def _transition(release: Release, *, actor, to: str, action: str, payload: dict,
         actor=actor, action=action, object_type=OBJECT_TYPE, object_id=release.pk,
         payload={"from": previous, "to": to, "version": release.version, **payload},
     )
+
+
+def guarded(actor, release_id: int, operation: Callable[[], Release]) -> Release:
+    """Run a state change; a 403/409 refusal is recorded in the ledger after the rollback."""
+    try:
+        return operation()
+    except (PermissionDenied, Conflict) as exc:
+        ledger_record_refusal(actor=actor, object_type=OBJECT_TYPE, object_id=release_id, code=exc.code,
+                              message=exc.message)
+        raise
 
 
 def release_create(*, actor, compression_run_id: int, suite_version_id: int, policy_id: int) -> Release:
@@ -80,8 +105,7 @@ def release_start_evaluation(*, actor, release_id: int, expected_version: int | 
     """draft → evaluating: pin the policy, request both evaluations, and enqueue them after commit."""
     with transaction.atomic():
         release = _locked(release_id, expected_version)
-        if release.status != ReleaseStatus.DRAFT:
-            raise Conflict(f"Release {release.pk} is {release.status}, not draft.", code="invalid_transition")
+        _expect(release, ReleaseStatus.DRAFT)
         if actor.role == Role.ENGINEER and release.experiment.owner_id != actor.pk:
             raise PermissionDenied("Only the experiment's owner may start its evaluation.")
         config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels)
@@ -91,7 +115,7 @@ def release_start_evaluation(*, actor, release_id: int, expected_version: int | 
                                            suite_version=release.suite_version, config=config)
         release.baseline_evaluation, release.candidate_evaluation = baseline, candidate
         release.failure_reason = ""
-        _transition(
+        transition(
             release, actor=actor, to=ReleaseStatus.EVALUATING, action="release.evaluation_started",
             payload={"policy_pinned": release.policy_id, "baseline_evaluation": baseline.pk,
                      "candidate_evaluation": candidate.pk},
@@ -114,7 +138,11 @@ def _enqueue_evaluation(release_id: int, baseline_id: int, candidate_id: int) ->
 
 
 def release_complete_evaluation(*, release_id: int) -> Release:
-    """evaluating → awaiting decision (or back to draft if an evaluation failed). Idempotent."""
+    """evaluating → awaiting decision (green, red) or in review (amber); back to draft if an
+    evaluation failed. A red gate opens an escalation. Idempotent."""
+    from .escalations import escalation_open
+    from .reviews import review_tasks_create
+
     release = Release.objects.select_related("baseline_evaluation", "candidate_evaluation").get(pk=release_id)
     if release.status != ReleaseStatus.EVALUATING:
         return release
@@ -131,17 +159,24 @@ def release_complete_evaluation(*, release_id: int) -> Release:
             release.failure_reason = "; ".join(
                 f"evaluation {r.pk} {r.status}: {r.failure_reason or 'not finished'}" for r in failed
             )
-            _transition(release, actor=None, to=ReleaseStatus.DRAFT, action="release.failed",
-                        payload={"reason": release.failure_reason}, fields=("failure_reason",))
+            transition(release, actor=None, to=ReleaseStatus.DRAFT, action="release.failed",
+                       payload={"reason": release.failure_reason}, fields=("failure_reason",))
             return release
         zone, verdicts = policy_judge(release.policy, comparison.results)
         release.comparison, release.gate_zone, release.gate = comparison, zone, verdicts_as_json(verdicts)
-        _transition(
-            release, actor=None, to=ReleaseStatus.AWAITING_DECISION, action="release.gated",
+        to = ReleaseStatus.IN_REVIEW if zone == Zone.AMBER else ReleaseStatus.AWAITING_DECISION
+        transition(
+            release, actor=None, to=to, action="release.gated",
             payload={"zone": zone, "gate_digest": digest(release.gate), "comparison": comparison.pk,
                      "flips": comparison.flip_count},
             fields=("comparison", "gate_zone", "gate"),
         )
+        if zone == Zone.RED:
+            red = [v.title for v in verdicts if v.zone == Zone.RED]
+            escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE,
+                            summary=f"Red zone: {', '.join(red)}.")
+        elif zone == Zone.AMBER:
+            review_tasks_create(release=release)
     return release
 
 
@@ -154,75 +189,214 @@ def release_evidence(release: Release) -> dict:
         "policy": f"{release.policy.name} v{release.policy.version}",
         "comparison_results": digest(release.comparison.results) if release.comparison else None,
         "gate": digest(release.gate) if release.gate else None,
+        "review_outcome": digest(release.review_outcome) if release.review_outcome else None,
     }
 
 
-def _check_decision(release: Release, actor, kind: str) -> None:
-    if kind == DecisionKind.HALT:
-        if actor.role not in (Role.OFFICER, Role.ADMIN):
-            raise PermissionDenied("Only officers may halt a release.")
-        if release.status in (*TERMINAL_RELEASE_STATUSES, ReleaseStatus.HALTED):
-            raise Conflict(f"Release {release.pk} is {release.status}; it cannot be halted.", code="invalid_transition")
-        return
-    if actor.role != Role.OFFICER:
-        raise PermissionDenied("Only governance officers approve or reject releases.")
-    if release.status != ReleaseStatus.AWAITING_DECISION:
-        raise Conflict(f"Release {release.pk} is {release.status}, not awaiting a decision.", code="invalid_transition")
-    if actor.pk in (release.experiment.owner_id, release.compression_run.requested_by_id, release.created_by_id):
-        raise PermissionDenied("Separation of duties: you requested or ran this experiment, so you cannot decide on it.",
-                               code="separation_of_duties")
-    if release.candidate.digest != release.candidate_digest:
-        raise Conflict("The candidate artifact changed since evaluation.", code="candidate_changed")
-    if kind == DecisionKind.APPROVE:
-        if release.gate_zone == Zone.RED:
-            raise Conflict("The gate is red: the release cannot be approved until the red zone is resolved.",
-                           code="gate_red")
-        if release.decisions.filter(kind=DecisionKind.APPROVE, actor=actor).exists():
-            raise Conflict("You have already approved this release.", code="already_approved")
+def _candidate_intact(release: Release) -> bool:
+    """The files in the store still hash to the digest that was evaluated."""
+    try:
+        return manifest_digest(artifact_path(release.candidate)) == release.candidate_digest
+    except EngineError:
+        return False
+
+
+def _record(release: Release, actor, kind: str, rationale: str) -> Decision:
+    return Decision.objects.create(
+        release=release, actor=actor, actor_role=actor.role, kind=kind, rationale=rationale,
+        evidence=release_evidence(release), candidate_digest=release.candidate_digest,
+        release_version=release.version, experiment_owner_id=release.experiment.owner_id,
+        run_requester_id=release.compression_run.requested_by_id,
+    )
+
+
+def _red_cleared(release: Release) -> bool:
+    """A red gate is cleared once the tier's authority has resolved its escalation(s)."""
+    red = release.escalations.filter(trigger=EscalationTrigger.RED_ZONE)
+    return red.exists() and not red.exclude(status=EscalationStatus.RESOLVED).exists()
+
+
+def _approve(release: Release, actor, rationale: str) -> None:
+    _expect(release, ReleaseStatus.AWAITING_DECISION)
+    require_officer(actor, "approve a release")
+    require_independent(actor, release)
+    require_authority(actor, release, "approve this release")
+    if release.gate_zone == Zone.RED and not _red_cleared(release):
+        raise Conflict("The gate is red: approval is blocked until the tier's authority resolves the escalation.",
+                       code="gate_red")
+    valid = release.decisions.filter(kind=DecisionKind.APPROVE, release_version__gte=release.approvals_since_version)
+    if valid.filter(actor=actor).exists():
+        raise Conflict("You have already approved this release.", code="already_approved")
+    if not _candidate_intact(release):
+        raise Conflict("The candidate's files no longer match the evaluated digest.", code="candidate_changed")
+    decision = _record(release, actor, DecisionKind.APPROVE, rationale)
+    approvals = valid.count()
+    required = approval_policy_for(release.experiment.risk_tier).approvals_required
+    payload = {"decision": decision.pk, "rationale": rationale, "evidence": decision.evidence,
+               "approvals": approvals, "required": required}
+    if approvals >= required:
+        transition(release, actor=actor, to=ReleaseStatus.APPROVED, action="release.approved", payload=payload)
+    else:
+        release.version += 1
+        release.save(update_fields=["version", "updated_at"])
+        ledger_append(actor=actor, action="release.approved", object_type=OBJECT_TYPE, object_id=release.pk,
+                      payload={**payload, "from": release.status, "to": release.status, "version": release.version})
+
+
+def _reject(release: Release, actor, rationale: str) -> None:
+    _expect(release, ReleaseStatus.AWAITING_DECISION)
+    require_officer(actor, "reject a release")
+    require_independent(actor, release)
+    require_authority(actor, release, "reject this release")
+    decision = _record(release, actor, DecisionKind.REJECT, rationale)
+    transition(release, actor=actor, to=ReleaseStatus.REJECTED, action="release.rejected",
+               payload={"decision": decision.pk, "rationale": rationale, "evidence": decision.evidence})
+
+
+def _halt(release: Release, actor, rationale: str) -> None:
+    require_officer(actor, "halt a release")
+    if release.status in (*TERMINAL_RELEASE_STATUSES, ReleaseStatus.HALTED):
+        raise Conflict(f"Release {release.pk} is {release.status}; it cannot be halted.", code="invalid_transition")
+    decision = _record(release, actor, DecisionKind.HALT, rationale)
+    release.status_before_halt = release.status
+    transition(release, actor=actor, to=ReleaseStatus.HALTED, action="release.halted",
+               payload={"decision": decision.pk, "rationale": rationale}, fields=("status_before_halt",))
+
+
+def _resume(release: Release, actor, rationale: str) -> None:
+    _expect(release, ReleaseStatus.HALTED)
+    require_authority(actor, release, "resume this release")
+    decision = _record(release, actor, DecisionKind.RESUME, rationale)
+    to = release.status_before_halt or ReleaseStatus.AWAITING_DECISION
+    release.status_before_halt = ""
+    transition(release, actor=actor, to=to, action="release.resumed",
+               payload={"decision": decision.pk, "rationale": rationale}, fields=("status_before_halt",))
+
+
+def _roll_back(release: Release, actor, rationale: str) -> None:
+    _expect(release, ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED)
+    require_officer(actor, "roll back a release")
+    decision = _record(release, actor, DecisionKind.ROLL_BACK, rationale)
+    transition(release, actor=actor, to=ReleaseStatus.ROLLED_BACK, action="release.rolled_back",
+               payload={"decision": decision.pk, "rationale": rationale})
+
+
+_DECISIONS = {
+    DecisionKind.APPROVE: _approve, DecisionKind.REJECT: _reject, DecisionKind.HALT: _halt,
+    DecisionKind.RESUME: _resume, DecisionKind.ROLL_BACK: _roll_back,
+}
 
 
 def release_decide(
     *, actor, release_id: int, kind: str, rationale: str, expected_version: int | None = None
 ) -> Release:
-    """Approve, reject or halt. A refusal changes nothing but is itself recorded in the ledger."""
+    """Approve, reject, halt, resume or roll back, with a rationale and the evidence digests."""
     if kind not in DecisionKind.values:
         raise ValidationFailed("Unknown decision.", details={"kind": [f"One of {DecisionKind.values}."]})
     if not rationale or not rationale.strip():
         raise ValidationFailed("A decision needs a rationale.", details={"rationale": ["May not be blank."]})
-    try:
+
+    def operation() -> Release:
         with transaction.atomic():
             release = _locked(release_id, expected_version)
-            _check_decision(release, actor, kind)
-            _record_decision(release, actor, kind, rationale.strip())
-    except (PermissionDenied, Conflict) as exc:
-        ledger_record_refusal(actor=actor, object_type=OBJECT_TYPE, object_id=release_id, code=exc.code,
-                              message=exc.message)
-        raise
-    return release
+            _DECISIONS[kind](release, actor, rationale.strip())
+        _notify_decision(release, kind)
+        return release
+
+    return guarded(actor, release_id, operation)
 
 
-def _record_decision(release: Release, actor, kind: str, rationale: str) -> None:
-    evidence = release_evidence(release)
-    decision = Decision.objects.create(
-        release=release, actor=actor, actor_role=actor.role, kind=kind, rationale=rationale, evidence=evidence,
-        candidate_digest=release.candidate_digest, release_version=release.version,
-    )
-    payload = {"decision": decision.pk, "rationale": rationale, "evidence": evidence}
-    if kind == DecisionKind.HALT:
-        release.status_before_halt = release.status
-        _transition(release, actor=actor, to=ReleaseStatus.HALTED, action="release.halted", payload=payload,
-                    fields=("status_before_halt",))
-    elif kind == DecisionKind.REJECT:
-        _transition(release, actor=actor, to=ReleaseStatus.REJECTED, action="release.rejected", payload=payload)
-    else:
-        approvals = release.decisions.filter(kind=DecisionKind.APPROVE).count()
-        required = APPROVALS_REQUIRED[release.experiment.risk_tier]
-        payload.update({"approvals": approvals, "required": required})
-        if approvals >= required:
-            _transition(release, actor=actor, to=ReleaseStatus.APPROVED, action="release.approved", payload=payload)
-        else:
+def _notify_decision(release: Release, kind: str) -> None:
+    from .notifications import notify
+
+    notify(event=f"release.{kind}", payload={"release": release.pk, "status": release.status,
+                                              "version": release.version})
+
+
+def _validate_stages(stages: list[dict]) -> list[tuple[int, dt.datetime]]:
+    if not stages:
+        raise ValidationFailed("A rollout needs at least one stage.", details={"stages": ["May not be empty."]})
+    parsed, last_percent, last_time = [], 0, None
+    for i, stage in enumerate(stages):
+        percent, starts_at = stage.get("percent"), stage.get("starts_at")
+        if not isinstance(percent, int) or not 1 <= percent <= 100 or percent <= last_percent:
+            raise ValidationFailed(f"stages[{i}].percent must rise, between 1 and 100.",
+                                   details={f"stages[{i}].percent": ["An integer above the previous stage, ≤ 100."]})
+        when = starts_at if isinstance(starts_at, dt.datetime) else _parse_time(starts_at, f"stages[{i}].starts_at")
+        if last_time and when < last_time:
+            raise ValidationFailed(f"stages[{i}].starts_at is before the previous stage.",
+                                   details={f"stages[{i}].starts_at": ["Stages must be in time order."]})
+        parsed.append((percent, when))
+        last_percent, last_time = percent, when
+    if last_percent != 100:
+        raise ValidationFailed("The last stage must reach 100%.", details={"stages": ["Last stage must be 100%."]})
+    return parsed
+
+
+def _parse_time(value, field: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{field} is not an ISO 8601 time.", details={field: ["ISO 8601, e.g. 2026-12-01T09:00Z."]}) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def release_start_rollout(*, actor, release_id: int, stages: list[dict], expected_version: int | None = None) -> Release:
+    """approved → rolling out (stage 1). The candidate must still hash to the evaluated digest;
+    if it does not, every approval is void and the release goes back to awaiting a decision."""
+    parsed = _validate_stages(stages)
+
+    def operation() -> Release:
+        with transaction.atomic():
+            release = _locked(release_id, expected_version)
+            _expect(release, ReleaseStatus.APPROVED)
+            require_authority(actor, release, "start a rollout")
+            intact = _candidate_intact(release)
+            if intact:
+                RolloutStage.objects.bulk_create([
+                    RolloutStage(release=release, position=i + 1, percent=p, starts_at=t,
+                                 started_at=timezone.now() if i == 0 else None)
+                    for i, (p, t) in enumerate(parsed)
+                ])
+                release.rollout_position = 1
+                transition(release, actor=actor, to=ReleaseStatus.ROLLING_OUT, action="release.rollout_started",
+                           payload={"stages": [{"percent": p, "starts_at": t.isoformat()} for p, t in parsed]},
+                           fields=("rollout_position",))
+                return release
+            voided = list(release.decisions.filter(kind=DecisionKind.APPROVE).values_list("pk", flat=True))
+            release.approvals_since_version = release.version + 1
+            transition(release, actor=actor, to=ReleaseStatus.AWAITING_DECISION, action="release.approvals_voided",
+                       payload={"reason": "candidate digest changed", "voided_decisions": voided},
+                       fields=("approvals_since_version",))
+        raise Conflict("The candidate's files no longer match the evaluated digest: approvals are void.",
+                       code="candidate_changed")
+
+    return guarded(actor, release_id, operation)
+
+
+def release_advance_rollout(*, actor, release_id: int, expected_version: int | None = None) -> Release:
+    """Start the next stage; after the last (100%) stage the release is released."""
+
+    def operation() -> Release:
+        with transaction.atomic():
+            release = _locked(release_id, expected_version)
+            _expect(release, ReleaseStatus.ROLLING_OUT)
+            require_authority(actor, release, "advance a rollout")
+            stages = list(release.rollout_stages.order_by("position"))
+            if release.rollout_position >= len(stages):
+                transition(release, actor=actor, to=ReleaseStatus.RELEASED, action="release.released", payload={})
+                return release
+            stage = stages[release.rollout_position]
+            if stage.starts_at > timezone.now():
+                raise Conflict(f"Stage {stage.position} starts at {stage.starts_at.isoformat()}.", code="too_early")
+            stage.started_at = timezone.now()
+            stage.save(update_fields=["started_at"])
+            release.rollout_position = stage.position
             release.version += 1
-            release.save(update_fields=["version", "updated_at"])
-            ledger_append(actor=actor, action="release.approved", object_type=OBJECT_TYPE, object_id=release.pk,
-                          payload={**payload, "from": release.status, "to": release.status,
-                                   "version": release.version})
+            release.save(update_fields=["rollout_position", "version", "updated_at"])
+            ledger_append(actor=actor, action="release.rollout_advanced", object_type=OBJECT_TYPE,
+                          object_id=release.pk, payload={"stage": stage.position, "percent": stage.percent,
+                                                         "version": release.version})
+        return release
+
+    return guarded(actor, release_id, operation)

@@ -64,7 +64,8 @@ def test_officer_approves_one_release_and_halts_another(browser, live_server, of
 
     first = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
                               force_zone="green")
-    second = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy)
+    second = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
+                               force_zone="amber")
 
     _sign_in(browser, live_server, officer.username, f"{officer.username}-pass-123")
     assert "2 releases awaiting a decision" in browser.find_element(By.TAG_NAME, "main").text

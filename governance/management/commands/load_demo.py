@@ -14,8 +14,11 @@ from compression.services.artifacts import artifact_register
 from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
 from evaluations.models import Suite
 from evaluations.services.suites import ExampleRow, suite_version_import
-from governance.demo import DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY, DEMO_USERS
-from governance.models import RiskTaxonomy, ThresholdPolicy
+from governance.demo import (
+    DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY, DEMO_AUTHORITIES, DEMO_USERS, MITIGATIONS,
+)
+from governance.models import AuthorityGrant, MitigationTemplate, RiskTaxonomy
+from governance.services.monitoring import authority_grant
 from governance.services.policies import taxonomy_publish, threshold_policy_publish
 
 DEMO_SUITE = "Safety demo suite"
@@ -47,6 +50,7 @@ class Command(BaseCommand):
             taxonomy = taxonomy_publish(actor=officer, **DEFAULT_TAXONOMY)
             threshold_policy_publish(actor=officer, name=DEMO_POLICY, taxonomy=taxonomy, rules=DEFAULT_POLICY_RULES,
                                      description="Deltas are judged on the 95% paired-bootstrap interval bound.")
+        self._governance(users)
         if not Suite.objects.filter(name=DEMO_SUITE).exists():
             rows = [ExampleRow(**row) for row in demo_suite_rows(data_dir, routine=routine, adversarial=adversarial)]
             version = suite_version_import(
@@ -69,6 +73,13 @@ class Command(BaseCommand):
                 users[username] = user or user_create(actor=None, username=username, role=role, password=password,
                                                       is_superuser=role == "admin")
         return users
+
+    def _governance(self, users: dict[str, User]) -> None:
+        for username, tier, level in DEMO_AUTHORITIES:
+            if not AuthorityGrant.objects.filter(user=users[username], risk_tier=tier).exists():
+                authority_grant(actor=users["admin"], user=users[username], risk_tier=tier, level=level)
+        for mitigation in MITIGATIONS:
+            MitigationTemplate.objects.get_or_create(code=mitigation["code"], defaults=mitigation)
 
     def _build_tiny(self, data_dir: Path) -> Path:
         from compression.engine.tiny import build_tiny_classifier  # torch: only for this command

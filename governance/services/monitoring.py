@@ -1,0 +1,107 @@
+"""Authorities, mitigation templates and periodic revalidation."""
+
+import datetime as dt
+
+from celery import chain
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.errors import PermissionDenied, ValidationFailed
+from accounts.models import Role
+from evaluations.services.comparisons import comparison_compute
+from evaluations.services.runs import evaluation_config, evaluation_run_request
+from governance.models import (
+    AuthorityGrant, EscalationTrigger, MitigationTemplate, Release, ReleaseStatus, RevalidationSchedule, Zone,
+)
+from ledger.services import ledger_append
+
+from .policies import policy_judge
+
+
+def authority_grant(*, actor, user, risk_tier: str, level: int = 1) -> AuthorityGrant:
+    if actor is not None and actor.role != Role.ADMIN:
+        raise PermissionDenied("Only administrators grant authorities.")
+    if user.role != Role.OFFICER:
+        raise ValidationFailed("Authorities are granted to officers.", details={"user": ["Must be an officer."]})
+    if not 1 <= level <= 3:
+        raise ValidationFailed("Level is 1 to 3.", details={"level": ["Between 1 and 3."]})
+    with transaction.atomic():
+        grant, _ = AuthorityGrant.objects.update_or_create(user=user, risk_tier=risk_tier,
+                                                           defaults={"level": level, "granted_by": actor})
+        ledger_append(actor=actor, action="authority.granted", object_type="user", object_id=user.pk,
+                      payload={"risk_tier": risk_tier, "level": level})
+    return grant
+
+
+def mitigations_for(release: Release) -> list[MitigationTemplate]:
+    """Remediation templates linked to the failure modes of the rules that are not green."""
+    codes = {v.get("rule") for v in release.gate or [] if v["zone"] != Zone.GREEN}
+    modes = set(release.policy.rules.filter(code__in=codes).values_list("failure_mode_code", flat=True))
+    return [m for m in MitigationTemplate.objects.order_by("code") if modes & set(m.failure_mode_codes)]
+
+
+LIVE = (ReleaseStatus.APPROVED, ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED)
+
+
+def revalidation_schedule(*, actor, release_id: int, interval_hours: int) -> RevalidationSchedule:
+    if actor.role not in (Role.OFFICER, Role.ADMIN):
+        raise PermissionDenied("Only officers schedule revalidation.")
+    if interval_hours < 1:
+        raise ValidationFailed("The interval is at least one hour.", details={"interval_hours": ["At least 1."]})
+    with transaction.atomic():
+        release = Release.objects.select_for_update().get(pk=release_id)
+        schedule, _ = RevalidationSchedule.objects.update_or_create(
+            release=release,
+            defaults={"interval_hours": interval_hours,
+                      "next_run_at": timezone.now() + dt.timedelta(hours=interval_hours)},
+        )
+        ledger_append(actor=actor, action="revalidation.scheduled", object_type="release", object_id=release.pk,
+                      payload={"interval_hours": interval_hours})
+    return schedule
+
+
+def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
+    """Start a fresh evaluation of each live release that is due; the gate is re-judged after it."""
+    from evaluations.tasks import execute_evaluation_run
+    from governance.tasks import complete_revalidation
+
+    now = now or timezone.now()
+    started = []
+    for schedule_id in RevalidationSchedule.objects.filter(next_run_at__lte=now,
+                                                           release__status__in=LIVE).values_list("pk", flat=True):
+        with transaction.atomic():
+            schedule = RevalidationSchedule.objects.select_for_update().select_related(
+                "release__experiment", "release__candidate").get(pk=schedule_id)
+            if schedule.next_run_at > now:
+                continue
+            release = schedule.release
+            schedule.runs += 1
+            schedule.last_run_at = now
+            schedule.next_run_at = now + dt.timedelta(hours=schedule.interval_hours)
+            schedule.save(update_fields=["runs", "last_run_at", "next_run_at"])
+            config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels, revalidation=schedule.runs)
+            run = evaluation_run_request(actor=None, artifact=release.candidate, suite_version=release.suite_version,
+                                         config=config)
+            transaction.on_commit(lambda r=run.pk, rel=release.pk: chain(
+                execute_evaluation_run.si(r), complete_revalidation.si(rel, r)).delay())
+            started.append(release.pk)
+    return started
+
+
+def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:
+    """Compare the fresh candidate evaluation with the original baseline; red opens an escalation."""
+    from .escalations import escalation_open
+
+    release = Release.objects.get(pk=release_id)
+    comparison = comparison_compute(actor=None, baseline_run_id=release.baseline_evaluation_id,
+                                    candidate_run_id=evaluation_id)
+    zone, verdicts = policy_judge(release.policy, comparison.results)
+    with transaction.atomic():
+        release = Release.objects.select_for_update().get(pk=release_id)
+        ledger_append(actor=None, action="revalidation.ran", object_type="release", object_id=release.pk,
+                      payload={"evaluation": evaluation_id, "comparison": comparison.pk, "zone": zone})
+        if zone == Zone.RED:
+            escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE,
+                            summary="Revalidation found a red zone: "
+                                    + ", ".join(v.title for v in verdicts if v.zone == Zone.RED))
+    return zone
