@@ -5,12 +5,20 @@ from accounts.models import Role
 from compression.models import RiskTier
 from governance.models import ApprovalPolicy, AuthorityGrant, Release
 
-DEFAULT_APPROVALS = {RiskTier.LOW: 1, RiskTier.MEDIUM: 1, RiskTier.HIGH: 2}
+# Used when a tier has no ApprovalPolicy row; the same values are seeded by migration 0002.
+DEFAULT_APPROVAL_POLICIES = {
+    RiskTier.LOW: {"approvals_required": 1, "review_sample_size": 6, "reviewers_per_item": 1, "review_hours": 72,
+                   "escalation_hours": 48, "halt_on_overdue": False},
+    RiskTier.MEDIUM: {"approvals_required": 1, "review_sample_size": 10, "reviewers_per_item": 2, "review_hours": 72,
+                      "escalation_hours": 24, "halt_on_overdue": False},
+    RiskTier.HIGH: {"approvals_required": 2, "review_sample_size": 20, "reviewers_per_item": 2, "review_hours": 48,
+                    "escalation_hours": 12, "halt_on_overdue": True},
+}
 
 
 def approval_policy_for(tier: str) -> ApprovalPolicy:
     policy = ApprovalPolicy.objects.filter(risk_tier=tier).first()
-    return policy or ApprovalPolicy(risk_tier=tier, approvals_required=DEFAULT_APPROVALS.get(tier, 1))
+    return policy or ApprovalPolicy(risk_tier=tier, **DEFAULT_APPROVAL_POLICIES.get(tier, DEFAULT_APPROVAL_POLICIES["high"]))
 
 
 def authority_level(user, tier: str) -> int:
