@@ -32,7 +32,7 @@ test: $(STAMP) system-deps ## Run the whole test suite (PostgreSQL/Redis when DA
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks; writes bench/results.json and BENCHMARKS.md
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m bench
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m bench $(BENCH)
 
 check: $(STAMP) ## Django checks, migrations up to date
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py check

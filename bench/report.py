@@ -16,6 +16,10 @@ DESCRIPTIONS = {
                  "tiny base model), start web + worker + beat, then through the REST API: experiment, dynamic int8 "
                  "compression run, release, baseline and candidate evaluation, comparison, gate, until the release "
                  "awaits a decision."),
+    "approvals": ("Concurrent decisions on one release (PostgreSQL)",
+                  "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
+                  "connection each; the server allows 100) released by a barrier, through `release_decide`. "
+                  "Exactly one may change the release; every other is refused and leaves a ledger refusal."),
 }
 
 

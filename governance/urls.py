@@ -6,5 +6,11 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("releases/<int:pk>/", views.release_detail, name="release"),
     path("releases/<int:pk>/decide/<str:kind>/", views.release_decide_confirm, name="release-decide"),
+    path("releases/<int:pk>/rollout/", views.release_rollout, name="release-rollout"),
+    path("escalations/<int:pk>/resolve/", views.escalation_resolve_view, name="escalation-resolve"),
+    path("reviews/", views.review_queue, name="reviews"),
+    path("reviews/<int:pk>/", views.review_detail, name="review"),
+    path("taxonomy/", views.taxonomy_page, name="taxonomy"),
+    path("policies/", views.policies_page, name="policies"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
 ]

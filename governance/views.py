@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import DomainError
@@ -14,20 +15,28 @@ from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
 from governance.charts import delta_chart
-from governance.models import DecisionKind, ReleaseStatus
-from governance.selectors import releases_visible_to
-from governance.services.releases import release_decide, release_evidence
+from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
+from governance.selectors import escalations_visible_to, releases_visible_to
+from governance.services.authority import authority_level
+from governance.services.escalations import escalation_resolve
+from governance.services.monitoring import mitigations_for
+from governance.services.releases import release_advance_rollout, release_decide, release_evidence, release_start_rollout
+from governance.services.reviews import review_submit, review_task_view
 from ledger.selectors import ledger_events_for
 
 DECISION_COPY = {
     DecisionKind.APPROVE: ("Approve release", "The release moves to approved once the tier's approvals are in."),
     DecisionKind.REJECT: ("Reject release", "Rejection is final: the candidate will not be deployed."),
     DecisionKind.HALT: ("Halt release", "Everything stops until the tier's authority resumes it."),
+    DecisionKind.RESUME: ("Resume release", "The release returns to the state it was halted in."),
+    DecisionKind.ROLL_BACK: ("Roll back release", "Roll-back is final: the candidate is withdrawn from service."),
 }
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    if request.user.role == Role.REVIEWER:
+        return redirect("web:reviews")
     releases = releases_visible_to(request.user)
     counts = dict(releases.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     status = request.GET.get("status", "")
@@ -38,6 +47,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page, "status": status,
         "states": [(value, label, counts.get(value, 0)) for value, label in ReleaseStatus.choices],
         "awaiting": counts.get(ReleaseStatus.AWAITING_DECISION, 0),
+        "escalations": escalations_visible_to(request.user).exclude(status=EscalationStatus.RESOLVED)[:20],
+        "now": timezone.now(),
     })
 
 
@@ -59,8 +70,16 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "decisions": release.decisions.select_related("actor"),
         "events": ledger_events_for(object_type="release", object_id=release.pk),
         "can_decide": request.user.role == Role.OFFICER and release.status == ReleaseStatus.AWAITING_DECISION,
-        "can_halt": request.user.role in (Role.OFFICER, Role.ADMIN)
+        "can_halt": request.user.role == Role.OFFICER
         and release.status not in (ReleaseStatus.HALTED, ReleaseStatus.REJECTED, ReleaseStatus.ROLLED_BACK),
+        "can_resume": request.user.role == Role.OFFICER and release.status == ReleaseStatus.HALTED,
+        "can_roll_back": request.user.role == Role.OFFICER
+        and release.status in (ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED),
+        "authority": authority_level(request.user, release.experiment.risk_tier),
+        "escalations": release.escalations.order_by("status", "deadline"),
+        "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
+        "mitigations": mitigations_for(release),
+        "stages": release.rollout_stages.order_by("position"),
     })
 
 
@@ -92,3 +111,80 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(runs_visible_to(request.user), pk=pk)
     return render(request, "governance/run.html", {"run": run})
+
+
+@login_required
+@require_http_methods(["POST"])
+def release_rollout(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start the default staged rollout (5%, 25%, 100%, a day apart) or advance to the next stage."""
+    import datetime as dt
+
+    release = get_object_or_404(releases_visible_to(request.user), pk=pk)
+    try:
+        if release.status == ReleaseStatus.APPROVED:
+            now = timezone.now()
+            stages = [{"percent": p, "starts_at": (now + dt.timedelta(days=i)).isoformat()}
+                      for i, p in enumerate((5, 25, 100))]
+            release_start_rollout(actor=request.user, release_id=pk, stages=stages,
+                                  expected_version=int(request.POST["expected_version"]))
+        else:
+            release_advance_rollout(actor=request.user, release_id=pk,
+                                    expected_version=int(request.POST["expected_version"]))
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Rollout updated.")
+    return redirect("web:release", pk=pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
+    escalation = get_object_or_404(escalations_visible_to(request.user), pk=pk)
+    try:
+        escalation_resolve(actor=request.user, escalation_id=pk, resolution=request.POST.get("resolution", ""))
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Escalation {pk} resolved.")
+    return redirect("web:release", pk=escalation.release_id)
+
+
+@login_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release")
+    return render(request, "governance/reviews.html", {
+        "open": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk")],
+        "done": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=False).order_by("-submitted_at")[:50]],
+    })
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(ReviewTask.objects.select_related("flip__example"), pk=pk, reviewer=request.user)
+    error = None
+    if request.method == "POST":
+        try:
+            review_submit(actor=request.user, task_id=pk, label=request.POST.get("label", ""),
+                          note=request.POST.get("note", ""))
+        except DomainError as exc:
+            error = exc.message
+        else:
+            messages.success(request, "Review submitted: the models behind A and B are now shown.")
+            return redirect("web:review", pk=pk)
+        task.refresh_from_db()
+    return render(request, "governance/review.html", {"task": review_task_view(task), "error": error},
+                  status=400 if error else 200)
+
+
+@login_required
+def taxonomy_page(request: HttpRequest) -> HttpResponse:
+    taxonomies = RiskTaxonomy.objects.prefetch_related("failure_modes").order_by("name", "-version")
+    return render(request, "governance/taxonomy.html", {"taxonomies": taxonomies})
+
+
+@login_required
+def policies_page(request: HttpRequest) -> HttpResponse:
+    policies = ThresholdPolicy.objects.prefetch_related("rules").select_related("taxonomy").order_by("name", "-version")
+    return render(request, "governance/policies.html", {"policies": policies})

@@ -31,7 +31,7 @@ def browser():
                  "--window-size=1280,1400"):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    chrome.implicitly_wait(5)
+    chrome.implicitly_wait(20)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     yield chrome
     chrome.quit()

@@ -59,3 +59,27 @@ def test_engineers_see_only_their_own_releases(client, make_user, engineer, base
     client.force_login(engineer)
     page = client.get(f"/releases/{release.pk}/").content.decode()
     assert "Approve…" not in page  # engineers never see decision buttons
+
+
+def test_dashboard_lists_open_escalations_and_reviewer_gets_blind_form(client, officer, engineer, reviewers,
+                                                                       base_artifact, demo_suite, demo_policy):
+    from governance.models import ReviewTask
+    from governance.services.escalations import incident_report
+
+    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
+                                force_zone="green")
+    incident_report(actor=officer, release_id=release.pk, severity=2, title="Missed slurs in canary",
+                    description="Reports from moderators.")
+    client.force_login(officer)
+    page = client.get("/").content.decode()
+    assert 'id="escalations"' in page and "Incident (severity 2): Missed slurs in canary" in page
+    for path in ("/taxonomy/", "/policies/"):
+        assert client.get(path).status_code == 200
+
+    task = ReviewTask.objects.filter(reviewer=reviewers[0]).first()
+    if task is None:
+        return  # the tiny model's gate was not amber: no review tasks to show
+    client.force_login(reviewers[0])
+    assert client.get("/").status_code == 302  # reviewers land on their queue
+    form = client.get(f"/reviews/{task.pk}/").content.decode()
+    assert "Output A" in form and "candidate" not in form and "baseline" not in form
