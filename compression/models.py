@@ -98,6 +98,7 @@ class CompressionRun(JobFields):
         ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by"
     )
     provenance = models.JSONField(null=True, blank=True, help_text="in-toto Statement with an SLSA provenance predicate.")
+    provenance_envelope = models.JSONField(null=True, blank=True, help_text="The statement signed as a DSSE envelope.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,6 +9,7 @@ api = [
     path("", include("compression.api.urls")),
     path("", include("evaluations.api.urls")),
     path("", include("governance.api.urls")),
+    path("", include("exports.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

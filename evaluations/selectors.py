@@ -1,5 +1,9 @@
 from django.db.models import QuerySet
 
+from django.db.models import Q
+
+from accounts.models import Role
+from compression.models import ModelArtifact
 from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteVersion
 
 
@@ -23,12 +27,22 @@ def examples_filtered(*, suite_version_id: int, slice: str | None = None, subgro
     return qs
 
 
-def evaluation_runs() -> QuerySet[EvaluationRun]:
-    return EvaluationRun.objects.select_related("artifact")
+def _artifacts_of(user) -> QuerySet[ModelArtifact]:
+    """Artifacts an engineer works with: their experiments' bases and their runs' outputs."""
+    return ModelArtifact.objects.filter(Q(experiments__owner=user) | Q(produced_by__experiment__owner=user))
 
 
-def comparisons() -> QuerySet[Comparison]:
-    return Comparison.objects.all()
+def evaluation_runs_visible_to(user) -> QuerySet[EvaluationRun]:
+    qs = EvaluationRun.objects.select_related("artifact")
+    if user.role in (Role.OFFICER, Role.ADMIN):
+        return qs
+    if user.role == Role.ENGINEER:
+        return qs.filter(artifact__in=_artifacts_of(user)).distinct()
+    return qs.none()
+
+
+def comparisons_visible_to(user) -> QuerySet[Comparison]:
+    return Comparison.objects.filter(candidate_run__in=evaluation_runs_visible_to(user))
 
 
 def flips_filtered(*, comparison_id: int, slice: str | None = None, subgroup: str | None = None,

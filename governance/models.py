@@ -375,3 +375,26 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+
+
+class RegulatorGrant(models.Model):
+    """Read-only, time-boxed access for one regulator to one release and its exports."""
+
+    regulator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="regulator_grants")
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(valid_until__gt=models.F("valid_from")),
+                                   name="grant_window_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.regulator} → release {self.release_id} until {self.valid_until:%Y-%m-%d}"

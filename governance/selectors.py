@@ -1,7 +1,10 @@
 from django.db.models import QuerySet
 
 from accounts.models import Role
-from governance.models import Escalation, Release
+from django.db.models import Q
+from django.utils import timezone
+
+from governance.models import Escalation, RegulatorGrant, Release
 
 
 def releases_visible_to(user) -> QuerySet[Release]:
@@ -10,7 +13,15 @@ def releases_visible_to(user) -> QuerySet[Release]:
         return qs
     if user.role == Role.ENGINEER:
         return qs.filter(experiment__owner=user)
-    return qs.none()  # regulators: object-level grants arrive with the exports work
+    if user.role == Role.REGULATOR:
+        return qs.filter(pk__in=active_grants(user).values("release"))
+    return qs.none()
+
+
+def active_grants(user) -> QuerySet[RegulatorGrant]:
+    now = timezone.now()
+    return RegulatorGrant.objects.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), regulator=user,
+                                         valid_from__lte=now, valid_until__gt=now)
 
 
 def escalations_visible_to(user) -> QuerySet[Escalation]:

@@ -44,6 +44,12 @@ ACTIONS = frozenset(
         "revalidation.ran",
         "webhook.delivered",
         "webhook.failed",
+        "export.requested",
+        "export.succeeded",
+        "grant.created",
+        "grant.revoked",
+        "access.viewed",
+        "access.downloaded",
         "access.denied",
     }
 )

@@ -1,12 +1,15 @@
-"""Canonical JSON and digests: sorted keys, no insignificant whitespace, UTF-8."""
+"""Canonical JSON and digests: sorted keys, no insignificant whitespace, UTF-8.
+
+The definition lives in the Django-free `trust` library (signatures need it too); the ledger uses
+the same one so that every digest in the system means the same thing.
+"""
 
 import hashlib
-import json
 from typing import Any
 
+from trust.canonical import canonical_json
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+__all__ = ["canonical_json", "digest", "sha256_hex"]
 
 
 def sha256_hex(data: str | bytes) -> str:

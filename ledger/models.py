@@ -70,3 +70,25 @@ def event_fields(*, seq, occurred_at, actor_id, actor_username, actor_role, acti
 def chain_hash(prev_hash: str, fields: dict) -> str:
     """hash = sha256(prev_hash ‖ canonical JSON of every other field)."""
     return sha256_hex(prev_hash + canonical_json(fields))
+
+
+class Checkpoint(models.Model):
+    """A signed statement of the ledger head (seq, head hash, time, key id), Ed25519 over canonical JSON."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    head_hash = models.CharField(max_length=64)
+    signed_at = models.CharField(max_length=40)
+    key_id = models.CharField(max_length=64)
+    signature = models.TextField()
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint @{self.seq}"
+
+    def as_statement(self) -> dict:
+        from trust.checkpoints import CHECKPOINT_TYPE
+
+        return {"type": CHECKPOINT_TYPE, "seq": self.seq, "head_hash": self.head_hash, "at": self.signed_at,
+                "key_id": self.key_id, "signature": self.signature}

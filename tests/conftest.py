@@ -63,13 +63,36 @@ def tiny_model_dir(tmp_path_factory, data_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def signing_dir(tmp_path_factory) -> Path:
+    """System key and internal CA, created once per test session."""
+    from trust.ca import create_internal_ca
+    from trust.keys import generate_ed25519
+
+    keys = tmp_path_factory.mktemp("keys")
+    generate_ed25519(keys / "system.key.pem", keys / "system.pub.pem")
+    create_internal_ca(keys / "ca", "SafeShrink test CA")
+    return keys
+
+
+def signing_settings(keys: Path) -> dict:
+    return {
+        "SYSTEM_KEY": keys / "system.key.pem", "SYSTEM_PUBLIC_KEY": keys / "system.pub.pem",
+        "SIGNING_KEY": keys / "ca" / "signer.key.pem", "SIGNING_CERT": keys / "ca" / "signer.pem",
+        "SIGNING_CHAIN": [keys / "ca" / "ca.pem"], "SIGNING_CRLS": [keys / "ca" / "crl.pem"],
+        "TRUST_ROOTS": [keys / "ca" / "ca.pem"],
+    }
+
+
 @pytest.fixture(autouse=True)
 def _artifact_root(request, tmp_path) -> None:
-    """Every test gets its own artifact store, so tests never see each other's files."""
+    """Every test gets its own artifact and export store, and the session's signing keys."""
     if not request.config.pluginmanager.hasplugin("django"):
         return  # engine tests may run without Django at all
     settings = request.getfixturevalue("settings")
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "ARTIFACT_ROOT": tmp_path / "artifacts"}
+    keys = request.getfixturevalue("signing_dir")
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "ARTIFACT_ROOT": tmp_path / "artifacts",
+                           "EXPORT_ROOT": tmp_path / "exports", **signing_settings(keys)}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ ALLOWED = {
     "compression": {"accounts", "ledger"},
     "evaluations": {"accounts", "ledger", "compression"},
     "governance": {"accounts", "ledger", "compression", "evaluations", "safeshrink_client"},
+    "exports": {"accounts", "ledger", "compression", "evaluations", "governance"},
 }
 APPS = set(ALLOWED)
 

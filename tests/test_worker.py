@@ -44,6 +44,8 @@ def worker(settings, tmp_path):
         "SAFESHRINK_ARTIFACT_ROOT": str(settings.SAFESHRINK["ARTIFACT_ROOT"]),
         "PYTHONUNBUFFERED": "1",
         "SAFESHRINK_TASKS_EAGER": "false",
+        "SAFESHRINK_SYSTEM_KEY": str(settings.SAFESHRINK["SYSTEM_KEY"]),
+        "SAFESHRINK_SYSTEM_PUBLIC_KEY": str(settings.SAFESHRINK["SYSTEM_PUBLIC_KEY"]),
     }
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)

@@ -45,7 +45,7 @@ class RunOutput(serializers.ModelSerializer):
         model = CompressionRun
         fields = ("id", "experiment", "method", "parameters", "seed", "status", "progress", "attempts",
                   "started_at", "finished_at", "wall_seconds", "failure_code", "failure_reason", "output_artifact",
-                  "provenance", "created_at")
+                  "provenance", "provenance_envelope", "created_at")
 
     def get_progress(self, run: CompressionRun) -> dict:
         return {"stage": run.progress_stage, "percent": run.progress_percent}

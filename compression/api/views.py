@@ -24,6 +24,7 @@ READERS = (Role.ENGINEER, Role.OFFICER)
 class ArtifactListCreate(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
+    write_roles = WRITERS
     serializer_class = ArtifactOutput
 
     def get_queryset(self):
@@ -31,9 +32,6 @@ class ArtifactListCreate(generics.ListAPIView):
 
     @extend_schema(request=ArtifactRegisterInput, responses={201: ArtifactOutput})
     def post(self, request):
-        if request.user.role not in (*WRITERS, Role.ADMIN):
-            return Response({"code": "permission_denied", "message": "Only engineers register artifacts.",
-                             "details": {}}, status=status.HTTP_403_FORBIDDEN)
         data = ArtifactRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
         artifact = artifact_register(actor=request.user, name=data.validated_data["name"],
@@ -53,6 +51,7 @@ class ArtifactDetail(generics.RetrieveAPIView):
 class ExperimentListCreate(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
+    write_roles = WRITERS
     serializer_class = ExperimentOutput
 
     def get_queryset(self):

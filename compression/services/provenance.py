@@ -94,3 +94,14 @@ def provenance_statement(
 
 def torch_settings() -> tuple[str, int]:
     return settings.SAFESHRINK["DEVICE"], settings.SAFESHRINK["TORCH_THREADS"]
+
+
+def sign_statement(statement: dict) -> dict | None:
+    """The statement as a DSSE envelope signed with the system key (None when no key is configured;
+    `setup_signing` creates one, and the exports refuse to run without it)."""
+    from ledger.signing import system_key_available, system_private_key
+    from trust.dsse import INTOTO_PAYLOAD_TYPE, dsse_sign_json
+
+    if not system_key_available():
+        return None
+    return dsse_sign_json(statement, system_private_key(), INTOTO_PAYLOAD_TYPE)

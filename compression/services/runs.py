@@ -18,7 +18,7 @@ from ledger.services import ledger_append
 
 from .artifacts import artifact_ingest, artifact_path, scratch_dir
 from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
-from .provenance import hardware, package_versions, provenance_statement, torch_settings
+from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "compression_run"
@@ -140,6 +140,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
                 "dtypes": result.dtypes,
             },
         )
+        locked.provenance_envelope = sign_statement(locked.provenance)
         locked.output_artifact = artifact
         locked.status = RunStatus.SUCCEEDED
         locked.progress_stage, locked.progress_percent = "done", 100

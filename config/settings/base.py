@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "compression",
     "evaluations",
     "governance",
+    "exports",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +171,23 @@ SAFESHRINK = {
     # Where `load_demo` builds and caches the demo models.
     "MODEL_CACHE": Path(env("SAFESHRINK_MODEL_CACHE", default=str(VAR_DIR / "models"))),
     "DEVICE": env("SAFESHRINK_DEVICE", default="cpu"),
+    # Signing material. `python manage.py setup_signing` creates all of it for the embedded default;
+    # production points these at a real key and certificate.
+    "SYSTEM_KEY": Path(env("SAFESHRINK_SYSTEM_KEY", default=str(VAR_DIR / "keys" / "system.key.pem"))),
+    "SYSTEM_PUBLIC_KEY": Path(env("SAFESHRINK_SYSTEM_PUBLIC_KEY", default=str(VAR_DIR / "keys" / "system.pub.pem"))),
+    "SIGNING_KEY": Path(env("SAFESHRINK_SIGNING_KEY", default=str(VAR_DIR / "keys" / "ca" / "signer.key.pem"))),
+    "SIGNING_CERT": Path(env("SAFESHRINK_SIGNING_CERT", default=str(VAR_DIR / "keys" / "ca" / "signer.pem"))),
+    "SIGNING_CHAIN": [Path(p) for p in env.list("SAFESHRINK_SIGNING_CHAIN",
+                                                default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
+    "SIGNING_CRLS": [Path(p) for p in env.list("SAFESHRINK_SIGNING_CRLS",
+                                               default=[str(VAR_DIR / "keys" / "ca" / "crl.pem")])],
+    "TRUST_ROOTS": [Path(p) for p in env.list("SAFESHRINK_TRUST_ROOTS",
+                                              default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
+    "ORGANISATION": env("SAFESHRINK_ORGANISATION", default="SafeShrink (embedded default)"),
+    # A signed ledger checkpoint every N events (and at every export).
+    "CHECKPOINT_EVERY": env.int("SAFESHRINK_CHECKPOINT_EVERY", default=100),
+    "EXPORT_ROOT": Path(env("SAFESHRINK_EXPORT_ROOT", default=str(VAR_DIR / "exports"))),
+    "MAX_UPLOAD_BYTES": env.int("SAFESHRINK_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),
 }
 

@@ -43,14 +43,18 @@ class EvaluationDetail(generics.RetrieveAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = EvaluationOutput
-    queryset = selectors.evaluation_runs()
+
+    def get_queryset(self):
+        return selectors.evaluation_runs_visible_to(self.request.user)
 
 
 class ComparisonDetail(generics.RetrieveAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = ComparisonOutput
-    queryset = selectors.comparisons()
+
+    def get_queryset(self):
+        return selectors.comparisons_visible_to(self.request.user)
 
 
 class ComparisonFlips(generics.ListAPIView):
@@ -62,6 +66,7 @@ class ComparisonFlips(generics.ListAPIView):
 
     def get_queryset(self):
         params = self.request.query_params
+        generics.get_object_or_404(selectors.comparisons_visible_to(self.request.user), pk=self.kwargs["pk"])
         return selectors.flips_filtered(
             comparison_id=self.kwargs["pk"], slice=params.get("slice"), subgroup=params.get("subgroup"),
             direction=params.get("direction"),

@@ -12,6 +12,7 @@ from governance.services.releases import release_create, release_decide, release
 from .serializers import DecisionInput, PolicyOutput, ReleaseInput, ReleaseOutput, TransitionInput
 
 READERS = (Role.ENGINEER, Role.OFFICER)
+RELEASE_READERS = (Role.ENGINEER, Role.OFFICER, Role.REGULATOR)
 
 
 class PolicyList(generics.ListAPIView):
@@ -22,13 +23,15 @@ class PolicyList(generics.ListAPIView):
 
 
 class ReleaseListCreate(generics.ListAPIView):
-    """Releases; filter with ?status=…&zone=…"""
+    """Releases; filter with ?status=…&zone=… (regulators see the releases granted to them)."""
 
     permission_classes = [HasRole]
-    allowed_roles = READERS
+    allowed_roles = RELEASE_READERS
+    write_roles = (Role.ENGINEER,)
     serializer_class = ReleaseOutput
 
     def get_queryset(self):
+        _record_regulator_read(self.request.user, "release list", "list")
         qs = selectors.releases_visible_to(self.request.user).prefetch_related("decisions__actor")
         if status_ := self.request.query_params.get("status"):
             qs = qs.filter(status=status_)
@@ -48,11 +51,18 @@ class ReleaseListCreate(generics.ListAPIView):
 
 class ReleaseDetail(generics.RetrieveAPIView):
     permission_classes = [HasRole]
-    allowed_roles = READERS
+    allowed_roles = RELEASE_READERS
     serializer_class = ReleaseOutput
 
     def get_queryset(self):
+        _record_regulator_read(self.request.user, f"release {self.kwargs['pk']}", self.kwargs["pk"])
         return selectors.releases_visible_to(self.request.user)
+
+
+def _record_regulator_read(user, what: str, object_id) -> None:
+    from governance.services.access import access_record
+
+    access_record(actor=user, what=what, object_id=object_id)
 
 
 class ReleaseStartEvaluation(APIView):

@@ -10,6 +10,7 @@ class Command(BaseCommand):
         result = ledger_verify()
         if result.ok:
             head = f"head seq {result.head_seq}, hash {result.head_hash}" if result.checked else "empty ledger"
-            self.stdout.write(f"OK: {result.checked} events verified ({head})")
+            self.stdout.write(f"OK: {result.checked} events verified, {result.checkpoints_checked} signed "
+                              f"checkpoint(s) match ({head})")
             return
         raise CommandError(f"BROKEN at seq {result.first_bad_seq}: {result.reason}")
