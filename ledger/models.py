@@ -8,11 +8,14 @@ GENESIS_HASH = "0" * 64
 class LedgerEvent(models.Model):
     """One append-only audit event, chained to the previous one by `prev_hash`.
 
-    The payload is stored as its canonical JSON text so that verification hashes exactly the
-    bytes that were written. On PostgreSQL a trigger refuses UPDATE and DELETE on this table.
+    The event is inserted in the same transaction as the change it records; right after that
+    transaction commits, the sealer gives it the next `seq`, the previous event's hash and its own
+    hash (so concurrent writers do not serialise on the chain while they commit). The payload is
+    stored as its canonical JSON text so that verification hashes exactly the bytes that were
+    written. On PostgreSQL a trigger refuses DELETE, and any UPDATE except the one-time sealing.
     """
 
-    seq = models.PositiveBigIntegerField(unique=True)
+    seq = models.PositiveBigIntegerField(unique=True, null=True, blank=True)
     occurred_at = models.DateTimeField()
     actor_id = models.BigIntegerField(null=True, blank=True)
     actor_username = models.CharField(max_length=150, blank=True)
@@ -22,12 +25,15 @@ class LedgerEvent(models.Model):
     object_id = models.CharField(max_length=64)
     payload_json = models.TextField()
     state_digest = models.CharField(max_length=64)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["object_type", "object_id"])]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"]),
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="ledger_event_unsealed"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"

@@ -154,6 +154,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "requeue-orphaned-runs": {"task": "compression.requeue_orphaned_runs", "schedule": 60.0},
+    "seal-ledger": {"task": "ledger.seal", "schedule": 30.0},
     "escalate-overdue": {"task": "governance.escalate_overdue", "schedule": 60.0},
     "reviews-overdue": {"task": "governance.reviews_overdue", "schedule": 300.0},
     "run-due-revalidations": {"task": "governance.run_due_revalidations", "schedule": 300.0},

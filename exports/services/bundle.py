@@ -45,7 +45,7 @@ def _verdict(release: Release) -> dict:
 def _ledger_excerpt(release: Release, checkpoint: Checkpoint | None) -> dict:
     related = Q(object_type="release", object_id=str(release.pk)) | Q(
         object_type="compression_run", object_id=str(release.compression_run_id))
-    events = LedgerEvent.objects.filter(related).order_by("-seq")[:LEDGER_EVENTS_IN_BUNDLE]
+    events = LedgerEvent.objects.filter(related, seq__isnull=False).order_by("-seq")[:LEDGER_EVENTS_IN_BUNDLE]
     return {
         "events": [{"seq": e.seq, "occurred_at": _iso(e.occurred_at), "action": e.action, "actor": e.actor_username,
                     "object_type": e.object_type, "object_id": e.object_id, "hash": e.hash}
@@ -58,7 +58,8 @@ def _ledger_excerpt(release: Release, checkpoint: Checkpoint | None) -> dict:
 def last_release_event_seq(release: Release) -> int:
     related = Q(object_type="release", object_id=str(release.pk)) | Q(
         object_type="compression_run", object_id=str(release.compression_run_id))
-    return LedgerEvent.objects.filter(related).order_by("-seq").values_list("seq", flat=True).first() or 1
+    return LedgerEvent.objects.filter(related, seq__isnull=False).order_by("-seq").values_list(
+        "seq", flat=True).first() or 1
 
 
 def _candidates(release: Release) -> list[dict]:

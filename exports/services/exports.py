@@ -21,7 +21,7 @@ from exports.models import Export
 from governance.models import RegulatorGrant, Release
 from governance.selectors import releases_visible_to
 from ledger.canonical import digest
-from ledger.services import checkpoint_latest_covering, ledger_append
+from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal
 from ledger.signing import SigningKeyMissing, system_key_available, system_private_key, system_public_key
 
 from .bundle import bundle_build, last_release_event_seq
@@ -91,6 +91,7 @@ def _build(export: Export, workdir: Path) -> None:
 
     conf = settings.SAFESHRINK
     job_progress(Export, export.pk, stage="collecting evidence", percent=5)
+    ledger_seal()  # every event about the release is chained before the excerpt is taken
     release = export.release
     checkpoint = checkpoint_latest_covering(last_release_event_seq(release))
     bundle = bundle_build(release, checkpoint=checkpoint)

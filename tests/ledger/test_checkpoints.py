@@ -6,7 +6,7 @@ from django.db import transaction
 
 from ledger.canonical import sha256_hex
 from ledger.models import Checkpoint, LedgerEvent, chain_hash
-from ledger.services import checkpoint_latest_covering, ledger_append, ledger_verify
+from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal, ledger_verify
 from tests.ledger.test_ledger import _raw
 
 pytestmark = pytest.mark.django_db
@@ -21,6 +21,7 @@ def _append(n: int) -> None:
     for i in range(n):
         with transaction.atomic():
             ledger_append(actor=None, action="run.requested", object_type="run", object_id=i, payload={"i": i})
+    ledger_seal()
 
 
 def test_checkpoints_are_signed_every_n_events_and_verified():

@@ -4,19 +4,19 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 
 from ledger.models import GENESIS_HASH, LedgerEvent
-from ledger.services import ledger_append, ledger_verify
+from ledger.services import fast_canonical, ledger_append, ledger_seal, ledger_verify
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db
 
 
 def _append(n: int, actor=None) -> list[LedgerEvent]:
-    events = []
     for i in range(n):
         with transaction.atomic():
-            events.append(ledger_append(actor=actor, action="run.requested", object_type="compression_run",
-                                        object_id=i, payload={"i": i, "note": "héllo"}))
-    return events
+            ledger_append(actor=actor, action="run.requested", object_type="compression_run", object_id=i,
+                          payload={"i": i, "note": "héllo"})
+    ledger_seal()  # in these (non-transactional) tests, on_commit hooks do not run
+    return list(LedgerEvent.objects.order_by("seq"))
 
 
 def test_events_chain_from_genesis_with_gapless_seq():
@@ -105,9 +105,43 @@ def test_postgres_trigger_refuses_update_and_delete():
     from django.db import DatabaseError
 
     _append(2)
+    with transaction.atomic():
+        ledger_append(actor=None, action="run.requested", object_type="x", object_id=3, payload={})
     for sql in ("UPDATE ledger_ledgerevent SET action = 'run.failed' WHERE seq = 1",
-                "DELETE FROM ledger_ledgerevent WHERE seq = 2"):
+                "UPDATE ledger_ledgerevent SET seq = 99, hash = 'x' WHERE seq = 1",  # re-sealing
+                "UPDATE ledger_ledgerevent SET payload_json = '{}' WHERE seq IS NULL",  # content of an unsealed event
+                "DELETE FROM ledger_ledgerevent WHERE seq = 2",
+                "DELETE FROM ledger_ledgerevent WHERE seq IS NULL"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)
-    assert list(LedgerEvent.objects.values_list("seq", "action")) == [(1, "run.requested"), (2, "run.requested")]
-    assert ledger_verify().ok
+    assert list(LedgerEvent.objects.filter(seq__isnull=False).values_list("seq", "action")) == [
+        (1, "run.requested"), (2, "run.requested")]
+    assert ledger_verify().pending == 1
+    assert ledger_seal() == 1  # the one-time sealing is the only update the trigger allows
+    assert ledger_verify().ok and ledger_verify().checked == 3
+
+
+def test_events_are_sealed_in_commit_order_after_the_transaction():
+    with transaction.atomic():
+        event = ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
+        assert event.seq is None and event.hash is None
+    assert ledger_seal() == 1
+    event.refresh_from_db()
+    assert event.seq == 1 and event.prev_hash == GENESIS_HASH and event.hash == event.compute_hash()
+    assert ledger_seal() == 0
+
+
+def test_fast_canonical_form_equals_canonical_json():
+    import datetime as dt
+
+    from ledger.canonical import canonical_json
+    from ledger.models import event_fields
+
+    when = dt.datetime(2026, 11, 23, 1, 2, 3, 45, tzinfo=dt.UTC)
+    for actor_id, text in ((None, "plain"), (42, 'quote " and \\ backslash'), (7, "ünïcödé \u2028 \n tab\t 😀")):
+        fields = event_fields(seq=12, occurred_at=when, actor_id=actor_id, actor_username=text, actor_role="officer",
+                              action="release.approved", object_type="release", object_id=text,
+                              payload_json=canonical_json({"t": text}), state_digest="ab" * 32)
+        fast = fast_canonical(12, when.isoformat(timespec="microseconds"), actor_id, text, "officer",
+                              "release.approved", "release", text, canonical_json({"t": text}), "ab" * 32)
+        assert fast == canonical_json(fields)

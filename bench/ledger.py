@@ -1,0 +1,138 @@
+"""Ledger throughput and verification speed on PostgreSQL.
+
+(a) Appends per second with 8 concurrent writer threads (each its own connection), every append in
+    its own transaction through `ledger_append` (advisory lock, head read, insert).
+(b) Full verification (`ledger_verify`, the code behind `verify_ledger`) of 1,000,000 events. The
+    events are generated with a valid chain by the same hashing code and loaded with COPY, since
+    appending a million through the service would take many minutes and measure (a) again.
+
+Creates and drops its own database `safeshrink_bench_ledger` on the server DATABASE_URL names.
+"""
+
+import datetime as dt
+import os
+import threading
+import time
+
+DB_NAME = "safeshrink_bench_ledger"
+WRITERS = 8
+APPENDS_PER_WRITER = 500
+VERIFY_EVENTS = 1_000_000
+
+
+def _server_url() -> str:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    if not base.startswith("postgres"):
+        raise RuntimeError("bench/ledger.py needs DATABASE_URL to point at PostgreSQL")
+    return base.rsplit("/", 1)[0]
+
+
+def _recreate(server: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    return f"{server}/{DB_NAME}"
+
+
+def _appends() -> dict:
+    from django.db import connections, transaction
+
+    from ledger.models import LedgerEvent
+    from ledger.services import ledger_append, ledger_verify
+
+    barrier = threading.Barrier(WRITERS)
+
+    def writer(index: int) -> None:
+        barrier.wait()
+        for i in range(APPENDS_PER_WRITER):
+            with transaction.atomic():
+                ledger_append(actor=None, action="run.progress", object_type="bench", object_id=f"{index}-{i}",
+                              payload={"writer": index, "i": i})
+        connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    total = WRITERS * APPENDS_PER_WRITER
+    seqs = list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True))
+    return {"writers": WRITERS, "appends": total, "seconds": round(elapsed, 3),
+            "appends_per_second": round(total / elapsed, 1), "gapless": seqs == list(range(1, total + 1)),
+            "chain_verifies": ledger_verify().ok}
+
+
+def _load_million(url: str) -> float:
+    """Generate VERIFY_EVENTS chained events with the ledger's own hashing and COPY them in."""
+    import psycopg
+
+    from ledger.canonical import canonical_json, sha256_hex
+    from ledger.models import GENESIS_HASH, chain_hash, event_fields
+
+    started = time.perf_counter()
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE ledger_ledgerevent, ledger_checkpoint CASCADE")
+        with cur.copy("COPY ledger_ledgerevent (seq, occurred_at, actor_id, actor_username, actor_role, action, "
+                      "object_type, object_id, payload_json, state_digest, prev_hash, hash) FROM STDIN") as copy:
+            prev = GENESIS_HASH
+            for seq in range(1, VERIFY_EVENTS + 1):
+                payload = canonical_json({"i": seq, "note": "bench"})
+                fields = dict(seq=seq, occurred_at=base + dt.timedelta(microseconds=seq * 7), actor_id=None,
+                              actor_username="system", actor_role="system", action="run.progress",
+                              object_type="bench", object_id=str(seq), payload_json=payload,
+                              state_digest=sha256_hex(payload))
+                h = chain_hash(prev, event_fields(**fields))
+                copy.write_row((seq, fields["occurred_at"], None, "system", "system", "run.progress", "bench",
+                                str(seq), payload, fields["state_digest"], prev, h))
+                prev = h
+        conn.commit()
+        cur.execute("ANALYZE ledger_ledgerevent")
+    return time.perf_counter() - started
+
+
+def run() -> dict:
+    server = _server_url()
+    url = _recreate(server)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    from ledger.services import ledger_verify
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "CHECKPOINT_EVERY": 0}
+    try:
+        call_command("migrate", verbosity=0)
+        appends = _appends()
+        load_seconds = _load_million(url)
+        started = time.perf_counter()
+        result = ledger_verify()
+        verify_seconds = time.perf_counter() - started
+        figures = {
+            "concurrent_appends": appends,
+            "verify": {"events": result.checked, "ok": result.ok, "seconds": round(verify_seconds, 2),
+                       "events_per_second": round(result.checked / verify_seconds),
+                       "generate_and_copy_seconds": round(load_seconds, 1)},
+        }
+        figures["targets"] = {
+            "appends_per_second_at_least_1000": {"met": appends["appends_per_second"] >= 1000,
+                                                 "value": appends["appends_per_second"]},
+            "verify_1M_at_most_10s": {"met": result.ok and result.checked == VERIFY_EVENTS and verify_seconds <= 10,
+                                      "value": round(verify_seconds, 2)},
+        }
+        return figures
+    finally:
+        connections.close_all()
+        import psycopg
+
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
