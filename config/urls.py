@@ -20,4 +20,5 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include(("governance.urls", "web"))),
+    path("", include(("exports.urls", "exports"))),
 ]

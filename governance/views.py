@@ -10,13 +10,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import DomainError
-from accounts.models import Role
+from accounts.models import Role, User
 from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.selectors import escalations_visible_to, releases_visible_to
+from governance.services.access import access_record
 from governance.services.authority import authority_level
 from governance.services.escalations import escalation_resolve
 from governance.services.monitoring import mitigations_for
@@ -55,6 +56,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
     release = get_object_or_404(releases_visible_to(request.user).select_related("comparison"), pk=pk)
+    access_record(actor=request.user, what=f"release page {pk}", object_id=pk)
     flip_filters = {k: request.GET.get(k) or None for k in ("slice", "direction")}
     flips = None
     if release.comparison:
@@ -80,6 +82,10 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
         "mitigations": mitigations_for(release),
         "stages": release.rollout_stages.order_by("position"),
+        "exports": release.exports.order_by("-created_at")[:10] if hasattr(release, "exports") else [],
+        "grants": release.regulator_grants.select_related("regulator").order_by("-created_at"),
+        "regulators": User.objects.filter(role=Role.REGULATOR, is_active=True).order_by("username")
+        if request.user.role == Role.OFFICER else [],
     })
 
 
