@@ -74,7 +74,7 @@ def ledger_seal(*, limit: int = SEAL_BATCH) -> int:
                 seq += 1
                 event.seq, event.prev_hash = seq, prev_hash
                 event.hash = prev_hash = chain_hash(prev_hash, event.hashed_fields())
-            LedgerEvent.objects.bulk_update(pending, ["seq", "prev_hash", "hash"], batch_size=2000)
+            _write_seals(pending)
             if signing:
                 for event in pending:
                     if event.seq % every == 0:
@@ -82,6 +82,23 @@ def ledger_seal(*, limit: int = SEAL_BATCH) -> int:
             sealed += len(pending)
         if len(pending) < limit:
             return sealed
+
+
+def _write_seals(events: list[LedgerEvent]) -> None:
+    if connection.vendor != "postgresql":
+        LedgerEvent.objects.bulk_update(events, ["seq", "prev_hash", "hash"], batch_size=2000)
+        return
+    # One statement per 5,000 events (PostgreSQL takes at most 65,535 parameters).
+    with connection.cursor() as cursor:
+        for start in range(0, len(events), 5000):
+            chunk = events[start:start + 5000]
+            values = ",".join(["(%s::bigint,%s::bigint,%s,%s)"] * len(chunk))
+            params = [x for e in chunk for x in (e.pk, e.seq, e.prev_hash, e.hash)]
+            cursor.execute(
+                "UPDATE ledger_ledgerevent AS e SET seq = v.seq, prev_hash = v.prev, hash = v.hash "
+                f"FROM (VALUES {values}) AS v(id, seq, prev, hash) WHERE e.id = v.id AND e.seq IS NULL", params)
+            if cursor.rowcount != len(chunk):
+                raise RuntimeError("ledger sealing raced with another sealer")
 
 
 def _sign_checkpoint(seq: int, head_hash: str) -> Checkpoint:
