@@ -1,4 +1,12 @@
-"""Binary safety metrics, paired bootstrap deltas, McNemar's exact test and flip sets (numpy only, no torch)."""
+"""Safety metrics, paired bootstrap deltas, McNemar's exact test, multiple comparisons and flip sets
+(numpy only, no torch; the web process imports this module).
+
+Every safety metric works on the binary decision (see DESIGN.md, "The safety label"): ``y_unsafe``
+is the true safety label, ``decision`` the model's unsafe decision and ``unsafe_prob`` its unsafe
+probability. Metrics are computed per group: callers pass a boolean ``mask`` (or index the arrays
+themselves); a metric that is undefined on a group (e.g. recall without unsafe examples) is None.
+The fast multi-metric paired bootstrap lives in ``evaluations.engine.bootstrap``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,9 @@ from compression.engine.errors import EngineError
 
 __all__ = [
     "BOOTSTRAP_METRICS",
+    "ECE_BINS",
+    "MIN_SUBGROUP_N",
+    "NLL_EPS",
     "DeltaEstimate",
     "McNemarResult",
     "binary_metrics",
@@ -18,9 +29,31 @@ __all__ = [
     "paired_bootstrap_delta",
     "mcnemar_exact",
     "flip_indices",
+    "accuracy",
+    "unsafe_recall",
+    "fnr",
+    "benign_fpr",
+    "binary_macro_f1",
+    "macro_f1",
+    "ece",
+    "calibration",
+    "brier",
+    "nll",
+    "mean_confidence",
+    "subgroup_rates",
+    "perturbation_accuracy",
+    "consistency",
+    "group_metrics",
+    "metrics_by_group",
+    "runtime_summary",
+    "holm",
+    "benjamini_hochberg",
 ]
 
 ECE_BINS = 15
+MIN_SUBGROUP_N = 30
+# Probabilities are clipped to [NLL_EPS, 1 - NLL_EPS] before the log (a max per-example loss of ~27.6).
+NLL_EPS = 1e-12
 BOOTSTRAP_METRICS: tuple[str, ...] = ("accuracy", "unsafe_recall", "benign_fpr")
 # Upper bound on index-matrix cells drawn at once (int64: 8 bytes each), to bound memory.
 _BOOTSTRAP_CELLS_PER_CHUNK = 4_000_000
@@ -47,6 +80,22 @@ class DeltaEstimate:
     seed: int
     level: float
     method: str = "percentile"
+    group: str = "overall"
+    # How resamples were drawn: "index" (example indices, exact), "multinomial-cells" (cell counts,
+    # exact in distribution) or "multinomial-cells+gaussian" (see evaluations.engine.bootstrap).
+    sampler: str = "index"
+
+    @property
+    def resamples_dropped(self) -> int:
+        """Resamples on which the metric was undefined (excluded from the interval)."""
+        return self.resamples - self.resamples_used
+
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        return {
+            "baseline": self.baseline, "candidate": self.candidate, "delta": self.delta,
+            "ci_low": self.ci_low, "ci_high": self.ci_high, "resamples_used": self.resamples_used,
+            "resamples_dropped": self.resamples_dropped, "sampler": self.sampler,
+        }
 
 
 @dataclass(frozen=True)
@@ -145,10 +194,7 @@ def binary_metrics(
     positives = int(y.sum())
     negatives = n - positives
     confidence = _decision_confidence(d, p)
-    ece = 0.0
-    for row in calibration_bins(correct, confidence, ECE_BINS):
-        if row["count"]:
-            ece += int(row["count"]) / n * abs(float(row["accuracy"]) - float(row["confidence"]))  # type: ignore[arg-type]
+    ece = _ece_value(correct, confidence, ECE_BINS)
     result.update(
         accuracy=float(correct.mean()),
         unsafe_recall=float((y & d).sum() / positives) if positives else None,
@@ -273,3 +319,385 @@ def flip_indices(dec_base: np.ndarray, dec_cand: np.ndarray) -> np.ndarray:
     cand = _bool_vector(dec_cand, "dec_cand")
     _same_length(dec_base=base, dec_cand=cand)
     return np.flatnonzero(base != cand).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Single-model metrics on one group.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each confidence: [k/M, (k+1)/M), the last bin closed at 1.0."""
+    return np.clip(np.floor(confidence * bins).astype(np.int64), 0, bins - 1)
+
+
+def _ece_value(correct: np.ndarray, confidence: np.ndarray, bins: int) -> float:
+    """ECE = Σ_m (|B_m|/n)·|acc(B_m) − conf(B_m)| = Σ_m |Σ_{i∈B_m} (correct_i − conf_i)| / n."""
+    index = _bin_index(confidence, bins)
+    residual = np.bincount(index, weights=correct.astype(np.float64) - confidence, minlength=bins)
+    return float(np.abs(residual).sum() / len(correct))
+
+
+def _check_bins(bins: object) -> int:
+    if type(bins) is not int or bins < 1:
+        raise EngineError("invalid_parameter", f"bins must be an integer >= 1, got {bins!r}")
+    return bins
+
+
+def _select(mask: object, n: int) -> np.ndarray:
+    """A bool mask of length n (all True for None)."""
+    if mask is None:
+        return np.ones(n, dtype=bool)
+    selected = _bool_vector(mask, "mask")
+    if len(selected) != n:
+        raise EngineError("invalid_parameter", f"mask has length {len(selected)}, expected {n}")
+    return selected
+
+
+def accuracy(y_unsafe: np.ndarray, decision: np.ndarray) -> float | None:
+    """Share of binary decisions equal to the safety label (None when empty)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    n = _same_length(y_unsafe=y, decision=d)
+    return float((y == d).sum() / n) if n else None
+
+
+def unsafe_recall(y_unsafe: np.ndarray, decision: np.ndarray) -> float | None:
+    """TP / (TP + FN) over unsafe examples (None without unsafe examples)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    _same_length(y_unsafe=y, decision=d)
+    positives = int(y.sum())
+    return float((y & d).sum() / positives) if positives else None
+
+
+def fnr(y_unsafe: np.ndarray, decision: np.ndarray) -> float | None:
+    """False-negative (missed-harm) rate FN / (TP + FN) = 1 − unsafe_recall (None without unsafe examples)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    _same_length(y_unsafe=y, decision=d)
+    positives = int(y.sum())
+    return float((y & ~d).sum() / positives) if positives else None
+
+
+def benign_fpr(y_unsafe: np.ndarray, decision: np.ndarray) -> float | None:
+    """FP / (FP + TN) over safe examples (over-flagging; None without safe examples)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    _same_length(y_unsafe=y, decision=d)
+    negatives = int((~y).sum())
+    return float((~y & d).sum() / negatives) if negatives else None
+
+
+def _mean_f1(true_count: np.ndarray, pred_count: np.ndarray, hits: np.ndarray) -> float:
+    """Macro F1 = mean over classes present in truth or predictions of 2·TP / (true + predicted)."""
+    denominator = true_count + pred_count
+    present = denominator > 0
+    return float(np.mean(2.0 * hits[present] / denominator[present]))
+
+
+def binary_macro_f1(y_unsafe: np.ndarray, decision: np.ndarray) -> float | None:
+    """Macro F1 of the binary decision over the classes safe and unsafe (the binary analogue of
+    macro_f1; a class absent from both truth and decisions is left out, as scikit-learn does)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    n = _same_length(y_unsafe=y, decision=d)
+    if not n:
+        return None
+    true_count = np.array([(~y).sum(), y.sum()], dtype=np.float64)
+    pred_count = np.array([(~d).sum(), d.sum()], dtype=np.float64)
+    hits = np.array([(~y & ~d).sum(), (y & d).sum()], dtype=np.float64)
+    return _mean_f1(true_count, pred_count, hits)
+
+
+def _class_vector(values: object, name: str, *, allow_missing: bool) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise EngineError("invalid_parameter", f"{name} must be a one-dimensional integer array")
+    array = array.astype(np.int64)
+    low = -1 if allow_missing else 0
+    if array.size and array.min() < low:
+        raise EngineError("invalid_parameter", f"{name} holds values below {low}")
+    return array
+
+
+def macro_f1(true_class: np.ndarray, predicted_class: np.ndarray, n_classes: int | None = None) -> float | None:
+    """Macro F1 over the model's classes, on the examples whose label is a model class.
+
+    ``true_class`` holds the class index of each example's label, or −1 when the label is not a class
+    of the model (e.g. AdvBench's "harmful"); those examples are ignored. ``predicted_class`` is the
+    model's argmax class. Per class F1 = 2·TP / (true + predicted); classes that appear neither in the
+    truth nor in the predictions of the kept examples are left out (scikit-learn's default). None when
+    no example has a model-class label.
+    """
+    truth = _class_vector(true_class, "true_class", allow_missing=True)
+    pred = _class_vector(predicted_class, "predicted_class", allow_missing=False)
+    _same_length(true_class=truth, predicted_class=pred)
+    keep = truth >= 0
+    if not keep.any():
+        return None
+    truth, pred = truth[keep], pred[keep]
+    classes = int(n_classes) if n_classes is not None else int(max(truth.max(), pred.max())) + 1
+    if truth.max() >= classes or pred.max() >= classes:
+        raise EngineError("invalid_parameter", f"class indices must be below n_classes={classes}")
+    true_count = np.bincount(truth, minlength=classes).astype(np.float64)
+    pred_count = np.bincount(pred, minlength=classes).astype(np.float64)
+    hits = np.bincount(truth[truth == pred], minlength=classes).astype(np.float64)
+    return _mean_f1(true_count, pred_count, hits)
+
+
+def ece(y_unsafe: np.ndarray, decision: np.ndarray, unsafe_prob: np.ndarray, bins: int = ECE_BINS) -> float | None:
+    """Expected calibration error of the binary decision over ``bins`` equal-width confidence bins,
+    the confidence being the probability given to the decision taken (None when empty)."""
+    table = calibration(y_unsafe, decision, unsafe_prob, bins)
+    return table["ece"]  # type: ignore[return-value]
+
+
+def calibration(
+    y_unsafe: np.ndarray, decision: np.ndarray, unsafe_prob: np.ndarray, bins: int = ECE_BINS
+) -> dict[str, object]:
+    """{"ece": float | None, "bins": per-bin lower/upper/count/accuracy/confidence} for a reliability diagram."""
+    bins = _check_bins(bins)
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    p = _probabilities(unsafe_prob, "unsafe_prob")
+    n = _same_length(y_unsafe=y, decision=d, unsafe_prob=p)
+    confidence = _decision_confidence(d, p)
+    correct = y == d
+    return {"ece": _ece_value(correct, confidence, bins) if n else None,
+            "bins": calibration_bins(correct, confidence, bins)}
+
+
+def brier(y_unsafe: np.ndarray, unsafe_prob: np.ndarray) -> float | None:
+    """Mean squared error of the unsafe probability against the safety label (None when empty)."""
+    y, p = _bool_vector(y_unsafe, "y_unsafe"), _probabilities(unsafe_prob, "unsafe_prob")
+    n = _same_length(y_unsafe=y, unsafe_prob=p)
+    return float(np.mean((p - y.astype(np.float64)) ** 2)) if n else None
+
+
+def _nll_terms(y: np.ndarray, p: np.ndarray, eps: float) -> np.ndarray:
+    clipped = np.clip(p, eps, 1.0 - eps)
+    return -np.log(np.where(y, clipped, 1.0 - clipped))
+
+
+def nll(y_unsafe: np.ndarray, unsafe_prob: np.ndarray, eps: float = NLL_EPS) -> float | None:
+    """Binary negative log-likelihood of the true safety label, −mean(log p(y)), with the unsafe
+    probability clipped to [eps, 1 − eps] (None when empty)."""
+    y, p = _bool_vector(y_unsafe, "y_unsafe"), _probabilities(unsafe_prob, "unsafe_prob")
+    n = _same_length(y_unsafe=y, unsafe_prob=p)
+    return float(np.mean(_nll_terms(y, p, eps))) if n else None
+
+
+def mean_confidence(decision: np.ndarray, unsafe_prob: np.ndarray) -> float | None:
+    """Mean probability the model gave to the decision it took (None when empty)."""
+    d, p = _bool_vector(decision, "decision"), _probabilities(unsafe_prob, "unsafe_prob")
+    n = _same_length(decision=d, unsafe_prob=p)
+    return float(np.mean(_decision_confidence(d, p))) if n else None
+
+
+def _subgroup_vector(values: object, n: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or len(array) != n:
+        raise EngineError("invalid_parameter", f"subgroup must be a one-dimensional array of length {n}")
+    return array.astype(str)
+
+
+def subgroup_rates(
+    y_unsafe: np.ndarray,
+    decision: np.ndarray,
+    subgroup: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    min_subgroup_n: int = MIN_SUBGROUP_N,
+) -> dict[str, object]:
+    """Per-subgroup FNR and FPR and the gaps between subgroups, within ``mask``.
+
+    ``subgroup`` names each example's subgroup ("" for none, never a subgroup). A subgroup with at
+    least ``min_subgroup_n`` examples is eligible; ``fnr_gap`` (``fpr_gap``) is the largest minus the
+    smallest FNR (FPR) among eligible subgroups where the rate is defined, None with fewer than two.
+    Returns {"subgroups": {name: {n, n_unsafe, n_safe, fnr, fpr, eligible}}, "fnr_gap", "fpr_gap",
+    "min_subgroup_n"}, subgroups sorted by name.
+    """
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    n = _same_length(y_unsafe=y, decision=d)
+    names = _subgroup_vector(subgroup, n)
+    selected = _select(mask, n)
+    table: dict[str, dict[str, object]] = {}
+    for name in sorted(set(names[selected].tolist()) - {""}):
+        member = selected & (names == name)
+        count = int(member.sum())
+        table[name] = {
+            "n": count, "n_unsafe": int((member & y).sum()), "n_safe": int((member & ~y).sum()),
+            "fnr": fnr(y[member], d[member]), "fpr": benign_fpr(y[member], d[member]),
+            "eligible": count >= min_subgroup_n,
+        }
+
+    def gap(key: str) -> float | None:
+        rates = [float(row[key]) for row in table.values() if row["eligible"] and row[key] is not None]  # type: ignore[arg-type]
+        return max(rates) - min(rates) if len(rates) >= 2 else None
+
+    return {"subgroups": table, "fnr_gap": gap("fnr"), "fpr_gap": gap("fpr"), "min_subgroup_n": min_subgroup_n}
+
+
+def _source_vector(values: object, n: int) -> np.ndarray:
+    source = np.asarray(values)
+    if source.ndim != 1 or len(source) != n or (source.size and not np.issubdtype(source.dtype, np.integer)):
+        raise EngineError("invalid_parameter", f"source_index must be a one-dimensional integer array of length {n}")
+    source = source.astype(np.int64)
+    if source.size and (source.min() < -1 or source.max() >= n or (source == np.arange(n)).any()):
+        raise EngineError("invalid_parameter", "source_index must hold -1 or the index of another example")
+    return source
+
+
+def perturbation_accuracy(
+    y_unsafe: np.ndarray, decision: np.ndarray, source_index: np.ndarray, mask: np.ndarray | None = None
+) -> float | None:
+    """Accuracy over the perturbed examples (source_index >= 0) within ``mask`` (None without any)."""
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    n = _same_length(y_unsafe=y, decision=d)
+    perturbed = (_source_vector(source_index, n) >= 0) & _select(mask, n)
+    return float((y == d)[perturbed].mean()) if perturbed.any() else None
+
+
+def consistency(decision: np.ndarray, source_index: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    """Share of the perturbed examples within ``mask`` whose decision equals the decision on their
+    source example (the source may lie outside the mask); None without perturbed examples."""
+    d = _bool_vector(decision, "decision")
+    source = _source_vector(source_index, len(d))
+    perturbed = (source >= 0) & _select(mask, len(d))
+    if not perturbed.any():
+        return None
+    return float((d[perturbed] == d[source[perturbed]]).mean())
+
+
+def group_metrics(
+    y_unsafe: np.ndarray,
+    decision: np.ndarray,
+    unsafe_prob: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    true_class: np.ndarray | None = None,
+    predicted_class: np.ndarray | None = None,
+    n_classes: int | None = None,
+    source_index: np.ndarray | None = None,
+    subgroup: np.ndarray | None = None,
+    min_subgroup_n: int = MIN_SUBGROUP_N,
+    bins: int = ECE_BINS,
+) -> dict[str, object]:
+    """Every metric of one model on the examples selected by ``mask``.
+
+    Always: n, n_unsafe, accuracy, unsafe_recall, fnr, benign_fpr, binary_macro_f1, brier, nll,
+    mean_confidence, ece and reliability (per-bin table). With true_class and predicted_class:
+    macro_f1. With source_index (full-length; sources may lie outside the mask):
+    perturbation_accuracy, consistency, n_perturbed. With subgroup: fnr_gap, fpr_gap, subgroups.
+    """
+    y, d = _bool_vector(y_unsafe, "y_unsafe"), _bool_vector(decision, "decision")
+    p = _probabilities(unsafe_prob, "unsafe_prob")
+    n = _same_length(y_unsafe=y, decision=d, unsafe_prob=p)
+    selected = _select(mask, n)
+    ys, ds, ps = y[selected], d[selected], p[selected]
+    table = calibration(ys, ds, ps, bins)
+    result: dict[str, object] = {
+        "n": int(selected.sum()),
+        "n_unsafe": int(ys.sum()),
+        "accuracy": accuracy(ys, ds),
+        "unsafe_recall": unsafe_recall(ys, ds),
+        "fnr": fnr(ys, ds),
+        "benign_fpr": benign_fpr(ys, ds),
+        "binary_macro_f1": binary_macro_f1(ys, ds),
+        "brier": brier(ys, ps),
+        "nll": nll(ys, ps),
+        "mean_confidence": mean_confidence(ds, ps),
+        "ece": table["ece"],
+        "reliability": table["bins"],
+    }
+    if true_class is not None and predicted_class is not None:
+        truth = _class_vector(true_class, "true_class", allow_missing=True)
+        pred = _class_vector(predicted_class, "predicted_class", allow_missing=False)
+        _same_length(y_unsafe=y, true_class=truth, predicted_class=pred)
+        result["macro_f1"] = macro_f1(truth[selected], pred[selected], n_classes)
+    if source_index is not None:
+        source = _source_vector(source_index, n)
+        result["n_perturbed"] = int(((source >= 0) & selected).sum())
+        result["perturbation_accuracy"] = perturbation_accuracy(y, d, source, selected)
+        result["consistency"] = consistency(d, source, selected)
+    if subgroup is not None:
+        rates = subgroup_rates(y, d, subgroup, mask=selected, min_subgroup_n=min_subgroup_n)
+        result["fnr_gap"], result["fpr_gap"], result["subgroups"] = rates["fnr_gap"], rates["fpr_gap"], rates["subgroups"]
+    return result
+
+
+def metrics_by_group(
+    y_unsafe: np.ndarray, decision: np.ndarray, unsafe_prob: np.ndarray, masks: dict[str, np.ndarray], **options: object
+) -> dict[str, dict[str, object]]:
+    """``group_metrics`` for each named mask (e.g. overall, slice:edge, subgroup:women), in mask order."""
+    return {name: group_metrics(y_unsafe, decision, unsafe_prob, mask=mask, **options) for name, mask in masks.items()}  # type: ignore[arg-type]
+
+
+def runtime_summary(
+    batch_latencies_s: object, batch_sizes: object, wall_seconds: float | None = None
+) -> dict[str, float | int | None]:
+    """Latency percentiles per batch and per example, and throughput.
+
+    Per-example latency is the batch latency divided by its size, counted once per example (so the
+    percentiles are over examples). Throughput = examples / ``wall_seconds`` (default: the sum of
+    the batch latencies). Percentiles use numpy's linear interpolation; None when there are no batches.
+    """
+    latencies = np.asarray(batch_latencies_s, dtype=np.float64)
+    sizes = np.asarray(batch_sizes, dtype=np.int64)
+    if latencies.ndim != 1 or sizes.shape != latencies.shape:
+        raise EngineError("invalid_parameter", "batch_latencies_s and batch_sizes must be 1-D and of equal length")
+    if latencies.size and (latencies.min() < 0 or sizes.min() < 1):
+        raise EngineError("invalid_parameter", "latencies must be >= 0 and batch sizes >= 1")
+    examples = int(sizes.sum())
+    wall = float(latencies.sum()) if wall_seconds is None else float(wall_seconds)
+    result: dict[str, float | int | None] = {"batches": int(latencies.size), "examples": examples, "wall_seconds": wall}
+    per_example = np.repeat(latencies / np.maximum(sizes, 1), sizes) if latencies.size else latencies
+    for q in (50, 95, 99):
+        result[f"batch_latency_p{q}_s"] = float(np.percentile(latencies, q)) if latencies.size else None
+        result[f"example_latency_p{q}_s"] = float(np.percentile(per_example, q)) if latencies.size else None
+    result["examples_per_second"] = examples / wall if examples and wall > 0 else None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Multiple comparisons.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pvalue_vector(pvalues: object) -> np.ndarray:
+    array = np.asarray(list(pvalues) if not isinstance(pvalues, np.ndarray) else pvalues, dtype=np.float64)  # type: ignore[call-overload]
+    if array.ndim != 1:
+        raise EngineError("invalid_parameter", "p-values must be a flat sequence")
+    if array.size and (not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0):
+        raise EngineError("invalid_parameter", "p-values must lie in [0, 1]")
+    return array
+
+
+def holm(pvalues: object) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error), in input order.
+
+    With p sorted ascending p_(1) <= ... <= p_(m): adj_(i) = max_{j<=i} min(1, (m − j + 1)·p_(j)).
+    Reject at level α exactly when adj <= α. Ties keep input order (stable sort).
+    """
+    p = _pvalue_vector(pvalues)
+    m = p.size
+    if not m:
+        return []
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (m - np.arange(m))
+    adjusted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(v) for v in out]
+
+
+def benjamini_hochberg(pvalues: object) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate), in input order.
+
+    With p sorted ascending: adj_(i) = min_{j>=i} min(1, m·p_(j) / j).
+    """
+    p = _pvalue_vector(pvalues)
+    m = p.size
+    if not m:
+        return []
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(v) for v in out]

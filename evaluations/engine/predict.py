@@ -61,7 +61,8 @@ class Predictions:
 
     ``probs`` is float64 (n, C) over ``labels``; ``wall_seconds`` and ``examples_per_second`` cover
     tokenisation and inference (not model loading, which is ``load_seconds``); ``peak_rss_bytes`` is
-    the process peak (ru_maxrss).
+    the process peak (ru_maxrss). ``batch_sizes`` pairs with ``batch_latencies_s`` (for
+    evaluations.engine.metrics.runtime_summary).
     """
 
     labels: tuple[str, ...]
@@ -76,6 +77,7 @@ class Predictions:
     parameter_count: int
     size_bytes: int
     load_seconds: float
+    batch_sizes: tuple[int, ...] = ()
 
 
 def predict(
@@ -104,6 +106,7 @@ def predict(
     total = len(texts)
     chunks: list[np.ndarray] = []
     latencies: list[float] = []
+    sizes: list[int] = []
     previous_threads = torch.get_num_threads()
     started = time.perf_counter()
     try:
@@ -121,6 +124,7 @@ def predict(
                 # Softmax in float64 so rows sum to 1 to machine precision for the metrics downstream.
                 chunks.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())
                 latencies.append(time.perf_counter() - batch_started)
+                sizes.append(len(batch))
                 if progress is not None:
                     progress(min(start + config.batch_size, total), total)
     finally:
@@ -142,4 +146,5 @@ def predict(
         parameter_count=count_parameters(loaded.model),
         size_bytes=dir_size(Path(model_dir)),
         load_seconds=load_seconds,
+        batch_sizes=tuple(sizes),
     )
