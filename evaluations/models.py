@@ -78,6 +78,10 @@ class EvaluationRun(JobFields):
     config_digest = models.CharField(max_length=64)
     metrics = models.JSONField(null=True, blank=True)
     runtime = models.JSONField(null=True, blank=True)
+    chunk_size = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.JSONField(default=list, help_text="Indexes of the chunks whose predictions are stored.")
+    chunk_timings = models.JSONField(default=dict, help_text="Per chunk: batch latencies and sizes, load time.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:

@@ -1,8 +1,20 @@
+"""Celery tasks: thin, take ids, call one service."""
+
 from celery import shared_task
 
-from evaluations.services.runs import evaluation_run_execute
+from evaluations.services.runs import evaluation_chunk_execute, evaluation_run_start, evaluation_runs_requeue_orphaned
 
 
-@shared_task(name="evaluations.execute_run")
-def execute_evaluation_run(run_id: int) -> None:
-    evaluation_run_execute(run_id=run_id)
+@shared_task(name="evaluations.start_run")
+def start_evaluation_run(run_id: int) -> None:
+    evaluation_run_start(run_id=run_id)
+
+
+@shared_task(name="evaluations.evaluate_chunk")
+def evaluate_chunk(run_id: int, chunk: int) -> None:
+    evaluation_chunk_execute(run_id=run_id, chunk=chunk)
+
+
+@shared_task(name="evaluations.requeue_orphaned_runs")
+def requeue_orphaned_runs() -> list[int]:
+    return evaluation_runs_requeue_orphaned()

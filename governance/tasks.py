@@ -5,13 +5,16 @@ from celery import shared_task
 from governance.services.escalations import escalations_escalate_overdue
 from governance.services.monitoring import revalidation_complete, revalidations_run_due
 from governance.services.notifications import webhook_deliver
-from governance.services.releases import release_complete_evaluation
+from governance.services.releases import EvaluationsPending, release_complete_evaluation
 from governance.services.reviews import review_tasks_overdue
 
 
-@shared_task(name="governance.complete_release_evaluation")
-def complete_release_evaluation(release_id: int) -> None:
-    release_complete_evaluation(release_id=release_id)
+@shared_task(name="governance.complete_release_evaluation", bind=True, max_retries=1440)
+def complete_release_evaluation(self, release_id: int) -> None:
+    try:
+        release_complete_evaluation(release_id=release_id)
+    except EvaluationsPending as exc:
+        raise self.retry(countdown=3, exc=exc) from exc
 
 
 @shared_task(name="governance.escalate_overdue")
@@ -29,9 +32,12 @@ def run_due_revalidations() -> list[int]:
     return revalidations_run_due()
 
 
-@shared_task(name="governance.complete_revalidation")
-def complete_revalidation(release_id: int, evaluation_id: int) -> str:
-    return revalidation_complete(release_id=release_id, evaluation_id=evaluation_id)
+@shared_task(name="governance.complete_revalidation", bind=True, max_retries=1440)
+def complete_revalidation(self, release_id: int, evaluation_id: int) -> str | None:
+    try:
+        return revalidation_complete(release_id=release_id, evaluation_id=evaluation_id)
+    except EvaluationsPending as exc:
+        raise self.retry(countdown=3, exc=exc) from exc
 
 
 @shared_task(name="governance.deliver_webhook", bind=True, max_retries=8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +82,13 @@ class Predictions:
     batch_sizes: tuple[int, ...] = ()
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_classifier(model_dir: str, device: str):
+    """Artifacts are immutable (content-addressed folders), so a worker that evaluates many chunks
+    of the same model loads it once. Two entries: a baseline and a candidate."""
+    return load_classifier(Path(model_dir), device=device)
+
+
 def predict(
     model_dir: Path,
     texts: Sequence[str],
@@ -92,7 +101,7 @@ def predict(
     if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
         raise EngineError("invalid_parameter", "texts must be a sequence of strings")
     load_started = time.perf_counter()
-    loaded = load_classifier(Path(model_dir), device=config.device)
+    loaded = _cached_classifier(str(Path(model_dir).resolve()), config.device)
     load_seconds = time.perf_counter() - load_started
     unknown = [name for name in config.unsafe_labels if name not in loaded.labels]
     if unknown:

@@ -1,26 +1,34 @@
-"""Evaluation runs: one artifact on one suite version, per-example predictions and metrics."""
+"""Evaluation runs: one artifact on one suite version, per-example predictions and metrics.
+
+A run is split into chunks of examples, each a Celery task (so several workers share a large
+suite). The fan-in is the run row itself: each chunk stores its predictions (unique per run and
+example), then adds its index to `chunks_done` under a row lock; the chunk that completes the set
+computes the metrics. No result backend is needed, and a chunk delivered twice does nothing twice.
+"""
 
 import logging
-from collections import defaultdict
+import math
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from compression.engine.errors import EngineError
 from compression.models import ModelArtifact, RunStatus
 from compression.services.artifacts import artifact_path
-from compression.services.jobs import JobCancelled, job_claim, job_fail, job_progress
+from compression.services.jobs import job_fail, jobs_orphaned
 from compression.services.provenance import torch_settings
-from evaluations.engine.metrics import binary_metrics
+from evaluations.engine.metrics import metrics_by_group, runtime_summary
 from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "evaluation_run"
-DEFAULT_CONFIG = {"batch_size": 32, "max_length": 64, "decision_threshold": 0.5}
+DEFAULT_CONFIG = {"batch_size": 32, "max_length": 64, "decision_threshold": 0.5, "ece_bins": 15}
+MIN_SUBGROUP_N = 30
 
 
 def evaluation_config(*, unsafe_labels: list[str], **overrides) -> dict:
@@ -45,100 +53,188 @@ def evaluation_run_request(*, actor, artifact: ModelArtifact, suite_version: Sui
     return run
 
 
-def group_masks(slices: np.ndarray, subgroups: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks for 'overall', each 'slice:<name>' and each 'subgroup:<name>'."""
+def group_masks(slices: np.ndarray, subgroups: np.ndarray, *, min_subgroup_n: int = 1) -> dict[str, np.ndarray]:
+    """Boolean masks for 'overall', each 'slice:<name>' and each 'subgroup:<name>' with enough examples."""
     masks = {"overall": np.ones(len(slices), dtype=bool)}
     for name in sorted(set(slices.tolist())):
         masks[f"slice:{name}"] = slices == name
     for name in sorted(set(subgroups.tolist()) - {""}):
-        masks[f"subgroup:{name}"] = subgroups == name
+        mask = subgroups == name
+        if mask.sum() >= min_subgroup_n:
+            masks[f"subgroup:{name}"] = mask
     return masks
 
 
-def evaluation_run_execute(*, run_id: int) -> None:
-    """Predict every example, store predictions and metrics. Idempotent per (run, example)."""
-    run = job_claim(EvaluationRun, run_id, object_type=OBJECT_TYPE)
-    if run is None:
+def evaluation_run_start(*, run_id: int) -> EvaluationRun:
+    """Split the run into chunks and enqueue them. Idempotent: a started or finished run is left alone."""
+    with transaction.atomic():
+        run = EvaluationRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal or run.chunks_total:
+            return run
+        size = settings.SAFESHRINK.get("EVAL_CHUNK_SIZE", 2000)
+        count = Example.objects.filter(suite_version=run.suite_version).count()
+        now = timezone.now()
+        run.chunk_size, run.chunks_total = size, max(1, math.ceil(count / size))
+        run.status, run.started_at, run.heartbeat_at, run.attempts = RunStatus.RUNNING, now, now, run.attempts + 1
+        run.progress_stage, run.progress_percent = "queued chunks", 1
+        run.save()
+        ledger_append(actor=None, action="run.started", object_type=OBJECT_TYPE, object_id=run.pk,
+                      payload={"chunks": run.chunks_total, "chunk_size": size, "examples": count})
+        transaction.on_commit(lambda: _enqueue_chunks(run.pk, range(run.chunks_total)))
+    return run
+
+
+def _enqueue_chunks(run_id: int, chunks) -> None:
+    from celery import group
+
+    from evaluations.tasks import evaluate_chunk
+
+    group(evaluate_chunk.si(run_id, index) for index in chunks).delay()
+
+
+def evaluation_chunk_execute(*, run_id: int, chunk: int) -> None:
+    """Predict one chunk's examples (those not yet predicted), record it, finish the run if last."""
+    run = EvaluationRun.objects.select_related("artifact").get(pk=run_id)
+    if run.is_terminal or chunk in run.chunks_done:
         return
     try:
-        _execute(run)
-    except JobCancelled:
-        logger.info("evaluation run %s was cancelled", run.pk)
+        timings = _predict_chunk(run, chunk)
+        _record_chunk(run_id, chunk, timings)
     except EngineError as exc:
-        job_fail(EvaluationRun, run.pk, object_type=OBJECT_TYPE, code=exc.code, reason=exc.message)
+        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code=exc.code, reason=exc.message)
     except SoftTimeLimitExceeded:
-        job_fail(EvaluationRun, run.pk, object_type=OBJECT_TYPE, code="time_limit",
-                 reason="The evaluation exceeded its time limit.")
+        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code="time_limit",
+                 reason=f"Chunk {chunk} exceeded its time limit.")
     except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
-        logger.exception("evaluation run %s failed", run.pk)
-        job_fail(EvaluationRun, run.pk, object_type=OBJECT_TYPE, code="internal_error",
-                 reason=f"Unexpected error: {type(exc).__name__}: {exc}")
+        logger.exception("evaluation run %s chunk %s failed", run_id, chunk)
+        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code="internal_error",
+                 reason=f"Unexpected error in chunk {chunk}: {type(exc).__name__}: {exc}")
 
 
-def _execute(run: EvaluationRun) -> None:
+def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
     from evaluations.engine.predict import PredictionConfig, predict  # torch: imported only by workers
 
-    examples = list(Example.objects.filter(suite_version=run.suite_version).order_by("position")
-                    .values_list("pk", "text", "is_unsafe", "slice", "subgroup"))
+    lo, hi = chunk * run.chunk_size, (chunk + 1) * run.chunk_size
+    examples = list(Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
+                    .order_by("position").values_list("pk", "text"))
+    done = set(Prediction.objects.filter(run=run, example_id__in=[e[0] for e in examples])
+               .values_list("example_id", flat=True))
+    todo = [e for e in examples if e[0] not in done]
+    if not todo:
+        return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
     cfg = run.config
-    job_progress(EvaluationRun, run.pk, stage="loading model", percent=1)
-
-    def progress(done: int, total: int) -> None:
-        job_progress(EvaluationRun, run.pk, stage="predicting", percent=2 + 93 * done / max(total, 1))
-
     result = predict(
-        artifact_path(run.artifact), [e[1] for e in examples],
+        artifact_path(run.artifact), [e[1] for e in todo],
         PredictionConfig(batch_size=cfg["batch_size"], max_length=cfg["max_length"], device=cfg["device"],
                          threads=cfg["threads"], unsafe_labels=tuple(cfg["unsafe_labels"]),
                          decision_threshold=cfg["decision_threshold"]),
-        progress=progress,
     )
-    y_unsafe = np.array([e[2] for e in examples], dtype=bool)
-    masks = group_masks(np.array([e[3] for e in examples]), np.array([e[4] for e in examples]))
-    metrics = {
-        key: binary_metrics(y_unsafe[mask], result.decision[mask], result.unsafe_prob[mask])
-        for key, mask in masks.items()
-    }
-    latencies = np.array(result.batch_latencies_s) if result.batch_latencies_s else np.zeros(1)
-    runtime = {
-        "examples": len(examples), "wall_seconds": result.wall_seconds,
-        "examples_per_second": result.examples_per_second,
-        "batch_latency_p50_s": float(np.percentile(latencies, 50)),
-        "batch_latency_p95_s": float(np.percentile(latencies, 95)),
-        "batch_latency_p99_s": float(np.percentile(latencies, 99)),
-        "peak_rss_bytes": result.peak_rss_bytes, "parameter_count": result.parameter_count,
-        "size_bytes": result.size_bytes,
-    }
     labels = list(result.labels)
-    rows = [
-        Prediction(run_id=run.pk, example_id=example[0], unsafe_prob=float(result.unsafe_prob[i]),
-                   probs=[round(float(p), 6) for p in result.probs[i]],
-                   predicted_label=labels[int(result.predicted_label_index[i])],
-                   decision_unsafe=bool(result.decision[i]))
-        for i, example in enumerate(examples)
-    ]
+    Prediction.objects.bulk_create(
+        [Prediction(run_id=run.pk, example_id=e[0], unsafe_prob=float(result.unsafe_prob[i]),
+                    probs=[round(float(p), 6) for p in result.probs[i]],
+                    predicted_label=labels[int(result.predicted_label_index[i])],
+                    decision_unsafe=bool(result.decision[i]))
+         for i, e in enumerate(todo)],
+        batch_size=2000, ignore_conflicts=True,
+    )
+    return {"latencies": list(result.batch_latencies_s), "sizes": list(result.batch_sizes),
+            "load_seconds": result.load_seconds, "peak_rss_bytes": result.peak_rss_bytes,
+            "parameter_count": result.parameter_count, "size_bytes": result.size_bytes}
+
+
+def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
     with transaction.atomic():
-        locked = EvaluationRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status != RunStatus.RUNNING:
-            raise JobCancelled(f"evaluation {run.pk} is {locked.status}")
-        Prediction.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-        now = timezone.now()
-        locked.metrics, locked.runtime = metrics, runtime
-        locked.status, locked.progress_stage, locked.progress_percent = RunStatus.SUCCEEDED, "done", 100
-        locked.finished_at = now
-        locked.wall_seconds = (now - locked.started_at).total_seconds()
-        locked.save()
-        ledger_append(
-            actor=None, action="evaluation.succeeded", object_type=OBJECT_TYPE, object_id=run.pk,
-            payload={"metrics_digest": digest(metrics), "overall": metrics["overall"], "examples": len(examples)},
-        )
+        run = EvaluationRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal or chunk in run.chunks_done:
+            return
+        run.chunks_done = sorted({*run.chunks_done, chunk})
+        run.chunk_timings = {**run.chunk_timings, str(chunk): timings}
+        run.heartbeat_at = timezone.now()
+        run.progress_stage = f"{len(run.chunks_done)} of {run.chunks_total} chunks"
+        run.progress_percent = min(99, round(100 * len(run.chunks_done) / run.chunks_total))
+        run.save(update_fields=["chunks_done", "chunk_timings", "heartbeat_at", "progress_stage",
+                                "progress_percent"])
+        if len(run.chunks_done) == run.chunks_total:
+            _finish(run)
+
+
+def example_arrays(suite_version: SuiteVersion, labels: list[str]) -> dict[str, np.ndarray]:
+    """Per-example arrays in position order: truth, slice, subgroup, model class of the label, source."""
+    rows = list(Example.objects.filter(suite_version=suite_version).order_by("position")
+                .values_list("pk", "position", "is_unsafe", "slice", "subgroup", "label", "source__position"))
+    index = {label: i for i, label in enumerate(labels)}
+    return {
+        "example_id": np.array([r[0] for r in rows], dtype=np.int64),
+        "y": np.array([r[2] for r in rows], dtype=bool),
+        "slice": np.array([r[3] for r in rows]),
+        "subgroup": np.array([r[4] for r in rows]),
+        "true_class": np.array([index.get(r[5], -1) for r in rows], dtype=np.int64),
+        "source_index": np.array([-1 if r[6] is None else r[6] for r in rows], dtype=np.int64),
+    }
+
+
+def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The run's unsafe probability, decision and predicted class per example, in the given order."""
+    labels = run.artifact.labels
+    index = {label: i for i, label in enumerate(labels)}
+    by_example = {e: (p, d, c) for e, p, d, c in Prediction.objects.filter(run=run).values_list(
+        "example_id", "unsafe_prob", "decision_unsafe", "predicted_label")}
+    missing = [int(e) for e in example_ids if int(e) not in by_example]
+    if missing:
+        raise EngineError("invalid_input", f"{len(missing)} example(s) have no prediction in evaluation {run.pk}")
+    rows = [by_example[int(e)] for e in example_ids]
+    return {"unsafe_prob": np.array([r[0] for r in rows], dtype=np.float64),
+            "decision": np.array([r[1] for r in rows], dtype=bool),
+            "predicted_class": np.array([index.get(r[2], 0) for r in rows], dtype=np.int64)}
+
+
+def _finish(run: EvaluationRun) -> None:
+    """Compute every metric per group from the stored predictions; the run succeeds. (Locked row.)"""
+    labels = run.artifact.labels
+    a = example_arrays(run.suite_version, labels)
+    out = run_outputs(run, a["example_id"])
+    metrics = metrics_by_group(
+        a["y"], out["decision"], out["unsafe_prob"], group_masks(a["slice"], a["subgroup"]),
+        true_class=a["true_class"], predicted_class=out["predicted_class"], n_classes=len(labels),
+        source_index=a["source_index"] if (a["source_index"] >= 0).any() else None, subgroup=a["subgroup"],
+        min_subgroup_n=MIN_SUBGROUP_N, bins=run.config.get("ece_bins", 15),
+    )
+    timings = list(run.chunk_timings.values())
+    latencies = [x for t in timings for x in t["latencies"]]
+    sizes = [x for t in timings for x in t["sizes"]]
+    runtime = runtime_summary(latencies, sizes)
+    runtime.update({
+        "chunks": run.chunks_total, "load_seconds": sum(t["load_seconds"] for t in timings),
+        "peak_rss_bytes": max((t["peak_rss_bytes"] for t in timings), default=0),
+        "parameter_count": next((t["parameter_count"] for t in timings if "parameter_count" in t), None),
+        "size_bytes": next((t["size_bytes"] for t in timings if "size_bytes" in t), run.artifact.size_bytes),
+    })
+    now = timezone.now()
+    run.metrics, run.runtime = metrics, runtime
+    run.status, run.progress_stage, run.progress_percent = RunStatus.SUCCEEDED, "done", 100
+    run.finished_at = now
+    run.wall_seconds = (now - run.started_at).total_seconds()
+    run.save()
+    overall = {k: v for k, v in metrics["overall"].items() if k not in ("reliability", "subgroups")}
+    ledger_append(actor=None, action="evaluation.succeeded", object_type=OBJECT_TYPE, object_id=run.pk,
+                  payload={"metrics_digest": digest(metrics), "overall": overall, "examples": len(a["y"])})
+
+
+def evaluation_runs_requeue_orphaned() -> list[int]:
+    """Re-enqueue the missing chunks of runs whose workers stopped reporting (lease expired)."""
+    requeued = []
+    for run_id in jobs_orphaned(EvaluationRun):
+        run = EvaluationRun.objects.get(pk=run_id)
+        missing = [i for i in range(run.chunks_total) if i not in run.chunks_done]
+        if missing:
+            EvaluationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+            _enqueue_chunks(run_id, missing)
+            requeued.append(run_id)
+    return requeued
 
 
 def evaluation_predictions(run: EvaluationRun) -> dict[int, tuple[float, bool]]:
     """example id -> (unsafe probability, decision) for a finished run."""
-    out: dict[int, tuple[float, bool]] = defaultdict(tuple)  # type: ignore[arg-type]
-    for example_id, prob, decision in Prediction.objects.filter(run=run).values_list(
-        "example_id", "unsafe_prob", "decision_unsafe"
-    ):
-        out[example_id] = (prob, decision)
-    return dict(out)
+    return {e: (p, d) for e, p, d in Prediction.objects.filter(run=run).values_list(
+        "example_id", "unsafe_prob", "decision_unsafe")}

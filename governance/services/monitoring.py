@@ -2,7 +2,6 @@
 
 import datetime as dt
 
-from celery import chain
 from django.db import transaction
 from django.utils import timezone
 
@@ -62,7 +61,7 @@ def revalidation_schedule(*, actor, release_id: int, interval_hours: int) -> Rev
 
 def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
     """Start a fresh evaluation of each live release that is due; the gate is re-judged after it."""
-    from evaluations.tasks import execute_evaluation_run
+    from evaluations.tasks import start_evaluation_run
     from governance.tasks import complete_revalidation
 
     now = now or timezone.now()
@@ -82,8 +81,8 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
             config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels, revalidation=schedule.runs)
             run = evaluation_run_request(actor=None, artifact=release.candidate, suite_version=release.suite_version,
                                          config=config)
-            transaction.on_commit(lambda r=run.pk, rel=release.pk: chain(
-                execute_evaluation_run.si(r), complete_revalidation.si(rel, r)).delay())
+            transaction.on_commit(lambda r=run.pk, rel=release.pk: (
+                start_evaluation_run.delay(r), complete_revalidation.delay(rel, r)))
             started.append(release.pk)
     return started
 
@@ -92,7 +91,20 @@ def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:
     """Compare the fresh candidate evaluation with the original baseline; red opens an escalation."""
     from .escalations import escalation_open
 
+    from compression.models import RunStatus
+    from evaluations.models import EvaluationRun
+
+    from .releases import EvaluationsPending
+
     release = Release.objects.get(pk=release_id)
+    run = EvaluationRun.objects.get(pk=evaluation_id)
+    if not run.is_terminal:
+        raise EvaluationsPending(f"revalidation evaluation {evaluation_id} still running")
+    if run.status != RunStatus.SUCCEEDED:
+        with transaction.atomic():
+            ledger_append(actor=None, action="revalidation.ran", object_type="release", object_id=release_id,
+                          payload={"evaluation": evaluation_id, "zone": None, "failure": run.failure_reason})
+        return "failed"
     comparison = comparison_compute(actor=None, baseline_run_id=release.baseline_evaluation_id,
                                     candidate_run_id=evaluation_id)
     zone, verdicts = policy_judge(release.policy, comparison.results)

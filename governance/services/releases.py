@@ -5,7 +5,6 @@ themselves recorded in the ledger."""
 import datetime as dt
 from collections.abc import Callable
 
-from celery import chain
 from django.db import transaction
 from django.utils import timezone
 
@@ -126,20 +125,24 @@ def release_start_evaluation(*, actor, release_id: int, expected_version: int | 
 
 
 def _enqueue_evaluation(release_id: int, baseline_id: int, candidate_id: int) -> None:
-    from evaluations.tasks import execute_evaluation_run
+    from evaluations.tasks import start_evaluation_run
     from governance.tasks import complete_release_evaluation
 
-    # Immutable signatures: each link gets its ids, not the previous result. Chains need no result backend.
-    chain(
-        execute_evaluation_run.si(baseline_id),
-        execute_evaluation_run.si(candidate_id),
-        complete_release_evaluation.si(release_id),
-    ).delay()
+    # Each evaluation fans out into chunks on any worker; the completion task waits (retrying)
+    # until both have finished, then compares and gates. No result backend is needed.
+    start_evaluation_run.delay(baseline_id)
+    start_evaluation_run.delay(candidate_id)
+    complete_release_evaluation.delay(release_id)
+
+
+class EvaluationsPending(Exception):
+    """Both evaluations have not finished yet; the completion task retries later."""
 
 
 def release_complete_evaluation(*, release_id: int) -> Release:
     """evaluating → awaiting decision (green, red) or in review (amber); back to draft if an
-    evaluation failed. A red gate opens an escalation. Idempotent."""
+    evaluation failed. A red gate opens an escalation. Idempotent. Raises EvaluationsPending
+    while either evaluation is still running."""
     from .escalations import escalation_open
     from .reviews import review_tasks_create
 
@@ -147,6 +150,8 @@ def release_complete_evaluation(*, release_id: int) -> Release:
     if release.status != ReleaseStatus.EVALUATING:
         return release
     runs = (release.baseline_evaluation, release.candidate_evaluation)
+    if not all(r.is_terminal for r in runs):
+        raise EvaluationsPending(f"release {release_id}: evaluations still running")
     failed = [r for r in runs if r.status != RunStatus.SUCCEEDED]
     comparison = None
     if not failed:

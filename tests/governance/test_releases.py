@@ -87,9 +87,9 @@ def test_halted_release_cannot_be_approved(release, officer, officer2):
 
 
 @pytest.mark.postgres
-def test_concurrent_decisions_make_exactly_one_transition(release, officer, officer2, make_user):
+def test_concurrent_decisions_make_exactly_one_transition(release, officer, officer2, make_officer):
     require_service("postgres")
-    officers = [officer, officer2] + [make_user(f"officer{i}", "officer") for i in range(6)]
+    officers = [officer, officer2] + [make_officer(f"officer{i}") for i in range(6)]
     outcomes: list[str] = []
     barrier = threading.Barrier(len(officers))
 
