@@ -53,6 +53,24 @@ def advbench_rows(data_dir: Path) -> list[dict]:
     ]
 
 
+def surge_rows(data_dir: Path) -> list[dict]:
+    """Surge AI toxicity (out-of-domain routine slice): labels Toxic / Not Toxic."""
+    path = data_dir / "surge_toxicity" / "toxicity_en.csv"
+    return [
+        {"external_id": f"surge:{line}", "text": row["text"], "label": "toxic" if row["is_toxic"] == "Toxic" else "not_toxic",
+         "slice": "routine", "subgroup": "", "tags": ("surge", "out-of-domain"), "line": line}
+        for line, row in _rows(path)
+    ]
+
+
+SHARED_SETS = {
+    "hatexplain-test": ("HateXplain test split (routine; subgroups from targets_majority)", hatexplain_rows),
+    "surge-toxicity": ("Surge AI toxicity (out-of-domain routine)", surge_rows),
+    "xstest": ("XSTest (edge cases: safe prompts that only look unsafe, and unsafe contrasts)", xstest_rows),
+    "advbench": ("AdvBench harmful behaviours (adversarial)", advbench_rows),
+}
+
+
 def sample(rows: list[dict], n: int | None, *, seed: int) -> list[dict]:
     """A seeded sample of up to n rows, kept in file order."""
     if n is None or n >= len(rows):
@@ -62,8 +80,8 @@ def sample(rows: list[dict], n: int | None, *, seed: int) -> list[dict]:
 
 
 # Labels of the shared sets: which count as unsafe and which as safe.
-UNSAFE_LABELS = ["harmful", "hatespeech", "offensive", "unsafe"]
-SAFE_LABELS = ["normal", "safe"]
+UNSAFE_LABELS = ["harmful", "hatespeech", "offensive", "toxic", "unsafe"]
+SAFE_LABELS = ["normal", "not_toxic", "safe"]
 
 
 def demo_suite_rows(data_dir: Path, *, routine: int = 300, edge: int | None = None, adversarial: int = 100,

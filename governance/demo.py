@@ -33,7 +33,7 @@ DEFAULT_TAXONOMY = {
          "regulatory_refs": ["EU AI Act Art. 15(4) (robustness)", "NIST AI RMF MEASURE 2.7"]},
         {"code": "latency-memory", "category": "Operations", "title": "Latency and memory budgets",
          "severity": 1, "likelihood": "possible",
-         "measures": [{"metric": "latency_p95", "group": "overall", "worse": "higher"}],
+         "measures": [{"metric": "example_latency_p95_ratio", "group": "overall", "worse": "higher"}],
          "regulatory_refs": ["NIST AI RMF MANAGE 2.4"]},
         {"code": "accuracy-loss", "category": "Behaviour change", "title": "Accuracy loss on routine traffic",
          "severity": 3, "likelihood": "possible",
@@ -55,6 +55,18 @@ DEFAULT_POLICY_RULES = [
     {"code": "edge-overflagging", "title": "Edge-case over-flagging change", "failure_mode_code": "over-flagging",
      "metric": "benign_fpr", "group": "slice:edge", "kind": "delta", "bound": "ci_high", "higher_is_better": False,
      "green_limit": 0.05, "red_limit": 0.12},
+    {"code": "subgroup-fnr-gap", "title": "Change in the subgroup miss-rate gap", "failure_mode_code":
+     "subgroup-disparity", "metric": "fnr_gap", "group": "overall", "kind": "delta", "bound": "ci_high",
+     "higher_is_better": False, "green_limit": 0.05, "red_limit": 0.15},
+    {"code": "calibration-ece", "title": "Calibration error change", "failure_mode_code": "calibration-drift",
+     "metric": "ece", "group": "overall", "kind": "delta", "bound": "ci_high", "higher_is_better": False,
+     "green_limit": 0.03, "red_limit": 0.08},
+    {"code": "spelling-consistency", "title": "Consistency on perturbed spellings", "failure_mode_code":
+     "adversarial-spelling", "metric": "consistency", "group": "slice:adversarial", "kind": "delta",
+     "bound": "ci_low", "higher_is_better": True, "green_limit": -0.03, "red_limit": -0.10},
+    {"code": "latency-p95", "title": "Per-example p95 latency, candidate / baseline", "failure_mode_code":
+     "latency-memory", "metric": "example_latency_p95_ratio", "group": "overall", "kind": "absolute",
+     "bound": "point", "higher_is_better": False, "green_limit": 1.0, "red_limit": 1.5},
     {"code": "flip-rate", "title": "Share of decisions flipped", "failure_mode_code": "decision-drift",
      "metric": "flip_rate", "group": "overall", "kind": "absolute", "bound": "point", "higher_is_better": False,
      "green_limit": 0.05, "red_limit": 0.15},

@@ -79,7 +79,7 @@ def comparison_compute(
              for i in flipped],
             batch_size=2000, ignore_conflicts=True,
         )
-        comparison.results = {"groups": groups}
+        comparison.results = {"groups": groups, "runtime": runtime_ratios(baseline.runtime, candidate.runtime)}
         comparison.statistics = statistics
         comparison.flip_count = len(flipped)
         comparison.status = ComparisonStatus.DONE
@@ -90,6 +90,24 @@ def comparison_compute(
                      "results_digest": digest(comparison.results), "statistics": statistics},
         )
     return comparison
+
+
+RUNTIME_RATIOS = {
+    # ratio name: (runtime key, higher is better)
+    "throughput_ratio": ("examples_per_second", True),
+    "example_latency_p95_ratio": ("example_latency_p95_s", False),
+    "size_ratio": ("size_bytes", False),
+    "peak_memory_ratio": ("peak_rss_bytes", False),
+}
+
+
+def runtime_ratios(baseline: dict | None, candidate: dict | None) -> dict:
+    """Candidate / baseline for each runtime figure (both measured on the same suite and config)."""
+    out = {"baseline": baseline, "candidate": candidate}
+    for name, (key, _) in RUNTIME_RATIOS.items():
+        b, c = (baseline or {}).get(key), (candidate or {}).get(key)
+        out[name] = c / b if b and c is not None else None
+    return out
 
 
 def significant_groups(comparison: Comparison, *, alpha: float = 0.05, adjusted: str = "p_holm") -> list[str]:

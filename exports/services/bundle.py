@@ -27,11 +27,23 @@ def _artifact(artifact: ModelArtifact, role: str) -> dict:
             "parent_digest": artifact.parent.digest if artifact.parent_id else None}
 
 
+def _metric_table(metrics: dict | None) -> dict:
+    """Per group: the scalar metrics, and the reliability bins as `ece_bins` (per-subgroup rates
+    are summarised by fnr_gap / fpr_gap; the full table stays in the evaluation record)."""
+    out = {}
+    for group, values in (metrics or {}).items():
+        row = {k: v for k, v in values.items() if isinstance(v, int | float) or v is None}
+        if values.get("reliability"):
+            row["ece_bins"] = values["reliability"]
+        out[group] = row
+    return out
+
+
 def _evaluation(run: EvaluationRun | None) -> dict | None:
     if run is None:
         return None
-    return {"id": run.pk, "artifact_digest": run.artifact.digest, "config": run.config, "metrics": run.metrics,
-            "runtime": run.runtime}
+    return {"id": run.pk, "artifact_digest": run.artifact.digest, "config": run.config,
+            "metrics": _metric_table(run.metrics), "runtime": run.runtime}
 
 
 def _verdict(release: Release) -> dict:
@@ -130,7 +142,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None) -> dict:
             "groups": (comparison.results or {}).get("groups", {})},
         "gate": release.gate or [],
         "flips_excerpt": [
-            {"example_id": f.example_id, "external_id": f.example.external_id, "text": f.example.text,
+            {"id": f.pk, "example_id": f.example_id, "external_id": f.example.external_id, "text": f.example.text,
              "slice": f.example.slice, "subgroup": f.example.subgroup, "label": f.example.label,
              "baseline_prob": f.baseline_prob, "candidate_prob": f.candidate_prob, "direction": f.direction,
              "candidate_correct": f.candidate_correct} for f in flips],

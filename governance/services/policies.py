@@ -12,7 +12,13 @@ from governance.models import (
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
-METRICS = ("accuracy", "unsafe_recall", "benign_fpr", "flip_rate")
+# Metrics a rule may judge: every comparison metric, the flip rate, and runtime ratios (candidate /
+# baseline, absolute rules only).
+METRICS = (
+    "accuracy", "unsafe_recall", "fnr", "benign_fpr", "binary_macro_f1", "macro_f1", "brier", "nll",
+    "mean_confidence", "ece", "perturbation_accuracy", "consistency", "fnr_gap", "fpr_gap", "flip_rate",
+)
+RUNTIME_METRICS = ("throughput_ratio", "example_latency_p95_ratio", "size_ratio", "peak_memory_ratio")
 
 
 def _require_policy_author(actor) -> None:
@@ -38,8 +44,12 @@ def taxonomy_publish(*, actor, name: str, description: str = "", failure_modes: 
 
 def _validate_rule(index: int, rule: dict) -> None:
     where = f"rules[{index}]"
-    if rule.get("metric") not in METRICS:
-        raise ValidationFailed(f"{where}: unknown metric.", details={f"{where}.metric": [f"One of {list(METRICS)}."]})
+    if rule.get("metric") not in METRICS + RUNTIME_METRICS:
+        raise ValidationFailed(f"{where}: unknown metric.",
+                               details={f"{where}.metric": [f"One of {list(METRICS + RUNTIME_METRICS)}."]})
+    if rule["metric"] in RUNTIME_METRICS and rule.get("kind") != "absolute":
+        raise ValidationFailed(f"{where}: runtime ratios are judged as absolute values.",
+                               details={f"{where}.kind": ["Must be 'absolute' for a runtime ratio."]})
     if rule.get("kind") not in RuleKind.values:
         raise ValidationFailed(f"{where}: unknown kind.", details={f"{where}.kind": [f"One of {RuleKind.values}."]})
     if rule.get("bound") not in JudgedBound.values:
@@ -89,6 +99,8 @@ class RuleVerdict:
 
 
 def _judged_value(rule: ThresholdRule, group: dict) -> float | None:
+    if rule.metric in RUNTIME_METRICS:
+        return group.get(rule.metric)
     if rule.metric == "flip_rate":
         return group["flips"] / group["n"] if group["n"] else None
     metric = group["metrics"].get(rule.metric) or {}
@@ -108,7 +120,7 @@ def policy_judge(policy: ThresholdPolicy, results: dict) -> tuple[str, list[Rule
     A rule without evidence (no such slice, undefined metric) is amber: someone must look."""
     verdicts = []
     for rule in policy.rules.all():
-        group = results["groups"].get(rule.group)
+        group = results.get("runtime") if rule.metric in RUNTIME_METRICS else results["groups"].get(rule.group)
         value = _judged_value(rule, group) if group else None
         if value is None:
             zone, reason = Zone.AMBER, f"no evidence for {rule.metric} on {rule.group}"

@@ -13,7 +13,8 @@ from compression.models import ModelArtifact
 from compression.services.artifacts import artifact_register
 from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
 from evaluations.models import Suite
-from evaluations.services.suites import ExampleRow, suite_version_import
+from evaluations.engine.perturb import KINDS
+from evaluations.services.suites import ExampleRow, suite_derive_perturbed, suite_version_import
 from governance.demo import (
     DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY, DEMO_AUTHORITIES, DEMO_USERS, MITIGATIONS,
 )
@@ -58,7 +59,9 @@ class Command(BaseCommand):
                 source=f"HateXplain test (routine, n={routine}), XSTest (edge), AdvBench behaviours (adversarial, "
                        f"n={adversarial}); seed 0; from {data_dir}",
             )
-            self.stdout.write(f"suite: {version} with {version.example_count} examples")
+            version = suite_derive_perturbed(actor=engineer, suite_version_id=version.pk, kinds=list(KINDS), seed=0,
+                                             limit=40)
+            self.stdout.write(f"suite: {version} with {version.example_count} examples (incl. perturbed variants)")
         if not ModelArtifact.objects.filter(name=DEMO_MODEL).exists():
             path = model_dir or self._build_tiny(data_dir)
             artifact = artifact_register(actor=engineer, name=DEMO_MODEL, path=str(path))

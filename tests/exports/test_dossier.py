@@ -1,0 +1,304 @@
+"""The release dossier: schema of the evidence bundle, HTML and PDF rendering, determinism, charts.
+
+No database: the dossier is rendered only from the evidence bundle dict.
+"""
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from exports import charts
+from exports.dossier import (
+    FLIPS_SHOWN,
+    LEDGER_EVENTS_SHOWN,
+    SECTIONS,
+    bundle_digest,
+    render_dossier_html,
+    render_dossier_pdf,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = Path(__file__).with_name("sample_bundle.json")
+SCHEMA = ROOT / "exports" / "evidence-bundle.schema.json"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> dict:
+    return json.loads(SAMPLE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(SCHEMA.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def sample_pdf(bundle) -> tuple[bytes, float]:
+    started = time.perf_counter()
+    pdf = render_dossier_pdf(bundle)
+    return pdf, time.perf_counter() - started
+
+
+def _validate(schema: dict, instance: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def _empty_bundle(bundle: dict) -> dict:
+    """A valid bundle with everything optional missing: nothing judged, reviewed, escalated or decided."""
+    b = copy.deepcopy(bundle)
+    b["release"].update(status="evaluating", gate_zone="", review_outcome=None, rollout=[])
+    b["verdict"] = {"status": "evaluating", "gate_zone": "", "summary": "Release 12 is evaluating, gate none."}
+    b.pop("candidates")
+    b["compression_run"].update(provenance=None, provenance_envelope=None, wall_seconds=None)
+    b["taxonomy"] = None
+    b["evaluations"] = {"baseline": None, "candidate": None}
+    b["comparison"] = None
+    for key in ("gate", "flips_excerpt", "reviews", "escalations", "incidents", "decisions"):
+        b[key] = []
+    b["ledger"] = {"events": [], "checkpoint": None, "public_key_id": b["ledger"]["public_key_id"]}
+    return b
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema and digest
+# --------------------------------------------------------------------------------------------------
+
+
+def test_schema_is_a_valid_draft_2020_12_schema(schema):
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_sample_bundle_validates_and_has_the_documented_shape(schema, bundle):
+    assert _validate(schema, bundle) == []
+    assert {g.split(":")[0] for g in bundle["comparison"]["groups"]} == {"overall", "slice", "subgroup"}
+    assert sum(g.startswith("slice:") for g in bundle["comparison"]["groups"]) == 3
+    assert sum(g.startswith("subgroup:") for g in bundle["comparison"]["groups"]) == 3
+    assert len(bundle["gate"]) == 5 and {v["zone"] for v in bundle["gate"]} == {"green", "amber", "red"}
+    assert len(bundle["ledger"]["events"]) == 30
+    for run in ("baseline", "candidate"):
+        assert len(bundle["evaluations"][run]["metrics"]["overall"]["ece_bins"]) == 15
+
+
+def test_empty_bundle_validates(schema, bundle):
+    assert _validate(schema, _empty_bundle(bundle)) == []
+
+
+def test_schema_rejects_a_wrong_bundle(schema, bundle):
+    bad = copy.deepcopy(bundle)
+    bad["release"]["candidate_digest"] = "not-a-digest"
+    bad["gate"][0]["zone"] = "purple"
+    bad["unexpected"] = 1
+    errors = _validate(schema, bad)
+    assert any("release/candidate_digest" in e for e in errors)
+    assert any("gate/0/zone" in e for e in errors)
+    assert any("unexpected" in e for e in errors)
+
+
+def test_bundle_digest_is_sha256_of_canonical_json_and_ignores_key_order(bundle):
+    canonical = json.dumps(bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert bundle_digest(bundle) == hashlib.sha256(canonical).hexdigest()
+    reordered = json.loads(json.dumps(bundle, sort_keys=True))
+    reordered = dict(reversed(list(reordered.items())))
+    assert bundle_digest(reordered) == bundle_digest(bundle)
+    changed = copy.deepcopy(bundle)
+    changed["release"]["version"] += 1
+    assert bundle_digest(changed) != bundle_digest(bundle)
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------------
+
+
+def test_html_has_every_section_the_digests_and_the_charts(bundle):
+    html = render_dossier_html(bundle)
+    for anchor, title in SECTIONS:
+        assert f'id="{anchor}"' in html, anchor
+        assert title in html, title
+    assert html.count(bundle_digest(bundle)) >= 2  # cover and the verification appendix (and the running footer)
+    assert bundle["release"]["candidate_digest"] in html
+    assert bundle["ledger"]["checkpoint"]["signature"] in html
+    assert html.count("<svg") == 4
+    for text in ("RED", "Rolling out", "4 November 2026", "Prof. Henrik Sandvik", "Cohen", "pyhanko sign validate",
+                 "pdfsig", "DSSE", "gitCommit", "Adversarial unsafe recall change", "EU AI Act Art. 10",
+                 bundle["artifacts"][0]["digest"], "torch-quantized", "22,713,602", "ext-adv-0113",
+                 "Would need the conversation context", "runtime guard", "Flagged-rate spike", "release.rollout_started",
+                 "safeshrink.ledger.checkpoint/v1", "Intel(R) Xeon(R)", "transformers 5.23.0", "structured_prune",
+                 bundle["compression_run"]["provenance_envelope"]["signatures"][0]["keyid"]):
+        assert text.lower() in html.lower(), text
+
+
+def test_html_escapes_bundle_text(bundle):
+    b = copy.deepcopy(bundle)
+    b["experiment"]["name"] = "<script>alert(1)</script>"
+    b["flips_excerpt"][0]["text"] = "<img src=x onerror=alert(1)>"
+    b["comparison"]["groups"]["subgroup:<script>x</script>"] = b["comparison"]["groups"].pop("subgroup:women")
+    html = render_dossier_html(b)
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_html_caps_long_tables(bundle):
+    b = copy.deepcopy(bundle)
+    b["flips_excerpt"] = (b["flips_excerpt"] * 3)[:FLIPS_SHOWN + 5]
+    events = b["ledger"]["events"]
+    b["ledger"]["events"] = [dict(events[i % len(events)], seq=1000 + i) for i in range(200)]
+    html = render_dossier_html(b)
+    assert f"{FLIPS_SHOWN} of 12 flipped decisions" in html
+    assert f"The last {LEDGER_EVENTS_SHOWN} of the 200 ledger events" in html
+    assert "1199  " in html and "\n1169  " not in html and "1170  " in html
+
+
+def test_empty_and_null_parts_render_with_one_line_each(bundle):
+    html = render_dossier_html(_empty_bundle(bundle))
+    for line in ("No risk taxonomy", "not judged", "No comparison between the candidate and the baseline",
+                 "No per-bin calibration data", "No subgroup metrics", "No runtime measurements",
+                 "No flipped decisions", "No blind review outcome", "No escalations were opened",
+                 "No incidents have been reported", "No decisions have been recorded", "No rollout plan",
+                 "No ledger events", "No signed ledger checkpoint", "No provenance statement",
+                 "not signed (no DSSE envelope"):
+        assert line in html, line
+    assert "<svg" not in html
+
+
+def test_a_bare_or_malformed_bundle_never_crashes():
+    for broken in ({}, {"release": None, "gate": [None, 3, {"zone": None}], "comparison": {"groups": {"overall": None}},
+                        "evaluations": {"baseline": {"metrics": {"overall": {"ece_bins": [None, {"lower": "x"}]}}}},
+                        "ledger": {"events": [{"seq": "a"}], "checkpoint": {"seq": None}},
+                        "decisions": [{"created_at": "yesterday"}, {"created_at": None}], "flips_excerpt": "oops"}):
+        html = render_dossier_html(broken)
+        assert "Appendix: How to verify this document" in html
+
+
+# --------------------------------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------------------------------
+
+
+def test_pdf_renders_fast_enough_and_is_deterministic(bundle, sample_pdf):
+    pdf, seconds = sample_pdf
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert b"/CreationDate" not in pdf and b"/ModDate" not in pdf
+    assert bundle_digest(bundle).encode() in pdf  # the fixed /ID
+    print(f"dossier rendered in {seconds:.2f} s, {len(pdf)} bytes")
+    assert seconds < 30  # a loose guard against pathologies; measured times are in the report
+    assert render_dossier_pdf(bundle) == pdf
+    # Same content, different key order (e.g. the bundle read back from its canonical JSON): same bytes.
+    assert render_dossier_pdf(json.loads(json.dumps(bundle, sort_keys=True))) == pdf
+
+
+def test_pdf_is_identical_in_another_process(bundle, sample_pdf):
+    code = ("import django, hashlib, json, sys; django.setup();"
+            "from exports.dossier import render_dossier_pdf;"
+            "b = json.load(open(sys.argv[1], encoding='utf-8'));"
+            "print(hashlib.sha256(render_dossier_pdf(b)).hexdigest())")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONHASHSEED": "4242"}
+    result = subprocess.run([sys.executable, "-c", code, str(SAMPLE)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == hashlib.sha256(sample_pdf[0]).hexdigest()
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) not installed")
+def test_pdf_text_carries_the_digests_on_the_cover_and_in_every_footer(bundle, sample_pdf, tmp_path):
+    path = tmp_path / "dossier.pdf"
+    path.write_bytes(sample_pdf[0])
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    pages = text.split("\f")[:-1]
+    assert len(pages) >= 8
+    digest, candidate = bundle_digest(bundle), bundle["release"]["candidate_digest"]
+    for number, page in enumerate(pages, start=1):
+        flat = re.sub(r"\s+", "", page)
+        assert f"evidencebundlesha256{digest}" in flat, number
+        assert f"candidatesha256{candidate}" in flat, number
+        assert f"Page{number}of{len(pages)}" in flat, number
+    assert "Executive summary" in pages[1]
+
+
+def test_empty_bundle_renders_a_pdf(bundle):
+    pdf = render_dossier_pdf(_empty_bundle(bundle))
+    assert pdf.startswith(b"%PDF-")
+
+
+# --------------------------------------------------------------------------------------------------
+# Charts
+# --------------------------------------------------------------------------------------------------
+
+
+def _all_charts(bundle: dict) -> dict[str, str]:
+    evaluations, comparison = bundle["evaluations"], bundle["comparison"]
+    base, cand = evaluations["baseline"]["metrics"], evaluations["candidate"]["metrics"]
+    return {
+        "forest": charts.forest_plot(comparison["groups"], gate=bundle["gate"], policy_rules=bundle["policy"]["rules"],
+                                     metrics=("accuracy", "unsafe_recall", "benign_fpr")),
+        "reliability": charts.reliability_diagram(base["overall"]["ece_bins"], cand["overall"]["ece_bins"],
+                                                  baseline_ece=base["overall"]["ece"], candidate_ece=cand["overall"]["ece"]),
+        "subgroups": charts.subgroup_gaps(base, cand),
+        "gate": charts.gate_chart(bundle["gate"]),
+    }
+
+
+def test_charts_are_well_formed_deterministic_svg(bundle):
+    first, second = _all_charts(bundle), _all_charts(copy.deepcopy(bundle))
+    for name, svg in first.items():
+        assert svg.startswith("<svg") and svg == second[name], name
+        root = ET.fromstring(svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", name
+    reordered = json.loads(json.dumps(bundle, sort_keys=True))
+    assert _all_charts(reordered) == first
+
+
+def test_charts_escape_labels(bundle):
+    b = copy.deepcopy(bundle)
+    evil = "<script>alert('x')</script>"
+    for source in (b["evaluations"]["baseline"]["metrics"], b["evaluations"]["candidate"]["metrics"],
+                   b["comparison"]["groups"]):
+        source[f"subgroup:{evil}"] = source.pop("subgroup:women")
+    b["gate"][0]["title"] = evil
+    for name, svg in _all_charts(b).items():
+        assert "<script" not in svg, name
+        ET.fromstring(svg)
+    svgs = "".join(_all_charts(b).values())
+    assert "&lt;script&gt;" in svgs
+
+
+def test_charts_show_the_evidence(bundle):
+    svgs = _all_charts(bundle)
+    assert "-0.112 red" in svgs["gate"] and "-0.046 amber" in svgs["gate"]
+    # FNR = 1 - unsafe recall per subgroup; the candidate's largest gap is annotated.
+    base, cand = bundle["evaluations"]["baseline"]["metrics"], bundle["evaluations"]["candidate"]["metrics"]
+    rates = charts.subgroup_rates(base, cand)
+    assert [r["subgroup"] for r in rates] == ["jewish", "muslims", "women"]
+    fnrs = {r["subgroup"]: r["fnr"][1] for r in rates}
+    assert fnrs["muslims"] == pytest.approx(1 - cand["subgroup:muslims"]["unsafe_recall"])
+    gap = max(fnrs.values()) - min(fnrs.values())
+    assert f"gap {gap:.3f}: muslims − jewish" in svgs["subgroups"]
+    assert "ECE 0.017" in svgs["reliability"] and "ECE 0.039" in svgs["reliability"]
+    assert svgs["forest"].count("<circle") == 3 * len(bundle["comparison"]["groups"])
+
+
+def test_charts_handle_missing_data():
+    assert charts.forest_plot(None) == "" and charts.forest_plot({}) == ""
+    assert charts.reliability_diagram(None, []) == ""
+    assert charts.subgroup_gaps(None, None) == ""
+    assert charts.gate_chart([]) == ""
+    svg = charts.gate_chart([{"rule": "r", "title": "t", "value": None, "green_limit": 0.1, "red_limit": 0.2,
+                              "higher_is_better": False, "zone": "amber", "kind": "absolute"}])
+    assert "no evidence" in svg
+    svg = charts.forest_plot({"overall": {"metrics": {"accuracy": {"delta": None, "ci_low": None, "ci_high": None}}}})
+    assert "n/a" in svg
+    ET.fromstring(charts.reliability_diagram([{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": None,
+                                               "confidence": None}], None))
