@@ -197,4 +197,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {name: {"level": "WARNING"} for name in ("weasyprint", "fontTools", "pyhanko", "httpx")},
 }

@@ -1,0 +1,175 @@
+"""Compression variants of the reference teacher: throughput, size, accuracy and agreement, side by side.
+
+The teacher (MiniLM fine-tuned on HateXplain, compression.engine.teacher) is built once into
+$SAFESHRINK_MODEL_CACHE (default var/models) and reused. Variants: fp32 (the teacher), dynamic int8,
+structured pruning 30% and 50% (heads and FFN neurons, short recovery distillation), unstructured 50%
+magnitude pruning, and a 2-layer distilled student. Throughput: batch 32, max_length 64, 2 torch threads,
+over 500 HateXplain test texts, pre-tokenized once (the tokenizer is the same for every variant, so its
+cost is excluded), model forward passes only; repetitions interleave the variants (rotating order) and
+the median is reported, with the speed-up against fp32 from the same repetitions.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SAFESHRINK_DATA_DIR", ROOT.parent / "shared" / "data"))
+TEXTS = 500
+BATCH = 32
+MAX_LENGTH = 64
+THREADS = 2
+REPETITIONS = 5
+TARGETS = {"dynamic_int8": 3.0, "structured_50": 1.6, "student_2_layers": 3.0}
+UNSAFE = ("hatespeech", "offensive")
+
+
+def _log(message: str) -> None:
+    print(f"[bench/compression] {message}", flush=True)
+
+
+def _forward_all(model: Any, batches: list[dict[str, Any]]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return torch.cat([torch.softmax(model(**batch).logits.float(), dim=-1) for batch in batches])
+
+
+def run() -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from compression.engine import CompressionData, CompressionRequest, compress
+    from compression.engine.loading import count_nonzero_parameters, count_parameters, load_classifier
+    from compression.engine.manifest import dir_size
+    from compression.engine.teacher import build_reference_teacher, read_hatexplain
+
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    cache = Path(os.environ.get("SAFESHRINK_MODEL_CACHE", ROOT / "var" / "models"))
+    data_csv = DATA_DIR / "hatexplain" / "hatexplain_merged.csv"
+    last = [0.0]
+
+    def progress(stage: str, fraction: float) -> None:
+        if time.perf_counter() - last[0] > 20 or stage == "done":
+            last[0] = time.perf_counter()
+            _log(f"teacher: {stage} {fraction:.0%}")
+
+    teacher = build_reference_teacher(data_csv=data_csv, cache_dir=cache / "reference-teacher", progress=progress)
+    _log(f"teacher {'from cache' if teacher.cached else 'built'}: accuracy {teacher.accuracy:.3f}, "
+         f"macro-F1 {teacher.macro_f1:.3f} ({teacher.build_seconds:.0f} s to build)")
+    splits = read_hatexplain(data_csv)
+    test = splits["test"][:TEXTS]
+    train = splits["train"]
+    calibration = tuple(train[:256])
+    data = CompressionData(train=tuple(train[256:4256]), calibration=calibration)
+
+    variants: dict[str, dict[str, Any]] = {"fp32": {"dir": teacher.model_dir, "method": None, "parameters": {}}}
+    plans = {
+        "dynamic_int8": ("dynamic_int8", {}),
+        "structured_30": ("structured_prune", {"head_fraction": 0.3, "ffn_fraction": 0.3, "recovery_epochs": 1,
+                                               "recovery_max_examples": 2000, "batch_size": 32}),
+        "structured_50": ("structured_prune", {"head_fraction": 0.5, "ffn_fraction": 0.5, "recovery_epochs": 1,
+                                               "recovery_max_examples": 2000, "batch_size": 32}),
+        "unstructured_50": ("magnitude_prune", {"sparsity": 0.5, "scope": "global"}),
+        "student_2_layers": ("distill", {"num_layers": 2, "epochs": 2, "batch_size": 32, "lr": 1e-4,
+                                         "temperature": 2.0, "alpha": 0.5, "max_train_examples": 3000}),
+    }
+    try:
+        with tempfile.TemporaryDirectory(prefix="safeshrink-bench-compression-") as tmp:
+            for name, (method, parameters) in plans.items():
+                began = time.perf_counter()
+                result = compress(CompressionRequest(method, teacher.model_dir, Path(tmp) / name, parameters, 0, data=data))
+                variants[name] = {"dir": result.output_dir, "method": method, "parameters": parameters,
+                                  "compress_seconds": round(time.perf_counter() - began, 1), "details": result.details}
+                _log(f"{name}: compressed in {variants[name]['compress_seconds']} s")
+
+            loaded = {name: load_classifier(info["dir"]) for name, info in variants.items()}
+            tokenizer = loaded["fp32"].tokenizer
+            texts = [text for text, _ in test]
+            gold = torch.tensor([label for _, label in test])
+            batches = []
+            for start in range(0, len(texts), BATCH):
+                encoded = tokenizer(texts[start : start + BATCH], padding=True, truncation=True, max_length=MAX_LENGTH,
+                                    return_tensors="pt")
+                batches.append({key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded})
+            labels = loaded["fp32"].labels
+            unsafe_columns = [labels.index(name) for name in UNSAFE]
+
+            probs = {name: _forward_all(item.model, batches) for name, item in loaded.items()}  # also the warm-up
+            timings: dict[str, list[float]] = {name: [] for name in loaded}
+            names = list(loaded)
+            for repetition in range(REPETITIONS):
+                order = names[repetition % len(names):] + names[: repetition % len(names)]
+                for name in order:
+                    began = time.perf_counter()
+                    _forward_all(loaded[name].model, batches)
+                    timings[name].append(len(texts) / (time.perf_counter() - began))
+                _log(f"repetition {repetition + 1}/{REPETITIONS} done")
+
+            teacher_decision = probs["fp32"][:, unsafe_columns].sum(dim=1) >= 0.5
+            teacher_class = probs["fp32"].argmax(dim=1)
+            fp32_median = statistics.median(timings["fp32"])
+            figures: dict[str, Any] = {}
+            for name, info in variants.items():
+                p = probs[name]
+                decision = p[:, unsafe_columns].sum(dim=1) >= 0.5
+                median = statistics.median(timings[name])
+                paired = [v / f for v, f in zip(timings[name], timings["fp32"])]
+                model = loaded[name].model
+                entry = {
+                    "method": info["method"] or "none (teacher)",
+                    "parameters": info["parameters"],
+                    "format": loaded[name].format,
+                    "size_bytes": dir_size(info["dir"]),
+                    "size_mib": round(dir_size(info["dir"]) / 2**20, 2),
+                    "parameter_count": count_parameters(model),
+                    "nonzero_parameter_count": count_nonzero_parameters(model),
+                    "examples_per_second_median": round(median, 1),
+                    "examples_per_second_runs": [round(v, 1) for v in timings[name]],
+                    "speedup_vs_fp32": round(median / fp32_median, 2),
+                    "speedup_vs_fp32_paired_median": round(statistics.median(paired), 2),
+                    "accuracy": round(float((p.argmax(dim=1) == gold).double().mean()), 4),
+                    "decision_agreement_with_teacher": round(float((decision == teacher_decision).double().mean()), 4),
+                    "class_agreement_with_teacher": round(float((p.argmax(dim=1) == teacher_class).double().mean()), 4),
+                }
+                if "compress_seconds" in info:
+                    entry["compress_seconds"] = info["compress_seconds"]
+                details = info.get("details") or {}
+                if info["method"] == "structured_prune":
+                    entry["heads_kept_per_layer"] = details["heads_kept_per_layer"]
+                    entry["neurons_kept_per_layer"] = details["neurons_kept_per_layer"]
+                if info["method"] == "magnitude_prune":
+                    entry["pruned_weight_sparsity"] = details["pruned_weight_sparsity"]
+                    entry["note"] = "dense storage and dense kernels: no size or speed gain expected"
+                if info["method"] == "distill":
+                    entry["student"] = details["student"]
+                    entry["loss_curve"] = details["loss_curve"]
+                    entry["train_examples"] = details["train_examples"]
+                figures[name] = entry
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    targets = {
+        name: {"target_speedup": goal, "measured_speedup": figures[name]["speedup_vs_fp32"],
+               "met": figures[name]["speedup_vs_fp32"] >= goal}
+        for name, goal in TARGETS.items()
+    }
+    return {
+        "setup": {"texts": len(test), "source": "HateXplain test (first 500)", "batch_size": BATCH,
+                  "max_length": MAX_LENGTH, "torch_threads": THREADS, "repetitions": REPETITIONS,
+                  "timing": "model forward only on pre-tokenized batches, variants interleaved, median"},
+        "teacher": {"accuracy_full_test": teacher.accuracy, "macro_f1_full_test": teacher.macro_f1,
+                    "test_examples": teacher.test_examples, "train_examples": teacher.train_examples,
+                    "epochs": teacher.epochs, "frozen_layers": teacher.frozen_layers, "max_length": teacher.max_length,
+                    "build_seconds": teacher.build_seconds, "from_cache": teacher.cached},
+        "variants": figures,
+        "targets": targets,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
