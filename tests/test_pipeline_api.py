@@ -71,8 +71,9 @@ def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model
 
     assert release["status"] == "awaiting_decision", release
     assert release["gate_zone"] in ("green", "amber", "red")
-    assert {v["rule"] for v in release["gate"]} == {
-        "routine-accuracy", "adversarial-recall", "overall-recall", "edge-overflagging", "flip-rate"}
+    from governance.demo import DEFAULT_POLICY_RULES
+
+    assert {v["rule"] for v in release["gate"]} == {r["code"] for r in DEFAULT_POLICY_RULES}
     comparison = engineer_api.get(f"/api/comparisons/{release['comparison']}/").json()
     groups = comparison["results"]["groups"]
     assert {"overall", "slice:routine", "slice:edge", "slice:adversarial"} <= set(groups)

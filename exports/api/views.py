@@ -68,7 +68,7 @@ class ExportDownload(APIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(operation_id="exports_download", responses={(200, "application/octet-stream"): bytes})
     def get(self, request, pk: int, part: str):
         path, name = export_open(actor=request.user, export_id=pk, part=part)
         content_type = "application/pdf" if name.endswith(".pdf") else "application/json"
