@@ -20,11 +20,17 @@ _SEAL_LOCK_KEY = 0x5AFE5871
 SEAL_BATCH = 20_000
 
 
-def _lock_head() -> None:
-    """Serialise sealing. SQLite already holds the write lock (transaction_mode=IMMEDIATE)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+def _lock_head(*, wait: bool = True) -> bool:
+    """Take the sealing lock for this transaction; with wait=False, give up at once if another
+    sealer holds it. SQLite already holds its write lock (transaction_mode=IMMEDIATE)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        if wait:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEAL_LOCK_KEY])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEAL_LOCK_KEY])
+        return bool(cursor.fetchone()[0])
 
 
 def ledger_append(
@@ -50,38 +56,48 @@ def ledger_append(
         payload_json=payload_json,
         state_digest=sha256_hex(payload_json),
     )
-    transaction.on_commit(ledger_seal, robust=True)
+    transaction.on_commit(lambda: ledger_seal(wait=False), robust=True)
     return event
 
 
-def ledger_seal(*, limit: int = SEAL_BATCH) -> int:
+def ledger_seal(*, limit: int = SEAL_BATCH, wait: bool = True) -> int:
     """Chain every committed, unsealed event in insertion order: next seq, the previous event's
-    hash, its own hash; sign a checkpoint at every multiple of CHECKPOINT_EVERY. One sealer at a
-    time (advisory lock); a sealer that finds nothing to do writes nothing. Returns how many
-    events it sealed."""
+    hash, its own hash; sign a checkpoint at every multiple of CHECKPOINT_EVERY. Returns how many
+    events this call sealed.
+
+    One sealer at a time (advisory lock). With wait=False (the post-commit hook) a writer that
+    finds another sealer at work returns at once instead of queueing: every sealer looks for
+    pending events again *after* releasing the lock, so an event committed before a failed try
+    is always picked up by the sealer that held the lock then. wait=True (exports, the beat task,
+    tests) returns only when everything committed before the call is sealed."""
     sealed = 0
     while True:
         with transaction.atomic():
-            _lock_head()
-            pending = list(LedgerEvent.objects.filter(seq__isnull=True).order_by("id")[:limit])
-            if not pending:
+            if not _lock_head(wait=wait):
                 return sealed
-            head = LedgerEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
-            seq, prev_hash = head if head else (0, GENESIS_HASH)
-            every = settings.SAFESHRINK.get("CHECKPOINT_EVERY", 0)
-            signing = bool(every) and system_key_available()
-            for event in pending:
-                seq += 1
-                event.seq, event.prev_hash = seq, prev_hash
-                event.hash = prev_hash = chain_hash(prev_hash, event.hashed_fields())
-            _write_seals(pending)
-            if signing:
-                for event in pending:
-                    if event.seq % every == 0:
-                        _sign_checkpoint(event.seq, event.hash)
-            sealed += len(pending)
-        if len(pending) < limit:
+            sealed += _seal_batch(limit)
+        # Re-check after the lock is released (see the docstring): this closes the race.
+        if not LedgerEvent.objects.filter(seq__isnull=True).exists():
             return sealed
+
+
+def _seal_batch(limit: int) -> int:
+    pending = list(LedgerEvent.objects.filter(seq__isnull=True).order_by("id")[:limit])
+    if not pending:
+        return 0
+    head = LedgerEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+    seq, prev_hash = head if head else (0, GENESIS_HASH)
+    for event in pending:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = prev_hash = chain_hash(prev_hash, event.hashed_fields())
+    _write_seals(pending)
+    every = settings.SAFESHRINK.get("CHECKPOINT_EVERY", 0)
+    if every and system_key_available():
+        for event in pending:
+            if event.seq % every == 0:
+                _sign_checkpoint(event.seq, event.hash)
+    return len(pending)
 
 
 def _write_seals(events: list[LedgerEvent]) -> None:
