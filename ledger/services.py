@@ -70,15 +70,33 @@ def ledger_seal(*, limit: int = SEAL_BATCH, wait: bool = True) -> int:
     pending events again *after* releasing the lock, so an event committed before a failed try
     is always picked up by the sealer that held the lock then. wait=True (exports, the beat task,
     tests) returns only when everything committed before the call is sealed."""
+    if not wait and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _seal_if_free(limit)
     sealed = 0
     while True:
         with transaction.atomic():
-            if not _lock_head(wait=wait):
-                return sealed
+            _lock_head(wait=True)
             sealed += _seal_batch(limit)
         # Re-check after the lock is released (see the docstring): this closes the race.
         if not LedgerEvent.objects.filter(seq__isnull=True).exists():
             return sealed
+
+
+def _seal_if_free(limit: int) -> int:
+    """One round trip when another sealer is at work: a session-level try-lock, no transaction."""
+    sealed = 0
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SEAL_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return sealed
+            try:
+                with transaction.atomic():
+                    sealed += _seal_batch(limit)
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEAL_LOCK_KEY])
+            if not LedgerEvent.objects.filter(seq__isnull=True).exists():
+                return sealed
 
 
 def _seal_batch(limit: int) -> int:
