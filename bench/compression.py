@@ -74,12 +74,12 @@ def run() -> dict:
     plans = {
         "dynamic_int8": ("dynamic_int8", {}),
         "structured_30": ("structured_prune", {"head_fraction": 0.3, "ffn_fraction": 0.3, "recovery_epochs": 1,
-                                               "recovery_max_examples": 2000, "batch_size": 32}),
+                                               "recovery_max_examples": 1500, "batch_size": 32}),
         "structured_50": ("structured_prune", {"head_fraction": 0.5, "ffn_fraction": 0.5, "recovery_epochs": 1,
-                                               "recovery_max_examples": 2000, "batch_size": 32}),
+                                               "recovery_max_examples": 1500, "batch_size": 32}),
         "unstructured_50": ("magnitude_prune", {"sparsity": 0.5, "scope": "global"}),
         "student_2_layers": ("distill", {"num_layers": 2, "epochs": 2, "batch_size": 32, "lr": 1e-4,
-                                         "temperature": 2.0, "alpha": 0.5, "max_train_examples": 3000}),
+                                         "temperature": 2.0, "alpha": 0.5, "max_train_examples": 2000}),
     }
     try:
         with tempfile.TemporaryDirectory(prefix="safeshrink-bench-compression-") as tmp:

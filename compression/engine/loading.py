@@ -1,4 +1,13 @@
-"""Load a sequence classifier artifact (plain Hugging Face dir or torch-quantized dir) for inference."""
+"""Load a sequence classifier artifact for inference.
+
+Formats (``recipe.json``'s "format" decides; no recipe means a plain Hugging Face dir):
+- "hf-dir": save_pretrained directory (fp32, fp16, bf16, magnitude-pruned, distilled students);
+- "torch-quantized": dynamic int8 (torch.ao) state dict in model_state.pt, re-quantized skeleton;
+- "hf-pruned": structurally pruned BERT-family model; recipe.json lists per-layer kept heads/neurons
+  and the loader slices a fresh skeleton to those shapes before loading model.safetensors strictly;
+- "torchao-int8": torchao int8 weight-only; model_state.safetensors holds each quantized weight's
+  inner tensors (qdata/scale/zero_point) as plain tensors.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +33,24 @@ __all__ = [
     "state_dict_dtypes",
     "FORMAT_HF_DIR",
     "FORMAT_TORCH_QUANTIZED",
+    "FORMAT_HF_PRUNED",
+    "FORMAT_TORCHAO_INT8",
+    "FORMATS",
+    "count_nonzero_parameters",
+    "flatten_subclass_state",
+    "torchao_int8_quantize",
+    "read_recipe",
     "RECIPE_FILE",
     "STATE_FILE",
 ]
 
 FORMAT_HF_DIR = "hf-dir"
 FORMAT_TORCH_QUANTIZED = "torch-quantized"
+FORMAT_HF_PRUNED = "hf-pruned"
+FORMAT_TORCHAO_INT8 = "torchao-int8"
+FORMATS: tuple[str, ...] = (FORMAT_HF_DIR, FORMAT_TORCH_QUANTIZED, FORMAT_HF_PRUNED, FORMAT_TORCHAO_INT8)
+WEIGHTS_FILE = "model.safetensors"
+TORCHAO_STATE_FILE = "model_state.safetensors"
 RECIPE_FILE = "recipe.json"
 STATE_FILE = "model_state.pt"
 CONFIG_FILE = "config.json"
@@ -94,6 +115,12 @@ def apply_recipe(model: nn.Module, recipe: Mapping[str, Any]) -> nn.Module:
 def _packed_tensors(value: Any) -> Iterator[torch.Tensor]:
     """Yield the tensors inside a state-dict value (quantized packed params are tuples of tensors)."""
     if isinstance(value, torch.Tensor):
+        if type(value) not in (torch.Tensor, nn.Parameter) and hasattr(value, "__tensor_flatten__"):
+            # A tensor subclass (torchao Int8Tensor): report its stored inner tensors (int8 qdata, scales).
+            inner_names, _ = value.__tensor_flatten__()
+            for name in inner_names:
+                yield from _packed_tensors(getattr(value, name))
+            return
         yield value
     elif isinstance(value, (tuple, list)):
         for item in value:
@@ -124,6 +151,35 @@ def count_parameters(model: nn.Module) -> int:
                 bias_value = bias()
                 if bias_value is not None:
                     total += bias_value.numel()
+    return total
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor with the values of ``tensor`` (quantized or torchao subclass tensors dequantized)."""
+    if tensor.is_quantized:
+        return tensor.int_repr()
+    if type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "dequantize"):
+        return tensor.dequantize()
+    return tensor
+
+
+def count_nonzero_parameters(model: nn.Module) -> int:
+    """Count learned weights that are not exactly zero (same weights as ``count_parameters``).
+
+    Quantized weights count as zero when their integer representation is zero."""
+    total = 0
+    with torch.no_grad():
+        for module in model.modules():
+            for parameter in module.parameters(recurse=False):
+                total += int(torch.count_nonzero(_dense(parameter.detach())))
+            weight = getattr(module, "weight", None)
+            if callable(weight) and not isinstance(weight, torch.Tensor):
+                total += int(torch.count_nonzero(_dense(weight())))
+                bias = getattr(module, "bias", None)
+                if callable(bias) and not isinstance(bias, torch.Tensor):
+                    bias_value = bias()
+                    if bias_value is not None:
+                        total += int(torch.count_nonzero(bias_value))
     return total
 
 
@@ -276,12 +332,110 @@ def _load_torch_quantized(model_dir: Path, config: Any) -> nn.Module:
     return model
 
 
+def read_recipe(model_dir: Path) -> dict[str, Any] | None:
+    """Return recipe.json of ``model_dir`` (None when absent); corrupt_artifact for an unknown format."""
+    path = Path(model_dir) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    recipe = _read_json(path, "recipe")
+    if recipe.get("format") not in FORMATS[1:]:
+        raise EngineError("corrupt_artifact", f"recipe format {recipe.get('format')!r} is not one of {list(FORMATS[1:])}")
+    return recipe
+
+
+def _skeleton(config: Any) -> nn.Module:
+    """A randomly initialised model of ``config`` (the caller's RNG is left untouched)."""
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.random.fork_rng(devices=[]):
+        skeleton = AutoModelForSequenceClassification.from_config(config)
+    skeleton.eval()
+    return skeleton
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise EngineError("model_not_found", f"no {path.name} in {str(path.parent)!r}")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for bad bytes.
+        raise EngineError(
+            "corrupt_artifact", f"{path.name} in {str(path.parent)!r} is unreadable or truncated ({type(exc).__name__})"
+        ) from exc
+
+
+def _load_hf_pruned(model_dir: Path, config: Any, recipe: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the full architecture, slice it to recipe.json's kept heads/neurons, load weights strictly."""
+    from compression.engine.structure import apply_structure
+
+    state = _load_safetensors(model_dir / WEIGHTS_FILE)
+    model = apply_structure(_skeleton(config), recipe.get("layers"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise EngineError(
+            "corrupt_artifact", f"{WEIGHTS_FILE} does not match config.json and recipe.json ({type(exc).__name__})"
+        ) from exc
+    dtypes = {tensor.dtype for tensor in state.values() if tensor.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtypes.pop())
+    return model
+
+
+def flatten_subclass_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each tensor-subclass value (torchao) replaced by its inner plain tensors
+    under "<key>.<inner name>"; plain tensors are kept (contiguous clones, for safetensors)."""
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if type(value) in (torch.Tensor, nn.Parameter) or not hasattr(value, "__tensor_flatten__"):
+            flat[key] = value.detach().contiguous().clone()
+            continue
+        inner_names, _ = value.__tensor_flatten__()
+        for name in inner_names:
+            flat[f"{key}.{name}"] = getattr(value, name).detach().contiguous().clone()
+    return flat
+
+
+def torchao_int8_quantize(model: nn.Module) -> nn.Module:
+    """Apply torchao int8 weight-only quantization to every nn.Linear of ``model`` (in place)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except Exception as exc:  # ImportError or a torch/torchao mismatch
+        raise EngineError("method_unavailable", f"torchao is not usable here ({type(exc).__name__}: {exc})") from exc
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
+
+
+def _load_torchao_int8(model_dir: Path, config: Any, recipe: Mapping[str, Any]) -> nn.Module:
+    """Re-quantize a fresh skeleton with torchao, then copy the stored inner tensors into it exactly."""
+    state = _load_safetensors(model_dir / TORCHAO_STATE_FILE)
+    model = torchao_int8_quantize(_skeleton(config))
+    expected = flatten_subclass_state(model)
+    if set(expected) != set(state) or any(expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype
+                                          for k in expected):
+        raise EngineError("corrupt_artifact", f"{TORCHAO_STATE_FILE} does not match config.json and recipe.json")
+    with torch.no_grad():
+        for key, value in model.state_dict(keep_vars=True).items():
+            if type(value) in (torch.Tensor, nn.Parameter) or not hasattr(value, "__tensor_flatten__"):
+                value.copy_(state[key])
+            else:
+                inner_names, _ = value.__tensor_flatten__()
+                for name in inner_names:
+                    getattr(value, name).copy_(state[f"{key}.{name}"])
+    return model
+
+
 def load_classifier(model_dir: Path, device: str = "cpu") -> LoadedModel:
-    """Load the classifier in ``model_dir`` in eval mode, offline; the format is "torch-quantized" when
-    recipe.json is present, else "hf-dir".
+    """Load the classifier in ``model_dir`` in eval mode, offline. The format is recipe.json's "format"
+    ("torch-quantized", "hf-pruned", "torchao-int8") when recipe.json is present, else "hf-dir".
 
     Raises EngineError: "model_not_found" (missing dir/config/weights), "unsupported_architecture"
-    (not a sequence classifier), "corrupt_artifact" (unreadable files), "invalid_parameter" (device).
+    (not a sequence classifier), "corrupt_artifact" (unreadable files), "invalid_parameter" (device),
+    "method_unavailable" (a torchao artifact where torchao is not usable).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -289,11 +443,19 @@ def load_classifier(model_dir: Path, device: str = "cpu") -> LoadedModel:
     resolved = _resolve_device(device)
     config = _load_config(model_dir)
     labels = _labels(config)
-    fmt = FORMAT_TORCH_QUANTIZED if (model_dir / RECIPE_FILE).is_file() else FORMAT_HF_DIR
-    if fmt == FORMAT_TORCH_QUANTIZED and resolved.type != "cpu":
-        raise EngineError("invalid_parameter", "torch-quantized (dynamic int8) models run on the CPU only")
+    recipe = read_recipe(model_dir)
+    fmt = FORMAT_HF_DIR if recipe is None else str(recipe["format"])
+    if fmt in (FORMAT_TORCH_QUANTIZED, FORMAT_TORCHAO_INT8) and resolved.type != "cpu":
+        raise EngineError("invalid_parameter", f"{fmt} (int8) models run on the CPU only")
     tokenizer = _load_tokenizer(model_dir)
-    model = _load_torch_quantized(model_dir, config) if fmt == FORMAT_TORCH_QUANTIZED else _load_hf_dir(model_dir, config)
+    if fmt == FORMAT_TORCH_QUANTIZED:
+        model = _load_torch_quantized(model_dir, config)
+    elif fmt == FORMAT_HF_PRUNED:
+        model = _load_hf_pruned(model_dir, config, recipe or {})
+    elif fmt == FORMAT_TORCHAO_INT8:
+        model = _load_torchao_int8(model_dir, config, recipe or {})
+    else:
+        model = _load_hf_dir(model_dir, config)
     model.to(resolved)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, labels=labels, format=fmt)

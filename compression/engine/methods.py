@@ -1,46 +1,347 @@
-"""Supported compression methods and their parameter validation (torch-free: used by the web API)."""
+"""Supported compression methods, their parameter schemas and validation (torch-free: used by the web API).
+
+Every parameter is optional and has a default (see ``METHOD_SCHEMAS``); ``resolve_parameters`` fills
+the defaults in. ``validate_parameters`` raises EngineError naming the offending parameter.
+``validate_student`` checks a distillation student against the teacher's config.json (a dict) so the
+web layer can refuse a student larger than its teacher at request time.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import math
+import subprocess
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from compression.engine.errors import EngineError
 
-__all__ = ["SUPPORTED_METHODS", "METHOD_PARAMETERS", "validate_parameters"]
+__all__ = [
+    "SUPPORTED_METHODS",
+    "METHOD_PARAMETERS",
+    "METHOD_SCHEMAS",
+    "METHOD_DATA",
+    "ParamSpec",
+    "validate_parameters",
+    "resolve_parameters",
+    "validate_student",
+    "method_available",
+    "parameter_schema",
+]
 
-# method -> {parameter name: accepted python type}; every parameter is optional.
-METHOD_PARAMETERS: Mapping[str, Mapping[str, type]] = {
-    "dynamic_int8": {"quantize_embeddings": bool},
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: ``kind`` is "bool", "int", "float", "choice" or "int_list".
+
+    Numbers must lie in [minimum, maximum] with ``exclusive_max``/``exclusive_min`` making that bound
+    open; ``nullable`` allows JSON null (meaning "use the derived default"). "float" accepts integers too.
+    """
+
+    kind: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_min: bool = False
+    exclusive_max: bool = False
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    doc: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable description (for API docs / forms)."""
+        out: dict[str, Any] = {"type": self.kind, "default": self.default, "nullable": self.nullable, "doc": self.doc}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+            out["exclusive_minimum"] = self.exclusive_min
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+            out["exclusive_maximum"] = self.exclusive_max
+        if self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
+
+_FRACTION = {"minimum": 0.0, "maximum": 1.0, "exclusive_max": True}
+
+METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
+    "dynamic_int8": {
+        "quantize_embeddings": ParamSpec("bool", False, doc="also quantize embeddings (quint8 per-row weights)"),
+    },
+    "fp16": {},
+    "bf16": {},
+    "int8_weight_only": {},
+    "magnitude_prune": {
+        "sparsity": ParamSpec("float", 0.5, **_FRACTION, doc="fraction of encoder Linear weights set to zero, in [0, 1)"),
+        "scope": ParamSpec("choice", "global", choices=("global", "layer"),
+                           doc="'global': one magnitude threshold over all encoder Linear weights; 'layer': per Linear"),
+    },
+    "structured_prune": {
+        "head_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of attention heads removed, in [0, 1)"),
+        "ffn_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of feed-forward neurons removed, in [0, 1)"),
+        "scope": ParamSpec("choice", "global", choices=("global", "layer"),
+                           doc="'global': rank units across layers (layer-normalised scores); 'layer': same share per layer"),
+        "max_length": ParamSpec("int", 64, minimum=8, maximum=512, doc="token cap for calibration / recovery"),
+        "batch_size": ParamSpec("int", 16, minimum=1, maximum=1024, doc="calibration / recovery batch size"),
+        "recovery_epochs": ParamSpec("int", 0, minimum=0, maximum=50,
+                                     doc="epochs of recovery distillation from the unpruned model on data.train (0: none)"),
+        "recovery_lr": ParamSpec("float", 5e-5, minimum=0.0, maximum=1.0, exclusive_min=True,
+                                 doc="AdamW learning rate of the recovery training"),
+        "recovery_max_examples": ParamSpec("int", 0, minimum=0, maximum=10_000_000,
+                                           doc="cap on data.train rows used for recovery (0: all)"),
+    },
+    "distill": {
+        "num_layers": ParamSpec("int", 2, minimum=1, maximum=128, doc="student encoder layers (<= teacher's)"),
+        "hidden_size": ParamSpec("int", None, minimum=8, maximum=16384, nullable=True,
+                                 doc="student hidden size (<= teacher's; null: teacher's, initialised from init_layers)"),
+        "init_layers": ParamSpec("int_list", None, nullable=True,
+                                 doc="teacher layer indices copied into the student (only when hidden_size equals the "
+                                     "teacher's; default evenly spaced, first and last included)"),
+        "temperature": ParamSpec("float", 2.0, minimum=0.0, maximum=100.0, exclusive_min=True,
+                                 doc="softmax temperature T of the KL term (scaled by T^2)"),
+        "alpha": ParamSpec("float", 0.5, minimum=0.0, maximum=1.0,
+                           doc="weight of the KL term; (1 - alpha) weighs the hard-label cross-entropy"),
+        "epochs": ParamSpec("int", 3, minimum=1, maximum=100, doc="epochs per round"),
+        "batch_size": ParamSpec("int", 32, minimum=1, maximum=1024),
+        "lr": ParamSpec("float", 1e-4, minimum=0.0, maximum=1.0, exclusive_min=True, doc="AdamW learning rate"),
+        "max_length": ParamSpec("int", 64, minimum=8, maximum=512),
+        "max_train_examples": ParamSpec("int", 0, minimum=0, maximum=10_000_000, doc="cap on data.train rows (0: all)"),
+        "use_stress": ParamSpec("bool", False, doc="add data.stress (edge-case + adversarial) to the training set"),
+        "reject": ParamSpec("choice", "none", choices=("none", "confidence", "entropy"),
+                            doc="drop the soft label (train on the hard label only) where the teachers are unsure: "
+                                "'confidence': max prob < reject_threshold; 'entropy': entropy (nats) > reject_threshold"),
+        "reject_threshold": ParamSpec("float", None, minimum=0.0, maximum=100.0, nullable=True,
+                                      doc="required when reject is not 'none'; in (0, 1] for 'confidence'"),
+        "rounds": ParamSpec("int", 1, minimum=1, maximum=20,
+                            doc="iterative rounds: after each round the student's failures on data.heldout_adversarial "
+                                "join the training set and training continues"),
+    },
 }
 
-SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_PARAMETERS))
+# Data fields a method needs (an empty one is an "empty_input" error naming it). Distillation's
+# conditional needs (stress, heldout_adversarial) are checked against the resolved parameters.
+METHOD_DATA: Mapping[str, tuple[str, ...]] = {
+    "dynamic_int8": (),
+    "fp16": (),
+    "bf16": (),
+    "int8_weight_only": (),
+    "magnitude_prune": (),
+    "structured_prune": ("calibration",),
+    "distill": ("train",),
+}
+
+SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_SCHEMAS))
+
+# Backwards-compatible view: method -> {parameter: python type}.
+_KIND_TYPES = {"bool": bool, "int": int, "float": float, "choice": str, "int_list": list}
+METHOD_PARAMETERS: Mapping[str, Mapping[str, type]] = {
+    method: {name: _KIND_TYPES[spec.kind] for name, spec in schema.items()} for method, schema in METHOD_SCHEMAS.items()
+}
+
+# Methods that need an optional package, and the import that proves it works.
+_OPTIONAL_METHOD_PROBES: Mapping[str, str] = {
+    "int8_weight_only": (
+        "import warnings, logging; logging.disable(logging.CRITICAL); warnings.simplefilter('ignore'); import torch; "
+        "from torchao.quantization import quantize_, Int8WeightOnlyConfig; "
+        "m = torch.nn.Sequential(torch.nn.Linear(8, 4)); quantize_(m, Int8WeightOnlyConfig()); "
+        "y = m(torch.ones(2, 8)); assert y.shape == (2, 4)"
+    ),
+}
+
+
+def parameter_schema(method: str) -> dict[str, dict[str, Any]]:
+    """JSON description of ``method``'s parameters; raises unknown_method."""
+    _check_method(method)
+    return {name: spec.describe() for name, spec in METHOD_SCHEMAS[method].items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(method: str) -> bool:
+    code = _OPTIONAL_METHOD_PROBES[method]
+    if "torch" in sys.modules:
+        # A torch process (worker): try in-process, it costs little there.
+        try:
+            exec(compile(code, "<probe>", "exec"), {})  # noqa: S102 - fixed code from this module
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not usable here"
+            return False
+    # The web process must stay torch-free: probe once in a child interpreter.
+    try:
+        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return completed.returncode == 0
+
+
+def method_available(method: str) -> bool:
+    """True when ``method`` can run here. int8_weight_only needs torchao importable and working with this
+    torch (probed once per process, in a child interpreter when torch is not imported yet). Unknown -> False."""
+    if method not in METHOD_SCHEMAS:
+        return False
+    if method not in _OPTIONAL_METHOD_PROBES:
+        return True
+    if importlib.util.find_spec("torchao") is None:
+        return False
+    return _probe(method)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHOD_SCHEMAS:
+        raise EngineError(
+            "unknown_method", f"unknown compression method {method!r}; supported: {', '.join(SUPPORTED_METHODS)}"
+        )
+
+
+def _check_value(method: str, name: str, spec: ParamSpec, value: Any) -> None:
+    def bad(expected: str) -> EngineError:
+        return EngineError("invalid_parameter", f"parameter {name!r} for method {method!r} must be {expected}, got {value!r}")
+
+    if value is None:
+        if spec.nullable:
+            return
+        raise bad(f"a {spec.kind}, not null")
+    kind = spec.kind
+    # bool is a subclass of int: check exactly so 1 is not taken for True and True not for 1.
+    if kind == "bool":
+        if type(value) is not bool:
+            raise bad("bool")
+        return
+    if kind == "choice":
+        if type(value) is not str or value not in spec.choices:
+            raise bad(f"one of {list(spec.choices)}")
+        return
+    if kind == "int_list":
+        if not isinstance(value, (list, tuple)) or any(type(item) is not int for item in value):
+            raise bad("a list of integers")
+        return
+    if kind == "int":
+        if type(value) is not int:
+            raise bad("int")
+    elif kind == "float":
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise bad("a finite number")
+    low, high = spec.minimum, spec.maximum
+    low_ok = low is None or (value > low if spec.exclusive_min else value >= low)
+    high_ok = high is None or (value < high if spec.exclusive_max else value <= high)
+    if not (low_ok and high_ok):
+        left = "(" if spec.exclusive_min else "["
+        right = ")" if spec.exclusive_max else "]"
+        raise bad(f"in {left}{low}, {high}{right}")
 
 
 def validate_parameters(method: str, parameters: Mapping[str, Any]) -> None:
     """Raise EngineError unless ``parameters`` is valid for ``method``; return None when valid.
 
-    Unknown method -> "unknown_method"; non-mapping, unknown key or wrong type -> "invalid_parameter"
-    with the offending parameter named in the message.
+    Unknown method -> "unknown_method"; a known method this machine cannot run (int8_weight_only without
+    a working torchao) -> "method_unavailable"; non-mapping, unknown key, wrong type or out-of-range
+    value -> "invalid_parameter" with the offending parameter named in the message.
     """
-    if method not in METHOD_PARAMETERS:
-        raise EngineError(
-            "unknown_method", f"unknown compression method {method!r}; supported: {', '.join(SUPPORTED_METHODS)}"
-        )
+    _check_method(method)
     if not isinstance(parameters, Mapping):
         raise EngineError("invalid_parameter", "parameters must be a JSON object")
-    allowed = METHOD_PARAMETERS[method]
+    schema = METHOD_SCHEMAS[method]
     for name in sorted(parameters, key=str):
-        if name not in allowed:
-            accepted = ", ".join(sorted(allowed)) or "none"
+        if name not in schema:
+            accepted = ", ".join(sorted(schema)) or "none"
             raise EngineError(
                 "invalid_parameter", f"unknown parameter {name!r} for method {method!r} (accepted: {accepted})"
             )
-        expected = allowed[name]
-        value = parameters[name]
-        # bool is a subclass of int: check exactly so 1 is not taken for True and True not for 1.
-        if type(value) is not expected:
+        _check_value(method, name, schema[name], parameters[name])
+    if method == "distill":
+        _check_distill_combination(parameters)
+    if not method_available(method):
+        raise EngineError(
+            "method_unavailable", f"method {method!r} is not available on this machine (torchao missing or not working)"
+        )
+
+
+def _check_distill_combination(parameters: Mapping[str, Any]) -> None:
+    reject = parameters.get("reject", "none")
+    threshold = parameters.get("reject_threshold")
+    if reject != "none" and threshold is None:
+        raise EngineError("invalid_parameter", f"parameter 'reject_threshold' is required when reject is {reject!r}")
+    if reject == "confidence" and threshold is not None and not 0.0 < threshold <= 1.0:
+        raise EngineError("invalid_parameter", "parameter 'reject_threshold' must be in (0, 1] for reject='confidence'")
+    if reject == "none" and threshold is not None:
+        raise EngineError("invalid_parameter", "parameter 'reject_threshold' is set but reject is 'none'")
+
+
+def resolve_parameters(method: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate, then return every parameter of ``method`` with defaults filled in (lists as lists)."""
+    validate_parameters(method, parameters)
+    resolved = {name: spec.default for name, spec in METHOD_SCHEMAS[method].items()}
+    for name, value in parameters.items():
+        resolved[name] = list(value) if isinstance(value, tuple) else value
+    return resolved
+
+
+def _config_int(teacher_config: Mapping[str, Any], key: str) -> int:
+    value = teacher_config.get(key)
+    if type(value) is not int or value < 1:
+        raise EngineError("invalid_input", f"teacher config has no valid {key!r}")
+    return value
+
+
+def validate_student(parameters: Mapping[str, Any], teacher_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a ``distill`` student against the teacher's config.json (a dict); return the student's shape.
+
+    Raises EngineError("invalid_parameter") naming the parameter when the student would be larger than
+    the teacher (num_layers, hidden_size), when hidden_size is not a multiple of the teacher's head size,
+    or when init_layers is given with a different hidden size, has the wrong length, repeats or names a
+    layer the teacher lacks. Returns {"num_layers", "hidden_size", "num_attention_heads",
+    "intermediate_size", "init_layers" (list or None: fresh init)}.
+    """
+    resolved = resolve_parameters("distill", parameters)
+    teacher_layers = _config_int(teacher_config, "num_hidden_layers")
+    teacher_hidden = _config_int(teacher_config, "hidden_size")
+    teacher_heads = _config_int(teacher_config, "num_attention_heads")
+    teacher_intermediate = _config_int(teacher_config, "intermediate_size")
+    num_layers = resolved["num_layers"]
+    if num_layers > teacher_layers:
+        raise EngineError(
+            "invalid_parameter",
+            f"parameter 'num_layers' = {num_layers} exceeds the teacher's {teacher_layers} layers (a student must not be larger)",
+        )
+    hidden = resolved["hidden_size"] if resolved["hidden_size"] is not None else teacher_hidden
+    if hidden > teacher_hidden:
+        raise EngineError(
+            "invalid_parameter",
+            f"parameter 'hidden_size' = {hidden} exceeds the teacher's hidden size {teacher_hidden} (a student must not be larger)",
+        )
+    head_size = teacher_hidden // teacher_heads
+    if hidden % head_size:
+        raise EngineError(
+            "invalid_parameter", f"parameter 'hidden_size' = {hidden} must be a multiple of the teacher's head size {head_size}"
+        )
+    init_layers = resolved["init_layers"]
+    if hidden != teacher_hidden:
+        if init_layers is not None:
+            raise EngineError(
+                "invalid_parameter", "parameter 'init_layers' needs hidden_size equal to the teacher's (a fresh student has none)"
+            )
+    else:
+        if init_layers is None:
+            init_layers = (
+                [teacher_layers - 1] if num_layers == 1
+                else [round(i * (teacher_layers - 1) / (num_layers - 1)) for i in range(num_layers)]
+            )
+        init_layers = list(init_layers)
+        if len(init_layers) != num_layers:
+            raise EngineError(
+                "invalid_parameter", f"parameter 'init_layers' has {len(init_layers)} entries; num_layers is {num_layers}"
+            )
+        if len(set(init_layers)) != len(init_layers) or any(not 0 <= index < teacher_layers for index in init_layers):
             raise EngineError(
                 "invalid_parameter",
-                f"parameter {name!r} for method {method!r} must be {expected.__name__}, got {type(value).__name__}",
+                f"parameter 'init_layers' {init_layers} must be distinct teacher layer indices in [0, {teacher_layers - 1}]",
             )
+    return {
+        "num_layers": num_layers,
+        "hidden_size": hidden,
+        "num_attention_heads": hidden // head_size,
+        "intermediate_size": max(1, round(teacher_intermediate * hidden / teacher_hidden)),
+        "init_layers": init_layers,
+    }

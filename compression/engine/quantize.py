@@ -1,61 +1,56 @@
-"""Compression methods that produce a "torch-quantized" artifact (today: dynamic int8)."""
+"""Quantization and weight casts: dynamic_int8 (torch.ao), fp16 / bf16 casts, int8_weight_only (torchao)."""
 
 from __future__ import annotations
 
-import json
-import resource
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from compression.engine.common import (
+    TOKENIZER_FILES,
+    MethodContext,
+    MethodOutput,
+    Progress,
+    canonical_json,
+    copy_config,
+    copy_tokenizer_files,
+    peak_rss_bytes,
+    save_hf_dir,
+)
 from compression.engine.errors import EngineError
 from compression.engine.loading import (
     CONFIG_FILE,
     FORMAT_HF_DIR,
     FORMAT_TORCH_QUANTIZED,
+    FORMAT_TORCHAO_INT8,
     RECIPE_FILE,
     STATE_FILE,
+    TORCHAO_STATE_FILE,
     apply_recipe,
-    count_parameters,
-    load_classifier,
+    flatten_subclass_state,
     quiet_quantization_warnings,
-    state_dict_dtypes,
+    torchao_int8_quantize,
 )
-from compression.engine.manifest import dir_size
-from compression.engine.methods import validate_parameters
 from compression.engine.types import CompressionRequest, CompressionResult
 
-__all__ = ["compress", "TOKENIZER_FILES"]
-
-# Copied byte-for-byte from the source so the tokenizer (and the digest) cannot drift.
-TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-    "spm.model",
-    "tokenizer.model",
-)
-
-Progress = Callable[[str, float], None]
+__all__ = [
+    "compress",
+    "TOKENIZER_FILES",
+    "peak_rss_bytes",
+    "canonical_json",
+    "run_dynamic_int8",
+    "run_cast",
+    "run_int8_weight_only",
+]
 
 
-def peak_rss_bytes() -> int:
-    """Return this process's peak resident set size in bytes (Linux reports ru_maxrss in KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+def compress(request: CompressionRequest, progress: Progress | None = None) -> CompressionResult:
+    """Backwards-compatible entry point: see compression.engine.runner.compress."""
+    from compression.engine.runner import compress as _compress
 
-
-def canonical_json(value: Any) -> bytes:
-    """Encode ``value`` as canonical JSON: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _compress(request, progress)
 
 
 def _dynamic_int8_recipe(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -74,79 +69,72 @@ def _write_artifact(model: torch.nn.Module, recipe: dict[str, Any], source_dir: 
         torch.save(model.state_dict(), output_dir / STATE_FILE)
 
 
-def compress(request: CompressionRequest, progress: Progress | None = None) -> CompressionResult:
-    """Apply ``request.method`` to the classifier in ``request.source_dir`` and write a new artifact.
-
-    ``request.output_dir`` must not exist; it is created here and removed again if anything fails, so
-    no half-written artifact remains. Progress is reported as ("loading", 0.1), ("quantizing", 0.5),
-    ("saving", 0.8), ("done", 1.0). The same request and seed give byte-identical files.
-    Raises EngineError ("unknown_method", "invalid_parameter", "model_not_found",
-    "unsupported_architecture", "corrupt_artifact").
-    """
-    started = time.perf_counter()
-    report: Progress = progress or (lambda stage, fraction: None)
-    validate_parameters(request.method, request.parameters)
-    if type(request.seed) is not int:
-        raise EngineError("invalid_parameter", f"seed must be an integer, got {type(request.seed).__name__}")
-    parameters = dict(request.parameters)
-    source_dir = Path(request.source_dir)
-    output_dir = Path(request.output_dir)
-    if output_dir.exists():
-        raise EngineError("invalid_parameter", f"output_dir {str(output_dir)!r} already exists")
-    if output_dir.resolve() == source_dir.resolve() or source_dir.resolve() in output_dir.resolve().parents:
-        raise EngineError("invalid_parameter", "output_dir must not be inside source_dir")
-
-    report("loading", 0.1)
-    loaded = load_classifier(source_dir, device="cpu")
-    if loaded.format != FORMAT_HF_DIR:
-        raise EngineError(
-            "unsupported_architecture", f"source is already a {loaded.format!r} artifact; compress an hf-dir model"
-        )
-    source_size = dir_size(source_dir)
-
-    report("quantizing", 0.5)
-    recipe = _dynamic_int8_recipe(parameters)
-    # Dynamic int8 is deterministic; seeding keeps any future stochastic method reproducible too.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(request.seed)
-        try:
-            compressed = apply_recipe(loaded.model, recipe)
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise EngineError(
-                "unsupported_architecture", f"{request.method} failed on this architecture ({type(exc).__name__}: {exc})"
-            ) from exc
-    compressed.eval()
-
-    report("saving", 0.8)
+def _write_or_fail(write: Any, *args: Any) -> None:
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        output_dir.mkdir()
+        write(*args)
     except OSError as exc:
-        raise EngineError("invalid_parameter", f"output_dir {str(output_dir)!r} cannot be created ({exc.strerror})") from exc
+        raise EngineError("corrupt_artifact", f"writing the artifact failed ({exc.strerror or exc})") from exc
+
+
+def run_dynamic_int8(ctx: MethodContext) -> MethodOutput:
+    """Dynamic qint8 of every nn.Linear (and embeddings on request); saved as "torch-quantized"."""
+    ctx.report("quantizing", 0.5)
+    recipe = _dynamic_int8_recipe(ctx.parameters)
     try:
-        try:
-            _write_artifact(compressed, recipe, source_dir, output_dir)
-        except OSError as exc:
-            raise EngineError("corrupt_artifact", f"writing the artifact failed ({exc.strerror or exc})") from exc
-        # Prove the artifact round-trips through the loader before calling it a success.
-        reloaded = load_classifier(output_dir, device="cpu")
-        result = CompressionResult(
-            output_dir=output_dir,
-            format=FORMAT_TORCH_QUANTIZED,
-            method=request.method,
-            parameters=parameters,
-            size_bytes=dir_size(output_dir),
-            source_size_bytes=source_size,
-            parameter_count=count_parameters(reloaded.model),
-            dtypes=state_dict_dtypes(reloaded.model.state_dict()),
-            wall_seconds=time.perf_counter() - started,
-            peak_rss_bytes=peak_rss_bytes(),
-        )
-    except BaseException:
-        # Also on cancellation (SoftTimeLimitExceeded, KeyboardInterrupt): never leave half an artifact.
-        shutil.rmtree(output_dir, ignore_errors=True)
+        compressed = apply_recipe(ctx.loaded.model, recipe)
+    except EngineError:
         raise
-    report("done", 1.0)
-    return result
+    except Exception as exc:
+        raise EngineError(
+            "unsupported_architecture", f"dynamic_int8 failed on this architecture ({type(exc).__name__}: {exc})"
+        ) from exc
+    compressed.eval()
+    ctx.report("saving", 0.8)
+    ctx.make_output_dir()
+    # Looked up at call time so tests can substitute a failing writer.
+    _write_or_fail(_write_artifact, compressed, recipe, ctx.source_dir, ctx.output_dir)
+    return MethodOutput(FORMAT_TORCH_QUANTIZED, {"quantized_modules": recipe["modules"], "dtype": "qint8"})
+
+
+_CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def run_cast(ctx: MethodContext) -> MethodOutput:
+    """Cast every floating-point weight to float16 / bfloat16; saved as a plain hf-dir (config dtype set)."""
+    dtype = _CAST_DTYPES[ctx.request.method]
+    ctx.report("casting", 0.5)
+    model = ctx.loaded.model.to(dtype)
+    ctx.report("saving", 0.8)
+    ctx.make_output_dir()
+    _write_or_fail(save_hf_dir, model, ctx.source_dir, ctx.output_dir)
+    return MethodOutput(FORMAT_HF_DIR, {"cast_dtype": str(dtype).removeprefix("torch.")})
+
+
+def run_int8_weight_only(ctx: MethodContext) -> MethodOutput:
+    """torchao int8 weight-only quantization of every nn.Linear; saved as "torchao-int8"."""
+    import torchao
+
+    ctx.report("quantizing", 0.5)
+    model = torchao_int8_quantize(ctx.loaded.model)
+    model.eval()
+    ctx.report("saving", 0.8)
+    ctx.make_output_dir()
+    recipe = {
+        "method": "int8_weight_only",
+        "format": FORMAT_TORCHAO_INT8,
+        "library": "torchao",
+        "library_version": str(torchao.__version__),
+        "config": "Int8WeightOnlyConfig",
+        "modules": ["Linear"],
+    }
+
+    def write() -> None:
+        from safetensors.torch import save_file
+
+        copy_config(ctx.source_dir, ctx.output_dir)
+        copy_tokenizer_files(ctx.source_dir, ctx.output_dir)
+        (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_json(recipe))
+        save_file(flatten_subclass_state(model), str(ctx.output_dir / TORCHAO_STATE_FILE), metadata={"format": "pt"})
+
+    _write_or_fail(write)
+    return MethodOutput(FORMAT_TORCHAO_INT8, {"torchao_version": recipe["library_version"], "dtype": "int8"})

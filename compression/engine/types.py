@@ -2,13 +2,69 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CompressionRequest", "CompressionResult"]
+from compression.engine.errors import EngineError
+
+__all__ = ["LabeledText", "CompressionData", "CompressionRequest", "CompressionResult", "DATA_FIELDS"]
+
+# One example: (text, label index into the model's id2label).
+LabeledText = tuple[str, int]
+
+DATA_FIELDS: tuple[str, ...] = ("train", "stress", "heldout_adversarial", "calibration")
+
+
+def _labeled_tuple(name: str, rows: Any) -> tuple[LabeledText, ...]:
+    """Normalise ``rows`` to a tuple of (str, int); raise invalid_input naming the field otherwise."""
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise EngineError("invalid_input", f"data field {name!r} must be a sequence of (text, label index) pairs")
+    out: list[LabeledText] = []
+    for position, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) != 2:
+            raise EngineError("invalid_input", f"data field {name!r} row {position} is not a (text, label index) pair")
+        text, label = row
+        if not isinstance(text, str) or not text.strip():
+            raise EngineError("invalid_input", f"data field {name!r} row {position} has an empty or non-string text")
+        if type(label) is not int or label < 0:
+            raise EngineError("invalid_input", f"data field {name!r} row {position} label must be an integer >= 0")
+        out.append((text, label))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CompressionData:
+    """Labelled texts handed to the engine by the caller (the engine never picks a data file itself).
+
+    ``train``: distillation / recovery training set; ``stress``: edge-case and adversarial examples
+    added to distillation training when ``use_stress`` is set; ``heldout_adversarial``: the split the
+    iterative distillation loop evaluates the student on (its failures are added to training);
+    ``calibration``: examples for structured-pruning importance scores. Labels index the model's classes.
+    """
+
+    train: tuple[LabeledText, ...] = ()
+    stress: tuple[LabeledText, ...] = ()
+    heldout_adversarial: tuple[LabeledText, ...] = ()
+    calibration: tuple[LabeledText, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in DATA_FIELDS:
+            object.__setattr__(self, name, _labeled_tuple(name, getattr(self, name)))
+
+    def counts(self) -> dict[str, int]:
+        """Number of examples per field."""
+        return {name: len(getattr(self, name)) for name in DATA_FIELDS}
+
+    def digest(self) -> str:
+        """sha256 of canonical JSON {field: [[text, label], ...]} (sorted keys, no whitespace, UTF-8)."""
+        payload = {name: [list(row) for row in getattr(self, name)] for name in DATA_FIELDS}
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -16,7 +72,12 @@ class CompressionRequest:
     """One compression job: ``method`` with ``parameters`` and ``seed`` applied to ``source_dir``.
 
     ``output_dir`` must not exist yet; the engine creates it. ``parameters`` is copied into a
-    read-only mapping so the request cannot change after validation.
+    read-only mapping so the request cannot change after validation. ``data`` carries the labelled
+    texts a method needs (calibration, training...); ``data_digest`` is the caller's identifier of
+    that data (recorded in the result; when empty the engine records ``data.digest()``).
+    ``teachers`` are extra teacher model directories for ``distill`` (``source_dir`` is always the
+    first teacher). ``device`` is "cpu" (default) or "cuda"/"cuda:N" when available; int8 methods
+    run on the CPU only.
     """
 
     method: str
@@ -24,12 +85,20 @@ class CompressionRequest:
     output_dir: Path
     parameters: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    data: CompressionData | None = None
+    data_digest: str = ""
+    teachers: tuple[Path, ...] = ()
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source_dir", Path(self.source_dir))
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         if isinstance(self.parameters, Mapping):
             object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+        if isinstance(self.teachers, (str, Path)):
+            object.__setattr__(self, "teachers", (Path(self.teachers),))
+        else:
+            object.__setattr__(self, "teachers", tuple(Path(item) for item in self.teachers))
 
 
 @dataclass(frozen=True)
@@ -38,6 +107,10 @@ class CompressionResult:
 
     ``dtypes`` counts the tensors of the saved state dict per dtype name (e.g. "qint8", "float32");
     ``peak_rss_bytes`` is the process's peak resident set size (ru_maxrss), not a per-job delta.
+    ``parameter_count`` counts the learned weights of the saved model (quantized packed weights
+    included), ``nonzero_parameter_count`` those that are not exactly zero, ``sparsity`` =
+    1 - nonzero / total over the whole model. ``details`` holds method-specific, JSON-serialisable
+    figures (heads kept per layer, loss curves, per-round results, rejected counts, ...).
     """
 
     output_dir: Path
@@ -50,3 +123,17 @@ class CompressionResult:
     dtypes: dict[str, int]
     wall_seconds: float
     peak_rss_bytes: int
+    nonzero_parameter_count: int = 0
+    sparsity: float = 0.0
+    source_parameter_count: int = 0
+    manifest_digest: str = ""
+    data_digest: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field (``output_dir`` as a string)."""
+        out = {item.name: getattr(self, item.name) for item in fields(self)}
+        out["output_dir"] = str(self.output_dir)
+        return out

@@ -199,7 +199,9 @@ def _expect(code: str, request: CompressionRequest) -> EngineError:
 
 
 def test_methods_and_parameter_validation() -> None:
-    assert SUPPORTED_METHODS == ("dynamic_int8",)
+    assert SUPPORTED_METHODS == (
+        "bf16", "distill", "dynamic_int8", "fp16", "int8_weight_only", "magnitude_prune", "structured_prune",
+    )
     validate_parameters("dynamic_int8", {})
     validate_parameters("dynamic_int8", {"quantize_embeddings": False})
     for parameters, name in (({"bits": 4}, "bits"), ({"quantize_embeddings": 1}, "quantize_embeddings")):
@@ -207,7 +209,7 @@ def test_methods_and_parameter_validation() -> None:
             validate_parameters("dynamic_int8", parameters)
         assert caught.value.code == "invalid_parameter" and name in caught.value.message
     with pytest.raises(EngineError) as caught:
-        validate_parameters("magnitude_prune", {})
+        validate_parameters("no_such_method", {})
     assert caught.value.code == "unknown_method"
 
 
@@ -221,7 +223,7 @@ def test_request_parameters_are_read_only(tiny_dir: Path, tmp_path: Path) -> Non
 
 
 def test_compress_error_codes_leave_no_output(tiny_dir: Path, tmp_path: Path) -> None:
-    _expect("unknown_method", CompressionRequest("magnitude_prune", tiny_dir, tmp_path / "o1", {}, 0))
+    _expect("unknown_method", CompressionRequest("no_such_method", tiny_dir, tmp_path / "o1", {}, 0))
     error = _expect("invalid_parameter", CompressionRequest("dynamic_int8", tiny_dir, tmp_path / "o2", {"bits": 4}, 0))
     assert "bits" in error.message
     _expect("model_not_found", CompressionRequest("dynamic_int8", tmp_path / "nowhere", tmp_path / "o3", {}, 0))
