@@ -5,6 +5,8 @@ from django.db import models
 class ArtifactFormat(models.TextChoices):
     HF_DIR = "hf-dir", "Hugging Face directory"
     TORCH_QUANTIZED = "torch-quantized", "PyTorch quantized state dict + recipe"
+    HF_PRUNED = "hf-pruned", "Hugging Face directory + structured-pruning recipe"
+    TORCHAO_INT8 = "torchao-int8", "torchao int8 weight-only + recipe"
 
 
 class ModelArtifact(models.Model):
@@ -93,6 +95,8 @@ class CompressionRun(JobFields):
     method = models.CharField(max_length=64)
     parameters = models.JSONField(default=dict)
     seed = models.IntegerField(default=0)
+    data_source = models.JSONField(null=True, blank=True,
+                                   help_text="Suite version, digests and counts of the calibration/training data.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     output_artifact = models.ForeignKey(
         ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by"

@@ -36,6 +36,8 @@ class RunRequestInput(serializers.Serializer):
     method = serializers.CharField(max_length=64)
     parameters = serializers.DictField(required=False, default=dict)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)
+    data_suite_version = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                                  help_text="Suite version for calibration / training data.")
 
 
 class RunOutput(serializers.ModelSerializer):
@@ -43,7 +45,7 @@ class RunOutput(serializers.ModelSerializer):
 
     class Meta:
         model = CompressionRun
-        fields = ("id", "experiment", "method", "parameters", "seed", "status", "progress", "attempts",
+        fields = ("id", "experiment", "method", "parameters", "seed", "data_source", "status", "progress", "attempts",
                   "started_at", "finished_at", "wall_seconds", "failure_code", "failure_reason", "output_artifact",
                   "provenance", "provenance_envelope", "created_at")
 

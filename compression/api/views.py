@@ -87,7 +87,10 @@ class ExperimentRunRequest(APIView):
         experiment = generics.get_object_or_404(selectors.experiments_visible_to(request.user), pk=pk)
         data = RunRequestInput(data=request.data)
         data.is_valid(raise_exception=True)
-        run = compression_run_request(actor=request.user, experiment_id=experiment.pk, **data.validated_data)
+        v = data.validated_data
+        run = compression_run_request(actor=request.user, experiment_id=experiment.pk, method=v["method"],
+                                      parameters=v["parameters"], seed=v["seed"],
+                                      data_suite_version_id=v["data_suite_version"])
         return Response(RunOutput(run).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -45,7 +45,17 @@ def _detect(directory: Path) -> tuple[str, list[str]]:
                                details={"path": [f"config.json: {exc}"]}) from exc
     id2label = config.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else []
-    fmt = ArtifactFormat.TORCH_QUANTIZED if (directory / "recipe.json").is_file() else ArtifactFormat.HF_DIR
+    fmt = ArtifactFormat.HF_DIR
+    if (directory / "recipe.json").is_file():
+        try:
+            recipe = json.loads((directory / "recipe.json").read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValidationFailed("recipe.json is not valid JSON.", code="corrupt_artifact",
+                                   details={"path": [f"recipe.json: {exc}"]}) from exc
+        fmt = recipe.get("format") or ArtifactFormat.TORCH_QUANTIZED
+        if fmt not in ArtifactFormat.values:
+            raise ValidationFailed(f"Unknown artifact format {fmt!r}.", code="unsupported_architecture",
+                                   details={"path": [f"recipe.json names format {fmt!r}."]})
     return fmt, labels
 
 

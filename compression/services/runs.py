@@ -12,11 +12,12 @@ from django.utils import timezone
 from accounts.errors import Conflict, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from compression.engine.errors import EngineError
-from compression.engine.methods import SUPPORTED_METHODS, validate_parameters
+from compression.engine.methods import SUPPORTED_METHODS, validate_parameters, validate_student
 from compression.models import CompressionRun, Experiment, RunStatus
 from ledger.services import ledger_append
 
 from .artifacts import artifact_ingest, artifact_path, scratch_dir
+from .data import METHOD_DATA, compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
 
@@ -24,10 +25,24 @@ logger = logging.getLogger(__name__)
 OBJECT_TYPE = "compression_run"
 
 
+def _base_config(experiment: Experiment) -> dict:
+    import json
+
+    config = json.loads((artifact_path(experiment.base_artifact) / "config.json").read_text("utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ValidationFailed(f"The base model ({architectures or config.get('model_type')}) is not a sequence "
+                               "classifier.", code="unsupported_architecture",
+                               details={"experiment": ["The base artifact has no sequence-classification head."]})
+    return config
+
+
 def compression_run_request(
-    *, actor, experiment_id: int, method: str, parameters: dict | None = None, seed: int = 0
+    *, actor, experiment_id: int, method: str, parameters: dict | None = None, seed: int = 0,
+    data_suite_version_id: int | None = None,
 ) -> CompressionRun:
-    """Queue a compression run; the worker task is enqueued only once the row has committed."""
+    """Queue a compression run; the worker task is enqueued only once the row has committed.
+    Everything that can be checked before the run is checked here (a 400 naming the field)."""
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is None:
         raise ValidationFailed("Unknown experiment.", details={"experiment": [f"No experiment {experiment_id}."]})
@@ -43,14 +58,33 @@ def compression_run_request(
         validate_parameters(method, parameters)
     except EngineError as exc:
         raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
+    base_config = _base_config(experiment)
+    if method == "distill":
+        try:
+            validate_student(parameters, base_config)
+        except EngineError as exc:
+            raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
+    data_source = None
+    if method in METHOD_DATA or data_suite_version_id is not None:
+        if data_suite_version_id is None:
+            raise ValidationFailed(f"{method} needs calibration/training data from a registered suite.",
+                                   details={"data_suite_version": ["Required for this method."]})
+        _, data_source = compression_data(suite_version_id=data_suite_version_id,
+                                          labels=experiment.base_artifact.labels,
+                                          unsafe_labels=experiment.unsafe_labels)
+        empty = [f for f in METHOD_DATA.get(method, ()) if not data_source["counts"][f]]
+        if empty:
+            raise ValidationFailed(f"The suite has no {' or '.join(empty)} examples for {method}.", code="empty_suite",
+                                   details={"data_suite_version": [f"No {f} examples in this suite." for f in empty]})
     with transaction.atomic():
         run = CompressionRun.objects.create(
-            experiment=experiment, method=method, parameters=parameters, seed=seed, requested_by=actor
+            experiment=experiment, method=method, parameters=parameters, seed=seed, requested_by=actor,
+            data_source=data_source,
         )
         ledger_append(
             actor=actor, action="run.requested", object_type=OBJECT_TYPE, object_id=run.pk,
             payload={"experiment": experiment.pk, "method": method, "parameters": parameters, "seed": seed,
-                     "base_artifact": experiment.base_artifact.digest},
+                     "base_artifact": experiment.base_artifact.digest, "data": data_source},
         )
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
@@ -111,9 +145,17 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
     def progress(stage: str, fraction: float) -> None:
         job_progress(CompressionRun, run.pk, stage=stage, percent=fraction * 100)
 
+    data, data_digest = None, ""
+    if run.data_source:
+        data, source = compression_data(suite_version_id=run.data_source["suite_version"], labels=base.labels,
+                                        unsafe_labels=run.experiment.unsafe_labels)
+        if source["data_digest"] != run.data_source["data_digest"]:
+            raise EngineError("corrupt_artifact", "The suite's data changed since the run was requested.")
+        data_digest = source["data_digest"]
     result = compress(
         CompressionRequest(method=run.method, source_dir=artifact_path(base), output_dir=workdir / "out",
-                           parameters=run.parameters, seed=run.seed),
+                           parameters=run.parameters, seed=run.seed, data=data, data_digest=data_digest,
+                           device=device),
         progress=progress,
     )
     finished = timezone.now()
@@ -130,14 +172,20 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
             build_type=f"https://safeshrink.dev/compression/{run.method}@v1",
             external_parameters={"method": run.method, "parameters": run.parameters},
             internal_parameters={"seed": run.seed, "device": device, "threads": threads},
-            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": base.digest}}],
+            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": base.digest}}]
+            + ([{"name": "data", "uri": f"suite-version:{run.data_source['suite_version']}",
+                 "digest": {"sha256": run.data_source["data_digest"]},
+                 "annotations": {"suite_digest": run.data_source["suite_digest"],
+                                 "counts": run.data_source["counts"]}}] if run.data_source else []),
             run_id=run.pk, started_on=started.isoformat(), finished_on=finished.isoformat(),
             byproducts={
                 "packages": package_versions(), "hardware": hardware(device, threads),
                 "wall_seconds": result.wall_seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "size_bytes": result.size_bytes, "source_size_bytes": result.source_size_bytes,
-                "dtypes": result.dtypes,
+                "dtypes": result.dtypes, "sparsity": result.sparsity,
+                "parameter_count": result.parameter_count, "nonzero_parameter_count": result.nonzero_parameter_count,
+                "details": result.details,
             },
         )
         locked.provenance_envelope = sign_statement(locked.provenance)
