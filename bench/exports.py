@@ -45,7 +45,7 @@ def run() -> dict:
 
     call_command("migrate", verbosity=0)
     call_command("setup_signing", verbosity=0)
-    call_command("load_demo", routine=120, adversarial=40, verbosity=0)
+    call_command("load_demo", routine=120, adversarial=40, model="tiny", verbosity=0)
 
     from accounts.models import User
     from compression.models import ModelArtifact

@@ -37,10 +37,16 @@ class Command(BaseCommand):
         parser.add_argument("--routine", type=int, default=300, help="HateXplain test examples in the suite.")
         parser.add_argument("--adversarial", type=int, default=100, help="AdvBench examples in the suite.")
         parser.add_argument("--model-dir", type=Path, default=None,
-                            help="Use this model folder as the base model instead of building the tiny one.")
+                            help="Use this model folder as the base model instead of building one.")
+        parser.add_argument("--model", choices=["teacher", "tiny"], default=None,
+                            help="Base model to build: the MiniLM reference teacher (minutes, once; cached) or the "
+                                 "tiny BERT (seconds). Default: $SAFESHRINK_DEMO_MODEL or teacher.")
 
     def handle(self, *args, data_dir: Path | None, routine: int, adversarial: int, model_dir: Path | None,
-               **options) -> None:
+               model: str | None, **options) -> None:
+        import os
+
+        model = model or os.environ.get("SAFESHRINK_DEMO_MODEL", "teacher")
         data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
         if not (data_dir / "hatexplain" / "hatexplain_merged.csv").is_file():
             raise CommandError(f"No shared data at {data_dir} (expected hatexplain/hatexplain_merged.csv). "
@@ -62,9 +68,10 @@ class Command(BaseCommand):
             version = suite_derive_perturbed(actor=engineer, suite_version_id=version.pk, kinds=list(KINDS), seed=0,
                                              limit=40)
             self.stdout.write(f"suite: {version} with {version.example_count} examples (incl. perturbed variants)")
-        if not ModelArtifact.objects.filter(name=DEMO_MODEL).exists():
-            path = model_dir or self._build_tiny(data_dir)
-            artifact = artifact_register(actor=engineer, name=DEMO_MODEL, path=str(path))
+        name = DEMO_MODEL if model == "tiny" and not model_dir else "minilm-hatexplain-teacher"
+        if not ModelArtifact.objects.filter(parent__isnull=True).exists():
+            path = model_dir or (self._build_tiny(data_dir) if model == "tiny" else self._build_teacher(data_dir))
+            artifact = artifact_register(actor=engineer, name=name, path=str(path))
             self.stdout.write(f"base model: {artifact.name} {artifact.digest}")
         self.stdout.write(self.style.SUCCESS("demo data ready"))
 
@@ -83,6 +90,17 @@ class Command(BaseCommand):
                 authority_grant(actor=users["admin"], user=users[username], risk_tier=tier, level=level)
         for mitigation in MITIGATIONS:
             MitigationTemplate.objects.get_or_create(code=mitigation["code"], defaults=mitigation)
+
+    def _build_teacher(self, data_dir: Path) -> Path:
+        from django.core.management import call_command
+
+        self.stdout.write("building the reference teacher (MiniLM fine-tuned on HateXplain; minutes, once)…")
+        call_command("build_teacher", data_dir=data_dir, stdout=self.stdout)
+        from compression.engine.teacher import build_reference_teacher
+
+        report = build_reference_teacher(data_csv=data_dir / "hatexplain" / "hatexplain_merged.csv",
+                                         cache_dir=Path(settings.SAFESHRINK["MODEL_CACHE"]))
+        return report.model_dir
 
     def _build_tiny(self, data_dir: Path) -> Path:
         from compression.engine.tiny import build_tiny_classifier  # torch: only for this command
