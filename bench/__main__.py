@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
-SUITES = ["pipeline", "approvals", "ledger", "exports", "evaluation", "compression"]
+SUITES = ["pipeline", "approvals", "ledger", "exports", "evaluation", "scale", "compression"]
 
 
 def machine() -> dict:

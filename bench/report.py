@@ -16,6 +16,24 @@ DESCRIPTIONS = {
                  "tiny base model), start web + worker + beat, then through the REST API: experiment, dynamic int8 "
                  "compression run, release, baseline and candidate evaluation, comparison, gate, until the release "
                  "awaits a decision."),
+    "ledger": ("Audit ledger on PostgreSQL",
+               "(a) appends per second from 8 writer processes, each append in its own transaction through "
+               "`ledger_append` (sealed right after commit); (b) `ledger_verify` over 1,000,000 events loaded "
+               "with a valid chain. Target: >= 1,000 appends/s; verification <= 10 s."),
+    "exports": ("Signed export of a release with 5 candidates",
+                "`export_build` (bundle, WeasyPrint dossier with charts, PAdES signature, DSSE bundle) for the "
+                "last of 5 releases of one experiment, 3 repetitions. Target: <= 5 s."),
+    "evaluation": ("Evaluation engine",
+                   "(a) `predict` (the evaluation task's path) against a bare batched torch loop, same MiniLM-sized "
+                   "model, batch and texts, interleaved; target ratio >= 0.95. (b) paired bootstrap, 10,000 "
+                   "resamples over 100,000 examples for 20+ metrics; target <= 5 s."),
+    "scale": ("100,000 examples through the chunked evaluation",
+              "Suite import and a chunked evaluation of 100,000 examples (tiny model, PostgreSQL, chunks run "
+              "in-process)."),
+    "compression": ("Compression methods on the reference teacher",
+                    "Examples/s (batch 32 × 64 tokens, 2 threads, 500 HateXplain test texts, interleaved "
+                    "repetitions, median), size on disk, agreement with the teacher's decisions. Targets: int8 "
+                    ">= 3x fp32, structured 50% >= 1.6x, 2-layer student >= 3x."),
     "approvals": ("Concurrent decisions on one release (PostgreSQL)",
                   "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
                   "connection each; the server allows 100) released by a barrier, through `release_decide`. "

@@ -57,7 +57,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
     release = get_object_or_404(releases_visible_to(request.user).select_related("comparison"), pk=pk)
     access_record(actor=request.user, what=f"release page {pk}", object_id=pk)
-    flip_filters = {k: request.GET.get(k) or None for k in ("slice", "direction")}
+    flip_filters = {k: request.GET.get(k) or None for k in ("slice", "subgroup", "direction")}
     flips = None
     if release.comparison:
         flips = Paginator(flips_filtered(comparison_id=release.comparison_id, **flip_filters), 20).get_page(
@@ -69,6 +69,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "groups": groups,
         "flips": flips, "flip_filters": flip_filters,
         "slices": Slice.choices, "directions": FlipDirection.choices,
+        "subgroups": sorted(k.split(":", 1)[1] for k in groups if k.startswith("subgroup:")),
         "decisions": release.decisions.select_related("actor"),
         "events": ledger_events_for(object_type="release", object_id=release.pk),
         "can_decide": request.user.role == Role.OFFICER and release.status == ReleaseStatus.AWAITING_DECISION,
