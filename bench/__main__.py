@@ -6,7 +6,6 @@
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import os
 import platform
@@ -28,6 +27,18 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+def _run_isolated(name: str) -> dict:
+    """Each benchmark in its own interpreter: they configure Django (databases, folders) differently."""
+    import subprocess
+
+    code = f"import json, bench.{name} as b; print('@@RESULT@@' + json.dumps(b.run()))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    marker = [line for line in result.stdout.splitlines() if line.startswith("@@RESULT@@")]
+    if result.returncode != 0 or not marker:
+        raise SystemExit(f"bench/{name}.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return json.loads(marker[-1][len("@@RESULT@@"):])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +47,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.suites or SUITES:
         print(f"running bench/{name}.py …", flush=True)
-        figures = importlib.import_module(f"bench.{name}").run()
+        figures = _run_isolated(name)
         results[name] = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                          "command": f"make bench  (python -m bench {name})", "machine": machine(), "figures": figures}
         print(json.dumps(figures, indent=2), flush=True)
