@@ -15,6 +15,7 @@ urlpatterns = [
     path("releases/<int:pk>/rollout/advance/", workflows.ReleaseRolloutAdvance.as_view(), name="release-rollout-advance"),
     path("releases/<int:pk>/incidents/", workflows.ReleaseIncident.as_view(), name="release-incident"),
     path("releases/<int:pk>/revalidation/", workflows.ReleaseRevalidation.as_view(), name="release-revalidation"),
+    path("experiments/<int:pk>/seed-spread/", workflows.ExperimentSeedSpread.as_view(), name="experiment-seed-spread"),
     path("escalations/", workflows.EscalationList.as_view(), name="escalation-list"),
     path("escalations/<int:pk>/acknowledge/", workflows.EscalationAcknowledge.as_view(), name="escalation-ack"),
     path("escalations/<int:pk>/resolve/", workflows.EscalationResolve.as_view(), name="escalation-resolve"),

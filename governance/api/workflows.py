@@ -183,3 +183,18 @@ class MitigationList(APIView):
     def get(self, request):
         return Response({"results": list(MitigationTemplate.objects.order_by("code").values(
             "code", "title", "kind", "description", "failure_mode_codes"))})
+
+
+class ExperimentSeedSpread(APIView):
+    """For runs of one method and parameters with several seeds: the spread of every delta between seeds."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.OFFICER, Role.ENGINEER)
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk: int):
+        from compression.selectors import experiments_visible_to
+        from governance.services.seeds import seed_spread
+
+        get_object_or_404(experiments_visible_to(request.user), pk=pk)
+        return Response({"experiment": pk, "results": seed_spread(experiment_id=pk)})

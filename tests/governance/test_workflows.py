@@ -234,3 +234,24 @@ def test_revalidation_reruns_the_candidate_and_records_the_zone(make_release, of
     ran = LedgerEvent.objects.get(action="revalidation.ran", object_id=str(release.pk))
     assert json.loads(ran.payload_json)["zone"] in ("green", "amber", "red")
     assert release.revalidation.__class__.objects.get(release=release).runs == 1
+
+
+def test_seed_spread_reports_every_seed_and_the_spread(engineer, engineer_api, base_artifact, demo_suite, demo_policy):
+    from compression.services.experiments import experiment_create
+    from compression.services.runs import compression_run_request
+    from governance.services.releases import release_create, release_start_evaluation
+
+    experiment = experiment_create(actor=engineer, name="seeds", base_artifact_id=base_artifact.pk,
+                                   unsafe_labels=["hatespeech", "offensive"])
+    for seed in (1, 2, 3):
+        run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="magnitude_prune",
+                                      parameters={"sparsity": 0.3}, seed=seed)
+        release = release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
+                                 policy_id=demo_policy.pk)
+        release_start_evaluation(actor=engineer, release_id=release.pk)
+    body = engineer_api.get(f"/api/experiments/{experiment.pk}/seed-spread/").json()
+    (entry,) = body["results"]
+    assert entry["seeds"] == [1, 2, 3] and len(entry["flips"]["values"]) == 3
+    accuracy = entry["groups"]["overall"]["accuracy"]
+    assert set(accuracy["deltas"]) == {"1", "2", "3"} or set(accuracy["deltas"]) == {1, 2, 3}
+    assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"] and accuracy["stdev"] >= 0
