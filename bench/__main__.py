@@ -49,7 +49,7 @@ def main() -> None:
         print(f"running bench/{name}.py …", flush=True)
         figures = _run_isolated(name)
         results[name] = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                         "command": f"make bench  (python -m bench {name})", "machine": machine(), "figures": figures}
+                         "command": f"make bench` (this one alone: `make bench BENCH={name}`)", "machine": machine(), "figures": figures}
         print(json.dumps(figures, indent=2), flush=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     from bench.report import write_report

@@ -42,7 +42,12 @@ DESCRIPTIONS = {
 
 
 def write_report(results: dict, path: Path) -> None:
-    lines = [INTRO]
+    lines = [INTRO, "## Targets at a glance", "", "| benchmark | target | met | measured |", "|---|---|---|---|"]
+    for name, entry in results.items():
+        for target, outcome in (entry["figures"].get("targets") or {}).items():
+            measured = outcome.get("value", outcome.get("measured_speedup", ""))
+            lines.append(f"| {name} | {target} | {'yes' if outcome.get('met') else '**no**'} | {measured} |")
+    lines.append("")
     for name, entry in results.items():
         title, description = DESCRIPTIONS.get(name, (name, ""))
         m = entry["machine"]
@@ -50,6 +55,18 @@ def write_report(results: dict, path: Path) -> None:
                   f"Command: `{entry['command']}` · measured {entry['measured_at']} on {m['cpu']} "
                   f"({m['cores']} cores, Python {m['python']})", "",
                   "| figure | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in entry["figures"].items()]
+        lines += [f"| {key} | {value} |" for key, value in _flatten(entry["figures"])]
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def _flatten(figures: dict, prefix: str = ""):
+    """Dotted keys for nested figures, so every number gets its own table row."""
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{name}.")
+        elif isinstance(value, list) and len(value) > 12:
+            yield name, f"{len(value)} values (see bench/results.json)"
+        else:
+            yield name, value
