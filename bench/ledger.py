@@ -11,7 +11,6 @@ Creates and drops its own database `safeshrink_bench_ledger` on the server DATAB
 
 import datetime as dt
 import os
-import threading
 import time
 
 DB_NAME = "safeshrink_bench_ledger"

@@ -83,7 +83,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
         "mitigations": mitigations_for(release),
         "stages": release.rollout_stages.order_by("position"),
-        "exports": release.exports.order_by("-created_at")[:10] if hasattr(release, "exports") else [],
+        "exports": release.exports.order_by("-created_at")[:10],
         "grants": release.regulator_grants.select_related("regulator").order_by("-created_at"),
         "regulators": User.objects.filter(role=Role.REGULATOR, is_active=True).order_by("username")
         if request.user.role == Role.OFFICER else [],

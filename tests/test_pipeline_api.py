@@ -5,7 +5,7 @@ import pytest
 
 from compression.models import CompressionRun, ModelArtifact, RunStatus
 from evaluations.models import Flip, Prediction
-from governance.models import Decision, Release, ReleaseStatus
+from governance.models import Decision, Release
 from ledger.models import LedgerEvent
 from ledger.services import ledger_verify
 from tests.conftest import api_client_for

@@ -185,6 +185,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
                 "size_bytes": result.size_bytes, "source_size_bytes": result.source_size_bytes,
                 "dtypes": result.dtypes, "sparsity": result.sparsity,
                 "parameter_count": result.parameter_count, "nonzero_parameter_count": result.nonzero_parameter_count,
+                "source_parameter_count": result.source_parameter_count,
                 "details": result.details,
             },
         )

@@ -232,9 +232,3 @@ def evaluation_runs_requeue_orphaned() -> list[int]:
             _enqueue_chunks(run_id, missing)
             requeued.append(run_id)
     return requeued
-
-
-def evaluation_predictions(run: EvaluationRun) -> dict[int, tuple[float, bool]]:
-    """example id -> (unsafe probability, decision) for a finished run."""
-    return {e: (p, d) for e, p, d in Prediction.objects.filter(run=run).values_list(
-        "example_id", "unsafe_prob", "decision_unsafe")}

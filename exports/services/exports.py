@@ -18,7 +18,7 @@ from accounts.models import Role, User
 from compression.models import RunStatus
 from compression.services.jobs import JobCancelled, job_claim, job_fail, job_progress
 from exports.models import Export
-from governance.models import RegulatorGrant, Release
+from governance.models import RegulatorGrant
 from governance.selectors import releases_visible_to
 from ledger.canonical import digest
 from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal

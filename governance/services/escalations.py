@@ -5,7 +5,7 @@ import datetime as dt
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.errors import Conflict, NotFound, ValidationFailed
+from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from accounts.models import Role, User
 from governance.models import (
     AuthorityGrant, Escalation, EscalationStatus, EscalationTrigger, Incident, Release, ReleaseStatus,
@@ -79,12 +79,9 @@ def escalation_resolve(*, actor, escalation_id: int, resolution: str) -> Escalat
                           object_id=escalation.pk,
                           payload={"release": escalation.release_id, "resolution": escalation.resolution,
                                    "level": escalation.level})
-    except Exception as exc:
-        from accounts.errors import PermissionDenied
-
-        if isinstance(exc, PermissionDenied | Conflict):
-            ledger_record_refusal(actor=actor, object_type="escalation", object_id=escalation_id, code=exc.code,
-                                  message=exc.message)
+    except (PermissionDenied, Conflict) as exc:
+        ledger_record_refusal(actor=actor, object_type="escalation", object_id=escalation_id, code=exc.code,
+                              message=exc.message)
         raise
     return escalation
 
@@ -126,8 +123,6 @@ def escalations_escalate_overdue(*, now: dt.datetime | None = None) -> list[int]
 
 def incident_report(*, actor, release_id: int, severity: int, title: str, description: str) -> Incident:
     if actor.role not in (Role.OFFICER, Role.ENGINEER, Role.ADMIN):
-        from accounts.errors import PermissionDenied
-
         raise PermissionDenied("Only officers and engineers report incidents.")
     if not 1 <= int(severity) <= 4:
         raise ValidationFailed("Severity is 1 to 4.", details={"severity": ["Between 1 and 4."]})

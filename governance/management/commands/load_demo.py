@@ -95,12 +95,7 @@ class Command(BaseCommand):
         from django.core.management import call_command
 
         self.stdout.write("building the reference teacher (MiniLM fine-tuned on HateXplain; minutes, once)…")
-        call_command("build_teacher", data_dir=data_dir, stdout=self.stdout)
-        from compression.engine.teacher import build_reference_teacher
-
-        report = build_reference_teacher(data_csv=data_dir / "hatexplain" / "hatexplain_merged.csv",
-                                         cache_dir=Path(settings.SAFESHRINK["MODEL_CACHE"]))
-        return report.model_dir
+        return Path(call_command("build_teacher", data_dir=data_dir, stdout=self.stdout))
 
     def _build_tiny(self, data_dir: Path) -> Path:
         from compression.engine.tiny import build_tiny_classifier  # torch: only for this command
