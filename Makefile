@@ -21,7 +21,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 system-deps: ## Debian packages for browser tests, PDF checks and fast WeasyPrint (needs root or sudo)
-	@missing=""; for p in chromium poppler-utils libharfbuzz-subset0; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in chromium chromium-driver poppler-utils libharfbuzz-subset0; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 

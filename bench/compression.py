@@ -61,7 +61,7 @@ def run() -> dict:
             last[0] = time.perf_counter()
             _log(f"teacher: {stage} {fraction:.0%}")
 
-    teacher = build_reference_teacher(data_csv=data_csv, cache_dir=cache / "reference-teacher", progress=progress)
+    teacher = build_reference_teacher(data_csv=data_csv, cache_dir=cache, progress=progress)
     _log(f"teacher {'from cache' if teacher.cached else 'built'}: accuracy {teacher.accuracy:.3f}, "
          f"macro-F1 {teacher.macro_f1:.3f} ({teacher.build_seconds:.0f} s to build)")
     splits = read_hatexplain(data_csv)

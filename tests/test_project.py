@@ -63,16 +63,18 @@ def test_api_requires_authentication(client):
     assert set(r.json()) == {"code", "message", "details"}
 
 
-def test_compose_file_declares_the_five_services_with_their_settings():
+def test_compose_file_declares_the_services_with_their_settings():
     import yaml
 
     compose = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
-    assert set(compose["services"]) == {"postgres", "redis", "web", "worker", "beat"}
-    for name in ("web", "worker", "beat"):
+    assert set(compose["services"]) == {"postgres", "redis", "web", "worker", "beat", "sealer"}
+    for name in ("web", "worker", "beat", "sealer"):
         service = compose["services"][name]
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
         assert service["environment"]["DATABASE_URL"].startswith("postgres://")
         assert service["environment"]["CELERY_BROKER_URL"].startswith("redis://")
     assert "celery -A config worker" in compose["services"]["worker"]["command"]
     assert "celery -A config beat" in compose["services"]["beat"]["command"]
+    assert compose["services"]["sealer"]["command"] == "python manage.py ledger_sealer"
+    assert compose["services"]["web"]["environment"]["SAFESHRINK_LEDGER_SEALING"] == "sealer"
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text().splitlines()

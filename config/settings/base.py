@@ -187,6 +187,9 @@ SAFESHRINK = {
     "ORGANISATION": env("SAFESHRINK_ORGANISATION", default="SafeShrink (embedded default)"),
     # A signed ledger checkpoint every N events (and at every export).
     "CHECKPOINT_EVERY": env.int("SAFESHRINK_CHECKPOINT_EVERY", default=100),
+    # Who chains committed events: "inline" (the writing process, right after its commit) or "sealer"
+    # (a dedicated `manage.py ledger_sealer` process; writers only insert). See ARCHITECTURE.md.
+    "LEDGER_SEALING": env.str("SAFESHRINK_LEDGER_SEALING", default="inline"),
     "EXPORT_ROOT": Path(env("SAFESHRINK_EXPORT_ROOT", default=str(VAR_DIR / "exports"))),
     "MAX_UPLOAD_BYTES": env.int("SAFESHRINK_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -145,3 +148,100 @@ def test_fast_canonical_form_equals_canonical_json():
         fast = fast_canonical(12, when.isoformat(timespec="microseconds"), actor_id, text, "officer",
                               "release.approved", "release", text, canonical_json({"t": text}), "ab" * 32)
         assert fast == canonical_json(fields)
+
+
+def test_append_stores_exactly_the_fields_that_are_hashed():
+    from accounts.models import User
+
+    officer = User.objects.create_user("zoë", password="x", role="officer")
+    with transaction.atomic():
+        event = ledger_append(actor=officer, action="release.approved", object_type="release", object_id=7,
+                              payload={"note": "ünïcödé", "n": 1})
+    stored = LedgerEvent.objects.get(pk=event.pk)
+    assert stored.hashed_fields() == event.hashed_fields()
+    assert (stored.actor_id, stored.actor_username, stored.actor_role) == (officer.pk, "zoë", "officer")
+    assert ledger_seal() == 1
+    stored.refresh_from_db()
+    assert stored.hash == stored.compute_hash() and ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("sealing", ["inline", "sealer"])
+def test_sealing_mode_decides_who_chains_after_commit(settings, sealing):
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": sealing}
+    with transaction.atomic():
+        ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
+    assert LedgerEvent.objects.filter(seq__isnull=True).count() == (1 if sealing == "sealer" else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sealer_loop_seals_what_writers_commit_and_stops_when_told(settings):
+    from ledger.services import ledger_seal_loop
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    for i in range(5):
+        with transaction.atomic():
+            ledger_append(actor=None, action="run.requested", object_type="x", object_id=i, payload={"i": i})
+    batches: list[int] = []
+    total = ledger_seal_loop(idle_seconds=0, busy_seconds=0, on_sealed=batches.append, stop=lambda: bool(batches))
+    assert total == 5 and batches == [5]
+    assert [e.seq for e in LedgerEvent.objects.order_by("id")] == [1, 2, 3, 4, 5]
+    assert ledger_verify().ok and ledger_verify().pending == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ledger_sealer_once_command(settings, capsys):
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    for i in range(3):
+        with transaction.atomic():
+            ledger_append(actor=None, action="run.requested", object_type="x", object_id=i, payload={})
+    call_command("ledger_sealer", "--once")
+    assert "sealed 3 event(s)" in capsys.readouterr().out
+    assert ledger_verify().checked == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_and_a_running_sealer_leave_a_gapless_verified_chain(settings):
+    """Writers in threads (each its own PostgreSQL connection) insert while the sealer loop runs."""
+    from django.db import connections
+
+    from ledger.services import ledger_seal_loop
+
+    require_service("postgres")
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    done = threading.Event()
+    sealed: list[int] = []
+
+    def sealer() -> None:
+        try:
+            ledger_seal_loop(idle_seconds=0.001, busy_seconds=0.001, stop=done.is_set, on_sealed=sealed.append)
+        finally:
+            connections.close_all()
+
+    def writer(index: int) -> None:
+        try:
+            for i in range(25):
+                with transaction.atomic():
+                    ledger_append(actor=None, action="run.progress", object_type="x", object_id=f"{index}-{i}",
+                                  payload={"i": i})
+                time.sleep(0.002)  # spread the appends over the sealer's passes
+        finally:
+            connections.close_all()
+
+    sealing = threading.Thread(target=sealer)
+    sealing.start()
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    deadline = time.monotonic() + 10
+    while LedgerEvent.objects.filter(seq__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    done.set()
+    sealing.join()
+    assert sum(sealed) == 100  # the running loop sealed everything, not a final call
+    assert list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 101))
+    result = ledger_verify()
+    assert result.ok and result.checked == 100 and result.pending == 0
