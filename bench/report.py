@@ -35,8 +35,12 @@ DESCRIPTIONS = {
               "in-process)."),
     "compression": ("Compression methods on the reference teacher",
                     "Examples/s (batch 32 × 64 tokens, 2 threads, 500 HateXplain test texts, interleaved "
-                    "repetitions, median), size on disk, agreement with the teacher's decisions. Targets: int8 "
-                    ">= 3x fp32, structured 50% >= 1.6x, 2-layer student >= 3x."),
+                    "repetitions, median), size on disk, agreement with the teacher's decisions. Two 2-layer "
+                    "students: the teacher's full feed-forward width, and 1,024 of its 1,536 neurons (kept by "
+                    "magnitude). `gemm_ceiling` times the teacher's three Linear shapes alone, fp32 against the "
+                    "dynamic-int8 kernels, and lists the CPU's int8 dot-product extensions: it bounds what int8 "
+                    "can gain on this machine. Targets: int8 >= 3x fp32, structured 50% >= 1.6x, 2-layer student "
+                    ">= 3x (judged on the 1,024-neuron student)."),
     "approvals": ("Concurrent decisions on one release (PostgreSQL)",
                   "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
                   "connection each; the server allows 100) released by a barrier, through `release_decide`. "

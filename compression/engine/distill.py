@@ -2,9 +2,10 @@
 
 Teachers: ``source_dir`` plus ``request.teachers``; their probabilities at temperature T are averaged
 (each teacher tokenizes with its own tokenizer; all must share the class names). The student copies
-the first teacher's config with fewer layers (and optionally a smaller hidden size); with the
-teacher's hidden size it starts from the teacher's embeddings, pooler, classifier and the encoder
-layers ``init_layers``; with another hidden size it starts fresh (seeded).
+the first teacher's config with fewer layers (and optionally a smaller hidden size or feed-forward
+width); with the teacher's hidden size it starts from the teacher's embeddings, pooler, classifier
+and the encoder layers ``init_layers`` (a narrower feed-forward keeps each layer's largest neurons,
+as structured pruning would without data); with another hidden size it starts fresh (seeded).
 
 Safety options:
 - ``use_stress``: data.stress (edge-case + adversarial examples) joins the training set.
@@ -60,8 +61,10 @@ def build_student(teacher: torch.nn.Module, parameters: dict[str, Any]) -> tuple
     if shape["init_layers"] is not None:
         source = teacher.state_dict()
         prefix = f"{teacher.base_model_prefix}.encoder.layer."
+        kept = _kept_neurons(teacher, shape)
         mapped: dict[str, torch.Tensor] = {}
-        for key in student.state_dict():
+        for key, target in student.state_dict().items():
+            layer = None
             if key.startswith(prefix):
                 layer, rest = key[len(prefix):].split(".", 1)
                 teacher_key = f"{prefix}{shape['init_layers'][int(layer)]}.{rest}"
@@ -69,9 +72,37 @@ def build_student(teacher: torch.nn.Module, parameters: dict[str, Any]) -> tuple
                 teacher_key = key
             if teacher_key not in source:
                 raise EngineError("unsupported_architecture", f"teacher has no weight {teacher_key!r} to initialise the student")
-            mapped[key] = source[teacher_key].detach().clone()
+            value = source[teacher_key].detach()
+            if kept is not None and layer is not None and rest in _FFN_SLICES:
+                value = value.index_select(_FFN_SLICES[rest], kept[int(layer)])
+            if value.shape != target.shape:
+                raise EngineError("unsupported_architecture",
+                                  f"teacher weight {teacher_key!r} has shape {tuple(value.shape)}, the student needs "
+                                  f"{tuple(target.shape)}")
+            mapped[key] = value.clone()
         student.load_state_dict(mapped, strict=True)
     return student, shape
+
+
+# Feed-forward weights of a BERT-style layer and the dimension that indexes its neurons.
+_FFN_SLICES = {"intermediate.dense.weight": 0, "intermediate.dense.bias": 0, "output.dense.weight": 1}
+
+
+def _kept_neurons(teacher: torch.nn.Module, shape: dict[str, Any]) -> list[torch.Tensor] | None:
+    """For a student narrower than the teacher's feed-forward: per student layer, the indices (in
+    order) of the source layer's largest neurons, scored |intermediate row| * |output column|."""
+    from compression.engine.structure import encoder_layers
+
+    parts = encoder_layers(teacher)
+    if shape["intermediate_size"] == parts[0].intermediate.out_features:
+        return None
+    kept = []
+    for source in shape["init_layers"]:
+        layer = parts[source]
+        score = layer.intermediate.weight.detach().norm(dim=1) * layer.output.weight.detach().norm(dim=0)
+        top = torch.topk(score, shape["intermediate_size"]).indices
+        kept.append(torch.sort(top).values)
+    return kept
 
 
 def teacher_probabilities(

@@ -100,6 +100,10 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
         "init_layers": ParamSpec("int_list", None, nullable=True,
                                  doc="teacher layer indices copied into the student (only when hidden_size equals the "
                                      "teacher's; default evenly spaced, first and last included)"),
+        "intermediate_size": ParamSpec("int", None, minimum=1, maximum=65536, nullable=True,
+                                       doc="student feed-forward width (<= the teacher's; null: the teacher's ratio to "
+                                           "hidden_size). Initialised from teacher layers, the student keeps each "
+                                           "layer's largest neurons (|input row| x |output column|)"),
         "temperature": ParamSpec("float", 2.0, minimum=0.0, maximum=100.0, exclusive_min=True,
                                  doc="softmax temperature T of the KL term (scaled by T^2)"),
         "alpha": ParamSpec("float", 0.5, minimum=0.0, maximum=1.0,
@@ -291,7 +295,7 @@ def validate_student(parameters: Mapping[str, Any], teacher_config: Mapping[str,
     Raises EngineError("invalid_parameter") naming the parameter when the student would be larger than
     the teacher (num_layers, hidden_size), when hidden_size is not a multiple of the teacher's head size,
     or when init_layers is given with a different hidden size, has the wrong length, repeats or names a
-    layer the teacher lacks. Returns {"num_layers", "hidden_size", "num_attention_heads",
+    layer the teacher lacks, or when intermediate_size exceeds the teacher's. Returns {"num_layers", "hidden_size", "num_attention_heads",
     "intermediate_size", "init_layers" (list or None: fresh init)}.
     """
     resolved = resolve_parameters("distill", parameters)
@@ -338,10 +342,19 @@ def validate_student(parameters: Mapping[str, Any], teacher_config: Mapping[str,
                 "invalid_parameter",
                 f"parameter 'init_layers' {init_layers} must be distinct teacher layer indices in [0, {teacher_layers - 1}]",
             )
+    intermediate = resolved["intermediate_size"]
+    if intermediate is None:
+        intermediate = max(1, round(teacher_intermediate * hidden / teacher_hidden))
+    elif intermediate > teacher_intermediate:
+        raise EngineError(
+            "invalid_parameter",
+            f"parameter 'intermediate_size' = {intermediate} exceeds the teacher's {teacher_intermediate} "
+            "(a student must not be larger)",
+        )
     return {
         "num_layers": num_layers,
         "hidden_size": hidden,
         "num_attention_heads": hidden // head_size,
-        "intermediate_size": max(1, round(teacher_intermediate * hidden / teacher_hidden)),
+        "intermediate_size": intermediate,
         "init_layers": init_layers,
     }

@@ -141,10 +141,32 @@ def test_validate_student_against_teacher_config() -> None:
         ({"num_layers": 1, "init_layers": [2]}, "init_layers"),
         ({"num_layers": 2, "init_layers": [1, 1]}, "init_layers"),
         ({"num_layers": 1, "hidden_size": 32, "init_layers": [0]}, "init_layers"),
+        ({"num_layers": 1, "intermediate_size": 129}, "intermediate_size"),
     ):
         with pytest.raises(EngineError) as caught:
             validate_student(parameters, TEACHER_CONFIG)
         assert caught.value.code == "invalid_parameter" and name in caught.value.message, parameters
+
+
+def test_narrow_student_keeps_the_largest_teacher_neurons(tiny_model_dir: Path) -> None:
+    import torch
+
+    from compression.engine.distill import build_student
+    from compression.engine.loading import load_classifier
+
+    teacher = load_classifier(tiny_model_dir).model
+    assert validate_student({"num_layers": 1, "intermediate_size": 48}, TEACHER_CONFIG)["intermediate_size"] == 48
+    student, shape = build_student(teacher, {"num_layers": 1, "init_layers": [0], "intermediate_size": 48})
+    assert shape["intermediate_size"] == 48 and student.config.intermediate_size == 48
+    source, target = teacher.base_model.encoder.layer[0], student.base_model.encoder.layer[0]
+    score = source.intermediate.dense.weight.norm(dim=1) * source.output.dense.weight.norm(dim=0)
+    kept = torch.sort(torch.topk(score, 48).indices).values
+    assert torch.equal(target.intermediate.dense.weight, source.intermediate.dense.weight[kept])
+    assert torch.equal(target.intermediate.dense.bias, source.intermediate.dense.bias[kept])
+    assert torch.equal(target.output.dense.weight, source.output.dense.weight[:, kept])
+    assert torch.equal(target.output.dense.bias, source.output.dense.bias)  # hidden-sized: copied whole
+    assert torch.equal(target.attention.self.query.weight, source.attention.self.query.weight)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
 
 
 def test_compression_data_is_validated_and_digested() -> None:
