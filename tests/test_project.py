@@ -30,6 +30,20 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
 
 
+def test_production_settings_configure_the_shared_artifact_bucket_from_the_environment():
+    code = ("import django; django.setup(); from django.conf import settings; from django.core.files.storage import "
+            "storages; s = storages[settings.SAFESHRINK['ARTIFACT_STORAGE']]; "
+            "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.location, "
+            "settings.STORAGES['staticfiles']['BACKEND'].rsplit('.', 1)[-1])")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+           "DATABASE_URL": "sqlite:////tmp/x.sqlite3", "DJANGO_ALLOWED_HOSTS": "x",
+           "SAFESHRINK_ARTIFACT_S3_BUCKET": "shared-models", "SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL": "http://minio:9000"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["S3Storage", "shared-models", "http://minio:9000", "artifacts",
+                                     "CompressedManifestStaticFilesStorage"]
+
+
 def test_web_process_never_imports_torch():
     code = (
         "import django, sys; django.setup();"

@@ -1,11 +1,20 @@
-"""The content-addressed artifact store and artifact registration."""
+"""The content-addressed artifact store and artifact registration.
+
+Every machine keeps a local store (one folder per manifest digest under ARTIFACT_ROOT). When a shared
+storage is configured (SAFESHRINK["ARTIFACT_STORAGE"], an S3-compatible bucket through
+django-storages), every artifact that enters a local store is also published there, and a machine
+whose store lacks an artifact fetches it, checking every byte against the digest before use.
+"""
 
 import json
 import shutil
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 
 from accounts.errors import ValidationFailed
@@ -22,7 +31,69 @@ def artifact_root() -> Path:
 
 
 def artifact_path(artifact: ModelArtifact) -> Path:
-    return artifact_root() / artifact.digest
+    """The artifact's folder in this machine's store, fetched from the shared storage if missing."""
+    path = artifact_root() / artifact.digest
+    if not path.exists() and shared_storage() is not None:
+        _fetch(artifact.digest)
+    return path
+
+
+def shared_storage():
+    """The configured shared artifact storage (a Django Storage), or None."""
+    alias = settings.SAFESHRINK.get("ARTIFACT_STORAGE") or ""
+    return storages[alias] if alias else None
+
+
+def _manifest_name(digest: str) -> str:
+    # Beside the folder, not inside it: a model file could be called anything.
+    return f"{digest}.manifest.json"
+
+
+def _publish(digest: str, directory: Path, files: list[dict]) -> None:
+    """Upload a stored artifact to the shared storage. Its manifest goes last, so its presence means
+    the upload is complete; a half-finished upload is simply done again."""
+    remote = shared_storage()
+    if remote is None or remote.exists(_manifest_name(digest)):
+        return
+    for entry in files:
+        name = f"{digest}/{entry['path']}"
+        if remote.exists(name):
+            remote.delete(name)  # left by an interrupted upload; rewritten from the verified local copy
+        with open(directory / entry["path"], "rb") as handle:
+            saved = remote.save(name, File(handle))
+        if saved != name:
+            raise EngineError("storage_error", f"shared storage saved {name!r} as {saved!r}")
+    remote.save(_manifest_name(digest), ContentFile(json.dumps(files, sort_keys=True).encode("utf-8")))
+
+
+def _fetch(digest: str) -> Path:
+    """Copy an artifact from the shared storage into this machine's store, refusing it unless its
+    files hash to `digest` (a changed or missing object in the bucket is caught here)."""
+    remote, target = shared_storage(), artifact_root() / digest
+    if not remote.exists(_manifest_name(digest)):
+        raise EngineError("model_not_found", f"artifact {digest} is in neither this machine's store nor the shared storage")
+    with remote.open(_manifest_name(digest), "rb") as handle:
+        files = json.loads(handle.read())
+    staging = scratch_dir("fetch")
+    try:
+        for entry in files:
+            relative = PurePosixPath(entry["path"])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise EngineError("corrupt_artifact", f"shared manifest of {digest} names a path outside it: {entry['path']!r}")
+            destination = staging / "content" / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with remote.open(f"{digest}/{entry['path']}", "rb") as source, open(destination, "wb") as out:
+                shutil.copyfileobj(source, out)
+        if manifest_digest(staging / "content") != digest:
+            raise EngineError("corrupt_artifact", f"the shared copy of artifact {digest} does not match its digest")
+        try:
+            (staging / "content").rename(target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -84,6 +155,7 @@ def _store(directory: Path, *, move: bool) -> tuple[str, list, int]:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    _publish(digest, target, files)
     return digest, files, sum(f["size"] for f in files)
 
 

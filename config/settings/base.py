@@ -161,10 +161,31 @@ CELERY_BEAT_SCHEDULE = {
 }
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="safeshrink@localhost")
 
+# Artifacts: a local content-addressed store on every machine, and, when a bucket is configured, an
+# S3-compatible shared storage (django-storages; AWS, MinIO, Ceph, R2 ...) that every store publishes
+# to and fetches missing artifacts from, so workers on several machines share them. Credentials come
+# from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role, ...).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if env("SAFESHRINK_ARTIFACT_S3_BUCKET", default=""):
+    STORAGES["artifacts"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("SAFESHRINK_ARTIFACT_S3_BUCKET"),
+            "endpoint_url": env("SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL", default=None),
+            "region_name": env("SAFESHRINK_ARTIFACT_S3_REGION", default=None),
+            "location": env("SAFESHRINK_ARTIFACT_S3_PREFIX", default="artifacts"),
+        },
+    }
+
 # SafeShrink's own settings.
 SAFESHRINK = {
     # Content-addressed artifact store (one folder per manifest digest).
     "ARTIFACT_ROOT": Path(env("SAFESHRINK_ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts"))),
+    # The STORAGES alias of the shared artifact storage ("": this machine's store only).
+    "ARTIFACT_STORAGE": "artifacts" if "artifacts" in STORAGES else "",
     # The shared safety data sets (read-only input).
     "DATA_DIR": Path(env("SAFESHRINK_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data"))),
     # A run whose worker stopped heartbeating this long ago is taken over by the next delivery.

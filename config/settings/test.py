@@ -12,7 +12,4 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = env.bool("SAFESHRINK_TASKS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 SAFESHRINK = {**SAFESHRINK, "ARTIFACT_ROOT": env.path("SAFESHRINK_ARTIFACT_ROOT", default=VAR_DIR / "test-artifacts")}
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
