@@ -9,6 +9,7 @@ whose store lacks an artifact fetches it, checking every byte against the digest
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -69,23 +70,35 @@ def _publish(digest: str, directory: Path, files: list[dict]) -> None:
 def _fetch(digest: str) -> Path:
     """Copy an artifact from the shared storage into this machine's store, refusing it unless its
     files hash to `digest` (a changed or missing object in the bucket is caught here)."""
-    remote, target = shared_storage(), artifact_root() / digest
+    remote = shared_storage()
     if not remote.exists(_manifest_name(digest)):
         raise EngineError("model_not_found", f"artifact {digest} is in neither this machine's store nor the shared storage")
     with remote.open(_manifest_name(digest), "rb") as handle:
         files = json.loads(handle.read())
-    staging = scratch_dir("fetch")
-    try:
+
+    def download(content: Path) -> None:
         for entry in files:
             relative = PurePosixPath(entry["path"])
             if relative.is_absolute() or ".." in relative.parts:
                 raise EngineError("corrupt_artifact", f"shared manifest of {digest} names a path outside it: {entry['path']!r}")
-            destination = staging / "content" / relative
+            destination = content / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             with remote.open(f"{digest}/{entry['path']}", "rb") as source, open(destination, "wb") as out:
                 shutil.copyfileobj(source, out)
+
+    return _install(digest, "fetch", download,
+                    EngineError("corrupt_artifact", f"the shared copy of artifact {digest} does not match its digest"))
+
+
+def _install(digest: str, prefix: str, fill: Callable[[Path], object], mismatch: Exception) -> Path:
+    """Fill a private staging folder, check that it hashes to `digest` (raise `mismatch` if not) and
+    rename it into the store; a concurrent install of the same digest wins harmlessly."""
+    target = artifact_root() / digest
+    staging = scratch_dir(prefix)
+    try:
+        fill(staging / "content")
         if manifest_digest(staging / "content") != digest:
-            raise EngineError("corrupt_artifact", f"the shared copy of artifact {digest} does not match its digest")
+            raise mismatch
         try:
             (staging / "content").rename(target)
         except OSError:
@@ -139,22 +152,12 @@ def _store(directory: Path, *, move: bool) -> tuple[str, list, int]:
         raise ValidationFailed(exc.message, code=exc.code, details={"path": [exc.message]}) from exc
     target = artifact_root() / digest
     if not target.exists():
-        staging = scratch_dir("ingest")
-        try:
-            if move:
-                shutil.move(str(directory), staging / "content")
-            else:
-                shutil.copytree(directory, staging / "content")
-            # Re-check after the copy: what lands in the store must be what was hashed.
-            if manifest_digest(staging / "content") != digest:
-                raise ValidationFailed("The model files changed while they were being registered.",
-                                       code="corrupt_artifact", details={"path": ["Files changed during copy."]})
-            (staging / "content").rename(target)
-        except OSError:
-            if not target.exists():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # Re-checked after the copy: what lands in the store must be what was hashed.
+        _install(digest, "ingest",
+                 (lambda content: shutil.move(str(directory), content)) if move
+                 else (lambda content: shutil.copytree(directory, content)),
+                 ValidationFailed("The model files changed while they were being registered.",
+                                  code="corrupt_artifact", details={"path": ["Files changed during copy."]}))
     _publish(digest, target, files)
     return digest, files, sum(f["size"] for f in files)
 
