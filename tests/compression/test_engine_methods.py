@@ -280,15 +280,23 @@ def test_half_precision_casts(tiny_model_dir: Path, tmp_path: Path, method: str,
     json.dumps(result.to_dict())
 
 
-def test_int8_weight_only_or_unavailable(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_int8_weight_only_is_refused_where_torchao_is_missing(tiny_model_dir: Path, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    assert not method_available("int8_weight_only") and method_available("dynamic_int8")
+    with pytest.raises(EngineError) as caught:
+        validate_parameters("int8_weight_only", {})
+    assert caught.value.code == "method_unavailable"
+    _expect("method_unavailable", CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "o", {}, 0))
+
+
+def test_int8_weight_only_with_torchao(tiny_model_dir: Path, tmp_path: Path) -> None:
     from compression.engine.loading import load_classifier
 
-    if not method_available("int8_weight_only"):
-        with pytest.raises(EngineError) as caught:
-            validate_parameters("int8_weight_only", {})
-        assert caught.value.code == "method_unavailable"
-        _expect("method_unavailable", CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "o", {}, 0))
-        return
+    assert method_available("int8_weight_only")  # torchao is pinned in requirements.txt
     result = compress(CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "a", {}, 0))
     assert result.format == "torchao-int8"
     assert result.dtypes["int8"] == 28  # qdata + zero_point of 14 Linear layers
