@@ -3,6 +3,7 @@
 import datetime as dt
 import functools
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from json.encoder import encode_basestring
@@ -10,13 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .actions import ACTIONS
 from .canonical import canonical_json, sha256_hex
 from .models import GENESIS_HASH, Checkpoint, LedgerEvent, chain_hash
 from .signing import system_key_available, system_private_key, system_public_key
+
+logger = logging.getLogger(__name__)
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises sealing.
 _SEAL_LOCK_KEY = 0x5AFE5871
@@ -119,10 +122,17 @@ def ledger_seal_loop(*, idle_seconds: float = 0.2, busy_seconds: float = 0.02,
     until `stop()`. Writers then only insert, and one process chains events in large batches, which
     costs far fewer round trips and commits than every writer sealing its own few events. Pauses
     `busy_seconds` after a batch (so the next one gathers more events) and `idle_seconds` when there
-    was nothing to seal. Safe beside other sealers (the advisory lock) and beside the beat task."""
+    was nothing to seal. Safe beside other sealers (the advisory lock) and beside the beat task. A
+    lost database connection is logged and reopened on the next pass rather than ending the loop."""
     total = 0
     while not stop():
-        sealed = ledger_seal(wait=True)
+        try:
+            sealed = ledger_seal(wait=True)
+        except (OperationalError, InterfaceError):
+            logger.warning("ledger sealer: database unavailable; retrying", exc_info=True)
+            connection.close()
+            time.sleep(idle_seconds)
+            continue
         total += sealed
         if sealed and on_sealed:
             on_sealed(sealed)

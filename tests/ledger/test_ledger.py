@@ -245,3 +245,26 @@ def test_concurrent_writers_and_a_running_sealer_leave_a_gapless_verified_chain(
     assert list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 101))
     result = ledger_verify()
     assert result.ok and result.checked == 100 and result.pending == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sealer_loop_survives_a_lost_database_connection(settings, monkeypatch):
+    from django.db import OperationalError
+
+    import ledger.services as services
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    with transaction.atomic():
+        ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
+    real, calls = services.ledger_seal, []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "ledger_seal", flaky)
+    sealed: list[int] = []
+    total = services.ledger_seal_loop(idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed))
+    assert len(calls) == 2 and total == 1 and ledger_verify().pending == 0
