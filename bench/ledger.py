@@ -18,7 +18,7 @@ import time
 DB_NAME = "safeshrink_bench_ledger"
 WRITERS = 8
 APPENDS_PER_WRITER = 500
-TRIALS = 3
+TRIALS = 5
 VERIFY_EVENTS = 1_000_000
 
 

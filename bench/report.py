@@ -20,7 +20,7 @@ DESCRIPTIONS = {
                "(a) appends per second from 8 writer processes, each append in its own transaction through "
                "`ledger_append`, in both sealing modes: `inline` (each writer seals right after its commit) and "
                "`sealer` (writers only insert; one `ledger_sealer` process chains, as docker/compose.yml runs "
-               "it). 3 alternating trials per mode, median trial shown; `sealed_appends_per_second` counts "
+               "it). 5 alternating trials per mode, median trial shown; `sealed_appends_per_second` counts "
                "until the last event is sealed. (b) `ledger_verify` over 1,000,000 events loaded with a valid "
                "chain. Target: >= 1,000 appends/s (judged end to end, sealer mode); verification <= 10 s."),
     "exports": ("Signed export of a release with 5 candidates",
