@@ -43,7 +43,19 @@ def _sign_in(browser, live_server, username: str, password: str) -> None:
     browser.get(f"{live_server.url}/login/")
     browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _click_and_wait_for_next_page(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+
+def _click_and_wait_for_next_page(browser, element) -> None:
+    """Click, then wait until the old page is gone: otherwise a lookup can find an element of the
+    page being left, which goes stale under the test's feet."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
 
 
 def _decide(browser, live_server, release: Release, button_text: str, rationale: str, screenshot: str) -> None:
@@ -51,10 +63,10 @@ def _decide(browser, live_server, release: Release, button_text: str, rationale:
 
     browser.get(f"{live_server.url}/releases/{release.pk}/")
     assert browser.find_element(By.ID, "zone-table").is_displayed()
-    browser.find_element(By.LINK_TEXT, button_text).click()
+    _click_and_wait_for_next_page(browser, browser.find_element(By.LINK_TEXT, button_text))
     browser.find_element(By.NAME, "rationale").send_keys(rationale)
     browser.save_screenshot(str(SCREENSHOTS / f"{screenshot}-confirm.png"))
-    browser.find_element(By.ID, "confirm").click()
+    _click_and_wait_for_next_page(browser, browser.find_element(By.ID, "confirm"))
     browser.save_screenshot(str(SCREENSHOTS / f"{screenshot}-done.png"))
 
 
