@@ -28,6 +28,8 @@ def _request(api, experiment, **body):
     ({"method": "magnitude_prune", "parameters": {"sparsity": 1.0}}, "parameters", "sparsity"),
     ({"method": "magnitude_prune", "parameters": {"sparsity": -0.1}}, "parameters", "sparsity"),
     ({"method": "distill", "parameters": {"num_layers": 12}}, "parameters", "num_layers"),
+    ({"method": "distill", "parameters": {"num_layers": 1, "intermediate_size": 200}}, "parameters",
+     "intermediate_size"),
     ({"method": "structured_prune"}, "data_suite_version", "suite"),
 ])
 def test_bad_requests_are_refused_before_anything_runs(engineer_api, experiment, demo_suite, body, field, word):
