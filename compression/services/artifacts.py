@@ -10,6 +10,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -143,8 +144,23 @@ def _detect(directory: Path) -> tuple[str, list[str]]:
     return fmt, labels
 
 
-def _store(directory: Path, *, move: bool) -> tuple[str, list, int]:
-    """Put a folder into the store under its manifest digest; return (digest, manifest, size)."""
+@dataclass(frozen=True)
+class StoredArtifact:
+    """A model folder placed in this machine's store (and the shared storage), not yet recorded."""
+
+    digest: str
+    files: list
+    size: int
+    format: str
+    labels: list
+
+
+def artifact_store(directory: Path, *, move: bool = False) -> StoredArtifact:
+    """Put a model folder into the store under its manifest digest, and publish it to the shared
+    storage when one is configured. No database work: call it before the transaction that records
+    the artifact, so no transaction stays open (or holds a lock) while files are copied or uploaded.
+    The store is content-addressed, so a folder whose recording never commits is reused, never wrong."""
+    fmt, labels = _detect(directory)
     try:
         digest = manifest_digest(directory)
         files = [{"path": p, "sha256": h, "size": s} for p, h, s in manifest(directory)]
@@ -159,20 +175,17 @@ def _store(directory: Path, *, move: bool) -> tuple[str, list, int]:
                  ValidationFailed("The model files changed while they were being registered.",
                                   code="corrupt_artifact", details={"path": ["Files changed during copy."]}))
     _publish(digest, target, files)
-    return digest, files, sum(f["size"] for f in files)
+    return StoredArtifact(digest=digest, files=files, size=sum(f["size"] for f in files), format=fmt, labels=labels)
 
 
 def artifact_ingest(
-    *, directory: Path, name: str, actor, parent: ModelArtifact | None = None,
-    parameter_count: int | None = None, move: bool = False,
+    *, stored: StoredArtifact, name: str, actor, parent: ModelArtifact | None = None,
+    parameter_count: int | None = None,
 ) -> tuple[ModelArtifact, bool]:
-    """Store a model folder and record it. Returns (artifact, created). Same content, same artifact.
+    """Record a stored artifact. Returns (artifact, created). Same content, same artifact.
 
-    Must be called inside a transaction: the row and its ledger event commit together. The store
-    is content-addressed, so a folder left by a rolled-back transaction is reused, never wrong.
-    """
-    fmt, labels = _detect(directory)
-    digest, files, size = _store(directory, move=move)
+    Must be called inside a transaction: the row and its ledger event commit together."""
+    digest, size, fmt = stored.digest, stored.size, stored.format
     existing = ModelArtifact.objects.filter(digest=digest).first()
     if existing:
         return existing, False
@@ -180,7 +193,7 @@ def artifact_ingest(
         with transaction.atomic():
             artifact = ModelArtifact.objects.create(
                 name=name, digest=digest, format=fmt, size_bytes=size, parameter_count=parameter_count,
-                parent=parent, manifest=files, labels=labels, created_by=actor,
+                parent=parent, manifest=stored.files, labels=stored.labels, created_by=actor,
             )
     except IntegrityError:
         return ModelArtifact.objects.get(digest=digest), False
@@ -203,6 +216,7 @@ def artifact_register(*, actor, name: str, path: str, parent_id: int | None = No
         parent = ModelArtifact.objects.filter(pk=parent_id).first()
         if parent is None:
             raise ValidationFailed("Unknown parent artifact.", details={"parent": [f"No artifact {parent_id}."]})
+    stored = artifact_store(directory)
     with transaction.atomic():
-        artifact, _ = artifact_ingest(directory=directory, name=name, actor=actor, parent=parent)
+        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent)
     return artifact

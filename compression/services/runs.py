@@ -16,7 +16,7 @@ from compression.engine.methods import SUPPORTED_METHODS, validate_parameters, v
 from compression.models import CompressionRun, Experiment, RunStatus
 from ledger.services import ledger_append
 
-from .artifacts import artifact_ingest, artifact_path, scratch_dir
+from .artifacts import artifact_ingest, artifact_path, artifact_store, scratch_dir
 from .data import METHOD_DATA, compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
@@ -159,13 +159,14 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
         progress=progress,
     )
     finished = timezone.now()
+    stored = artifact_store(result.output_dir, move=True)  # copy and upload before taking the run's lock
     with transaction.atomic():
         locked = CompressionRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != RunStatus.RUNNING:
             raise JobCancelled(f"run {run.pk} is {locked.status}")
         artifact, _ = artifact_ingest(
-            directory=result.output_dir, name=f"{base.name} · {run.method} (run {run.pk})", actor=run.requested_by,
-            parent=base, parameter_count=result.parameter_count, move=True,
+            stored=stored, name=f"{base.name} · {run.method} (run {run.pk})", actor=run.requested_by,
+            parent=base, parameter_count=result.parameter_count,
         )
         locked.provenance = provenance_statement(
             subject_name=artifact.name, subject_digest=artifact.digest,

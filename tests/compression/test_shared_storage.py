@@ -62,6 +62,16 @@ def test_registered_artifact_is_published_and_another_machine_fetches_it(bucket,
     assert not any((tmp_path / "machine-b" / "tmp").iterdir())  # no staging folder left behind
 
 
+def test_storing_and_uploading_touch_no_database(bucket, tiny_model_dir, django_assert_num_queries):
+    """artifact_store runs before the transaction that records the artifact: no transaction or row
+    lock is held while files are copied and uploaded."""
+    from compression.services.artifacts import artifact_store
+
+    with django_assert_num_queries(0):
+        stored = artifact_store(tiny_model_dir)
+    assert f"artifacts/{stored.digest}.manifest.json" in _keys(bucket)
+
+
 def test_a_changed_object_in_the_bucket_is_refused(bucket, settings, tmp_path, engineer, tiny_model_dir):
     artifact = artifact_register(actor=engineer, name="tiny", path=str(tiny_model_dir))
     bucket.put_object(Bucket=BUCKET, Key=f"artifacts/{artifact.digest}/config.json", Body=b'{"tampered": true}')
