@@ -268,3 +268,13 @@ def test_sealer_loop_survives_a_lost_database_connection(settings, monkeypatch):
     sealed: list[int] = []
     total = services.ledger_seal_loop(idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed))
     assert len(calls) == 2 and total == 1 and ledger_verify().pending == 0
+
+
+def test_unknown_sealing_mode_is_a_system_check_error(settings):
+    from django.core.checks import run_checks
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "seal"}
+    errors = [e for e in run_checks() if e.id == "ledger.E001"]
+    assert len(errors) == 1 and "SAFESHRINK_LEDGER_SEALING" in errors[0].msg and "'seal'" in errors[0].msg
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    assert not [e for e in run_checks() if e.id == "ledger.E001"]

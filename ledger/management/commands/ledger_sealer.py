@@ -2,7 +2,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from ledger.services import ledger_seal_loop
+from ledger.services import ledger_seal, ledger_seal_loop
 
 
 class Command(BaseCommand):
@@ -19,8 +19,6 @@ class Command(BaseCommand):
                             help="Pause after sealing a batch, letting the next batch gather (default 0.02).")
 
     def handle(self, *args, once: bool, idle: float, busy: float, **options) -> None:
-        from ledger.services import ledger_seal
-
         if once:
             self.stdout.write(f"sealed {ledger_seal()} event(s)")
             return
