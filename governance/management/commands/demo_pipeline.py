@@ -4,14 +4,14 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.demo import DEMO_USERS
+from governance.demo import DEMO_USERS, demo_outcome
 from safeshrink_client import ApiError, Client
 
 
 class Command(BaseCommand):
     help = ("Run the demo pipeline against a running server: register nothing new, create an experiment on the demo "
             "base model, request a dynamic int8 compression run, propose a release and evaluate it, then print the "
-            "page where an officer decides. Needs `load_demo` and a worker.")
+            "gate (green, amber or red: int8 kernels differ between CPUs) and what to do next. Needs `load_demo` and a worker.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Base URL of the running server.")
@@ -40,18 +40,22 @@ class Command(BaseCommand):
                                timeout=timeout, on_progress=self._progress("evaluation"))
         except ApiError as exc:
             raise CommandError(f"API refused: {exc}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise CommandError(f"the demo did not finish: {exc} (see var/log/worker.log)") from exc
         total = time.perf_counter() - started
+        escalations = []
+        try:
+            escalations = api.get(f"/api/escalations/?release={release['id']}")["results"]
+        except ApiError:
+            pass  # the outcome is still worth printing without them
         self.stdout.write("")
-        if release["status"] != "awaiting_decision":
-            raise CommandError(f"release {release['id']} ended {release['status']}: {release['failure_reason']}")
         self.stdout.write(self.style.SUCCESS(
             f"demo pipeline done in {total:.1f} s (compression {t_compress:.1f} s, evaluation and gate "
-            f"{total - t_compress:.1f} s): release {release['id']} is awaiting a decision, gate "
-            f"{release['gate_zone'].upper()}"))
-        for verdict in release["gate"]:
-            value = "no evidence" if verdict["value"] is None else f"{verdict['value']:+.4f}"
-            self.stdout.write(f"  {verdict['zone']:>5}  {verdict['title']}: {value}")
-        self.stdout.write(f"decide at {url}/releases/{release['id']}/")
+            f"{total - t_compress:.1f} s): release {release['id']}"))
+        for line in demo_outcome(release, url=url, escalations=escalations):
+            self.stdout.write(line)
+        if release["status"] == "draft":
+            raise CommandError(f"release {release['id']} evaluation failed: {release['failure_reason']}")
 
     def _progress(self, what: str):
         last = {"text": ""}
