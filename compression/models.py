@@ -21,6 +21,11 @@ class ModelArtifact(models.Model):
     manifest = models.JSONField(help_text="Sorted [{path, sha256, size}] of every file.")
     labels = models.JSONField(default=list, help_text="Class names in the model's output order.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    registrants = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="+",
+        help_text="Users who registered these same bytes after the first (same content, same artifact); "
+                  "each of them may see it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

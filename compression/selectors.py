@@ -1,4 +1,4 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.models import Role
 from compression.models import CompressionRun, Experiment, ModelArtifact
@@ -20,6 +20,20 @@ def runs_visible_to(user) -> QuerySet[CompressionRun]:
 
 
 def artifacts_visible_to(user) -> QuerySet[ModelArtifact]:
-    if user.role in (Role.ENGINEER, Role.OFFICER, Role.ADMIN):
-        return ModelArtifact.objects.select_related("parent")
-    return ModelArtifact.objects.none()
+    """Officers and admins see every artifact. An engineer sees the artifacts they registered (first or
+    again) and those their experiments reach: each experiment's base and its runs' outputs. Regulators
+    and reviewers see none through the API (a regulator gets the release and its signed export)."""
+    qs = ModelArtifact.objects.select_related("parent")
+    if user.role in (Role.OFFICER, Role.ADMIN):
+        return qs
+    if user.role == Role.ENGINEER:
+        experiments = Experiment.objects.filter(owner=user)
+        reachable = (
+            Q(created_by=user)
+            | Q(pk__in=ModelArtifact.registrants.through.objects.filter(user=user).values("modelartifact_id"))
+            | Q(pk__in=experiments.values("base_artifact_id"))
+            | Q(pk__in=CompressionRun.objects.filter(experiment__in=experiments, output_artifact__isnull=False)
+                .values("output_artifact_id"))
+        )
+        return qs.filter(reachable)
+    return qs.none()

@@ -5,7 +5,9 @@ from compression.models import CompressionRun, Experiment, ModelArtifact, RiskTi
 
 class ArtifactRegisterInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    path = serializers.CharField(help_text="A model directory on the server's filesystem.")
+    path = serializers.CharField(help_text="An absolute path to a model directory on the server, inside one of the "
+                                           "folders the operator allowed (SAFESHRINK_IMPORT_ROOTS; none by default). "
+                                           "Symlinks are refused.")
     parent = serializers.IntegerField(required=False, allow_null=True)
 
 

@@ -6,10 +6,12 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api.filters import Filter, apply_filters
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from compression import selectors
-from compression.services.artifacts import artifact_register
+from compression.models import RiskTier, RunStatus
+from compression.services.artifacts import artifact_import
 from compression.services.experiments import experiment_create
 from compression.services.runs import compression_run_cancel, compression_run_request
 
@@ -26,16 +28,18 @@ class ArtifactListCreate(generics.ListAPIView):
     allowed_roles = READERS
     write_roles = WRITERS
     serializer_class = ArtifactOutput
+    filters = (Filter.str("name", description="Artifacts with exactly this name."),
+               Filter.int("parent", field="parent_id", description="Artifacts derived from this artifact."))
 
     def get_queryset(self):
-        return selectors.artifacts_visible_to(self.request.user)
+        return apply_filters(self, selectors.artifacts_visible_to(self.request.user))
 
     @extend_schema(request=ArtifactRegisterInput, responses={201: ArtifactOutput})
     def post(self, request):
         data = ArtifactRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
-        artifact = artifact_register(actor=request.user, name=data.validated_data["name"],
-                                     path=data.validated_data["path"], parent_id=data.validated_data.get("parent"))
+        artifact = artifact_import(actor=request.user, name=data.validated_data["name"],
+                                   path=data.validated_data["path"], parent_id=data.validated_data.get("parent"))
         return Response(ArtifactOutput(artifact).data, status=status.HTTP_201_CREATED)
 
 
@@ -53,9 +57,10 @@ class ExperimentListCreate(generics.ListAPIView):
     allowed_roles = READERS
     write_roles = WRITERS
     serializer_class = ExperimentOutput
+    filters = (Filter.choice("risk_tier", RiskTier),)
 
     def get_queryset(self):
-        return selectors.experiments_visible_to(self.request.user)
+        return apply_filters(self, selectors.experiments_visible_to(self.request.user))
 
     @extend_schema(request=ExperimentInput, responses={201: ExperimentOutput})
     def post(self, request):
@@ -100,14 +105,10 @@ class RunList(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = RunOutput
+    filters = (Filter.choice("status", RunStatus), Filter.int("experiment", field="experiment_id"))
 
     def get_queryset(self):
-        qs = selectors.runs_visible_to(self.request.user)
-        if status_ := self.request.query_params.get("status"):
-            qs = qs.filter(status=status_)
-        if experiment := self.request.query_params.get("experiment"):
-            qs = qs.filter(experiment_id=experiment)
-        return qs
+        return apply_filters(self, selectors.runs_visible_to(self.request.user))
 
 
 class RunDetail(generics.RetrieveAPIView):

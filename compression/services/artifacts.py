@@ -4,10 +4,17 @@ Every machine keeps a local store (one folder per manifest digest under ARTIFACT
 storage is configured (SAFESHRINK["ARTIFACT_STORAGE"], an S3-compatible bucket through
 django-storages), every artifact that enters a local store is also published there, and a machine
 whose store lacks an artifact fetches it, checking every byte against the digest before use.
+
+A job never trusts the local store either: artifact_path re-checks the stored files against the digest
+(cached per file while its size, timestamps and inode are unchanged). API clients register folders only
+from SAFESHRINK_IMPORT_ROOTS (artifact_import); operators' commands use artifact_register.
 """
 
+import errno
 import json
+import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +28,11 @@ from django.db import IntegrityError, transaction
 
 from accounts.errors import ValidationFailed
 from compression.engine.errors import EngineError
-from compression.engine.manifest import manifest, manifest_digest
+from compression.engine.manifest import (
+    VerificationCache, VerifiedManifest, manifest, manifest_digest, verify_manifest,
+)
 from compression.models import ArtifactFormat, ModelArtifact
+from compression.selectors import artifacts_visible_to
 from ledger.services import ledger_append
 
 
@@ -32,12 +42,30 @@ def artifact_root() -> Path:
     return root
 
 
-def artifact_path(artifact: ModelArtifact) -> Path:
-    """The artifact's folder in this machine's store, fetched from the shared storage if missing."""
+def artifact_dir(artifact: ModelArtifact) -> Path:
+    """The artifact's folder in this machine's store, fetched from the shared storage if missing.
+    NOT verified: for reading small metadata (config.json) at request time. A job uses artifact_path."""
     path = artifact_root() / artifact.digest
     if not path.exists() and shared_storage() is not None:
         _fetch(artifact.digest)
     return path
+
+
+# Process-local: a worker hashes each stored file once, then checks one lstat per file per job.
+_VERIFIED = VerificationCache()
+
+
+def artifact_verified(artifact: ModelArtifact) -> tuple[Path, VerifiedManifest]:
+    """The artifact's folder, after checking that its bytes still hash to the registered digest
+    (files unchanged since an earlier check in this process are not hashed again: see
+    VerificationCache). Raises EngineError("corrupt_artifact") when they do not."""
+    path = artifact_dir(artifact)
+    return path, verify_manifest(path, artifact.digest, cache=_VERIFIED)
+
+
+def artifact_path(artifact: ModelArtifact) -> Path:
+    """The artifact's folder for a job (compression or evaluation), verified against its digest."""
+    return artifact_verified(artifact)[0]
 
 
 def shared_storage():
@@ -117,10 +145,10 @@ def scratch_dir(prefix: str) -> Path:
     return path
 
 
-def _detect(directory: Path) -> tuple[str, list[str]]:
+def _detect(directory: Path, label: str | None = None) -> tuple[str, list[str]]:
     if not (directory / "config.json").is_file():
         raise ValidationFailed(
-            f"{directory} holds no config.json: not a model directory.", code="model_not_found",
+            f"{label or directory} holds no config.json: not a model directory.", code="model_not_found",
             details={"path": ["No config.json in this directory."]},
         )
     try:
@@ -155,17 +183,18 @@ class StoredArtifact:
     labels: list
 
 
-def artifact_store(directory: Path, *, move: bool = False) -> StoredArtifact:
+def artifact_store(directory: Path, *, move: bool = False, label: str | None = None) -> StoredArtifact:
     """Put a model folder into the store under its manifest digest, and publish it to the shared
     storage when one is configured. No database work: call it before the transaction that records
     the artifact, so no transaction stays open (or holds a lock) while files are copied or uploaded.
     The store is content-addressed, so a folder whose recording never commits is reused, never wrong."""
-    fmt, labels = _detect(directory)
+    fmt, labels = _detect(directory, label)
     try:
         digest = manifest_digest(directory)
         files = [{"path": p, "sha256": h, "size": s} for p, h, s in manifest(directory)]
     except EngineError as exc:
-        raise ValidationFailed(exc.message, code=exc.code, details={"path": [exc.message]}) from exc
+        message = exc.message if label is None else exc.message.replace(repr(str(directory)), repr(label))
+        raise ValidationFailed(message, code=exc.code, details={"path": [message]}) from exc
     target = artifact_root() / digest
     if not target.exists():
         # Re-checked after the copy: what lands in the store must be what was hashed.
@@ -188,7 +217,7 @@ def artifact_ingest(
     digest, size, fmt = stored.digest, stored.size, stored.format
     existing = ModelArtifact.objects.filter(digest=digest).first()
     if existing:
-        return existing, False
+        return _registered_again(existing, actor), False
     try:
         with transaction.atomic():
             artifact = ModelArtifact.objects.create(
@@ -196,7 +225,7 @@ def artifact_ingest(
                 parent=parent, manifest=stored.files, labels=stored.labels, created_by=actor,
             )
     except IntegrityError:
-        return ModelArtifact.objects.get(digest=digest), False
+        return _registered_again(ModelArtifact.objects.get(digest=digest), actor), False
     ledger_append(
         actor=actor, action="artifact.registered", object_type="artifact", object_id=artifact.pk,
         payload={"digest": digest, "name": name, "format": fmt, "size_bytes": size,
@@ -205,8 +234,22 @@ def artifact_ingest(
     return artifact, True
 
 
+def _registered_again(artifact: ModelArtifact, actor) -> ModelArtifact:
+    """Someone registered bytes that are already stored: same artifact, and it becomes visible to them
+    (artifacts are scoped to who registered or uses them; see selectors.artifacts_visible_to)."""
+    if actor is None or artifact.created_by_id == actor.pk or artifact.registrants.filter(pk=actor.pk).exists():
+        return artifact
+    artifact.registrants.add(actor)
+    ledger_append(actor=actor, action="artifact.registered", object_type="artifact", object_id=artifact.pk,
+                  payload={"digest": artifact.digest, "already_stored": True})
+    return artifact
+
+
 def artifact_register(*, actor, name: str, path: str, parent_id: int | None = None) -> ModelArtifact:
-    """Register a model folder on this machine as a base artifact (it is copied into the store)."""
+    """Register a model folder on this machine as a base artifact (it is copied into the store).
+
+    An operator action (`load_demo`, management commands, benchmarks): any readable folder. Requests
+    from API clients go through artifact_import, which only reads inside SAFESHRINK_IMPORT_ROOTS."""
     directory = Path(path).expanduser()
     if not directory.is_dir():
         raise ValidationFailed(f"No model directory at {path}.", code="model_not_found",
@@ -217,6 +260,119 @@ def artifact_register(*, actor, name: str, path: str, parent_id: int | None = No
         if parent is None:
             raise ValidationFailed("Unknown parent artifact.", details={"parent": [f"No artifact {parent_id}."]})
     stored = artifact_store(directory)
+    with transaction.atomic():
+        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent)
+    return artifact
+
+
+# One answer for every refused server path, whatever the reason (absent, not a folder, outside the
+# roots, `..`, relative): a client learns nothing about the server's files from it.
+PATH_REFUSED = ("No importable model directory at this path: it does not exist or is outside the folders this "
+                "server imports from (SAFESHRINK_IMPORT_ROOTS).")
+
+
+def _path_refused() -> ValidationFailed:
+    return ValidationFailed(PATH_REFUSED, code="model_not_found", details={"path": [PATH_REFUSED]})
+
+
+def import_roots() -> list[tuple[Path, Path]]:
+    """The configured import roots as (absolute path as written, real path); a root that is not an
+    existing absolute folder is ignored."""
+    roots = []
+    for root in settings.SAFESHRINK.get("IMPORT_ROOTS") or []:
+        root = str(root)
+        if os.path.isabs(root) and os.path.isdir(root):
+            roots.append((Path(os.path.normpath(root)), Path(os.path.realpath(root))))
+    return roots
+
+
+def _importable_directory(path: str) -> Path:
+    """The real path of `path` when it is an absolute folder inside an import root, reached through no
+    symlink below the root and no `..`; otherwise the one refusal."""
+    roots = import_roots()
+    if not roots or not path or "\x00" in path:
+        raise _path_refused()
+    given = PurePosixPath(path)
+    if not given.is_absolute() or ".." in given.parts:
+        raise _path_refused()
+    normal, real = Path(os.path.normpath(path)), Path(os.path.realpath(path))
+    for written, resolved in roots:
+        for base in (written, resolved):
+            # Below the root, the path as given must be the real path: no symlink on the way.
+            if normal.is_relative_to(base) and real == resolved / normal.relative_to(base) and real.is_dir():
+                return real
+    raise _path_refused()
+
+
+def _copy_tree_no_links(source: Path, destination: Path, label: str) -> None:
+    """Copy a folder, reading every entry through directory file descriptors and O_NOFOLLOW, so a symlink
+    (or a folder swapped for one during the copy) is refused instead of followed. Only regular files and
+    folders are copied; anything else (symlink, FIFO, device, socket) is refused."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    top = os.open(source, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:  # before copying anything: a folder without config.json is not a model (and may be huge)
+            config = os.stat("config.json", dir_fd=top, follow_symlinks=False)
+        except FileNotFoundError:
+            config = None
+        if config is None or not stat.S_ISREG(config.st_mode):
+            raise ValidationFailed(f"{label} holds no config.json: not a model directory.", code="model_not_found",
+                                   details={"path": ["No config.json in this directory."]})
+        # "." relative to the descriptor of the opened folder: the walk never re-resolves `source`.
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(".", follow_symlinks=False, dir_fd=top):
+            relative = Path(dirpath)
+            (destination / relative).mkdir(parents=True, exist_ok=True)
+            for name in dirnames:
+                if stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                    raise _link_refused((relative / name).as_posix())
+            for name in filenames:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                # A hard link could name a file from elsewhere on the same file system.
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    raise _link_refused((relative / name).as_posix())
+                try:
+                    fd = os.open(name, flags, dir_fd=dirfd)
+                except OSError as exc:  # ELOOP: replaced by a symlink after the stat
+                    raise _link_refused((relative / name).as_posix()) from exc
+                with os.fdopen(fd, "rb") as src:
+                    opened = os.fstat(src.fileno())
+                    if not stat.S_ISREG(opened.st_mode) or opened.st_nlink != 1:
+                        raise _link_refused((relative / name).as_posix())
+                    with open(destination / relative / name, "wb") as out:
+                        shutil.copyfileobj(src, out)
+    finally:
+        os.close(top)
+
+
+def _link_refused(relative: str) -> ValidationFailed:
+    return ValidationFailed(PATH_REFUSED, code="model_not_found",
+                            details={"path": [f"{relative} is a symbolic link, a hard link or not a regular file; "
+                                              "links are never followed when importing."]})
+
+
+def artifact_import(*, actor, name: str, path: str, parent_id: int | None = None) -> ModelArtifact:
+    """Register a model folder named by an API client. Only folders inside SAFESHRINK_IMPORT_ROOTS
+    (empty by default: the API then imports nothing) are read; symlinks anywhere in the folder, `..`
+    and paths that resolve outside a root are refused with one message that does not say whether the
+    path exists. The folder is copied through no-follow descriptors first, and what is hashed and
+    stored is that copy, so nothing outside the folder can end up in the store."""
+    parent = None
+    if parent_id is not None:
+        parent = artifacts_visible_to(actor).filter(pk=parent_id).first()
+        if parent is None:
+            raise ValidationFailed("Unknown parent artifact.", details={"parent": [f"No artifact {parent_id}."]})
+    directory = _importable_directory(path)
+    staging = scratch_dir("import")
+    try:
+        try:
+            _copy_tree_no_links(directory, staging / "model", label=path)
+        except OSError as exc:  # removed, swapped for a link or unreadable since the check: the same answer
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.EPERM):
+                raise
+            raise _path_refused() from exc
+        stored = artifact_store(staging / "model", move=True, label=path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     with transaction.atomic():
         artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent)
     return artifact

@@ -2,7 +2,8 @@ from django.db import transaction
 
 from accounts.errors import PermissionDenied, ValidationFailed
 from accounts.models import Role
-from compression.models import Experiment, ModelArtifact, RiskTier
+from compression.models import Experiment, RiskTier
+from compression.selectors import artifacts_visible_to
 from ledger.services import ledger_append
 
 
@@ -12,7 +13,7 @@ def experiment_create(
 ) -> Experiment:
     if actor.role not in (Role.ENGINEER, Role.ADMIN):
         raise PermissionDenied("Only engineers create experiments.")
-    base = ModelArtifact.objects.filter(pk=base_artifact_id).first()
+    base = artifacts_visible_to(actor).filter(pk=base_artifact_id).first()  # another engineer's: "unknown"
     if base is None:
         raise ValidationFailed("Unknown base artifact.", details={"base_artifact": [f"No artifact {base_artifact_id}."]})
     if not unsafe_labels:

@@ -16,7 +16,7 @@ from compression.engine.methods import SUPPORTED_METHODS, validate_parameters, v
 from compression.models import CompressionRun, Experiment, RunStatus
 from ledger.services import ledger_append
 
-from .artifacts import artifact_ingest, artifact_path, artifact_store, scratch_dir
+from .artifacts import artifact_dir, artifact_ingest, artifact_store, artifact_verified, scratch_dir
 from .data import METHOD_DATA, compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
@@ -28,7 +28,8 @@ OBJECT_TYPE = "compression_run"
 def _base_config(experiment: Experiment) -> dict:
     import json
 
-    config = json.loads((artifact_path(experiment.base_artifact) / "config.json").read_text("utf-8"))
+    # Only config.json is read here (in the web process); the worker verifies every byte before use.
+    config = json.loads((artifact_dir(experiment.base_artifact) / "config.json").read_text("utf-8"))
     architectures = config.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValidationFailed(f"The base model ({architectures or config.get('model_type')}) is not a sequence "
@@ -152,12 +153,16 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
         if source["data_digest"] != run.data_source["data_digest"]:
             raise EngineError("corrupt_artifact", "The suite's data changed since the run was requested.")
         data_digest = source["data_digest"]
+    # The stored base must still be the registered bytes (EngineError corrupt_artifact otherwise), and
+    # still be after the method has read it; the digest recorded in the provenance is the one checked.
+    source_dir, verified = artifact_verified(base)
     result = compress(
-        CompressionRequest(method=run.method, source_dir=artifact_path(base), output_dir=workdir / "out",
+        CompressionRequest(method=run.method, source_dir=source_dir, output_dir=workdir / "out",
                            parameters=run.parameters, seed=run.seed, data=data, data_digest=data_digest,
                            device=device),
         progress=progress,
     )
+    _, verified_after = artifact_verified(base)
     finished = timezone.now()
     stored = artifact_store(result.output_dir, move=True)  # copy and upload before taking the run's lock
     with transaction.atomic():
@@ -173,7 +178,11 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
             build_type=f"https://safeshrink.dev/compression/{run.method}@v1",
             external_parameters={"method": run.method, "parameters": run.parameters},
             internal_parameters={"seed": run.seed, "device": device, "threads": threads},
-            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": base.digest}}]
+            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": verified.digest},
+                           "annotations": {"verified": "sha256 of every stored file, before and after use",
+                                           "files": verified.files,
+                                           "files_hashed": verified.hashed + verified_after.hashed,
+                                           "files_from_cache": verified.cached + verified_after.cached}}]
             + ([{"name": "data", "uri": f"suite-version:{run.data_source['suite_version']}",
                  "digest": {"sha256": run.data_source["data_digest"]},
                  "annotations": {"suite_digest": run.data_source["suite_digest"],
