@@ -7,6 +7,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import DomainError
+from accounts.services import access_denied_record
 from exports.services.exports import export_request, regulator_grant
 
 
@@ -16,6 +17,7 @@ def export_create(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         export = export_request(actor=request.user, release_id=pk)
     except DomainError as exc:
+        _record_refusal(request, exc)
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Export {export.pk} queued: the signed dossier and bundle appear below when ready.")
@@ -29,7 +31,15 @@ def grant_create(request: HttpRequest, pk: int) -> HttpResponse:
         regulator_grant(actor=request.user, regulator_id=int(request.POST.get("regulator") or 0), release_id=pk,
                         days=int(request.POST.get("days") or 0), reason=request.POST.get("reason", ""))
     except (DomainError, ValueError) as exc:
+        _record_refusal(request, exc)
         messages.error(request, getattr(exc, "message", str(exc)))
     else:
         messages.success(request, "Regulator access granted.")
     return redirect("web:release", pk=pk)
+
+
+def _record_refusal(request: HttpRequest, exc: Exception) -> None:
+    """A 403 from the service (these services do not record their own refusals) is an access.denied event."""
+    if getattr(exc, "status", None) == 403:
+        access_denied_record(actor=request.user, method=request.method, path=request.path, reason=exc.code,
+                             message=exc.message)

@@ -8,11 +8,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.permissions import HasRole
-from accounts.errors import ValidationFailed
+from accounts.errors import NotFound, ValidationFailed
 from accounts.models import Role
 from exports.models import Export
 from governance.selectors import releases_visible_to
-from governance.services.access import access_record
+from governance.services.access import access_read, access_refusal_record
 from exports.services.exports import (
     export_open, export_request, export_verify, exports_visible_to, regulator_grant,
     regulator_grant_revoke,
@@ -42,10 +42,10 @@ class ReleaseExports(generics.ListAPIView):
     serializer_class = ExportOutput
 
     def get_queryset(self):
-        generics.get_object_or_404(releases_visible_to(self.request.user), pk=self.kwargs["pk"])
-        access_record(actor=self.request.user, what=f"exports of release {self.kwargs['pk']}",
-                      object_id=self.kwargs["pk"])
-        return exports_visible_to(self.request.user).filter(release_id=self.kwargs["pk"])
+        pk = self.kwargs["pk"]
+        access_read(actor=self.request.user, request=self.request, what=f"exports of release {pk}", object_id=pk,
+                    read=lambda: generics.get_object_or_404(releases_visible_to(self.request.user), pk=pk))
+        return exports_visible_to(self.request.user).filter(release_id=pk)
 
     @extend_schema(request=None, responses={202: ExportOutput})
     def post(self, request, pk: int):
@@ -60,8 +60,13 @@ class ExportDetail(generics.RetrieveAPIView):
     serializer_class = ExportOutput
 
     def get_queryset(self):
-        access_record(actor=self.request.user, what=f"export {self.kwargs['pk']}", object_id=self.kwargs["pk"])
         return exports_visible_to(self.request.user)
+
+    def get_object(self):
+        # Recorded after the lookup: a refused read (404) is access.denied, only a successful one access.viewed.
+        pk = self.kwargs["pk"]
+        return access_read(actor=self.request.user, request=self.request, what=f"export {pk}", object_id=pk,
+                           read=super().get_object, release_id=lambda: _release_of(pk))
 
 
 class ExportDownload(APIView):
@@ -70,10 +75,21 @@ class ExportDownload(APIView):
 
     @extend_schema(operation_id="exports_download", responses={(200, "application/octet-stream"): bytes})
     def get(self, request, pk: int, part: str):
-        path, name = export_open(actor=request.user, export_id=pk, part=part)
+        try:
+            # export_open records a successful download as access.downloaded.
+            path, name = export_open(actor=request.user, export_id=pk, part=part)
+        except NotFound:
+            access_refusal_record(actor=request.user, request=request, release_id=_release_of(pk),
+                                  what=f"export {pk} {part}")
+            raise
         content_type = "application/pdf" if name.endswith(".pdf") else "application/json"
         return FileResponse(path.open("rb"), as_attachment=True, filename=f"release-export-{pk}-{name}",
                             content_type=content_type)
+
+
+def _release_of(export_id) -> int | None:
+    """The release behind an export id (None if there is no such export), to name why a read was refused."""
+    return Export.objects.filter(pk=export_id).values_list("release_id", flat=True).first()
 
 
 class VerifyInput(serializers.Serializer):

@@ -4,6 +4,7 @@
 release R: they must get 404 (not even its existence leaks) where the role itself is allowed."""
 
 import datetime as dt
+import json
 
 import pytest
 from django.utils import timezone
@@ -43,7 +44,7 @@ def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, de
     ids = {"release": release.pk, "experiment": release.experiment_id, "run": release.compression_run_id,
            "comparison": release.comparison_id, "evaluation": release.candidate_evaluation_id,
            "escalation": Escalation.objects.filter(release=release).first().pk, "export": export.pk,
-           "task": task.pk, "suite_version": demo_suite.pk}
+           "task": task.pk, "suite_version": demo_suite.pk, "artifact": base_artifact.pk}
     return users, ids
 
 
@@ -57,6 +58,7 @@ R, W = "read", "write"
 # (kind, method, path, body, expected status per role in ROLES order)
 MATRIX = [
     (R, "get", "/api/artifacts/", None, (200, 200, 200, 403, 403, 403)),
+    (R, "get", "/api/artifacts/{artifact}/", None, (200, 404, 200, 403, 403, 403)),  # scoped like experiments
     (R, "get", "/api/experiments/{experiment}/", None, (200, 404, 200, 403, 403, 403)),
     (R, "get", "/api/runs/{run}/", None, (200, 404, 200, 403, 403, 403)),
     (R, "get", "/api/runs/", None, (200, 200, 200, 403, 403, 403)),
@@ -99,22 +101,48 @@ MATRIX = [
 ]
 
 
+def _events_since(last_id: int, user) -> list[LedgerEvent]:
+    return list(LedgerEvent.objects.filter(id__gt=last_id, actor_username=user.username).order_by("id"))
+
+
+def _last_id() -> int:
+    return LedgerEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def test_authorization_matrix(world):
+    """Every status as expected, and every refusal recorded (only refusals): an authenticated 403 writes exactly
+    one access.denied (role, method, path); a regulator's 404 writes access.denied with the reason, never
+    access.viewed; a regulator's successful read writes access.viewed (access.downloaded for a file)."""
     users, ids = world
     clients = {role: api_client_for(user) for role, user in users.items()}
     failures = []
     for kind, method, template, body, expected in MATRIX:
         path = template.format(**ids)
         for role, status in zip(ROLES, expected, strict=True):
-            before = LedgerEvent.objects.filter(actor_role="regulator").count()
+            user, last = users[role], _last_id()
             call = getattr(clients[role], method)
             response = call(path, body, format="json") if method == "post" else call(path)
+            where = f"{method.upper()} {path} as {role}"
             if response.status_code != status:
-                failures.append(f"{method.upper()} {path} as {role}: {response.status_code}, expected {status}")
-            if role == "regulator" and kind == R and status == 200:
-                after = LedgerEvent.objects.filter(actor_role="regulator").count()
-                if after <= before:
-                    failures.append(f"{method.upper()} {path} as regulator left no ledger event")
+                failures.append(f"{where}: {response.status_code}, expected {status}")
+            events = _events_since(last, user)
+            denied = [e for e in events if e.action == "access.denied"]
+            actions = [e.action for e in events]
+            if status == 403:
+                payloads = [json.loads(e.payload_json) for e in denied]
+                wanted = {"role": user.role, "method": method.upper(), "path": path}
+                if len(denied) != 1 or {k: payloads[0].get(k) for k in wanted} != wanted:
+                    failures.append(f"{where}: 403 recorded as {payloads}, expected one access.denied {wanted}")
+            elif status in (200, 201, 202, 400) and denied:
+                failures.append(f"{where}: {status} but recorded access.denied")
+            if user.role == "regulator" and kind == R:
+                if status == 404 and ("access.viewed" in actions or len(denied) != 1):
+                    failures.append(f"{where}: 404 recorded as {actions}, expected one access.denied")
+                if status == 404 and denied and json.loads(denied[0].payload_json)["reason"] != "no_grant":
+                    failures.append(f"{where}: 404 reason {denied[0].payload_json}, expected no_grant")
+                read = "access.downloaded" if path.endswith(("/dossier/", "/bundle/")) else "access.viewed"
+                if status == 200 and read not in actions:
+                    failures.append(f"{where}: 200 recorded as {actions}, expected {read}")
     assert failures == [], "\n".join(failures)
 
 
@@ -130,9 +158,33 @@ def test_expired_or_revoked_grant_hides_the_release(world):
     users, ids = world
     grant = RegulatorGrant.objects.get(regulator=users["regulator"])
     api = api_client_for(users["regulator"])
+
+    def recorded(since: int) -> list[tuple[str, str | None]]:
+        return [(e.action, json.loads(e.payload_json).get("reason"))
+                for e in _events_since(since, users["regulator"])]
+
+    last = _last_id()
     assert api.get(f"/api/releases/{ids['release']}/").status_code == 200
+    assert recorded(last) == [("access.viewed", None)]
     RegulatorGrant.objects.filter(pk=grant.pk).update(valid_until=timezone.now() - dt.timedelta(seconds=1))
+    last = _last_id()
     assert api.get(f"/api/releases/{ids['release']}/").status_code == 404
+    assert api.get(f"/api/exports/{ids['export']}/").status_code == 404
+    assert recorded(last) == [("access.denied", "grant_expired")] * 2
     RegulatorGrant.objects.filter(pk=grant.pk).update(valid_until=timezone.now() + dt.timedelta(days=1),
                                                       revoked_at=timezone.now())
+    last = _last_id()
     assert api.get(f"/api/exports/{ids['export']}/dossier/").status_code == 404
+    assert api.get(f"/api/releases/{ids['release']}/exports/").status_code == 404
+    assert recorded(last) == [("access.denied", "grant_revoked")] * 2
+
+
+def test_a_regulator_s_refused_web_page_is_access_denied_not_viewed(world, client):
+    users, ids = world
+    client.force_login(users["other_regulator"])
+    last = _last_id()
+    assert client.get(f"/releases/{ids['release']}/").status_code == 404
+    client.force_login(users["regulator"])
+    assert client.get(f"/releases/{ids['release']}/").status_code == 200
+    assert [(e.actor_username, e.action) for e in LedgerEvent.objects.filter(id__gt=last).order_by("id")
+            if e.action.startswith("access.")] == [("hugo", "access.denied"), ("gina", "access.viewed")]
