@@ -284,6 +284,9 @@ class Escalation(models.Model):
         ordering = ["deadline"]
         constraints = [
             models.CheckConstraint(condition=models.Q(level__gte=1, level__lte=3), name="escalation_level_1_to_3"),
+            # At most one unresolved (open or acknowledged) escalation per release and trigger.
+            models.UniqueConstraint(fields=["release", "trigger"], condition=~models.Q(status="resolved"),
+                                    name="one_unresolved_escalation_per_trigger"),
         ]
 
     def __str__(self) -> str:

@@ -2,19 +2,31 @@
 
 from celery import shared_task
 
+from evaluations.services.runs import RUN_FINISHED_TASK
 from governance.services.escalations import escalations_escalate_overdue
 from governance.services.monitoring import revalidation_complete, revalidations_run_due
 from governance.services.notifications import webhook_deliver
-from governance.services.releases import EvaluationsPending, release_complete_evaluation
+from governance.services.releases import (
+    EvaluationsPending, release_complete_evaluation, releases_complete_for_evaluation, releases_complete_stuck,
+)
 from governance.services.reviews import review_tasks_overdue
 
 
-@shared_task(name="governance.complete_release_evaluation", bind=True, max_retries=1440)
-def complete_release_evaluation(self, release_id: int) -> None:
-    try:
-        release_complete_evaluation(release_id=release_id)
-    except EvaluationsPending as exc:
-        raise self.retry(countdown=3, exc=exc) from exc
+@shared_task(name=RUN_FINISHED_TASK)
+def evaluation_finished(evaluation_id: int) -> list[int]:
+    """Sent by evaluations, by name, when a run finishes: complete the releases waiting on it."""
+    return releases_complete_for_evaluation(evaluation_id=evaluation_id)
+
+
+@shared_task(name="governance.complete_release_evaluation")
+def complete_release_evaluation(release_id: int) -> str:
+    """One attempt (no polling): enqueued when a release starts evaluating, for reused finished runs."""
+    return release_complete_evaluation(release_id=release_id).status
+
+
+@shared_task(name="governance.complete_stuck_releases")
+def complete_stuck_releases() -> list[int]:
+    return releases_complete_stuck()
 
 
 @shared_task(name="governance.escalate_overdue")

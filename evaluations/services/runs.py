@@ -4,8 +4,14 @@ A run is split into chunks of examples, each a Celery task (so several workers s
 suite). The fan-in is the run row itself: each chunk stores its predictions (unique per run and
 example), then adds its index to `chunks_done` under a row lock; the chunk that completes the set
 computes the metrics. No result backend is needed, and a chunk delivered twice does nothing twice.
+
+A run that finishes (succeeded or failed) is announced, after its commit, to the task named
+RUN_FINISHED_TASK: a higher layer (governance) registers a task under that name to complete what
+waits on the run. The task is looked up by name, so this module imports nothing above it.
+Beat re-enqueues whatever a killed worker lost (`evaluation_runs_requeue_orphaned`).
 """
 
+import datetime as dt
 import logging
 import math
 
@@ -13,6 +19,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from compression.engine.errors import EngineError
@@ -29,6 +36,8 @@ logger = logging.getLogger(__name__)
 OBJECT_TYPE = "evaluation_run"
 DEFAULT_CONFIG = {"batch_size": 32, "max_length": 64, "decision_threshold": 0.5, "ece_bins": 15}
 MIN_SUBGROUP_N = 30
+# The task a finished run is announced to, by name (registered by governance; see the module docstring).
+RUN_FINISHED_TASK = "evaluation.finished"
 
 
 def evaluation_config(*, unsafe_labels: list[str], **overrides) -> dict:
@@ -101,14 +110,31 @@ def evaluation_chunk_execute(*, run_id: int, chunk: int) -> None:
         timings = _predict_chunk(run, chunk)
         _record_chunk(run_id, chunk, timings)
     except EngineError as exc:
-        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code=exc.code, reason=exc.message)
+        _fail(run_id, code=exc.code, reason=exc.message)
     except SoftTimeLimitExceeded:
-        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code="time_limit",
-                 reason=f"Chunk {chunk} exceeded its time limit.")
+        _fail(run_id, code="time_limit", reason=f"Chunk {chunk} exceeded its time limit.")
     except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
         logger.exception("evaluation run %s chunk %s failed", run_id, chunk)
-        job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code="internal_error",
-                 reason=f"Unexpected error in chunk {chunk}: {type(exc).__name__}: {exc}")
+        _fail(run_id, code="internal_error", reason=f"Unexpected error in chunk {chunk}: {type(exc).__name__}: {exc}")
+
+
+def _fail(run_id: int, *, code: str, reason: str) -> None:
+    job_fail(EvaluationRun, run_id, object_type=OBJECT_TYPE, code=code, reason=reason)
+    transaction.on_commit(lambda: _announce_finished(run_id), robust=True)
+
+
+def _announce_finished(run_id: int) -> None:
+    """Enqueue the RUN_FINISHED_TASK for this run (after commit). Sent more than once it does its
+    work once; if it is lost, governance's beat sweep of releases stuck in `evaluating` catches up."""
+    from celery import current_app
+
+    if RUN_FINISHED_TASK not in current_app.tasks:
+        current_app.loader.import_default_modules()  # autodiscovery (a worker has done it at start)
+    task = current_app.tasks.get(RUN_FINISHED_TASK)
+    if task is None:
+        logger.warning("no task %r is registered: nothing waits on evaluation run %s", RUN_FINISHED_TASK, run_id)
+        return
+    task.delay(run_id)
 
 
 def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
@@ -157,6 +183,7 @@ def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
                                 "progress_percent"])
         if len(run.chunks_done) == run.chunks_total:
             _finish(run)
+            transaction.on_commit(lambda: _announce_finished(run_id), robust=True)
 
 
 def example_arrays(suite_version: SuiteVersion, labels: list[str]) -> dict[str, np.ndarray]:
@@ -222,7 +249,10 @@ def _finish(run: EvaluationRun) -> None:
 
 
 def evaluation_runs_requeue_orphaned() -> list[int]:
-    """Re-enqueue the missing chunks of runs whose workers stopped reporting (lease expired)."""
+    """Called by beat. Re-enqueue the missing chunks of runs whose workers stopped reporting (lease
+    expired), and the start of runs still queued a lease after they were requested (their start
+    message was lost with a killed worker). Idempotent: a chunk or start delivered twice does its
+    work once; the touched heartbeat keeps the next tick from enqueueing them again within a lease."""
     requeued = []
     for run_id in jobs_orphaned(EvaluationRun):
         run = EvaluationRun.objects.get(pk=run_id)
@@ -231,4 +261,19 @@ def evaluation_runs_requeue_orphaned() -> list[int]:
             EvaluationRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
             _enqueue_chunks(run_id, missing)
             requeued.append(run_id)
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.SAFESHRINK["RUN_LEASE_SECONDS"])
+    unstarted = EvaluationRun.objects.filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff),
+        status=RunStatus.QUEUED, chunks_total=0, created_at__lt=cutoff,
+    )
+    for run_id in unstarted.values_list("pk", flat=True):
+        if EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=timezone.now()):
+            _enqueue_start(run_id)
+            requeued.append(run_id)
     return requeued
+
+
+def _enqueue_start(run_id: int) -> None:
+    from evaluations.tasks import start_evaluation_run
+
+    start_evaluation_run.delay(run_id)

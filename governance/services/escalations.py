@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -26,19 +26,39 @@ def _recipients(release: Release, level: int) -> list[User]:
 
 
 def escalation_open(*, release: Release, trigger: str, summary: str, actor=None) -> Escalation:
-    """Open an escalation at level 1 with the tier's deadline. Runs inside the caller's transaction."""
-    policy = approval_policy_for(release.experiment.risk_tier)
-    escalation = Escalation.objects.create(
-        release=release, trigger=trigger, summary=summary, level=1, owner_role=Role.OFFICER,
-        deadline=timezone.now() + dt.timedelta(hours=policy.escalation_hours),
-    )
-    ledger_append(actor=actor, action="escalation.opened", object_type="escalation", object_id=escalation.pk,
-                  payload={"release": release.pk, "trigger": trigger, "summary": summary, "level": 1,
-                           "deadline": escalation.deadline.isoformat()})
-    notify(event="escalation.opened", payload={"escalation": escalation.pk, "release": release.pk, "trigger": trigger,
-                                               "level": 1, "deadline": escalation.deadline.isoformat()},
-           recipients=_recipients(release, 1), subject=f"[SafeShrink] Escalation on release {release.pk}: {summary}")
+    """Open an escalation at level 1 with the tier's deadline, or return the release's unresolved
+    escalation for this trigger (at most one: a partial unique constraint). Idempotent: a second
+    call writes no ledger event and notifies nobody. Runs inside the caller's transaction."""
+    with transaction.atomic():
+        existing = _unresolved(release, trigger)
+        if existing is not None:
+            return existing
+        policy = approval_policy_for(release.experiment.risk_tier)
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent opener's row makes only this insert fail
+                escalation = Escalation.objects.create(
+                    release=release, trigger=trigger, summary=summary, level=1, owner_role=Role.OFFICER,
+                    deadline=timezone.now() + dt.timedelta(hours=policy.escalation_hours),
+                )
+        except IntegrityError:
+            existing = _unresolved(release, trigger)
+            if existing is None:
+                raise
+            return existing
+        ledger_append(actor=actor, action="escalation.opened", object_type="escalation", object_id=escalation.pk,
+                      payload={"release": release.pk, "trigger": trigger, "summary": summary, "level": 1,
+                               "deadline": escalation.deadline.isoformat()})
+        notify(event="escalation.opened",
+               payload={"escalation": escalation.pk, "release": release.pk, "trigger": trigger, "level": 1,
+                        "deadline": escalation.deadline.isoformat()},
+               recipients=_recipients(release, 1),
+               subject=f"[SafeShrink] Escalation on release {release.pk}: {summary}")
     return escalation
+
+
+def _unresolved(release: Release, trigger: str) -> Escalation | None:
+    return (Escalation.objects.filter(release=release, trigger=trigger).exclude(status=EscalationStatus.RESOLVED)
+            .order_by("pk").first())
 
 
 def _locked(escalation_id: int) -> Escalation:

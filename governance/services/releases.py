@@ -3,16 +3,19 @@ version, and writes its ledger event in the same transaction. Refusals change no
 themselves recorded in the ledger."""
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from accounts.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
-from compression.models import CompressionRun, RunStatus
+from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
 from evaluations.models import SuiteVersion
 from evaluations.services.comparisons import comparison_compute
@@ -28,12 +31,18 @@ from .authority import approval_policy_for, require_authority, require_independe
 from .policies import policy_judge, verdicts_as_json
 
 OBJECT_TYPE = "release"
+logger = logging.getLogger(__name__)
 
 
-def _locked(release_id: int, expected_version: int | None) -> Release:
+def _locked(release_id: int, expected_version: int | None,
+            authorize: Callable[[Release], None] | None = None) -> Release:
+    """Lock the release row. Who before what: `authorize` (the actor's role and authority) is checked
+    before the expected version, so a refused actor is recorded as refused, not as holding a stale page."""
     release = Release.objects.select_for_update().filter(pk=release_id).first()
     if release is None:
         raise NotFound(f"No release {release_id}.")
+    if authorize is not None:
+        authorize(release)
     if expected_version is not None and release.version != expected_version:
         raise Conflict(
             f"Release {release.pk} changed since you loaded it (version {expected_version}, now {release.version}).",
@@ -103,10 +112,8 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
 def release_start_evaluation(*, actor, release_id: int, expected_version: int | None = None) -> Release:
     """draft → evaluating: pin the policy, request both evaluations, and enqueue them after commit."""
     with transaction.atomic():
-        release = _locked(release_id, expected_version)
+        release = _locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
         _expect(release, ReleaseStatus.DRAFT)
-        if actor.role == Role.ENGINEER and release.experiment.owner_id != actor.pk:
-            raise PermissionDenied("Only the experiment's owner may start its evaluation.")
         config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels)
         baseline = evaluation_run_request(actor=actor, artifact=release.experiment.base_artifact,
                                           suite_version=release.suite_version, config=config)
@@ -124,25 +131,33 @@ def release_start_evaluation(*, actor, release_id: int, expected_version: int | 
     return release
 
 
+def _owner_only(actor, release: Release) -> None:
+    if actor.role == Role.ENGINEER and release.experiment.owner_id != actor.pk:
+        raise PermissionDenied("Only the experiment's owner may start its evaluation.")
+
+
 def _enqueue_evaluation(release_id: int, baseline_id: int, candidate_id: int) -> None:
     from evaluations.tasks import start_evaluation_run
     from governance.tasks import complete_release_evaluation
 
-    # Each evaluation fans out into chunks on any worker; the completion task waits (retrying)
-    # until both have finished, then compares and gates. No result backend is needed.
+    # Each evaluation fans out into chunks on any worker. The chunk that finishes a run announces it
+    # (evaluations' RUN_FINISHED_TASK, implemented by governance.tasks.evaluation_finished), which
+    # completes the releases waiting on it. One completion attempt now covers runs that were already
+    # finished (an evaluation reused from an earlier release); beat's sweep covers a lost message.
     start_evaluation_run.delay(baseline_id)
     start_evaluation_run.delay(candidate_id)
     complete_release_evaluation.delay(release_id)
 
 
 class EvaluationsPending(Exception):
-    """Both evaluations have not finished yet; the completion task retries later."""
+    """An evaluation has not finished yet (revalidations retry on it)."""
 
 
 def release_complete_evaluation(*, release_id: int) -> Release:
     """evaluating → awaiting decision (green, red) or in review (amber); back to draft if an
-    evaluation failed. A red gate opens an escalation. Idempotent. Raises EvaluationsPending
-    while either evaluation is still running."""
+    evaluation failed. A red gate opens an escalation. Idempotent: a release that is not evaluating,
+    or whose evaluations are still running, is returned unchanged; two concurrent calls compare once
+    (the comparison is unique per pair) and transition once (the release row is locked)."""
     from .escalations import escalation_open
     from .reviews import review_tasks_create
 
@@ -151,19 +166,21 @@ def release_complete_evaluation(*, release_id: int) -> Release:
         return release
     runs = (release.baseline_evaluation, release.candidate_evaluation)
     if not all(r.is_terminal for r in runs):
-        raise EvaluationsPending(f"release {release_id}: evaluations still running")
-    failed = [r for r in runs if r.status != RunStatus.SUCCEEDED]
+        return release
+    failure = "; ".join(f"evaluation {r.pk} {r.status}: {r.failure_reason or 'not finished'}"
+                        for r in runs if r.status != RunStatus.SUCCEEDED)
     comparison = None
-    if not failed:
-        comparison = comparison_compute(actor=None, baseline_run_id=runs[0].pk, candidate_run_id=runs[1].pk)
+    if not failure:
+        try:
+            comparison = comparison_compute(actor=None, baseline_run_id=runs[0].pk, candidate_run_id=runs[1].pk)
+        except DomainError as exc:  # the runs cannot be compared: retrying would not help, so the release fails
+            failure = f"comparison refused ({exc.code}): {exc.message}"
     with transaction.atomic():
         release = _locked(release_id, None)
         if release.status != ReleaseStatus.EVALUATING:
             return release
-        if failed:
-            release.failure_reason = "; ".join(
-                f"evaluation {r.pk} {r.status}: {r.failure_reason or 'not finished'}" for r in failed
-            )
+        if failure:
+            release.failure_reason = failure
             transition(release, actor=None, to=ReleaseStatus.DRAFT, action="release.failed",
                        payload={"reason": release.failure_reason}, fields=("failure_reason",))
             return release
@@ -183,6 +200,41 @@ def release_complete_evaluation(*, release_id: int) -> Release:
         elif zone == Zone.AMBER:
             review_tasks_create(release=release)
     return release
+
+
+def releases_complete_for_evaluation(*, evaluation_id: int) -> list[int]:
+    """Complete every release evaluating on this (finished) evaluation whose other evaluation has
+    finished too. Returns the ids of the releases that left `evaluating`."""
+    waiting = Release.objects.filter(Q(baseline_evaluation_id=evaluation_id) | Q(candidate_evaluation_id=evaluation_id),
+                                     status=ReleaseStatus.EVALUATING)
+    return _complete_each(waiting.order_by("pk").values_list("pk", flat=True))
+
+
+def releases_complete_stuck(*, now: dt.datetime | None = None) -> list[int]:
+    """Called by beat: complete releases still `evaluating` although both evaluations finished at
+    least a sweep period ago (their completion message was lost). Returns the ids completed."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.SAFESHRINK.get("SWEEP_SECONDS", 60))
+    stuck = Release.objects.filter(
+        Q(baseline_evaluation__finished_at__isnull=True) | Q(baseline_evaluation__finished_at__lt=cutoff),
+        Q(candidate_evaluation__finished_at__isnull=True) | Q(candidate_evaluation__finished_at__lt=cutoff),
+        status=ReleaseStatus.EVALUATING, baseline_evaluation__status__in=TERMINAL_RUN_STATUSES,
+        candidate_evaluation__status__in=TERMINAL_RUN_STATUSES,
+    )
+    return _complete_each(stuck.order_by("pk").values_list("pk", flat=True))
+
+
+def _complete_each(release_ids) -> list[int]:
+    completed = []
+    for release_id in list(release_ids):
+        try:
+            release = release_complete_evaluation(release_id=release_id)
+        except Exception:  # noqa: BLE001 - one release's failure must not stop the others; the sweep retries
+            logger.exception("completing the evaluation of release %s failed", release_id)
+            continue
+        if release.status != ReleaseStatus.EVALUATING:
+            completed.append(release_id)
+    return completed
 
 
 def release_evidence(release: Release) -> dict:
@@ -292,6 +344,18 @@ _DECISIONS = {
 }
 
 
+def _may_decide(actor, release: Release, kind: str) -> None:
+    """The role and authority checks of each decision (repeated inside it), before version and state."""
+    if kind in (DecisionKind.APPROVE, DecisionKind.REJECT):
+        require_officer(actor, f"{kind} a release")
+        require_independent(actor, release)
+        require_authority(actor, release, f"{kind} this release")
+    elif kind == DecisionKind.RESUME:
+        require_authority(actor, release, "resume this release")
+    else:
+        require_officer(actor, "halt a release" if kind == DecisionKind.HALT else "roll back a release")
+
+
 def release_decide(
     *, actor, release_id: int, kind: str, rationale: str, expected_version: int | None = None
 ) -> Release:
@@ -303,7 +367,7 @@ def release_decide(
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version)
+            release = _locked(release_id, expected_version, authorize=lambda r: _may_decide(actor, r, kind))
             _DECISIONS[kind](release, actor, rationale.strip())
         _notify_decision(release, kind)
         return release
@@ -353,7 +417,8 @@ def release_start_rollout(*, actor, release_id: int, stages: list[dict], expecte
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version)
+            release = _locked(release_id, expected_version,
+                              authorize=lambda r: require_authority(actor, r, "start a rollout"))
             _expect(release, ReleaseStatus.APPROVED)
             require_authority(actor, release, "start a rollout")
             intact = _candidate_intact(release)
@@ -384,7 +449,8 @@ def release_advance_rollout(*, actor, release_id: int, expected_version: int | N
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version)
+            release = _locked(release_id, expected_version,
+                              authorize=lambda r: require_authority(actor, r, "advance a rollout"))
             _expect(release, ReleaseStatus.ROLLING_OUT)
             require_authority(actor, release, "advance a rollout")
             stages = list(release.rollout_stages.order_by("position"))

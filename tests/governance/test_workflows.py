@@ -255,3 +255,99 @@ def test_seed_spread_reports_every_seed_and_the_spread(engineer, engineer_api, b
     accuracy = entry["groups"]["overall"]["accuracy"]
     assert set(accuracy["deltas"]) == {"1", "2", "3"}  # JSON object keys
     assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"] and accuracy["stdev"] >= 0
+
+
+@pytest.fixture
+def draft_release(engineer, base_artifact, demo_suite, demo_policy):
+    """A release with a succeeded compression run behind it, not evaluated (escalations need no gate)."""
+    from compression.services.experiments import experiment_create
+    from compression.services.runs import compression_run_request
+    from governance.services.releases import release_create
+
+    experiment = experiment_create(actor=engineer, name="escalations", base_artifact_id=base_artifact.pk,
+                                   unsafe_labels=["hatespeech", "offensive"])
+    run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8")
+    return release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
+                          policy_id=demo_policy.pk)
+
+
+def _opened_events(release) -> int:
+    return sum(json.loads(e.payload_json)["release"] == release.pk
+               for e in LedgerEvent.objects.filter(action="escalation.opened"))
+
+
+def test_escalation_open_twice_returns_the_same_escalation_and_records_it_once(draft_release, officer):
+    from governance.models import EscalationTrigger
+    from governance.services.escalations import escalation_open
+
+    with transaction.atomic():
+        first = escalation_open(release=draft_release, trigger=EscalationTrigger.INCIDENT, summary="first")
+    mail.outbox.clear()
+    with transaction.atomic():
+        second = escalation_open(release=draft_release, trigger=EscalationTrigger.INCIDENT, summary="second")
+    assert second.pk == first.pk and Escalation.objects.get(pk=first.pk).summary == "first"
+    assert Escalation.objects.filter(release=draft_release).count() == 1
+    assert _opened_events(draft_release) == 1 and mail.outbox == []  # nobody is told twice
+    # Acknowledged is still unresolved: the same one again.
+    Escalation.objects.filter(pk=first.pk).update(status=EscalationStatus.ACKNOWLEDGED)
+    assert escalation_open(release=draft_release, trigger=EscalationTrigger.INCIDENT, summary="third").pk == first.pk
+    # Another trigger is another escalation; once resolved, the trigger may open a new one.
+    other = escalation_open(release=draft_release, trigger=EscalationTrigger.MISSED_DEADLINE, summary="late")
+    assert other.pk != first.pk
+    escalation_resolve(actor=officer, escalation_id=first.pk, resolution="Handled.")
+    again = escalation_open(release=draft_release, trigger=EscalationTrigger.INCIDENT, summary="new incident")
+    assert again.pk not in (first.pk, other.pk) and again.status == EscalationStatus.OPEN
+    assert _opened_events(draft_release) == 3
+
+
+@pytest.mark.postgres
+def test_database_refuses_a_second_unresolved_escalation_per_trigger(draft_release):
+    from tests.conftest import require_service
+
+    require_service("postgres")
+    fields = {"release": draft_release, "trigger": "red_zone", "summary": "x", "deadline": timezone.now()}
+    first = Escalation.objects.create(**fields)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Escalation.objects.create(**fields)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Escalation.objects.create(**fields, status=EscalationStatus.ACKNOWLEDGED)
+    Escalation.objects.create(**fields, status=EscalationStatus.RESOLVED)  # resolved ones are history
+    Escalation.objects.filter(pk=first.pk).update(status=EscalationStatus.RESOLVED)
+    Escalation.objects.create(**fields)
+    assert Escalation.objects.filter(release=draft_release).exclude(status=EscalationStatus.RESOLVED).count() == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_escalation_opens_make_one(draft_release):
+    """Openers racing without a lock on the release: the losers get the winner's escalation."""
+    from django.db import connection
+
+    from governance.models import EscalationTrigger
+    from governance.services.escalations import escalation_open
+    from tests.conftest import require_service
+
+    require_service("postgres")
+    openers = 6
+    barrier = threading.Barrier(openers)
+    opened: list[int] = []
+    errors: list[BaseException] = []
+
+    def attempt(i: int) -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                opened.append(escalation_open(release=draft_release, trigger=EscalationTrigger.RED_ZONE,
+                                              summary=f"opener {i}").pk)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(openers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(opened) == openers and len(set(opened)) == 1
+    assert Escalation.objects.filter(release=draft_release).count() == 1
+    assert _opened_events(draft_release) == 1
