@@ -110,7 +110,12 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
 
 
 def release_start_evaluation(*, actor, release_id: int, expected_version: int | None = None) -> Release:
-    """draft → evaluating: pin the policy, request both evaluations, and enqueue them after commit."""
+    """draft → evaluating: pin the policy, request both evaluations, and enqueue them after commit.
+    A refusal (not the owner, stale version, not a draft) is recorded in the ledger."""
+    return guarded(actor, release_id, lambda: _start_evaluation(actor, release_id, expected_version))
+
+
+def _start_evaluation(actor, release_id: int, expected_version: int | None) -> Release:
     with transaction.atomic():
         release = _locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
         _expect(release, ReleaseStatus.DRAFT)

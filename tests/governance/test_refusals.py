@@ -204,6 +204,19 @@ def test_a_refused_actor_with_a_stale_version_is_recorded_as_refused(release, ma
     assert refused.value.code == "stale_version"
 
 
+def test_a_refused_start_of_evaluation_is_recorded(engineer, base_artifact, demo_suite, demo_policy, make_user):
+    from governance.services.releases import release_create, release_start_evaluation
+
+    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
+                                force_zone="green")
+    draft = release_create(actor=engineer, compression_run_id=release.compression_run_id,
+                           suite_version_id=release.suite_version_id, policy_id=release.policy_id)
+    with pytest.raises(PermissionDenied):
+        release_start_evaluation(actor=make_user("ed", "engineer"), release_id=draft.pk)
+    assert [(e.actor_username, str(e.object_id)) for e in _denied(object_type="release")] == [("ed", str(draft.pk))]
+    assert Release.objects.get(pk=draft.pk).status == ReleaseStatus.DRAFT
+
+
 
 
 # --- web actions --------------------------------------------------------------------------------------------
