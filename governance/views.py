@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from accounts.errors import DomainError
+from accounts.errors import DomainError, ValidationFailed
 from accounts.models import Role, User
 from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
@@ -17,7 +17,7 @@ from evaluations.selectors import flips_filtered
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.selectors import escalations_visible_to, releases_visible_to
-from governance.services.access import access_record
+from governance.services.access import access_read
 from governance.services.authority import authority_level
 from governance.services.escalations import escalation_resolve
 from governance.services.monitoring import mitigations_for
@@ -55,8 +55,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    release = get_object_or_404(releases_visible_to(request.user).select_related("comparison"), pk=pk)
-    access_record(actor=request.user, what=f"release page {pk}", object_id=pk)
+    release = access_read(actor=request.user, request=request, what=f"release page {pk}", object_id=pk,
+                          read=lambda: get_object_or_404(releases_visible_to(request.user).select_related("comparison"),
+                                                         pk=pk))
     flip_filters = {k: request.GET.get(k) or None for k in ("slice", "subgroup", "direction")}
     flips = None
     if release.comparison:
@@ -102,7 +103,7 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
     if request.method == "POST":
         try:
             release_decide(actor=request.user, release_id=pk, kind=kind, rationale=request.POST.get("rationale", ""),
-                           expected_version=int(request.POST.get("expected_version") or release.version))
+                           expected_version=_expected_version(request))
         except DomainError as exc:
             error = exc.message
         else:
@@ -112,6 +113,18 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
         "release": release, "kind": kind, "title": title, "consequence": consequence, "error": error,
         "evidence": release_evidence(release), "rationale": request.POST.get("rationale", ""),
     }, status=400 if error else 200)
+
+
+def _expected_version(request: HttpRequest) -> int:
+    """The release version the form was rendered with; a form without a valid one is refused, never guessed."""
+    raw = request.POST.get("expected_version", "").strip()
+    if not raw:
+        raise ValidationFailed("The form did not say which version of the release you saw (expected_version); "
+                               "reload the release page and try again.", details={"expected_version": ["Required."]})
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise ValidationFailed(f"The form's release version {raw[:20]!r} is not a number; reload the release page "
+                               "and try again.", details={"expected_version": ["A whole number."]})
+    return int(raw)
 
 
 @login_required
@@ -128,15 +141,21 @@ def release_rollout(request: HttpRequest, pk: int) -> HttpResponse:
 
     release = get_object_or_404(releases_visible_to(request.user), pk=pk)
     try:
+        expected_version = _expected_version(request)
+    except DomainError as exc:
+        # A malformed form: show the release page again with the reason, as a 400 (nothing was changed).
+        messages.error(request, exc.message)
+        response = release_detail(request, pk)
+        response.status_code = 400
+        return response
+    try:
         if release.status == ReleaseStatus.APPROVED:
             now = timezone.now()
             stages = [{"percent": p, "starts_at": (now + dt.timedelta(days=i)).isoformat()}
                       for i, p in enumerate((5, 25, 100))]
-            release_start_rollout(actor=request.user, release_id=pk, stages=stages,
-                                  expected_version=int(request.POST["expected_version"]))
+            release_start_rollout(actor=request.user, release_id=pk, stages=stages, expected_version=expected_version)
         else:
-            release_advance_rollout(actor=request.user, release_id=pk,
-                                    expected_version=int(request.POST["expected_version"]))
+            release_advance_rollout(actor=request.user, release_id=pk, expected_version=expected_version)
     except DomainError as exc:
         messages.error(request, exc.message)
     else:

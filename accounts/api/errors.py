@@ -21,6 +21,11 @@ def _first_code(detail: Any) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, exceptions.AuthenticationFailed) and context.get("request") is not None:
+        # A bad or unknown token is refused before HasRole runs: count it with the other anonymous refusals.
+        from accounts.services import anonymous_refusal_count
+
+        anonymous_refusal_count(method=context["request"].method, path=context["request"].path)
     if isinstance(exc, DomainError):
         return Response({"code": exc.code, "message": exc.message, "details": exc.details}, status=exc.status)
     if isinstance(exc, Http404):

@@ -53,3 +53,10 @@ class RunOutput(serializers.ModelSerializer):
 
     def get_progress(self, run: CompressionRun) -> dict:
         return {"stage": run.progress_stage, "percent": run.progress_percent}
+
+
+class RunSummaryOutput(RunOutput):
+    """A run as a list row: without its provenance statement and signed envelope (GET /api/runs/{id}/)."""
+
+    class Meta(RunOutput.Meta):
+        fields = tuple(f for f in RunOutput.Meta.fields if f not in ("provenance", "provenance_envelope"))

@@ -17,6 +17,7 @@ from compression.services.runs import compression_run_cancel, compression_run_re
 
 from .serializers import (
     ArtifactOutput, ArtifactRegisterInput, ExperimentInput, ExperimentOutput, RunOutput, RunRequestInput,
+    RunSummaryOutput,
 )
 
 WRITERS = (Role.ENGINEER,)
@@ -100,15 +101,16 @@ class ExperimentRunRequest(APIView):
 
 
 class RunList(generics.ListAPIView):
-    """Compression runs; filter with ?status=…&experiment=…"""
+    """Compression runs, as summaries (provenance on the detail); filter with ?status=…&experiment=…"""
 
     permission_classes = [HasRole]
     allowed_roles = READERS
-    serializer_class = RunOutput
+    serializer_class = RunSummaryOutput
     filters = (Filter.choice("status", RunStatus), Filter.int("experiment", field="experiment_id"))
 
     def get_queryset(self):
-        return apply_filters(self, selectors.runs_visible_to(self.request.user))
+        return apply_filters(self, selectors.runs_visible_to(self.request.user)).defer(
+            "provenance", "provenance_envelope")
 
 
 class RunDetail(generics.RetrieveAPIView):

@@ -56,9 +56,32 @@ class ReleaseOutput(serializers.ModelSerializer):
                   "created_at", "updated_at")
 
 
+_SUMMARY_FIELDS = ("id", "experiment", "compression_run", "candidate", "candidate_digest", "suite_version", "policy",
+                   "policy_name", "status", "version", "gate_zone", "rollout_position", "created_at", "updated_at")
+_SUMMARY_FOREIGN_KEYS = ("experiment", "compression_run", "candidate", "suite_version", "policy")
+
+
+class ReleaseSummaryOutput(serializers.ModelSerializer):
+    """A release as a list row: its state and zone, without the gate table and decisions (see the detail)."""
+
+    policy_name = serializers.CharField(source="policy.__str__")
+    # The columns a list query loads; everything else (the gate JSON above all) stays in the database.
+    columns = tuple(f"{f}_id" if f in _SUMMARY_FOREIGN_KEYS else f for f in _SUMMARY_FIELDS if f != "policy_name") + (
+        "policy__name", "policy__version")
+
+    class Meta:
+        model = Release
+        fields = _SUMMARY_FIELDS
+
+
+class StageInput(serializers.Serializer):
+    percent = serializers.IntegerField(min_value=1, max_value=100, help_text="Rises stage by stage; the last is 100.")
+    starts_at = serializers.DateTimeField(help_text="ISO 8601; stages in time order.")
+
+
 class RolloutInput(TransitionInput):
-    stages = serializers.ListField(child=serializers.DictField(), allow_empty=False,
-                                   help_text='[{"percent": 5, "starts_at": "2026-12-01T09:00Z"}, …, {"percent": 100, …}]')
+    stages = StageInput(many=True, allow_empty=False,
+                        help_text='[{"percent": 5, "starts_at": "2026-12-01T09:00Z"}, …, {"percent": 100, …}]')
 
 
 class EscalationOutput(serializers.Serializer):

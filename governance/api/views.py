@@ -3,13 +3,16 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api.filters import Filter, apply_filters
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from governance import selectors
-from governance.models import ThresholdPolicy
+from governance.models import ReleaseStatus, ThresholdPolicy, Zone
 from governance.services.releases import release_create, release_decide, release_start_evaluation
 
-from .serializers import DecisionInput, PolicyOutput, ReleaseInput, ReleaseOutput, TransitionInput
+from .serializers import (
+    DecisionInput, PolicyOutput, ReleaseInput, ReleaseOutput, ReleaseSummaryOutput, TransitionInput,
+)
 
 READERS = (Role.ENGINEER, Role.OFFICER)
 RELEASE_READERS = (Role.ENGINEER, Role.OFFICER, Role.REGULATOR)
@@ -19,25 +22,27 @@ class PolicyList(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = PolicyOutput
-    queryset = ThresholdPolicy.objects.prefetch_related("rules")
+    filters = (Filter.str("name", description="Every version of the policy with this name."),)
+
+    def get_queryset(self):
+        return apply_filters(self, ThresholdPolicy.objects.prefetch_related("rules").order_by("name", "version"))
 
 
 class ReleaseListCreate(generics.ListAPIView):
-    """Releases; filter with ?status=…&zone=… (regulators see the releases granted to them)."""
+    """Releases, newest first; filter with ?status=…&zone=… (regulators see the releases granted to them).
+    List rows are summaries (no gate table, no decisions): GET /api/releases/{id}/ has the full record."""
 
     permission_classes = [HasRole]
     allowed_roles = RELEASE_READERS
     write_roles = (Role.ENGINEER,)
-    serializer_class = ReleaseOutput
+    serializer_class = ReleaseSummaryOutput
+    filters = (Filter.choice("status", ReleaseStatus), Filter.choice("zone", Zone, field="gate_zone"))
 
     def get_queryset(self):
+        qs = apply_filters(self, selectors.releases_visible_to(self.request.user))
         _record_regulator_read(self.request.user, "release list", "list")
-        qs = selectors.releases_visible_to(self.request.user).prefetch_related("decisions__actor")
-        if status_ := self.request.query_params.get("status"):
-            qs = qs.filter(status=status_)
-        if zone := self.request.query_params.get("zone"):
-            qs = qs.filter(gate_zone=zone)
-        return qs
+        return qs.select_related(None).select_related("policy").only(*ReleaseSummaryOutput.columns).order_by(
+            "-created_at", "-pk")
 
     @extend_schema(request=ReleaseInput, responses={201: ReleaseOutput})
     def post(self, request):
@@ -55,8 +60,15 @@ class ReleaseDetail(generics.RetrieveAPIView):
     serializer_class = ReleaseOutput
 
     def get_queryset(self):
-        _record_regulator_read(self.request.user, f"release {self.kwargs['pk']}", self.kwargs["pk"])
         return selectors.releases_visible_to(self.request.user)
+
+    def get_object(self):
+        # Recorded after the lookup: a refused read (404) is access.denied, only a successful one access.viewed.
+        from governance.services.access import access_read
+
+        pk = self.kwargs["pk"]
+        return access_read(actor=self.request.user, request=self.request, what=f"release {pk}", object_id=pk,
+                           read=super().get_object)
 
 
 def _record_regulator_read(user, what: str, object_id) -> None:

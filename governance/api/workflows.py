@@ -6,10 +6,11 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api.filters import Filter, apply_filters
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from governance import selectors
-from governance.models import MitigationTemplate, RiskTaxonomy, ReviewTask
+from governance.models import EscalationStatus, MitigationTemplate, RiskTaxonomy, ReviewTask
 from governance.services.escalations import escalation_acknowledge, escalation_resolve, incident_report
 from governance.services.monitoring import revalidation_schedule
 from governance.services.policies import threshold_policy_publish
@@ -60,14 +61,10 @@ class EscalationList(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = (Role.OFFICER, Role.ENGINEER)
     serializer_class = EscalationOutput
+    filters = (Filter.choice("status", EscalationStatus), Filter.int("release", field="release_id"))
 
     def get_queryset(self):
-        qs = selectors.escalations_visible_to(self.request.user)
-        if status_ := self.request.query_params.get("status"):
-            qs = qs.filter(status=status_)
-        if release := self.request.query_params.get("release"):
-            qs = qs.filter(release_id=release)
-        return qs
+        return apply_filters(self, selectors.escalations_visible_to(self.request.user))
 
 
 class EscalationAcknowledge(APIView):
