@@ -40,11 +40,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         return redirect("web:reviews")
     releases = releases_visible_to(request.user)
     counts = dict(releases.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    status = request.GET.get("status", "")
+    status, refused = _choice_filters(request, {"status": ReleaseStatus.values})
+    status = status["status"] or ""
     if status:
         releases = releases.filter(status=status)
     page = Paginator(releases.order_by("-updated_at"), 25).get_page(request.GET.get("page"))
-    return render(request, "governance/dashboard.html", {
+    return render(request, "governance/dashboard.html", status=400 if refused else 200, context={
         "page": page, "status": status,
         "states": [(value, label, counts.get(value, 0)) for value, label in ReleaseStatus.choices],
         "awaiting": counts.get(ReleaseStatus.AWAITING_DECISION, 0),
@@ -53,18 +54,32 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _choice_filters(request: HttpRequest, allowed: dict[str, list[str]]) -> tuple[dict[str, str | None], bool]:
+    """Read choice filters from the query string. An unknown value is not applied: the page says so (and
+    answers 400) rather than silently showing an empty or unfiltered list."""
+    values, refused = {}, False
+    for name, choices in allowed.items():
+        value = request.GET.get(name) or None
+        if value is not None and value not in choices:
+            messages.error(request, f"Unknown {name} “{value}”: use one of {', '.join(choices)}. Showing all.")
+            value, refused = None, True
+        values[name] = value
+    return values, refused
+
+
 @login_required
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
     release = access_read(actor=request.user, request=request, what=f"release page {pk}", object_id=pk,
                           read=lambda: get_object_or_404(releases_visible_to(request.user).select_related("comparison"),
                                                          pk=pk))
-    flip_filters = {k: request.GET.get(k) or None for k in ("slice", "subgroup", "direction")}
+    flip_filters, refused = _choice_filters(request, {"slice": Slice.values, "direction": FlipDirection.values})
+    flip_filters["subgroup"] = request.GET.get("subgroup") or None
     flips = None
     if release.comparison:
         flips = Paginator(flips_filtered(comparison_id=release.comparison_id, **flip_filters), 20).get_page(
             request.GET.get("page"))
     groups = (release.comparison.results or {}).get("groups", {}) if release.comparison else {}
-    return render(request, "governance/release.html", {
+    return render(request, "governance/release.html", status=400 if refused else 200, context={
         "release": release,
         "chart": delta_chart(release.gate or []),
         "groups": groups,

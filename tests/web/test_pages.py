@@ -83,3 +83,18 @@ def test_dashboard_lists_open_escalations_and_reviewer_gets_blind_form(client, o
     assert client.get("/").status_code == 302  # reviewers land on their queue
     form = client.get(f"/reviews/{task.pk}/").content.decode()
     assert "Output A" in form and "candidate" not in form and "baseline" not in form
+
+
+def test_unknown_filter_values_on_pages_are_refused_with_the_allowed_values(client, officer, engineer, base_artifact,
+                                                                           demo_suite, demo_policy):
+    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
+                                force_zone="green")
+    client.force_login(officer)
+    dashboard = client.get("/?status=bogus")
+    text = dashboard.content.decode()
+    assert dashboard.status_code == 400 and "Unknown status “bogus”" in text and "awaiting_decision" in text
+    assert f"Release #{release.pk}" in text  # the bogus filter is not applied: everything is shown
+    page = client.get(f"/releases/{release.pk}/?direction=bogus&slice=routine")
+    assert page.status_code == 400 and "Unknown direction “bogus”" in page.content.decode()
+    assert client.get(f"/releases/{release.pk}/?slice=routine").status_code == 200
+    assert client.get("/?status=awaiting_decision").status_code == 200
