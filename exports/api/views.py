@@ -1,7 +1,8 @@
 """Export endpoints: request, status, download (each download is a ledger event), verify, grants."""
 
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -73,7 +74,12 @@ class ExportDownload(APIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
 
-    @extend_schema(operation_id="exports_download", responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(
+        operation_id="exports_download",
+        parameters=[OpenApiParameter("part", str, OpenApiParameter.PATH, enum=["dossier", "bundle"],
+                                     description="dossier: the signed PDF; bundle: the signed evidence bundle (JSON).")],
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, (200, "application/json"): OpenApiTypes.OBJECT},
+    )
     def get(self, request, pk: int, part: str):
         try:
             # export_open records a successful download as access.downloaded.
