@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from compression.models import JobFields, ModelArtifact
+from evaluations.engine.tabular import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_SUBGROUP_CHARS
 
 
 class Slice(models.TextChoices):
@@ -49,13 +50,13 @@ class SuiteVersion(models.Model):
 class Example(models.Model):
     suite_version = models.ForeignKey(SuiteVersion, on_delete=models.PROTECT, related_name="examples")
     position = models.PositiveIntegerField()
-    external_id = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=MAX_ID_CHARS)
     text = models.TextField()
-    label = models.CharField(max_length=64)
+    label = models.CharField(max_length=MAX_LABEL_CHARS)
     is_unsafe = models.BooleanField()
     slice = models.CharField(max_length=16, choices=Slice.choices)
     tags = models.JSONField(default=list)
-    subgroup = models.CharField(max_length=200, blank=True)
+    subgroup = models.CharField(max_length=MAX_SUBGROUP_CHARS, blank=True)
     source = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="variants")
 
     class Meta:
@@ -150,3 +151,51 @@ class Flip(models.Model):
     class Meta:
         ordering = ["comparison", "example__position"]
         constraints = [models.UniqueConstraint(fields=["comparison", "example"], name="flip_unique")]
+
+
+class SuiteImportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class SuiteImport(models.Model):
+    """An uploaded suite file waiting for, or done with, its import on a worker (all or nothing).
+
+    The upload is stored under SAFESHRINK["UPLOAD_ROOT"] until the import ends; `rows_done` of
+    `rows_total` counts rows stored in the import's (still uncommitted) transaction."""
+
+    suite_name = models.CharField(max_length=200)
+    format = models.CharField(max_length=8)
+    mapping = models.JSONField(null=True, blank=True)
+    unsafe_labels = models.JSONField()
+    safe_labels = models.JSONField(default=list)
+    default_slice = models.CharField(max_length=16, choices=Slice.choices, default=Slice.ROUTINE)
+    file_name = models.CharField(max_length=255, help_text="The uploaded file's name (as sent by the client).")
+    file_path = models.CharField(max_length=255, blank=True, help_text="Stored upload, relative to UPLOAD_ROOT.")
+    file_size = models.PositiveBigIntegerField()
+    file_sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=SuiteImportStatus.choices, default=SuiteImportStatus.QUEUED,
+                              db_index=True)
+    stage = models.CharField(max_length=16, blank=True, help_text="reading, storing or done.")
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.JSONField(null=True, blank=True, help_text='{"code", "message", "details"} when failed.')
+    suite_version = models.ForeignKey(SuiteVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"suite import {self.pk} of {self.file_name} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (SuiteImportStatus.SUCCEEDED, SuiteImportStatus.FAILED)

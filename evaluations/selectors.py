@@ -4,7 +4,7 @@ from django.db.models import Q
 
 from accounts.models import Role
 from compression.models import ModelArtifact
-from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteVersion
+from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteImport, SuiteVersion
 
 
 def suites() -> QuerySet[Suite]:
@@ -55,3 +55,9 @@ def flips_filtered(*, comparison_id: int, slice: str | None = None, subgroup: st
     if direction:
         qs = qs.filter(direction=direction)
     return qs
+
+
+def suite_imports_visible_to(user) -> QuerySet[SuiteImport]:
+    """An engineer sees the imports they requested; an admin sees every one."""
+    imports = SuiteImport.objects.select_related("suite_version__suite")
+    return imports if user.role == Role.ADMIN else imports.filter(requested_by=user)

@@ -1,5 +1,8 @@
 import json
+import mimetypes
+import os
 import time
+import uuid
 import urllib.error
 import urllib.request
 from typing import Any
@@ -31,6 +34,9 @@ class Client:
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        return self._open(request)
+
+    def _open(self, request: urllib.request.Request) -> Any:
         if self.token:
             request.add_header("Authorization", f"Token {self.token}")
         try:
@@ -65,6 +71,48 @@ class Client:
     def create_release(self, compression_run: int, suite_version: int, policy: int) -> dict:
         return self.post("/api/releases/", {"compression_run": compression_run, "suite_version": suite_version,
                                             "policy": policy})
+
+    def upload_suite(self, path: str | os.PathLike, suite: str, unsafe_labels: list[str],
+                     safe_labels: list[str] | None = None, mapping: dict | None = None, format: str | None = None,
+                     default_slice: str | None = None, wait: bool = True, timeout: float = 1800,
+                     interval: float = 1.0, on_progress=None) -> dict:
+        """Upload a CSV or JSONL suite file (streamed from disk). The server answers 202 and imports it on
+        a worker; with `wait`, poll its status URL until it succeeded or failed and return the import
+        (`suite_version` when it succeeded, `error` {code, message, details} when it failed)."""
+        fields: list[tuple[str, str]] = [("suite", suite), *(("unsafe_labels", x) for x in unsafe_labels),
+                                         *(("safe_labels", x) for x in safe_labels or ())]
+        if mapping is not None:
+            fields.append(("mapping", json.dumps(mapping)))
+        if format:
+            fields.append(("format", format))
+        if default_slice:
+            fields.append(("default_slice", default_slice))
+        boundary = uuid.uuid4().hex
+        name = os.path.basename(os.fspath(path)).replace('"', "")
+        head = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
+            for key, value in fields
+        ) + (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+             f"Content-Type: {mimetypes.guess_type(name)[0] or 'application/octet-stream'}\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        size = os.path.getsize(path)
+
+        def body():
+            yield head
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    yield chunk
+            yield tail
+
+        request = urllib.request.Request(self.base_url + "/api/suites/import/", data=body(), method="POST")
+        request.add_header("Accept", "application/json")
+        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        request.add_header("Content-Length", str(len(head) + size + len(tail)))
+        job = self._open(request)
+        if not wait:
+            return job
+        return self.wait(job["url"], done=lambda j: j["status"] in ("succeeded", "failed"), timeout=timeout,
+                         interval=interval, on_progress=on_progress)
 
     def evaluate_release(self, release: dict) -> dict:
         return self.post(f"/api/releases/{release['id']}/evaluate/", {"expected_version": release["version"]})

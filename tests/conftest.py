@@ -92,7 +92,8 @@ def _artifact_root(request, tmp_path) -> None:
     settings = request.getfixturevalue("settings")
     keys = request.getfixturevalue("signing_dir")
     settings.SAFESHRINK = {**settings.SAFESHRINK, "ARTIFACT_ROOT": tmp_path / "artifacts",
-                           "EXPORT_ROOT": tmp_path / "exports", **signing_settings(keys)}
+                           "EXPORT_ROOT": tmp_path / "exports", "UPLOAD_ROOT": tmp_path / "uploads",
+                           **signing_settings(keys)}
 
 
 @pytest.fixture

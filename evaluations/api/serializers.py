@@ -1,6 +1,7 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteVersion
+from evaluations.models import Comparison, EvaluationRun, Example, Flip, Suite, SuiteImport, SuiteVersion
 
 
 class SuiteVersionOutput(serializers.ModelSerializer):
@@ -51,3 +52,30 @@ class FlipOutput(serializers.ModelSerializer):
     class Meta:
         model = Flip
         fields = ("id", "example", "baseline_prob", "candidate_prob", "direction", "candidate_correct")
+
+
+class SuiteImportProgressOutput(serializers.Serializer):
+    stage = serializers.CharField(help_text="queued, reading (parsing and checking every row), storing, done.")
+    rows_done = serializers.IntegerField(help_text="Rows stored so far (in the import's open transaction).")
+    rows_total = serializers.IntegerField(allow_null=True, help_text="Rows in the file, known once it is read.")
+
+
+class SuiteImportOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="This import's status URL (poll it until succeeded or failed).")
+    suite = serializers.CharField(source="suite_name")
+    progress = serializers.SerializerMethodField()
+    suite_version = SuiteVersionOutput(read_only=True, allow_null=True)
+
+    class Meta:
+        model = SuiteImport
+        fields = ("id", "url", "suite", "status", "progress", "error", "suite_version", "file_name", "file_size",
+                  "file_sha256", "format", "attempts", "created_at", "started_at", "finished_at")
+
+    def get_url(self, job: SuiteImport) -> str:
+        from django.urls import reverse
+
+        return reverse("suite-import-detail", kwargs={"pk": job.pk})
+
+    @extend_schema_field(SuiteImportProgressOutput)
+    def get_progress(self, job: SuiteImport) -> dict:
+        return {"stage": job.stage or "queued", "rows_done": job.rows_done, "rows_total": job.rows_total}

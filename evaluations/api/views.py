@@ -6,14 +6,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.errors import ValidationFailed
-from evaluations.services.suites import suite_derive_perturbed, suite_import_file
+from evaluations.services.suites import suite_derive_perturbed, suite_import_request
 
+from accounts.api.filters import Filter, apply_filters, filter_values
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from evaluations import selectors
+from evaluations.models import FlipDirection, Slice
 
 from .serializers import (
-    ComparisonOutput, EvaluationOutput, ExampleOutput, FlipOutput, SuiteOutput, SuiteVersionOutput,
+    ComparisonOutput, EvaluationOutput, ExampleOutput, FlipOutput, SuiteImportOutput, SuiteOutput,
+    SuiteVersionOutput,
 )
 
 READERS = (Role.ENGINEER, Role.OFFICER)
@@ -23,7 +26,10 @@ class SuiteList(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = SuiteOutput
-    queryset = selectors.suites()
+    filters = (Filter.str("name", description="The suite with exactly this name."),)
+
+    def get_queryset(self):
+        return apply_filters(self, selectors.suites())
 
 
 class SuiteVersionDetail(generics.RetrieveAPIView):
@@ -39,12 +45,14 @@ class SuiteVersionExamples(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = ExampleOutput
+    filters = (Filter.choice("slice", Slice, field=""),
+               Filter.str("subgroup", field="", allow_empty=True, description="Empty: examples without a subgroup."),
+               Filter.str("label", field=""))
 
     def get_queryset(self):
-        return selectors.examples_filtered(suite_version_id=self.kwargs["pk"], **self._filters())
-
-    def _filters(self) -> dict:
-        return {k: v for k in ("slice", "subgroup", "label") if (v := self.request.query_params.get(k)) is not None}
+        values = filter_values(self)
+        generics.get_object_or_404(selectors.suite_versions(), pk=self.kwargs["pk"])
+        return selectors.examples_filtered(suite_version_id=self.kwargs["pk"], **values)
 
 
 class EvaluationDetail(generics.RetrieveAPIView):
@@ -71,14 +79,13 @@ class ComparisonFlips(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = FlipOutput
+    filters = (Filter.choice("slice", Slice, field=""), Filter.str("subgroup", field=""),
+               Filter.choice("direction", FlipDirection, field=""))
 
     def get_queryset(self):
-        params = self.request.query_params
+        values = filter_values(self)
         generics.get_object_or_404(selectors.comparisons_visible_to(self.request.user), pk=self.kwargs["pk"])
-        return selectors.flips_filtered(
-            comparison_id=self.kwargs["pk"], slice=params.get("slice"), subgroup=params.get("subgroup"),
-            direction=params.get("direction"),
-        )
+        return selectors.flips_filtered(comparison_id=self.kwargs["pk"], **values)
 
 
 class SuiteImportInput(serializers.Serializer):
@@ -90,15 +97,29 @@ class SuiteImportInput(serializers.Serializer):
     safe_labels = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     default_slice = serializers.ChoiceField(choices=["routine", "edge", "adversarial"], default="routine")
 
+    def validate_mapping(self, value):
+        if value is not None and not isinstance(value, dict):  # e.g. `true`: a 500 in the importer before
+            raise serializers.ValidationError('A JSON object such as {"text": "comment", "label": "class"}.')
+        return value
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except RecursionError:  # a mapping nested too deep for json.loads
+            raise serializers.ValidationError({"mapping": ["Nested too deep; a flat JSON object is expected."]}) from None
+
 
 class SuiteImport(APIView):
-    """Import a suite version from a CSV or JSONL upload (multipart). 400 lists every bad line."""
+    """Upload a CSV or JSONL suite file (multipart): it is stored and imported on a worker. 202 with the
+    import's status URL (`GET /api/suite-imports/{id}/`: queued, running with rows done of total,
+    succeeded with the suite version, or failed with every bad line); nothing is stored unless every row
+    is valid. Labels, format, mapping and size are checked at once (400)."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.ENGINEER,)
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request={"multipart/form-data": SuiteImportInput}, responses={201: SuiteVersionOutput})
+    @extend_schema(request={"multipart/form-data": SuiteImportInput}, responses={202: SuiteImportOutput})
     def post(self, request):
         data = SuiteImportInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -108,11 +129,24 @@ class SuiteImport(APIView):
             raise ValidationFailed(f"The file is {upload.size:,} bytes, over the limit.",
                                    details={"file": [f"At most {settings.SAFESHRINK['MAX_UPLOAD_BYTES']:,} bytes."]})
         fmt = v.get("format") or ("jsonl" if upload.name.lower().endswith((".jsonl", ".ndjson")) else "csv")
-        version = suite_import_file(actor=request.user, suite_name=v["suite"], data=upload.read(), fmt=fmt,
-                                    mapping=v.get("mapping"), unsafe_labels=v["unsafe_labels"],
-                                    safe_labels=v["safe_labels"], default_slice=v["default_slice"],
-                                    source=f"upload {upload.name}")
-        return Response(SuiteVersionOutput(version).data, status=status.HTTP_201_CREATED)
+        job = suite_import_request(actor=request.user, chunks=upload.chunks(), file_name=upload.name,
+                                   suite_name=v["suite"], fmt=fmt, mapping=v.get("mapping"),
+                                   unsafe_labels=v["unsafe_labels"], safe_labels=v["safe_labels"],
+                                   default_slice=v["default_slice"])
+        job.refresh_from_db()  # eager tasks (tests) may have run it already
+        body = SuiteImportOutput(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class SuiteImportDetail(generics.RetrieveAPIView):
+    """An upload's import: status, stage, rows done of total, the suite version, or the error."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.ENGINEER,)
+    serializer_class = SuiteImportOutput
+
+    def get_queryset(self):
+        return selectors.suite_imports_visible_to(self.request.user)
 
 
 class PerturbInput(serializers.Serializer):
@@ -131,6 +165,7 @@ class SuiteVersionPerturb(APIView):
 
     @extend_schema(request=PerturbInput, responses={201: SuiteVersionOutput})
     def post(self, request, pk: int):
+        generics.get_object_or_404(selectors.suite_versions(), pk=pk)
         data = PerturbInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data

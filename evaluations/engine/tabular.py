@@ -20,6 +20,12 @@ Values
     - JSONL values may be strings or integers for id/label/source_id (integers become strings), null
       counts as absent.
 
+Limits (the same for CSV and JSONL, checked on every stored field)
+    id and source_id: at most ``MAX_ID_CHARS`` characters; text, and a row's tags together:
+    ``MAX_TEXT_CHARS``; label: ``MAX_LABEL_CHARS``; subgroup: ``MAX_SUBGROUP_CHARS``. A NUL character (U+0000) or an unpaired
+    surrogate (JSONL "\\ud800") in a stored field is refused, since PostgreSQL cannot store either; a raw
+    NUL byte anywhere in the file is refused too.
+
 Line numbers are physical lines (CSV: header = line 1, a record spanning several lines is reported at
 its first line). A file that is not UTF-8 is reported by byte offset and line of each invalid sequence.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -38,6 +45,10 @@ from compression.engine.errors import EngineError
 __all__ = [
     "SLICES",
     "DEFAULT_MAX_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_TEXT_CHARS",
+    "MAX_LABEL_CHARS",
+    "MAX_SUBGROUP_CHARS",
     "MAX_ERRORS_LISTED",
     "ColumnMapping",
     "ParsedRow",
@@ -50,6 +61,12 @@ __all__ = [
 SLICES: tuple[str, ...] = ("routine", "edge", "adversarial")
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_ERRORS_LISTED = 50
+# Field limits, in characters, for both formats; the Example model's column sizes use the same constants.
+MAX_ID_CHARS = 200          # id and source_id
+MAX_TEXT_CHARS = 131_072    # text (and a row's tags together); 128 Ki characters
+MAX_LABEL_CHARS = 64
+MAX_SUBGROUP_CHARS = 200
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 FORMATS = ("csv", "jsonl")
 _REQUIRED = ("text", "label", "id")
 _OPTIONAL = ("slice", "tags", "subgroup", "source_id")
@@ -193,6 +210,10 @@ def _parse_tags(value: Any, where: str, errors: list[str]) -> tuple[str, ...]:
 def _csv_records(text: str, errors: list[str]) -> tuple[int, list[str] | None, list[tuple[int, list[str]]]]:
     """(header line, header, [(first line, cells)]) with blank lines skipped; a csv error is reported
     with its line and ends reading (the reader cannot resynchronise reliably after a quoting error)."""
+    # The csv module refuses fields over its own limit (131,072 by default) without naming the column;
+    # lift it to the file's length so that the per-field limits below apply alike to CSV and JSONL.
+    if csv.field_size_limit() <= len(text):
+        csv.field_size_limit(len(text) + 1)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     header_line = 1
@@ -217,10 +238,11 @@ def _csv_records(text: str, errors: list[str]) -> tuple[int, list[str] | None, l
     return header_line, header, records
 
 
-def _csv_rows(text: str, mapping: ColumnMapping, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_table(text: str, mapping: ColumnMapping, errors: list[str]) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """({column name: index}, [(line, cells)] of the records with as many cells as the header)."""
     header_line, header, records = _csv_records(text, errors)
     if header is None:
-        return
+        return {}, []
     names = [name.strip() for name in header]
     seen: set[str] = set()
     for name in names:
@@ -232,12 +254,15 @@ def _csv_rows(text: str, mapping: ColumnMapping, errors: list[str]) -> Iterator[
     if missing:
         errors.append(f"line {header_line}: missing column(s) {', '.join(repr(m) for m in missing)} (header has {names})")
     if missing or len(seen) != len(names):
-        return
+        return {}, []
+    width = len(names)
+    kept = []
     for line, cells in records:
-        if len(cells) != len(names):
-            errors.append(f"line {line}: {len(cells)} field(s) but the header has {len(names)}")
+        if len(cells) != width:
+            errors.append(f"line {line}: {len(cells)} field(s) but the header has {width}")
             continue
-        yield line, dict(zip(names, cells))
+        kept.append((line, cells))
+    return {name: i for i, name in enumerate(names)}, kept
 
 
 def _jsonl_rows(text: str, mapping: ColumnMapping, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -250,6 +275,9 @@ def _jsonl_rows(text: str, mapping: ColumnMapping, errors: list[str]) -> Iterato
             value = json.loads(stripped)
         except json.JSONDecodeError as exc:
             errors.append(f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # an integer of over 4,300 digits; nesting too deep
+            errors.append(f"line {number}: unreadable JSON ({str(exc)[:120]})")
             continue
         if not isinstance(value, dict):
             errors.append(f"line {number}: expected a JSON object, got {type(value).__name__}")
@@ -301,29 +329,58 @@ def parse_suite_file(
     allowed = set(labels) if labels is not None else None
 
     errors: list[str] = []
-    raw_rows = list((_csv_rows if fmt == "csv" else _jsonl_rows)(text, columns, errors))
+    nul = text.find("\x00")
+    # NUL or a lone surrogate can only come from a raw NUL byte or (JSONL) a \\u escape: check fields then only.
+    check_chars = nul >= 0 or (fmt == "jsonl" and "\\u" in text)
+    if fmt == "csv":
+        index, raw_rows = _csv_table(text, columns, errors)
+    else:
+        index, raw_rows = {}, list(_jsonl_rows(text, columns, errors))
     rows: list[ParsedRow] = []
     first_line: dict[str, int] = {}
+    tag_cache: dict[str, tuple[str, ...]] = {}
+    i_id, i_text, i_label, i_slice, i_subgroup, i_source, i_tags = (
+        index.get(column) for column in (columns.id, columns.text, columns.label, columns.slice, columns.subgroup,
+                                         columns.source_id, columns.tags))
+    wanted = [(name, getattr(columns, name), name in ("id", "label", "source_id"))
+              for name in ("id", "text", "label", "slice", "subgroup", "source_id")]
     for line, record in raw_rows:
         where = f"line {line}"
+        if fmt == "csv":  # a list of strings, read by column index (the hot path of a large file)
+            external_id, text_value, label = record[i_id], record[i_text], record[i_label]
+            slice_value = None if i_slice is None else record[i_slice]
+            subgroup = None if i_subgroup is None else record[i_subgroup]
+            source_id = None if i_source is None else record[i_source]
+        else:
+            external_id, text_value, label, slice_value, subgroup, source_id = (
+                None if column is None else _as_text(record.get(column), name, where, errors, allow_int=allow_int)
+                for name, column, allow_int in wanted)
+        if fmt == "csv":
+            tags_raw = None if i_tags is None else record[i_tags]
+        else:
+            tags_raw = record.get(columns.tags) if columns.tags is not None else None
+        if type(tags_raw) is str and (cached := tag_cache.get(tags_raw)) is not None:
+            tags = cached  # the same cell as an earlier row's, parsed without error
+        else:
+            tags = _parse_tags(tags_raw, where, errors)
+            if type(tags_raw) is str and not tags_raw.lstrip().startswith("["):
+                tag_cache[tags_raw] = tags
 
-        def field(name: str, *, allow_int: bool = False) -> Any:
-            column = getattr(columns, name)
-            if column is None:
-                return None
-            value = record.get(column)
-            if fmt == "csv":
-                return value
-            return _as_text(value, name, where, errors, allow_int=allow_int)
-
-        external_id = field("id", allow_int=True)
-        text_value = field("text")
-        label = field("label", allow_int=True)
-        slice_value = field("slice")
-        subgroup = field("subgroup")
-        source_id = field("source_id", allow_int=True)
-        tags_raw = record.get(columns.tags) if columns.tags is not None else None
-        tags = _parse_tags(tags_raw, where, errors)
+        refused = (check_chars or (external_id and len(external_id) > MAX_ID_CHARS)
+                   or (text_value and len(text_value) > MAX_TEXT_CHARS) or (label and len(label) > MAX_LABEL_CHARS)
+                   or (slice_value and len(slice_value) > MAX_LABEL_CHARS)
+                   or (subgroup and len(subgroup) > MAX_SUBGROUP_CHARS)
+                   or (source_id and len(source_id) > MAX_ID_CHARS)) and _refuse_unstorable(
+            where, columns, errors, check_chars, (
+                ("id", external_id, MAX_ID_CHARS), ("text", text_value, MAX_TEXT_CHARS),
+                ("label", label, MAX_LABEL_CHARS), ("slice", slice_value, MAX_LABEL_CHARS),
+                ("subgroup", subgroup, MAX_SUBGROUP_CHARS), ("source_id", source_id, MAX_ID_CHARS)))
+        if tags and (sum(map(len, tags)) > MAX_TEXT_CHARS or (check_chars and _UNSTORABLE.search("".join(tags)))):
+            _refuse_unstorable(where, columns, errors, check_chars, (("tags", "|".join(tags), MAX_TEXT_CHARS),))
+        if refused:  # the other checks would only repeat (or echo) the refused value
+            rows.append(ParsedRow(external_id="", text="", label="", slice=default_slice, tags=(), subgroup="",
+                                  source_id="", line=line))
+            continue
 
         external_id = (external_id or "").strip()
         if not external_id:
@@ -355,12 +412,32 @@ def parse_suite_file(
                 errors.append(f"line {row.line}: source_id {row.source_id!r} names the row itself")
             elif row.source_id not in first_line:
                 errors.append(f"line {row.line}: source_id {row.source_id!r} names no row of this file")
+    if nul >= 0 and not any("NUL" in e for e in errors):  # in a column that is not read, or the header
+        errors.append(f"line {text.count(chr(10), 0, nul) + 1}: a NUL byte (0x00); suite files may not contain one")
     if not rows and not errors:
         errors.append("the file has no examples")
     if errors:
         errors.sort(key=_line_of)
         raise SuiteFileError(_cap(errors, max_errors))
     return ParsedSuite(rows=tuple(rows), format=fmt)
+
+
+def _refuse_unstorable(where: str, columns: ColumnMapping, errors: list[str], check_chars: bool,
+                       values: tuple[tuple[str, Any, int], ...]) -> bool:
+    """Report each value over its limit, or holding NUL / an unpaired surrogate; True when any was."""
+    refused = False
+    for name, value, limit in values:
+        if not isinstance(value, str):
+            continue
+        what = f"{name} (column {getattr(columns, name)!r})"
+        if len(value) > limit:
+            errors.append(f"{where}: {what} has {len(value):,} characters, over the limit of {limit:,}")
+            refused = True
+        elif check_chars and (bad := _UNSTORABLE.search(value)):
+            kind = "a NUL character (U+0000)" if bad.group() == "\x00" else f"an unpaired surrogate (U+{ord(bad.group()):04X})"
+            errors.append(f"{where}: {what} contains {kind} at character {bad.start() + 1}, which cannot be stored")
+            refused = True
+    return refused
 
 
 def _line_of(message: str) -> int:

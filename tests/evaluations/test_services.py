@@ -26,15 +26,21 @@ def _upload(api, data: bytes, name="suite.csv", **fields):
     return api.post("/api/suites/import/", body, format="multipart")
 
 
+def _imported(api, response) -> dict:
+    """The upload's import (202, then run on a worker: eager in tests), as its status URL shows it."""
+    assert response.status_code == 202, response.content
+    return api.get(response.json()["url"]).json()
+
+
 def test_csv_import_with_a_column_mapping(engineer_api):
-    r = _upload(engineer_api, CSV)
-    assert r.status_code == 201, r.content
-    version = SuiteVersion.objects.get(pk=r.json()["id"])
+    r = _imported(engineer_api, _upload(engineer_api, CSV))
+    assert r["status"] == "succeeded", r
+    version = SuiteVersion.objects.get(pk=r["suite_version"]["id"])
     assert version.example_count == 3 and version.number == 1
     assert list(version.examples.values_list("external_id", "slice", "is_unsafe", "subgroup")) == [
         ("a1", "routine", False, ""), ("a2", "routine", True, "refugee"), ("a3", "edge", False, "")]
-    again = _upload(engineer_api, CSV)  # identical content: the same version
-    assert again.json()["id"] == version.pk
+    again = _imported(engineer_api, _upload(engineer_api, CSV))  # identical content: the same version
+    assert again["suite_version"]["id"] == version.pk
 
 
 @pytest.mark.parametrize(("data", "expected"), [
@@ -46,9 +52,9 @@ def test_csv_import_with_a_column_mapping(engineer_api):
     (b"id,comment,class,part,group\na1,caf\xe9,normal,routine,\n", "UTF-8"),
 ])
 def test_bad_files_are_refused_whole_with_the_line(engineer_api, data, expected):
-    r = _upload(engineer_api, data)
-    assert r.status_code == 400, r.content
-    body = r.json()
+    r = _imported(engineer_api, _upload(engineer_api, data))
+    assert r["status"] == "failed", r
+    body = r["error"]
     assert body["code"] == "invalid_rows"
     assert any(expected in line for line in body["details"]["file"]), body
     assert Suite.objects.count() == 0 and Example.objects.count() == 0

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -32,6 +33,7 @@ class Command(BaseCommand):
     def handle(self, *args, **o) -> None:
         from django.conf import settings
 
+        started = time.perf_counter()
         actor = User.objects.filter(username=o["as_user"]).first()
         unsafe = [x for x in o["unsafe_labels"].split(",") if x]
         safe = [x for x in o["safe_labels"].split(",") if x]
@@ -47,12 +49,21 @@ class Command(BaseCommand):
                 if not path.is_file():
                     raise CommandError(f"No file at {path}.")
                 fmt = o["format"] or ("jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
+                bad = [item for item in o["map"] if "=" not in item]
+                if bad:
+                    raise CommandError(f"--map takes FIELD=COLUMN, got {bad[0]!r}.")
                 mapping = dict(item.split("=", 1) for item in o["map"])
-                version = suite_import_file(actor=actor, suite_name=o["suite"], data=path.read_bytes(), fmt=fmt,
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+                version = suite_import_file(actor=actor, suite_name=o["suite"], data=data, fmt=fmt,
                                             mapping=mapping or None, unsafe_labels=unsafe, safe_labels=safe,
                                             default_slice=o["default_slice"], source=f"{path.name}")
         except DomainError as exc:
-            lines = exc.details.get("file") or exc.details.get("rows") or []
+            # A readable refusal and exit status 1 (CommandError), never a traceback: every line named.
+            lines = [line for values in exc.details.values() for line in (values if isinstance(values, list) else [values])]
             raise CommandError("\n".join([exc.message, *map(str, lines)])) from exc
+        seconds = time.perf_counter() - started
         self.stdout.write(self.style.SUCCESS(
-            f"{version}: {version.example_count} examples, digest {version.digest}"))
+            f"{version}: {version.example_count} examples, digest {version.digest} ({seconds:.1f} s)"))
