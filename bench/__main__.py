@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
-SUITES = ["pipeline", "approvals", "ledger", "exports", "evaluation", "scale", "compression"]
+SUITES = ["pipeline", "approvals", "ledger", "exports", "evaluation", "scale", "compression", "artifacts", "suite_import",
+          "api"]
 
 
 def machine() -> dict:
@@ -24,7 +25,20 @@ def machine() -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "isa": instruction_sets()}
+
+
+# The instruction sets that change int8 and fp32 kernels (and so speeds, and even int8 decisions).
+KERNEL_ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def instruction_sets() -> list[str]:
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [name for name in KERNEL_ISA if name in flags]
 
 
 def _run_isolated(name: str) -> dict:
@@ -49,7 +63,7 @@ def main() -> None:
         print(f"running bench/{name}.py …", flush=True)
         figures = _run_isolated(name)
         results[name] = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                         "command": f"make bench` (this one alone: `make bench BENCH={name}`)", "machine": machine(), "figures": figures}
+                         "command": f"make bench BENCH={name}", "machine": machine(), "figures": figures}
         print(json.dumps(figures, indent=2), flush=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     from bench.report import write_report

@@ -3,16 +3,23 @@
 (a) Appends per second with 8 concurrent writer processes (each its own connection), every append in
     its own transaction through `ledger_append`, in both sealing modes: "inline" (each writer seals
     after its commit) and "sealer" (writers only insert; one `ledger_sealer` process chains). Timed
-    until the writers return and, end to end, until the last event is sealed.
-(b) Full verification (`ledger_verify`, the code behind `verify_ledger`) of 1,000,000 events. The
-    events are generated with a valid chain by the same hashing code and loaded with COPY, since
-    appending a million through the service would take many minutes and measure (a) again.
+    until the writers return and, end to end, until the last event is sealed. As in production,
+    writers and the sealer connect as the application's role (`setup_db_roles`: insert and seal only),
+    every event carries its writer's Ed25519 signature, the sealer checks it, and a checkpoint is
+    signed at the end of every sealing batch.
+(b) Verification (`ledger_verify`, the code behind `verify_ledger`) of 1,000,000 events. The events
+    are generated with a valid chain and writer signatures by the same code, with a signed checkpoint
+    every CHECKPOINT_SPACING events, and loaded with COPY, since appending a million through the
+    service would take many minutes and measure (a) again.
 
-Creates and drops its own database `safeshrink_bench_ledger` on the server DATABASE_URL names.
+Creates and drops its own database `safeshrink_bench_ledger` (and its application role) on the
+server DATABASE_URL names; signing keys are generated in a temporary folder.
 """
 
 import datetime as dt
 import os
+import shutil
+import tempfile
 import time
 
 DB_NAME = "safeshrink_bench_ledger"
@@ -20,6 +27,8 @@ WRITERS = 8
 APPENDS_PER_WRITER = 500
 TRIALS = 5
 VERIFY_EVENTS = 1_000_000
+CHECKPOINT_SPACING = 1_000
+APP_ROLE = f"{DB_NAME}_app"
 
 
 def _server_url() -> str:
@@ -45,7 +54,13 @@ def _django(url: str, sealing: str) -> None:
     django.setup()
     from django.conf import settings
 
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "CHECKPOINT_EVERY": 0, "LEDGER_SEALING": sealing}
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": sealing}
+
+
+def _as_app_role(url: str) -> str:
+    """The same database, logged in as the application's role (trust or ~/.pgpass authentication)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{APP_ROLE}@{rest.split('@', 1)[-1]}"
 
 
 def _writer(index: int, barrier, url: str, sealing: str) -> None:
@@ -88,6 +103,8 @@ def _appends(url: str, sealing: str) -> dict:
     from ledger.models import LedgerEvent
     from ledger.services import ledger_seal, ledger_verify
 
+    from ledger.models import Checkpoint
+
     connections.close_all()
     with psycopg_connect(url) as conn:
         conn.execute("TRUNCATE ledger_ledgerevent, ledger_checkpoint CASCADE")
@@ -97,10 +114,11 @@ def _appends(url: str, sealing: str) -> dict:
     stop, ready = context.Event(), context.Event()
     sealer = None
     if sealing == "sealer":
-        sealer = context.Process(target=_sealer, args=(url, stop, ready))
+        sealer = context.Process(target=_sealer, args=(_as_app_role(url), stop, ready))
         sealer.start()
         ready.wait()
-    processes = [context.Process(target=_writer, args=(i, barrier, url, sealing)) for i in range(WRITERS)]
+    app_url = _as_app_role(url)
+    processes = [context.Process(target=_writer, args=(i, barrier, app_url, sealing)) for i in range(WRITERS)]
     for process in processes:
         process.start()
     barrier.wait()
@@ -119,12 +137,15 @@ def _appends(url: str, sealing: str) -> dict:
     assert all(p.exitcode == 0 for p in processes)
     left_for_final_seal = ledger_seal()
     seqs = list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True))
+    verification = ledger_verify()
     return {"sealing": sealing, "writers": WRITERS, "writer_kind": "processes", "appends": total,
             "seconds": round(elapsed, 3), "appends_per_second": round(total / elapsed, 1),
             "seconds_until_all_sealed": round(all_sealed, 3),
             "sealed_appends_per_second": round(total / all_sealed, 1),
             "unsealed_when_writers_returned": unsealed, "left_for_a_final_seal": left_for_final_seal,
-            "gapless": seqs == list(range(1, total + 1)), "chain_verifies": ledger_verify().ok}
+            "gapless": seqs == list(range(1, total + 1)), "chain_verifies": verification.ok,
+            "checkpoints_signed": Checkpoint.objects.count(),
+            "refused_events": LedgerEvent.objects.filter(rejected=True).count(), "writer_role": APP_ROLE}
 
 
 def _median_trial(runs: list[dict]) -> dict:
@@ -142,18 +163,27 @@ def psycopg_connect(url: str):
 
 
 def _load_million(url: str) -> float:
-    """Generate VERIFY_EVENTS chained events with the ledger's own hashing and COPY them in."""
+    """Generate VERIFY_EVENTS chained events, each signed by its writer's key, with a signed checkpoint
+    every CHECKPOINT_SPACING events (the sealer signs one per batch), using the ledger's own code, and
+    COPY them in."""
+    import base64
+
     import psycopg
 
     from ledger.canonical import canonical_json, sha256_hex
-    from ledger.models import GENESIS_HASH, chain_hash, event_fields
+    from ledger.models import GENESIS_HASH, chain_hash, event_fields, signed_message
+    from ledger.signing import system_private_key
+    from trust.checkpoints import checkpoint_sign
 
+    key = system_private_key()
     started = time.perf_counter()
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    checkpoints = []
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("TRUNCATE ledger_ledgerevent, ledger_checkpoint CASCADE")
         with cur.copy("COPY ledger_ledgerevent (seq, occurred_at, actor_id, actor_username, actor_role, action, "
-                      "object_type, object_id, payload_json, state_digest, prev_hash, hash) FROM STDIN") as copy:
+                      "object_type, object_id, payload_json, state_digest, prev_hash, hash, signature) "
+                      "FROM STDIN") as copy:
             prev = GENESIS_HASH
             for seq in range(1, VERIFY_EVENTS + 1):
                 payload = canonical_json({"i": seq, "note": "bench"})
@@ -161,10 +191,17 @@ def _load_million(url: str) -> float:
                               actor_username="system", actor_role="system", action="run.progress",
                               object_type="bench", object_id=str(seq), payload_json=payload,
                               state_digest=sha256_hex(payload))
-                h = chain_hash(prev, event_fields(**fields))
+                hashed = event_fields(**fields)
+                h = chain_hash(prev, hashed)
+                signature = base64.b64encode(key.sign(signed_message(hashed))).decode("ascii")
                 copy.write_row((seq, fields["occurred_at"], None, "system", "system", "run.progress", "bench",
-                                str(seq), payload, fields["state_digest"], prev, h))
+                                str(seq), payload, fields["state_digest"], prev, h, signature))
                 prev = h
+                if seq % CHECKPOINT_SPACING == 0 or seq == VERIFY_EVENTS:
+                    checkpoints.append(checkpoint_sign(seq, h, None, key))
+        with cur.copy("COPY ledger_checkpoint (seq, head_hash, signed_at, key_id, signature) FROM STDIN") as copy:
+            for c in checkpoints:
+                copy.write_row((c["seq"], c["head_hash"], c["at"], c["key_id"], c["signature"]))
         conn.commit()
         cur.execute("ANALYZE ledger_ledgerevent")
     return time.perf_counter() - started
@@ -175,6 +212,13 @@ def run() -> dict:
     url = _recreate(server)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    keys = tempfile.mkdtemp(prefix="safeshrink-bench-keys-")
+    from trust.keys import generate_ed25519
+
+    generate_ed25519(f"{keys}/system.key.pem", f"{keys}/system.pub.pem")
+    # Environment, not settings: the spawned writer and sealer processes read it too.
+    os.environ["SAFESHRINK_SYSTEM_KEY"] = f"{keys}/system.key.pem"
+    os.environ["SAFESHRINK_SYSTEM_PUBLIC_KEY"] = f"{keys}/system.pub.pem"
     import django
 
     django.setup()
@@ -184,9 +228,9 @@ def run() -> dict:
 
     from ledger.services import ledger_verify
 
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "CHECKPOINT_EVERY": 0}
     try:
-        call_command("migrate", verbosity=0)
+        call_command("migrate", verbosity=0)  # as the owner (DATABASE_URL's role) ...
+        call_command("setup_db_roles", "--app-role", APP_ROLE, verbosity=0)  # ... then the writers' role
         trials: dict[str, list[dict]] = {"inline": [], "sealer": []}
         for _ in range(TRIALS):  # alternate the modes; report each mode's median trial
             for mode in trials:
@@ -201,6 +245,8 @@ def run() -> dict:
             "concurrent_appends": modes,
             "verify": {"events": result.checked, "ok": result.ok, "seconds": round(verify_seconds, 2),
                        "events_per_second": round(result.checked / verify_seconds),
+                       "checkpoints": VERIFY_EVENTS // CHECKPOINT_SPACING,
+                       "writer_signatures_checked": result.signatures_checked,
                        "generate_and_copy_seconds": round(load_seconds, 1)},
         }
         figures["targets"] = {
@@ -218,3 +264,5 @@ def run() -> dict:
 
         with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")  # its grants went with the database
+        shutil.rmtree(keys, ignore_errors=True)

@@ -41,10 +41,27 @@ DESCRIPTIONS = {
                     "dynamic-int8 kernels, and lists the CPU's int8 dot-product extensions: it bounds what int8 "
                     "can gain on this machine. Targets: int8 >= 3x fp32, structured 50% >= 1.6x, 2-layer student "
                     ">= 3x (judged on the 1,024-neuron student)."),
+    "artifacts": ("Verifying a stored artifact before a job uses it",
+                  "`verify_manifest` on the packaged MiniLM (~90 MB, the reference teacher's size) in a temporary "
+                  "store: a full re-hash (empty cache, what each job would pay) against the cached check (one lstat "
+                  "per file while size, mtime, ctime, inode and device are unchanged), page cache warm."),
+    "suite_import": ("Importing a ~50 MiB suite file (PostgreSQL)",
+                     "A seeded CSV just under the 50 MiB upload limit. (a) `manage.py import_suite` end to end "
+                     "(read, parse and check every row, content digest, COPY of the examples, ledger event, commit), "
+                     "3 trials into new suites, median, with the parse and digest phases timed apart; (b) an upload "
+                     "through the API's services: the request's part (stream the file to the upload folder) and the "
+                     "worker's part (the import), once. Target: >= 20,000 rows/s for (a)."),
     "approvals": ("Concurrent decisions on one release (PostgreSQL)",
                   "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
                   "connection each; the server allows 100) released by a barrier, through `release_decide`. "
                   "Exactly one may change the release; every other is refused and leaves a ledger refusal."),
+    "api": ("API list endpoints under gunicorn (PostgreSQL)",
+            "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "
+            "artifacts and escalations; per endpoint 100 requests from one client, then 16 concurrent "
+            "clients (threads in the benchmark process, on the same machine; gunicorn's sync workers close the "
+            "connection after each response) for 8 s after 2 s of "
+            "warm-up; page size 50. Release and run list rows are summaries; the release detail (full gate and "
+            "decisions) is measured for comparison. The clients share the CPU with the server."),
 }
 
 
@@ -60,7 +77,8 @@ def write_report(results: dict, path: Path) -> None:
         m = entry["machine"]
         lines += [f"## {title}", "", description, "",
                   f"Command: `{entry['command']}` · measured {entry['measured_at']} on {m['cpu']} "
-                  f"({m['cores']} cores, Python {m['python']})", "",
+                  f"({m['cores']} cores, Python {m['python']}, instruction sets: "
+                  f"{', '.join(m['isa']) if m.get('isa') else 'not recorded'})", "",
                   "| figure | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in _flatten(entry["figures"])]
         lines.append("")

@@ -12,6 +12,8 @@ ACTIONS = frozenset(
         "run.failed",
         "run.cancelled",
         "suite.imported",
+        "suite.import_requested",
+        "suite.import_failed",
         "evaluation.requested",
         "evaluation.succeeded",
         "evaluation.failed",
@@ -51,5 +53,6 @@ ACTIONS = frozenset(
         "access.viewed",
         "access.downloaded",
         "access.denied",
+        "access.denied_anonymous",
     }
 )

@@ -3,6 +3,8 @@ from django.db import models
 from .canonical import canonical_json, sha256_hex
 
 GENESIS_HASH = "0" * 64
+# Domain separation: what the writer's Ed25519 signature over an event's content starts with.
+EVENT_SIGNATURE_TYPE = "safeshrink.ledger.event/v1"
 
 
 class LedgerEvent(models.Model):
@@ -12,7 +14,12 @@ class LedgerEvent(models.Model):
     transaction commits, the sealer gives it the next `seq`, the previous event's hash and its own
     hash (so concurrent writers do not serialise on the chain while they commit). The payload is
     stored as its canonical JSON text so that verification hashes exactly the bytes that were
-    written. On PostgreSQL a trigger refuses DELETE, and any UPDATE except the one-time sealing.
+    written. On PostgreSQL a trigger refuses DELETE, and any UPDATE except the one-time sealing (or
+    the one-time rejection of an event whose writer signature does not verify).
+
+    `signature` is the writing process's Ed25519 signature (the system key) over the event's content
+    (`signed_message`): a row inserted straight into the table by someone holding only database
+    credentials has none, and the sealer marks it `rejected` instead of chaining it.
     """
 
     seq = models.PositiveBigIntegerField(unique=True, null=True, blank=True)
@@ -27,12 +34,15 @@ class LedgerEvent(models.Model):
     state_digest = models.CharField(max_length=64)
     prev_hash = models.CharField(max_length=64, null=True, blank=True)
     hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    signature = models.TextField(blank=True, default="", db_default="")
+    rejected = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["seq"]
         indexes = [
             models.Index(fields=["object_type", "object_id"]),
             models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="ledger_event_unsealed"),
+            models.Index(fields=["id"], condition=models.Q(rejected=True), name="ledger_event_rejected"),
         ]
 
     def __str__(self) -> str:
@@ -71,6 +81,13 @@ def event_fields(*, seq, occurred_at, actor_id, actor_username, actor_role, acti
         "payload_json": payload_json,
         "state_digest": state_digest,
     }
+
+
+def signed_message(fields: dict) -> bytes:
+    """The bytes the writer signs: canonical JSON of the event's content (every hashed field except
+    `seq`, which the sealer assigns later) with a type tag, so an event signature means nothing else."""
+    content = {key: value for key, value in fields.items() if key != "seq"}
+    return canonical_json({"type": EVENT_SIGNATURE_TYPE, **content}).encode("utf-8")
 
 
 def chain_hash(prev_hash: str, fields: dict) -> str:

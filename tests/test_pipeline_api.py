@@ -13,6 +13,12 @@ from tests.conftest import api_client_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _import_roots(settings, tiny_model_dir):
+    """The API imports models only from SAFESHRINK_IMPORT_ROOTS (none by default): allow the test model's folder."""
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "IMPORT_ROOTS": [tiny_model_dir.parent]}
+
+
 def _start(engineer_api, tiny_model_dir, demo_suite, demo_policy, *, risk_tier="medium"):
     r = engineer_api.post("/api/artifacts/", {"name": "tiny", "path": str(tiny_model_dir)}, format="json")
     assert r.status_code == 201, r.content
@@ -163,4 +169,6 @@ def test_engineer_cannot_decide_and_owner_cannot_approve(engineer_api, engineer,
     assert r.status_code == 409 and r.json()["code"] == "stale_version"
     assert Release.objects.get(pk=release["id"]).status == release["status"]
     assert Decision.objects.count() == 0
-    assert LedgerEvent.objects.filter(action="access.denied").count() == 1
+    # Both refusals are recorded: the engineer's by the permission layer, the officer's stale version by the service.
+    denied = LedgerEvent.objects.filter(action="access.denied").order_by("id")
+    assert [(e.actor_role, e.object_type) for e in denied] == [("engineer", "endpoint"), ("officer", "release")]

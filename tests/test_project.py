@@ -81,7 +81,7 @@ def test_compose_file_declares_the_services_with_their_settings():
     import yaml
 
     compose = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
-    assert set(compose["services"]) == {"postgres", "redis", "web", "worker", "beat", "sealer"}
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "beat", "sealer"}
     for name in ("web", "worker", "beat", "sealer"):
         service = compose["services"][name]
         assert service["build"]["dockerfile"] == "docker/Dockerfile"

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import environ
 
+from config.logging import IMPORT_NOISE_LOGGERS
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+# Local state of the embedded default (database, broker, artifacts, keys, logs): one folder.
+VAR_DIR = Path(env("SAFESHRINK_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # No network at run time: models and tokenizers load from local folders only.
 for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
@@ -29,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
     # Domain apps, bottom layer first (see ARCHITECTURE.md).
     "accounts",
     "ledger",
@@ -40,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL bytes, body size and JSON depth before any view; the error model for every error under /api/.
+    "accounts.middleware.ApiGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +117,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "accounts.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "accounts.api.errors.exception_handler",
 }
 
@@ -120,12 +126,21 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Governance and audit records for model compression that changes safety behaviour.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf-spectacular-sidecar's static files: /api/docs/ works without network.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Request and response components are separate, so input fields carry their own constraints.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "accounts.api.schema.postprocess_schema"],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "compression.models.RunStatus",
         "ReleaseStatusEnum": "governance.models.ReleaseStatus",
         "ComparisonStatusEnum": "evaluations.models.ComparisonStatus",
         "DecisionKindEnum": "governance.models.DecisionKind",
         "RuleKindEnum": "governance.models.RuleKind",
+        "SuiteImportStatusEnum": "evaluations.models.SuiteImportStatus",
     },
 }
 
@@ -135,10 +150,14 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("SAFESHRINK_BROKER_DIR", default=str(VAR_DIR / "broker")))
+    for _folder in ("queue", "processed", "control"):  # kombu needs them to exist
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Exchange tables live with the broker's data, not in a `control/` folder of the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
@@ -158,6 +177,14 @@ CELERY_BEAT_SCHEDULE = {
     "escalate-overdue": {"task": "governance.escalate_overdue", "schedule": 60.0},
     "reviews-overdue": {"task": "governance.reviews_overdue", "schedule": 300.0},
     "run-due-revalidations": {"task": "governance.run_due_revalidations", "schedule": 300.0},
+    # Suite imports whose message was lost (queued or running without a heartbeat past the run lease).
+    "requeue-stale-suite-imports": {"task": "evaluations.requeue_stale_suite_imports", "schedule": 300.0},
+    # Recovery from lost work (a killed worker): re-enqueue the missing chunks of evaluation runs
+    # whose lease expired, and complete releases still `evaluating` after both runs finished.
+    "requeue-orphaned-evaluations": {"task": "evaluations.requeue_orphaned_runs",
+                                     "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0)},
+    "complete-stuck-releases": {"task": "governance.complete_stuck_releases",
+                                "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0)},
 }
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="safeshrink@localhost")
 
@@ -186,10 +213,18 @@ SAFESHRINK = {
     "ARTIFACT_ROOT": Path(env("SAFESHRINK_ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts"))),
     # The STORAGES alias of the shared artifact storage ("": this machine's store only).
     "ARTIFACT_STORAGE": "artifacts" if "artifacts" in STORAGES else "",
+    # Folders on the server from which POST /api/artifacts/ may import a model by path (comma-separated,
+    # absolute). Empty by default: the API then refuses every server path. Operators' commands
+    # (load_demo, build_teacher) register through the services and are not limited by it.
+    "IMPORT_ROOTS": [Path(p) for p in env.list("SAFESHRINK_IMPORT_ROOTS", default=[])],
     # The shared safety data sets (read-only input).
     "DATA_DIR": Path(env("SAFESHRINK_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data"))),
     # A run whose worker stopped heartbeating this long ago is taken over by the next delivery.
     "RUN_LEASE_SECONDS": env.int("SAFESHRINK_RUN_LEASE_SECONDS", default=600),
+    # Period of beat's recovery sweeps (orphaned evaluation chunks, releases stuck in `evaluating`).
+    "SWEEP_SECONDS": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0),
+    # Examples per evaluation chunk (one task each).
+    "EVAL_CHUNK_SIZE": env.int("SAFESHRINK_EVAL_CHUNK_SIZE", default=2000),
     # Where `load_demo` builds and caches the demo models.
     "MODEL_CACHE": Path(env("SAFESHRINK_MODEL_CACHE", default=str(VAR_DIR / "models"))),
     "DEVICE": env("SAFESHRINK_DEVICE", default="cpu"),
@@ -206,20 +241,30 @@ SAFESHRINK = {
     "TRUST_ROOTS": [Path(p) for p in env.list("SAFESHRINK_TRUST_ROOTS",
                                               default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
     "ORGANISATION": env("SAFESHRINK_ORGANISATION", default="SafeShrink (embedded default)"),
-    # A signed ledger checkpoint every N events (and at every export).
+    # No longer used: the sealer signs a checkpoint at the end of every sealing batch (ARCHITECTURE.md).
     "CHECKPOINT_EVERY": env.int("SAFESHRINK_CHECKPOINT_EVERY", default=100),
     # Who chains committed events: "inline" (the writing process, right after its commit) or "sealer"
     # (a dedicated `manage.py ledger_sealer` process; writers only insert). See ARCHITECTURE.md.
     "LEDGER_SEALING": env.str("SAFESHRINK_LEDGER_SEALING", default="inline"),
     "EXPORT_ROOT": Path(env("SAFESHRINK_EXPORT_ROOT", default=str(VAR_DIR / "exports"))),
     "MAX_UPLOAD_BYTES": env.int("SAFESHRINK_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024),
+    # Uploaded suite files wait here for their import on a worker (web and workers must share it).
+    "UPLOAD_ROOT": Path(env("SAFESHRINK_UPLOAD_ROOT", default=str(VAR_DIR / "uploads"))),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),
+    # Anonymous refusals (401) are counted per window of this many seconds and written as one
+    # `access.denied_anonymous` ledger event per window, not one event each (ARCHITECTURE.md, "Authorisation").
+    "ANONYMOUS_REFUSAL_WINDOW_SECONDS": env.int("SAFESHRINK_ANONYMOUS_REFUSAL_WINDOW_SECONDS", default=300),
 }
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"import_noise": {"()": "config.logging.ImportNoise"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {name: {"level": "WARNING"} for name in ("weasyprint", "fontTools", "pyhanko", "httpx")},
+    "loggers": {
+        **{name: {"level": "WARNING"} for name in ("weasyprint", "fontTools", "pyhanko", "httpx")},
+        # torchao/triton/pytree import warnings: once, at debug level (config/logging.py).
+        **{name: {"filters": ["import_noise"]} for name in IMPORT_NOISE_LOGGERS},
+    },
 }
