@@ -248,6 +248,9 @@ SAFESHRINK = {
     "LEDGER_SEALING": env.str("SAFESHRINK_LEDGER_SEALING", default="inline"),
     "EXPORT_ROOT": Path(env("SAFESHRINK_EXPORT_ROOT", default=str(VAR_DIR / "exports"))),
     "MAX_UPLOAD_BYTES": env.int("SAFESHRINK_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024),
+    # Suite uploads up to this size are also parsed in the request, so a bad row is refused at once (400);
+    # every upload is imported on a worker (202 + status URL).
+    "IMPORT_CHECK_IN_REQUEST_BYTES": env.int("SAFESHRINK_IMPORT_CHECK_IN_REQUEST_BYTES", default=1024 * 1024),
     # Uploaded suite files wait here for their import on a worker (web and workers must share it).
     "UPLOAD_ROOT": Path(env("SAFESHRINK_UPLOAD_ROOT", default=str(VAR_DIR / "uploads"))),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),

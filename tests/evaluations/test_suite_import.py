@@ -33,7 +33,8 @@ MAPPING = '{"text": "comment", "label": "class", "slice": "part"}'
 
 @pytest.fixture(autouse=True)
 def _upload_root(settings, tmp_path):
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "UPLOAD_ROOT": tmp_path / "uploads"}
+    # Every file here goes the large-file way (checked on the worker only) unless a test says otherwise.
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "UPLOAD_ROOT": tmp_path / "uploads", "IMPORT_CHECK_IN_REQUEST_BYTES": 0}
     return tmp_path / "uploads"
 
 
@@ -101,6 +102,26 @@ def test_row_problems_fail_the_import_with_the_error_model_and_store_nothing(eng
     _nothing_stored()
     assert LedgerEvent.objects.filter(action="suite.import_failed").count() == 1
     assert _stored_uploads(_upload_root) == []
+
+
+@DB
+def test_a_small_file_with_a_bad_row_is_refused_at_once_and_nothing_is_queued(engineer_api, settings, _upload_root):
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "IMPORT_CHECK_IN_REQUEST_BYTES": 1024}
+    r = _upload(engineer_api, CSV + b"a4,fine text,unknown-label,routine\n")
+    assert r.status_code == 400, r.content
+    body = r.json()
+    assert body["code"] == "invalid_rows" and set(body) == {"code", "message", "details"}
+    assert any(line.startswith("line 5: unknown label 'unknown-label'") for line in body["details"]["file"])
+    _nothing_stored()
+    assert SuiteImport.objects.count() == 0 and _stored_uploads(_upload_root) == []
+    assert not LedgerEvent.objects.filter(action="suite.import_requested").exists()
+    # over the threshold the same file is accepted and fails on the worker, with the same error
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "IMPORT_CHECK_IN_REQUEST_BYTES": 10}
+    status = _status(engineer_api, _upload(engineer_api, CSV + b"a4,fine text,unknown-label,routine\n"))
+    assert status["status"] == "failed" and status["error"]["details"] == body["details"]
+    # a good small file is still imported on the worker (202)
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "IMPORT_CHECK_IN_REQUEST_BYTES": 1024}
+    assert _status(engineer_api, _upload(engineer_api, CSV))["status"] == "succeeded"
 
 
 @DB
