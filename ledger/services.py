@@ -133,7 +133,7 @@ def _insert(event: LedgerEvent) -> None:
 
 def ledger_seal(*, limit: int = SEAL_BATCH, wait: bool = True) -> int:
     """Chain every committed, unsealed event in insertion order: next seq, the previous event's
-    hash, its own hash; sign a checkpoint at every multiple of CHECKPOINT_EVERY. Returns how many
+    hash, its own hash; end every batch with a signed checkpoint at the new head. Returns how many
     events this call sealed.
 
     One sealer at a time (advisory lock). With wait=False (the post-commit hook) a writer that

@@ -241,8 +241,6 @@ SAFESHRINK = {
     "TRUST_ROOTS": [Path(p) for p in env.list("SAFESHRINK_TRUST_ROOTS",
                                               default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
     "ORGANISATION": env("SAFESHRINK_ORGANISATION", default="SafeShrink (embedded default)"),
-    # No longer used: the sealer signs a checkpoint at the end of every sealing batch (ARCHITECTURE.md).
-    "CHECKPOINT_EVERY": env.int("SAFESHRINK_CHECKPOINT_EVERY", default=100),
     # Who chains committed events: "inline" (the writing process, right after its commit) or "sealer"
     # (a dedicated `manage.py ledger_sealer` process; writers only insert). See ARCHITECTURE.md.
     "LEDGER_SEALING": env.str("SAFESHRINK_LEDGER_SEALING", default="inline"),
