@@ -12,10 +12,11 @@ figure came from is listed with it.
 DESCRIPTIONS = {
     "pipeline": ("Demo pipeline of `make run`",
                  "`bin/run-demo` (what `make run` starts, after the virtualenv exists) in a fresh state folder on the "
-                 "embedded default (SQLite, kombu filesystem broker, one worker): migrate, load demo data (building the "
-                 "tiny base model), start web + worker + beat, then through the REST API: experiment, dynamic int8 "
-                 "compression run, release, baseline and candidate evaluation, comparison, gate, until the release "
-                 "awaits a decision."),
+                 "embedded default (SQLite, kombu filesystem broker, one worker): migrate, load demo data (the "
+                 "MiniLM reference teacher, built once and cached in var/models), start web + worker + beat, then "
+                 "through the REST API: experiment, dynamic int8 compression run, release, baseline and candidate "
+                 "evaluation, comparison, until the release is gated. The gate itself depends on the CPU's int8 "
+                 "kernels (see the instruction sets below), so it is recorded, not targeted."),
     "ledger": ("Audit ledger on PostgreSQL",
                "(a) appends per second from 8 writer processes, each append in its own transaction through "
                "`ledger_append`, in both sealing modes: `inline` (each writer seals right after its commit) and "
