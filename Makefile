@@ -30,13 +30,27 @@ system-deps: ## Debian packages for browser tests, PDF checks and fast WeasyPrin
 run: $(STAMP) ## Migrate, load demo data, start web + worker + beat on SQLite and a filesystem broker, run the demo
 	bin/run-demo
 
-test: $(STAMP) system-deps ## Run the whole test suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(PYTEST_ARGS)
+# Line coverage of the project's code (settings in pyproject.toml), printed after the tests; `make test COV=` turns it off.
+COV ?= --cov --cov-report=term
+
+test: $(STAMP) system-deps ## Run the whole test suite with line coverage (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
+	@mkdir -p var
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(COV) $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks; writes bench/results.json and BENCHMARKS.md
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m bench $(BENCH)
 
-check: $(STAMP) ## Django checks, migrations up to date
+# Each tool runs even when an earlier one fails, so one run shows every finding; the target fails if any did.
+lint: $(STAMP) ## Ruff lint, ruff format check, mypy (typed core), import contracts (settings in pyproject.toml)
+	@status=0; \
+	echo "ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "mypy"; $(BIN)/mypy || status=1; \
+	echo "lint-imports"; $(BIN)/lint-imports --cache-dir var/cache/import-linter || status=1; \
+	exit $$status
+
+check: $(STAMP) ## make lint, then Django checks, migrations up to date
+	@$(MAKE) --no-print-directory lint
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py check
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py makemigrations --check --dry-run
 

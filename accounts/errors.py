@@ -2,36 +2,38 @@
 
 from typing import Any
 
+from accounts.error_codes import AccountsErrorCode
+
 
 class DomainError(Exception):
     """A refusal by a service. `status` is the HTTP status the API maps it to."""
 
     status = 400
-    code = "invalid"
+    code: str = AccountsErrorCode.INVALID
 
     def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
-        if code:
-            self.code = code
+        # A plain string (a registry member is one): the ledger and the response carry its value.
+        self.code = str(code or self.code)
         self.details = details or {}
 
 
 class ValidationFailed(DomainError):
     status = 400
-    code = "invalid"
+    code = AccountsErrorCode.INVALID
 
 
 class PermissionDenied(DomainError):
     status = 403
-    code = "permission_denied"
+    code = AccountsErrorCode.PERMISSION_DENIED
 
 
 class NotFound(DomainError):
     status = 404
-    code = "not_found"
+    code = AccountsErrorCode.NOT_FOUND
 
 
 class Conflict(DomainError):
     status = 409
-    code = "conflict"
+    code = AccountsErrorCode.CONFLICT

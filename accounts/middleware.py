@@ -19,23 +19,35 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
+from accounts.error_codes import AccountsErrorCode
+
 API_PREFIX = "/api/"
 MAX_JSON_DEPTH = 32
 MULTIPART_SLACK = 1024 * 1024  # form fields and part headers around an upload at the size limit
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_NUL = re.compile(rb'(?<!\\)(?:\\\\)*\\u0000', re.IGNORECASE)
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 _BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
 
-CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
-         405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-         500: "server_error"}
+E = AccountsErrorCode
+CODES = {
+    400: E.INVALID,
+    401: E.NOT_AUTHENTICATED,
+    403: E.PERMISSION_DENIED,
+    404: E.NOT_FOUND,
+    405: E.METHOD_NOT_ALLOWED,
+    409: E.CONFLICT,
+    413: E.TOO_LARGE,
+    415: E.UNSUPPORTED_MEDIA_TYPE,
+    500: E.SERVER_ERROR,
+}
 
 
 def error_response(status: int, message: str, *, code: str | None = None, details: dict | None = None) -> JsonResponse:
-    return JsonResponse({"code": code or CODES.get(status, "error"), "message": message, "details": details or {}},
-                        status=status)
+    return JsonResponse(
+        {"code": str(code or CODES.get(status, E.ERROR)), "message": message, "details": details or {}}, status=status
+    )
 
 
 def json_depth(body: bytes) -> int:
@@ -73,25 +85,41 @@ class ApiGuardMiddleware:
             if content_type.startswith("multipart/"):
                 limit = settings.SAFESHRINK["MAX_UPLOAD_BYTES"] + MULTIPART_SLACK
             if limit is not None and length > limit:
-                return error_response(413, f"The request body is {length:,} bytes, over the limit of {limit:,}.",
-                                      details={"body": [f"At most {limit:,} bytes."]})
-        if request.method in ("POST", "PUT", "PATCH") and (is_json or content_type ==
-                                                           "application/x-www-form-urlencoded"):
+                return error_response(
+                    413,
+                    f"The request body is {length:,} bytes, over the limit of {limit:,}.",
+                    details={"body": [f"At most {limit:,} bytes."]},
+                )
+        if request.method in ("POST", "PUT", "PATCH") and (
+            is_json or content_type == "application/x-www-form-urlencoded"
+        ):
             try:
                 body = request.body
             except RequestDataTooBig:
                 limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
-                return error_response(413, f"The request body is over the limit of {limit:,} bytes.",
-                                      details={"body": [f"At most {limit:,} bytes."]}) if api else \
-                    HttpResponse("Request body too large.", status=413, content_type="text/plain")
+                return (
+                    error_response(
+                        413,
+                        f"The request body is over the limit of {limit:,} bytes.",
+                        details={"body": [f"At most {limit:,} bytes."]},
+                    )
+                    if api
+                    else HttpResponse("Request body too large.", status=413, content_type="text/plain")
+                )
             if is_json:
                 if _JSON_NUL.search(body):
-                    return _bad(api, "The JSON body contains a NUL character (\\u0000).",
-                                {"body": ["Contains a NUL character."]})
+                    return _bad(
+                        api,
+                        "The JSON body contains a NUL character (\\u0000).",
+                        {"body": ["Contains a NUL character."]},
+                    )
                 depth = json_depth(body)
                 if depth > MAX_JSON_DEPTH:
-                    return _bad(api, f"The JSON body is nested {depth} levels deep; at most {MAX_JSON_DEPTH} "
-                                     "are accepted.", {"body": [f"At most {MAX_JSON_DEPTH} levels of nesting."]})
+                    return _bad(
+                        api,
+                        f"The JSON body is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted.",
+                        {"body": [f"At most {MAX_JSON_DEPTH} levels of nesting."]},
+                    )
             elif b"%00" in body or b"\x00" in body:
                 return _bad(api, "The form contains a NUL byte.", {"body": ["Contains a NUL byte."]})
         return None

@@ -16,10 +16,21 @@ def user_create(*, actor, username: str, role: str, password: str, email: str = 
     if User.objects.filter(username=username).exists():
         raise ValidationFailed("That username is taken.", details={"username": ["Already exists."]})
     with transaction.atomic():
-        user = User.objects.create_user(username=username, password=password, email=email, role=role,
-                                        is_staff=is_superuser, is_superuser=is_superuser)
-        ledger_append(actor=actor, action="user.created", object_type="user", object_id=user.pk,
-                      payload={"username": username, "role": role})
+        user = User.objects.create_user(
+            username=username,
+            password=password,
+            email=email,
+            role=role,
+            is_staff=is_superuser,
+            is_superuser=is_superuser,
+        )
+        ledger_append(
+            actor=actor,
+            action="user.created",
+            object_type="user",
+            object_id=user.pk,
+            payload={"username": username, "role": role},
+        )
     return user
 
 
@@ -29,16 +40,26 @@ logger = logging.getLogger(__name__)
 _MAX_PATH = 512  # a refused path is recorded, not an arbitrary amount of client-chosen text
 
 
-def access_denied_record(*, actor, method: str, path: str, reason: str, message: str = "",
-                         object_type: str = "endpoint", object_id=None) -> None:
+def access_denied_record(
+    *, actor, method: str, path: str, reason: str, message: str = "", object_type: str = "endpoint", object_id=None
+) -> None:
     """Record one refusal of a signed-in user as `access.denied` (role, method, path, reason), in its own
     transaction: the refused request changed nothing, and its record must not depend on anything else."""
     path = path[:_MAX_PATH]
     with transaction.atomic():
-        ledger_append(actor=actor, action="access.denied", object_type=object_type,
-                      object_id=str(object_id if object_id is not None else path)[:64],
-                      payload={"role": getattr(actor, "role", ""), "method": method, "path": path, "reason": reason,
-                               "message": message})
+        ledger_append(
+            actor=actor,
+            action="access.denied",
+            object_type=object_type,
+            object_id=str(object_id if object_id is not None else path)[:64],
+            payload={
+                "role": getattr(actor, "role", ""),
+                "method": method,
+                "path": path,
+                "reason": reason,
+                "message": message,
+            },
+        )
 
 
 # Anonymous refusals are counted, not recorded one by one: anyone can send them, so one ledger event each
@@ -105,11 +126,19 @@ def anonymous_refusals_flush(*, before: int | None = None) -> int:
         start = dt.datetime.fromtimestamp(window * seconds, tz=dt.UTC)
         try:
             with transaction.atomic():
-                ledger_append(actor=None, action="access.denied_anonymous", object_type="endpoint",
-                              object_id=start.isoformat(),
-                              payload={"count": count, "window_start": start.isoformat(),
-                                       "window_end": (start + dt.timedelta(seconds=seconds)).isoformat(),
-                                       "window_seconds": seconds, "status": 401})
+                ledger_append(
+                    actor=None,
+                    action="access.denied_anonymous",
+                    object_type="endpoint",
+                    object_id=start.isoformat(),
+                    payload={
+                        "count": count,
+                        "window_start": start.isoformat(),
+                        "window_end": (start + dt.timedelta(seconds=seconds)).isoformat(),
+                        "window_seconds": seconds,
+                        "status": 401,
+                    },
+                )
         except Exception:  # noqa: BLE001 - the refused request still gets its 401; the next flush retries
             logger.exception("could not record %s anonymous refusals of window %s; will retry", count, start)
             cache.add(key, 0, timeout=seconds * 4)

@@ -1,10 +1,11 @@
 """Run the benchmarks and write bench/results.json and BENCHMARKS.md.
 
-    python -m bench            # all
-    python -m bench pipeline   # one
+python -m bench            # all
+python -m bench pipeline   # one
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -14,17 +15,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
-SUITES = ["pipeline", "approvals", "ledger", "exports", "evaluation", "scale", "compression", "artifacts", "suite_import",
-          "api"]
+SUITES = [
+    "pipeline",
+    "approvals",
+    "ledger",
+    "exports",
+    "evaluation",
+    "scale",
+    "compression",
+    "artifacts",
+    "suite_import",
+    "api",
+]
 
 
 def machine() -> dict:
     cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "isa": instruction_sets()}
 
 
@@ -34,8 +46,11 @@ KERNEL_ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni"
 
 def instruction_sets() -> list[str]:
     try:
-        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
     except (OSError, StopIteration):
         return []
     return [name for name in KERNEL_ISA if name in flags]
@@ -50,20 +65,25 @@ def _run_isolated(name: str) -> dict:
     marker = [line for line in result.stdout.splitlines() if line.startswith("@@RESULT@@")]
     if result.returncode != 0 or not marker:
         raise SystemExit(f"bench/{name}.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return json.loads(marker[-1][len("@@RESULT@@"):])
+    return json.loads(marker[-1][len("@@RESULT@@") :])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("suites", nargs="*", choices=SUITES + [[]], help="benchmarks to run (default: all)")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.suites or SUITES:
         print(f"running bench/{name}.py …", flush=True)
         figures = _run_isolated(name)
-        results[name] = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                         "command": f"make bench BENCH={name}", "machine": machine(), "figures": figures}
+        results[name] = {
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": f"make bench BENCH={name}",
+            "machine": machine(),
+            "figures": figures,
+        }
         print(json.dumps(figures, indent=2), flush=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     from bench.report import write_report

@@ -73,48 +73,124 @@ def _seed() -> tuple[str, int]:
     from compression.models import CompressionRun, Experiment, ModelArtifact, RunStatus
     from evaluations.models import Suite, SuiteVersion
     from governance.models import (
-        Decision, Escalation, EscalationTrigger, Release, ReleaseStatus, ThresholdPolicy, ThresholdRule,
+        Decision,
+        Escalation,
+        EscalationTrigger,
+        Release,
+        ReleaseStatus,
+        ThresholdPolicy,
+        ThresholdRule,
     )
 
     call_command("migrate", verbosity=0)
     engineer = User.objects.create_user(username="bench-engineer", password="x", role="engineer")
     officer = User.objects.create_user(username="bench-officer", password="x", role="officer")
     policy = ThresholdPolicy.objects.create(name="bench policy", version=1, created_by=officer)
-    rules = [ThresholdRule(policy=policy, code=f"rule-{i}", title=f"Rule {i}", metric="recall", group="overall",
-                           kind="delta", bound="ci_low", higher_is_better=True, green_limit=-0.01, red_limit=-0.05)
-             for i in range(GATE_RULES)]
+    rules = [
+        ThresholdRule(
+            policy=policy,
+            code=f"rule-{i}",
+            title=f"Rule {i}",
+            metric="recall",
+            group="overall",
+            kind="delta",
+            bound="ci_low",
+            higher_is_better=True,
+            green_limit=-0.01,
+            red_limit=-0.05,
+        )
+        for i in range(GATE_RULES)
+    ]
     ThresholdRule.objects.bulk_create(rules)
     suite = Suite.objects.create(name="bench suite")
-    version = SuiteVersion.objects.create(suite=suite, number=1, digest=_digest("suite"), unsafe_labels=["x"],
-                                          example_count=1000, created_by=engineer)
+    version = SuiteVersion.objects.create(
+        suite=suite, number=1, digest=_digest("suite"), unsafe_labels=["x"], example_count=1000, created_by=engineer
+    )
     now = timezone.now()
     for i in range(RELEASES):
-        base = ModelArtifact.objects.create(name=f"base {i}", digest=_digest(f"base {i}"), format="hf-dir",
-                                            size_bytes=10**8, parameter_count=10**7, labels=["safe", "unsafe"],
-                                            manifest=[{"path": f"f{j}", "sha256": _digest(f"{i}-{j}"), "size": 1}
-                                                      for j in range(6)], created_by=engineer)
-        candidate = ModelArtifact.objects.create(name=f"candidate {i}", digest=_digest(f"cand {i}"),
-                                                 format="torch-quantized", size_bytes=4 * 10**7, parent=base,
-                                                 labels=["safe", "unsafe"], manifest=[], created_by=engineer)
-        experiment = Experiment.objects.create(name=f"experiment {i}", owner=engineer, base_artifact=base,
-                                               unsafe_labels=["unsafe"])
-        run = CompressionRun.objects.create(experiment=experiment, method="dynamic_int8", requested_by=engineer,
-                                            status=RunStatus.SUCCEEDED, output_artifact=candidate,
-                                            provenance={"_type": "https://in-toto.io/Statement/v1",
-                                                        "subject": [{"digest": {"sha256": candidate.digest}}]})
-        gate = [{"rule": f"rule-{j}", "title": f"Rule {j}", "metric": "recall", "group": "overall",
-                 "value": -0.004 * j, "ci_low": -0.006 * j, "ci_high": 0.001, "zone": "green" if j < 6 else "amber",
-                 "green_limit": -0.01, "red_limit": -0.05, "n": 1000} for j in range(GATE_RULES)]
-        release = Release.objects.create(experiment=experiment, compression_run=run, candidate=candidate,
-                                         candidate_digest=candidate.digest, suite_version=version, policy=policy,
-                                         status=ReleaseStatus.AWAITING_DECISION, gate_zone="amber", gate=gate,
-                                         created_by=engineer)
-        Escalation.objects.create(release=release, trigger=EscalationTrigger.RED_ZONE, summary="bench", level=1,
-                                  owner_role="officer", deadline=now + dt.timedelta(days=1))
+        base = ModelArtifact.objects.create(
+            name=f"base {i}",
+            digest=_digest(f"base {i}"),
+            format="hf-dir",
+            size_bytes=10**8,
+            parameter_count=10**7,
+            labels=["safe", "unsafe"],
+            manifest=[{"path": f"f{j}", "sha256": _digest(f"{i}-{j}"), "size": 1} for j in range(6)],
+            created_by=engineer,
+        )
+        candidate = ModelArtifact.objects.create(
+            name=f"candidate {i}",
+            digest=_digest(f"cand {i}"),
+            format="torch-quantized",
+            size_bytes=4 * 10**7,
+            parent=base,
+            labels=["safe", "unsafe"],
+            manifest=[],
+            created_by=engineer,
+        )
+        experiment = Experiment.objects.create(
+            name=f"experiment {i}", owner=engineer, base_artifact=base, unsafe_labels=["unsafe"]
+        )
+        run = CompressionRun.objects.create(
+            experiment=experiment,
+            method="dynamic_int8",
+            requested_by=engineer,
+            status=RunStatus.SUCCEEDED,
+            output_artifact=candidate,
+            provenance={
+                "_type": "https://in-toto.io/Statement/v1",
+                "subject": [{"digest": {"sha256": candidate.digest}}],
+            },
+        )
+        gate = [
+            {
+                "rule": f"rule-{j}",
+                "title": f"Rule {j}",
+                "metric": "recall",
+                "group": "overall",
+                "value": -0.004 * j,
+                "ci_low": -0.006 * j,
+                "ci_high": 0.001,
+                "zone": "green" if j < 6 else "amber",
+                "green_limit": -0.01,
+                "red_limit": -0.05,
+                "n": 1000,
+            }
+            for j in range(GATE_RULES)
+        ]
+        release = Release.objects.create(
+            experiment=experiment,
+            compression_run=run,
+            candidate=candidate,
+            candidate_digest=candidate.digest,
+            suite_version=version,
+            policy=policy,
+            status=ReleaseStatus.AWAITING_DECISION,
+            gate_zone="amber",
+            gate=gate,
+            created_by=engineer,
+        )
+        Escalation.objects.create(
+            release=release,
+            trigger=EscalationTrigger.RED_ZONE,
+            summary="bench",
+            level=1,
+            owner_role="officer",
+            deadline=now + dt.timedelta(days=1),
+        )
         for kind in ("halt", "resume"):
-            Decision.objects.create(release=release, actor=officer, actor_role="officer", kind=kind, rationale="bench",
-                                    evidence={"gate": _digest(str(gate))}, candidate_digest=candidate.digest,
-                                    release_version=1, experiment_owner=engineer, run_requester=engineer)
+            Decision.objects.create(
+                release=release,
+                actor=officer,
+                actor_role="officer",
+                kind=kind,
+                rationale="bench",
+                evidence={"gate": _digest(str(gate))},
+                candidate_digest=candidate.digest,
+                release_version=1,
+                experiment_owner=engineer,
+                run_requester=engineer,
+            )
     return Token.objects.create(user=officer).key, release.pk
 
 
@@ -217,19 +293,45 @@ def run() -> dict:
 
         connections.close_all()
         port = _free_port()
-        env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-               "DJANGO_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
         gunicorn = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(WORKERS), "--worker-class", "sync", "--log-level", "warning", "--timeout", "60"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(WORKERS),
+                "--worker-class",
+                "sync",
+                "--log-level",
+                "warning",
+                "--timeout",
+                "60",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         _wait_ready(port, token, gunicorn)
         figures = {path: _measure(port, path, token) for path in ENDPOINTS}
         figures["/api/releases/{id}/ (detail: full gate and decisions)"] = _measure(
-            port, f"/api/releases/{release_id}/", token)
-        return {"clients": CLIENTS, "gunicorn_workers": WORKERS, "releases": RELEASES, "rows_per_page": 50,
-                "seconds_measured_per_endpoint": DURATION, "endpoints": figures}
+            port, f"/api/releases/{release_id}/", token
+        )
+        return {
+            "clients": CLIENTS,
+            "gunicorn_workers": WORKERS,
+            "releases": RELEASES,
+            "rows_per_page": 50,
+            "seconds_measured_per_endpoint": DURATION,
+            "endpoints": figures,
+        }
     finally:
         if gunicorn is not None:
             gunicorn.terminate()

@@ -48,18 +48,34 @@ def _fixture():
 
     engineer = User.objects.create_user("bench-engineer", role="engineer")
     base = ModelArtifact.objects.create(name="base", digest="a" * 64, format="hf-dir", size_bytes=1, manifest=[])
-    candidate = ModelArtifact.objects.create(name="cand", digest="b" * 64, format="hf-dir", size_bytes=1, manifest=[],
-                                             parent=base)
-    experiment = Experiment.objects.create(name="bench", owner=engineer, risk_tier="medium", base_artifact=base,
-                                           unsafe_labels=["unsafe"])
-    run = CompressionRun.objects.create(experiment=experiment, method="dynamic_int8", requested_by=engineer,
-                                        status=RunStatus.SUCCEEDED, output_artifact=candidate)
-    suite = SuiteVersion.objects.create(suite=Suite.objects.create(name="bench"), number=1, digest="c" * 64,
-                                        unsafe_labels=["unsafe"], example_count=0)
+    candidate = ModelArtifact.objects.create(
+        name="cand", digest="b" * 64, format="hf-dir", size_bytes=1, manifest=[], parent=base
+    )
+    experiment = Experiment.objects.create(
+        name="bench", owner=engineer, risk_tier="medium", base_artifact=base, unsafe_labels=["unsafe"]
+    )
+    run = CompressionRun.objects.create(
+        experiment=experiment,
+        method="dynamic_int8",
+        requested_by=engineer,
+        status=RunStatus.SUCCEEDED,
+        output_artifact=candidate,
+    )
+    suite = SuiteVersion.objects.create(
+        suite=Suite.objects.create(name="bench"), number=1, digest="c" * 64, unsafe_labels=["unsafe"], example_count=0
+    )
     policy = ThresholdPolicy.objects.create(name="bench", version=1)
-    release = Release.objects.create(experiment=experiment, compression_run=run, candidate=candidate,
-                                     candidate_digest=candidate.digest, suite_version=suite, policy=policy,
-                                     created_by=engineer, status=ReleaseStatus.AWAITING_DECISION, gate_zone=Zone.GREEN)
+    release = Release.objects.create(
+        experiment=experiment,
+        compression_run=run,
+        candidate=candidate,
+        candidate_digest=candidate.digest,
+        suite_version=suite,
+        policy=policy,
+        created_by=engineer,
+        status=ReleaseStatus.AWAITING_DECISION,
+        gate_zone=Zone.GREEN,
+    )
     officers = []
     for i in range(THREADS):
         officer = User.objects.create_user(f"bench-officer-{i}", role="officer")
@@ -100,8 +116,13 @@ def run() -> dict:
             for attempt in range(index, ATTEMPTS, THREADS):
                 kind = "approve" if attempt % 2 else "halt"
                 try:
-                    release_services.release_decide(actor=officer, release_id=release.pk, kind=kind,
-                                                    rationale=f"attempt {attempt}", expected_version=version)
+                    release_services.release_decide(
+                        actor=officer,
+                        release_id=release.pk,
+                        kind=kind,
+                        rationale=f"attempt {attempt}",
+                        expected_version=version,
+                    )
                     result = f"ok:{kind}"
                 except Conflict as exc:
                     result = f"refused:{exc.code}"
@@ -120,18 +141,29 @@ def run() -> dict:
         final = Release.objects.get(pk=release.pk)
         refusals = LedgerEvent.objects.filter(action="access.denied").count()
         figures = {
-            "attempts": len(outcomes), "threads": THREADS, "transitions": len(winners),
+            "attempts": len(outcomes),
+            "threads": THREADS,
+            "transitions": len(winners),
             "winner": winners[0] if winners else None,
             "refused": len(outcomes) - len(winners),
             "refusal_codes": sorted({o.split(":", 1)[1] for o in outcomes if o.startswith("refused")}),
-            "final_status": final.status, "version_bumps": final.version - version,
-            "decisions_recorded": Decision.objects.count(), "ledger_refusal_events": refusals,
+            "final_status": final.status,
+            "version_bumps": final.version - version,
+            "decisions_recorded": Decision.objects.count(),
+            "ledger_refusal_events": refusals,
             "ledger_verifies": ledger_verify().ok,
-            "wall_seconds": round(elapsed, 3), "attempts_per_second": round(len(outcomes) / elapsed, 1),
+            "wall_seconds": round(elapsed, 3),
+            "attempts_per_second": round(len(outcomes) / elapsed, 1),
         }
-        figures["targets"] = {"exactly_one_transition": {
-            "met": figures["transitions"] == 1 and figures["version_bumps"] == 1 and figures["decisions_recorded"] == 1
-            and figures["refused"] == ATTEMPTS - 1 and refusals == ATTEMPTS - 1}}
+        figures["targets"] = {
+            "exactly_one_transition": {
+                "met": figures["transitions"] == 1
+                and figures["version_bumps"] == 1
+                and figures["decisions_recorded"] == 1
+                and figures["refused"] == ATTEMPTS - 1
+                and refusals == ATTEMPTS - 1
+            }
+        }
         return figures
     finally:
         connection.close()

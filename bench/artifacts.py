@@ -32,7 +32,10 @@ def _median_seconds(fn, repetitions: int) -> float:
 
 def run() -> dict:
     from compression.engine.manifest import (
-        RACY_WINDOW_NS, VerificationCache, manifest_digest, verify_manifest,
+        RACY_WINDOW_NS,
+        VerificationCache,
+        manifest_digest,
+        verify_manifest,
     )
     from compression.engine.teacher import base_model_path
 

@@ -62,7 +62,11 @@ def _gemm_ceiling(config: Any) -> dict[str, Any]:
 
     rows = BATCH * MAX_LENGTH
     hidden, inner = config.hidden_size, config.intermediate_size
-    shapes = {"attention (h x h)": (hidden, hidden), "ffn in (h x 4h)": (hidden, inner), "ffn out (4h x h)": (inner, hidden)}
+    shapes = {
+        "attention (h x h)": (hidden, hidden),
+        "ffn in (h x 4h)": (hidden, inner),
+        "ffn out (4h x h)": (inner, hidden),
+    }
     result: dict[str, Any] = {"rows": rows, "cpu_int8_instructions": _cpu_int8_instructions(), "shapes": {}}
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -81,9 +85,11 @@ def _gemm_ceiling(config: Any) -> dict[str, Any]:
                     times[name].append((time.perf_counter() - began) / 10)
             fp32_s, int8_s = statistics.median(times["fp32"]), statistics.median(times["int8"])
             ops = 2 * rows * k * n
-            result["shapes"][label] = {"fp32_gflops": round(ops / fp32_s / 1e9, 1),
-                                       "int8_gops": round(ops / int8_s / 1e9, 1),
-                                       "int8_over_fp32": round(fp32_s / int8_s, 2)}
+            result["shapes"][label] = {
+                "fp32_gflops": round(ops / fp32_s / 1e9, 1),
+                "int8_gops": round(ops / int8_s / 1e9, 1),
+                "int8_over_fp32": round(fp32_s / int8_s, 2),
+            }
     return result
 
 
@@ -92,8 +98,9 @@ def run() -> dict:
     import torch
 
     from compression.engine import CompressionData, CompressionRequest, compress
-    from compression.engine.loading import count_nonzero_parameters, count_parameters, load_classifier
+    from compression.engine.loading import load_classifier
     from compression.engine.manifest import dir_size
+    from compression.engine.parameters import count_nonzero_parameters, count_parameters
     from compression.engine.teacher import build_reference_teacher, read_hatexplain
 
     started = time.perf_counter()
@@ -109,8 +116,10 @@ def run() -> dict:
             _log(f"teacher: {stage} {fraction:.0%}")
 
     teacher = build_reference_teacher(data_csv=data_csv, cache_dir=cache, progress=progress)
-    _log(f"teacher {'from cache' if teacher.cached else 'built'}: accuracy {teacher.accuracy:.3f}, "
-         f"macro-F1 {teacher.macro_f1:.3f} ({teacher.build_seconds:.0f} s to build)")
+    _log(
+        f"teacher {'from cache' if teacher.cached else 'built'}: accuracy {teacher.accuracy:.3f}, "
+        f"macro-F1 {teacher.macro_f1:.3f} ({teacher.build_seconds:.0f} s to build)"
+    )
     splits = read_hatexplain(data_csv)
     test = splits["test"][:TEXTS]
     train = splits["train"]
@@ -120,24 +129,67 @@ def run() -> dict:
     variants: dict[str, dict[str, Any]] = {"fp32": {"dir": teacher.model_dir, "method": None, "parameters": {}}}
     plans = {
         "dynamic_int8": ("dynamic_int8", {}),
-        "structured_30": ("structured_prune", {"head_fraction": 0.3, "ffn_fraction": 0.3, "recovery_epochs": 1,
-                                               "recovery_max_examples": 1500, "batch_size": 32}),
-        "structured_50": ("structured_prune", {"head_fraction": 0.5, "ffn_fraction": 0.5, "recovery_epochs": 1,
-                                               "recovery_max_examples": 1500, "batch_size": 32}),
+        "structured_30": (
+            "structured_prune",
+            {
+                "head_fraction": 0.3,
+                "ffn_fraction": 0.3,
+                "recovery_epochs": 1,
+                "recovery_max_examples": 1500,
+                "batch_size": 32,
+            },
+        ),
+        "structured_50": (
+            "structured_prune",
+            {
+                "head_fraction": 0.5,
+                "ffn_fraction": 0.5,
+                "recovery_epochs": 1,
+                "recovery_max_examples": 1500,
+                "batch_size": 32,
+            },
+        ),
         "unstructured_50": ("magnitude_prune", {"sparsity": 0.5, "scope": "global"}),
-        "student_2_layers": ("distill", {"num_layers": 2, "epochs": 2, "batch_size": 32, "lr": 1e-4,
-                                         "temperature": 2.0, "alpha": 0.5, "max_train_examples": 2000}),
-        "student_2_layers_ffn1024": ("distill", {"num_layers": 2, "intermediate_size": 1024, "epochs": 2,
-                                                 "batch_size": 32, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5,
-                                                 "max_train_examples": 2000}),
+        "student_2_layers": (
+            "distill",
+            {
+                "num_layers": 2,
+                "epochs": 2,
+                "batch_size": 32,
+                "lr": 1e-4,
+                "temperature": 2.0,
+                "alpha": 0.5,
+                "max_train_examples": 2000,
+            },
+        ),
+        "student_2_layers_ffn1024": (
+            "distill",
+            {
+                "num_layers": 2,
+                "intermediate_size": 1024,
+                "epochs": 2,
+                "batch_size": 32,
+                "lr": 1e-4,
+                "temperature": 2.0,
+                "alpha": 0.5,
+                "max_train_examples": 2000,
+            },
+        ),
     }
     try:
         with tempfile.TemporaryDirectory(prefix="safeshrink-bench-compression-") as tmp:
             for name, (method, parameters) in plans.items():
                 began = time.perf_counter()
-                result = compress(CompressionRequest(method, teacher.model_dir, Path(tmp) / name, parameters, 0, data=data))
-                variants[name] = {"dir": result.output_dir, "method": method, "parameters": parameters,
-                                  "compress_seconds": round(time.perf_counter() - began, 1), "details": result.details}
+                result = compress(
+                    CompressionRequest(method, teacher.model_dir, Path(tmp) / name, parameters, 0, data=data)
+                )
+                variants[name] = {
+                    "dir": result.output_dir,
+                    "method": method,
+                    "parameters": parameters,
+                    "compress_seconds": round(time.perf_counter() - began, 1),
+                    "details": result.details,
+                }
                 _log(f"{name}: compressed in {variants[name]['compress_seconds']} s")
 
             loaded = {name: load_classifier(info["dir"]) for name, info in variants.items()}
@@ -147,9 +199,16 @@ def run() -> dict:
             gold = torch.tensor([label for _, label in test])
             batches = []
             for start in range(0, len(texts), BATCH):
-                encoded = tokenizer(texts[start : start + BATCH], padding=True, truncation=True, max_length=MAX_LENGTH,
-                                    return_tensors="pt")
-                batches.append({key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded})
+                encoded = tokenizer(
+                    texts[start : start + BATCH],
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_LENGTH,
+                    return_tensors="pt",
+                )
+                batches.append(
+                    {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+                )
             labels = loaded["fp32"].labels
             unsafe_columns = [labels.index(name) for name in UNSAFE]
 
@@ -157,7 +216,7 @@ def run() -> dict:
             timings: dict[str, list[float]] = {name: [] for name in loaded}
             names = list(loaded)
             for repetition in range(REPETITIONS):
-                order = names[repetition % len(names):] + names[: repetition % len(names)]
+                order = names[repetition % len(names) :] + names[: repetition % len(names)]
                 for name in order:
                     began = time.perf_counter()
                     _forward_all(loaded[name].model, batches)
@@ -172,7 +231,7 @@ def run() -> dict:
                 p = probs[name]
                 decision = p[:, unsafe_columns].sum(dim=1) >= 0.5
                 median = statistics.median(timings[name])
-                paired = [v / f for v, f in zip(timings[name], timings["fp32"])]
+                paired = [v / f for v, f in zip(timings[name], timings["fp32"], strict=True)]
                 model = loaded[name].model
                 entry = {
                     "method": info["method"] or "none (teacher)",
@@ -211,18 +270,34 @@ def run() -> dict:
     targets = {}
     for name, goal in TARGETS.items():
         variant = TARGET_VARIANT.get(name, name)
-        targets[name] = {"target_speedup": goal, "variant": variant,
-                         "measured_speedup": figures[variant]["speedup_vs_fp32"],
-                         "met": figures[variant]["speedup_vs_fp32"] >= goal}
+        targets[name] = {
+            "target_speedup": goal,
+            "variant": variant,
+            "measured_speedup": figures[variant]["speedup_vs_fp32"],
+            "met": figures[variant]["speedup_vs_fp32"] >= goal,
+        }
 
     return {
-        "setup": {"texts": len(test), "source": "HateXplain test (first 500)", "batch_size": BATCH,
-                  "max_length": MAX_LENGTH, "torch_threads": THREADS, "repetitions": REPETITIONS,
-                  "timing": "model forward only on pre-tokenized batches, variants interleaved, median"},
-        "teacher": {"accuracy_full_test": teacher.accuracy, "macro_f1_full_test": teacher.macro_f1,
-                    "test_examples": teacher.test_examples, "train_examples": teacher.train_examples,
-                    "epochs": teacher.epochs, "frozen_layers": teacher.frozen_layers, "max_length": teacher.max_length,
-                    "build_seconds": teacher.build_seconds, "from_cache": teacher.cached},
+        "setup": {
+            "texts": len(test),
+            "source": "HateXplain test (first 500)",
+            "batch_size": BATCH,
+            "max_length": MAX_LENGTH,
+            "torch_threads": THREADS,
+            "repetitions": REPETITIONS,
+            "timing": "model forward only on pre-tokenized batches, variants interleaved, median",
+        },
+        "teacher": {
+            "accuracy_full_test": teacher.accuracy,
+            "macro_f1_full_test": teacher.macro_f1,
+            "test_examples": teacher.test_examples,
+            "train_examples": teacher.train_examples,
+            "epochs": teacher.epochs,
+            "frozen_layers": teacher.frozen_layers,
+            "max_length": teacher.max_length,
+            "build_seconds": teacher.build_seconds,
+            "from_cache": teacher.cached,
+        },
         "variants": figures,
         "gemm_ceiling": ceiling,
         "targets": targets,

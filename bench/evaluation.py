@@ -54,8 +54,11 @@ def _build_minilm_classifier(out_dir: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-            label2id={name: i for i, name in enumerate(LABELS)}, local_files_only=True,
+            source,
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id={name: i for i, name in enumerate(LABELS)},
+            local_files_only=True,
         )
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(source, local_files_only=True).save_pretrained(out_dir)
@@ -72,8 +75,13 @@ def _bare_loop(model, tokenizer, texts: list[str]) -> tuple[float, np.ndarray]: 
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(texts), BATCH_SIZE):
-                encoded = tokenizer(texts[start:start + BATCH_SIZE], padding=True, truncation=True,
-                                    max_length=MAX_LENGTH, return_tensors="pt")
+                encoded = tokenizer(
+                    texts[start : start + BATCH_SIZE],
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_LENGTH,
+                    return_tensors="pt",
+                )
                 chunks.append(torch.softmax(model(**encoded).logits, dim=-1).numpy())
         seconds = time.perf_counter() - started
     finally:
@@ -88,8 +96,9 @@ def _throughput() -> dict:
     from evaluations.engine.predict import PredictionConfig, predict
 
     texts = _texts()
-    config = PredictionConfig(batch_size=BATCH_SIZE, max_length=MAX_LENGTH, threads=THREADS,
-                              unsafe_labels=("hatespeech", "offensive"))
+    config = PredictionConfig(
+        batch_size=BATCH_SIZE, max_length=MAX_LENGTH, threads=THREADS, unsafe_labels=("hatespeech", "offensive")
+    )
     with tempfile.TemporaryDirectory(prefix="safeshrink-bench-eval-") as tmp:
         model_dir = Path(tmp) / "minilm-classifier"
         _build_minilm_classifier(model_dir)
@@ -116,8 +125,12 @@ def _throughput() -> dict:
     bare, system = statistics.median(bare_rates), statistics.median(system_rates)
     return {
         "model": "all-MiniLM-L6-v2 encoder + untrained 3-class head (BertForSequenceClassification)",
-        "examples": len(texts), "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "threads": THREADS,
-        "repetitions": REPETITIONS, "torch": torch.__version__,
+        "examples": len(texts),
+        "batch_size": BATCH_SIZE,
+        "max_length": MAX_LENGTH,
+        "threads": THREADS,
+        "repetitions": REPETITIONS,
+        "torch": torch.__version__,
         "bare_loop_examples_per_s": round(bare, 1),
         "predict_examples_per_s": round(system, 1),
         "predict_examples_per_s_excluding_load": round(statistics.median(system_inner_rates), 1),
@@ -147,11 +160,21 @@ def _synthetic(n: int, seed: int = 0) -> dict:
     source = np.full(n, -1)
     adversarial, routine = np.flatnonzero(slices == "adversarial"), np.flatnonzero(slices == "routine")
     source[adversarial] = rng.choice(routine, len(adversarial))
-    groups = {"overall": np.ones(n, dtype=bool), **{f"slice:{s}": slices == s for s in ("routine", "edge", "adversarial")},
-              **{f"subgroup:{s}": subgroup == s for s in ("women", "black", "muslim", "jewish")}}
+    groups = {
+        "overall": np.ones(n, dtype=bool),
+        **{f"slice:{s}": slices == s for s in ("routine", "edge", "adversarial")},
+        **{f"subgroup:{s}": subgroup == s for s in ("women", "black", "muslim", "jewish")},
+    }
     scores = [ModelScores(p[:, 1:].sum(axis=1), p[:, 1:].sum(axis=1) >= 0.5, p.argmax(axis=1)) for p in probs]
-    return {"y": y, "base": scores[0], "cand": scores[1], "groups": groups, "true_class": true_class,
-            "subgroup": subgroup, "source": source}
+    return {
+        "y": y,
+        "base": scores[0],
+        "cand": scores[1],
+        "groups": groups,
+        "true_class": true_class,
+        "subgroup": subgroup,
+        "source": source,
+    }
 
 
 def _bootstrap() -> dict:
@@ -166,8 +189,9 @@ def _bootstrap() -> dict:
         result = paired_bootstrap(data["y"], data["base"], data["cand"], **common)
         headline.append(time.perf_counter() - started)
         started = time.perf_counter()
-        extended_result = paired_bootstrap(data["y"], data["base"], data["cand"], true_class=data["true_class"],
-                                           source_index=data["source"], **common)
+        extended_result = paired_bootstrap(
+            data["y"], data["base"], data["cand"], true_class=data["true_class"], source_index=data["source"], **common
+        )
         extended.append(time.perf_counter() - started)
     assert result is not None and extended_result is not None
     naive_resamples = 100
@@ -176,12 +200,19 @@ def _bootstrap() -> dict:
     naive = (time.perf_counter() - started) * BOOTSTRAP_B / naive_resamples
     overall_recall = result.get("overall", "unsafe_recall")
     return {
-        "examples": BOOTSTRAP_N, "resamples": BOOTSTRAP_B, "method": result.method,
-        "groups": len(result.groups), "metrics": list(result.metrics), "estimates": len(result.estimates),
-        "cells": result.cells, "seconds_median": round(statistics.median(headline), 3),
+        "examples": BOOTSTRAP_N,
+        "resamples": BOOTSTRAP_B,
+        "method": result.method,
+        "groups": len(result.groups),
+        "metrics": list(result.metrics),
+        "estimates": len(result.estimates),
+        "cells": result.cells,
+        "seconds_median": round(statistics.median(headline), 3),
         "seconds_runs": [round(s, 3) for s in headline],
-        "extended_metrics": list(extended_result.metrics), "extended_estimates": len(extended_result.estimates),
-        "extended_cells": extended_result.cells, "extended_seconds_median": round(statistics.median(extended), 3),
+        "extended_metrics": list(extended_result.metrics),
+        "extended_estimates": len(extended_result.estimates),
+        "extended_cells": extended_result.cells,
+        "extended_seconds_median": round(statistics.median(extended), 3),
         "naive_index_bootstrap_seconds_extrapolated": round(naive, 1),
         "example_overall_unsafe_recall": overall_recall.as_dict(),
     }
@@ -194,11 +225,17 @@ def run() -> dict:
         "throughput": throughput,
         "bootstrap": bootstrap,
         "targets": {
-            "predict_vs_bare_ratio_ge_0_95": {"value": throughput["ratio_predict_to_bare"], "target": 0.95,
-                                              "met": throughput["ratio_predict_to_bare"] >= 0.95},
-            "bootstrap_10k_x_100k_le_5_s": {"value": bootstrap["seconds_median"], "target": 5.0,
-                                            "estimates": bootstrap["estimates"],
-                                            "met": bootstrap["seconds_median"] <= 5.0},
+            "predict_vs_bare_ratio_ge_0_95": {
+                "value": throughput["ratio_predict_to_bare"],
+                "target": 0.95,
+                "met": throughput["ratio_predict_to_bare"] >= 0.95,
+            },
+            "bootstrap_10k_x_100k_le_5_s": {
+                "value": bootstrap["seconds_median"],
+                "target": 5.0,
+                "estimates": bootstrap["estimates"],
+                "met": bootstrap["seconds_median"] <= 5.0,
+            },
         },
     }
 

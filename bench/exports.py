@@ -26,18 +26,22 @@ def _pages(pdf: bytes) -> int:
 
 def run() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="safeshrink-bench-exports-"))
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts"), "SAFESHRINK_EXPORT_ROOT": str(tmp / "exports"),
-        "SAFESHRINK_SYSTEM_KEY": str(tmp / "keys" / "system.key.pem"),
-        "SAFESHRINK_SYSTEM_PUBLIC_KEY": str(tmp / "keys" / "system.pub.pem"),
-        "SAFESHRINK_SIGNING_KEY": str(tmp / "keys" / "ca" / "signer.key.pem"),
-        "SAFESHRINK_SIGNING_CERT": str(tmp / "keys" / "ca" / "signer.pem"),
-        "SAFESHRINK_SIGNING_CHAIN": str(tmp / "keys" / "ca" / "ca.pem"),
-        "SAFESHRINK_SIGNING_CRLS": str(tmp / "keys" / "ca" / "crl.pem"),
-        "SAFESHRINK_TRUST_ROOTS": str(tmp / "keys" / "ca" / "ca.pem"),
-        "SAFESHRINK_MODEL_CACHE": str(tmp / "models"),
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts"),
+            "SAFESHRINK_EXPORT_ROOT": str(tmp / "exports"),
+            "SAFESHRINK_SYSTEM_KEY": str(tmp / "keys" / "system.key.pem"),
+            "SAFESHRINK_SYSTEM_PUBLIC_KEY": str(tmp / "keys" / "system.pub.pem"),
+            "SAFESHRINK_SIGNING_KEY": str(tmp / "keys" / "ca" / "signer.key.pem"),
+            "SAFESHRINK_SIGNING_CERT": str(tmp / "keys" / "ca" / "signer.pem"),
+            "SAFESHRINK_SIGNING_CHAIN": str(tmp / "keys" / "ca" / "ca.pem"),
+            "SAFESHRINK_SIGNING_CRLS": str(tmp / "keys" / "ca" / "crl.pem"),
+            "SAFESHRINK_TRUST_ROOTS": str(tmp / "keys" / "ca" / "ca.pem"),
+            "SAFESHRINK_MODEL_CACHE": str(tmp / "models"),
+        }
+    )
     import django
 
     django.setup()
@@ -62,14 +66,17 @@ def run() -> dict:
     base = ModelArtifact.objects.get(parent__isnull=True)
     suite = SuiteVersion.objects.order_by("-pk").first()
     policy = ThresholdPolicy.objects.order_by("-pk").first()
-    experiment = experiment_create(actor=engineer, name="five candidates", base_artifact_id=base.pk,
-                                   unsafe_labels=["hatespeech", "offensive"])
+    experiment = experiment_create(
+        actor=engineer, name="five candidates", base_artifact_id=base.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
     releases = []
     for seed, params in enumerate([{}, {"quantize_embeddings": True}, {}, {"quantize_embeddings": True}, {}]):
-        run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8",
-                                      parameters=params, seed=seed)
-        release = release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=suite.pk,
-                                 policy_id=policy.pk)
+        run = compression_run_request(
+            actor=engineer, experiment_id=experiment.pk, method="dynamic_int8", parameters=params, seed=seed
+        )
+        release = release_create(
+            actor=engineer, compression_run_id=run.pk, suite_version_id=suite.pk, policy_id=policy.pk
+        )
         release_start_evaluation(actor=engineer, release_id=release.pk)
         releases.append(Release.objects.get(pk=release.pk))
     target = releases[-1]
@@ -79,8 +86,13 @@ def run() -> dict:
     for _ in range(REPEATS):
         with transaction.atomic():
             export = Export.objects.create(release=target, requested_by=officer)
-            ledger_append(actor=officer, action="export.requested", object_type="export", object_id=export.pk,
-                          payload={"release": target.pk})
+            ledger_append(
+                actor=officer,
+                action="export.requested",
+                object_type="export",
+                object_id=export.pk,
+                payload={"release": target.pk},
+            )
         started = time.perf_counter()
         export_build(export_id=export.pk)
         timings.append(time.perf_counter() - started)
@@ -93,8 +105,12 @@ def run() -> dict:
     digests = set(Export.objects.filter(release=target).values_list("bundle_digest", flat=True))
     median = statistics.median(timings)
     return {
-        "candidates_in_dossier": CANDIDATES, "repeats": REPEATS, "seconds": [round(t, 2) for t in timings],
-        "median_seconds": round(median, 2), "pages": pages[0], "pdf_bytes": sizes[0],
+        "candidates_in_dossier": CANDIDATES,
+        "repeats": REPEATS,
+        "seconds": [round(t, 2) for t in timings],
+        "median_seconds": round(median, 2),
+        "pages": pages[0],
+        "pdf_bytes": sizes[0],
         "same_bundle_digest_every_time": len(digests) == 1,
         "targets": {"dossier_with_5_candidates_at_most_5s": {"met": median <= 5.0, "value": round(median, 2)}},
     }

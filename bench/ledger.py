@@ -75,8 +75,13 @@ def _writer(index: int, barrier, url: str, sealing: str) -> None:
     barrier.wait()
     for i in range(APPENDS_PER_WRITER):
         with transaction.atomic():
-            ledger_append(actor=None, action="run.progress", object_type="bench", object_id=f"{index}-{i}",
-                          payload={"writer": index, "i": i})
+            ledger_append(
+                actor=None,
+                action="run.progress",
+                object_type="bench",
+                object_id=f"{index}-{i}",
+                payload={"writer": index, "i": i},
+            )
     connections.close_all()
 
 
@@ -100,10 +105,8 @@ def _appends(url: str, sealing: str) -> dict:
 
     from django.db import connections
 
-    from ledger.models import LedgerEvent
+    from ledger.models import Checkpoint, LedgerEvent
     from ledger.services import ledger_seal, ledger_verify
-
-    from ledger.models import Checkpoint
 
     connections.close_all()
     with psycopg_connect(url) as conn:
@@ -138,14 +141,23 @@ def _appends(url: str, sealing: str) -> dict:
     left_for_final_seal = ledger_seal()
     seqs = list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True))
     verification = ledger_verify()
-    return {"sealing": sealing, "writers": WRITERS, "writer_kind": "processes", "appends": total,
-            "seconds": round(elapsed, 3), "appends_per_second": round(total / elapsed, 1),
-            "seconds_until_all_sealed": round(all_sealed, 3),
-            "sealed_appends_per_second": round(total / all_sealed, 1),
-            "unsealed_when_writers_returned": unsealed, "left_for_a_final_seal": left_for_final_seal,
-            "gapless": seqs == list(range(1, total + 1)), "chain_verifies": verification.ok,
-            "checkpoints_signed": Checkpoint.objects.count(),
-            "refused_events": LedgerEvent.objects.filter(rejected=True).count(), "writer_role": APP_ROLE}
+    return {
+        "sealing": sealing,
+        "writers": WRITERS,
+        "writer_kind": "processes",
+        "appends": total,
+        "seconds": round(elapsed, 3),
+        "appends_per_second": round(total / elapsed, 1),
+        "seconds_until_all_sealed": round(all_sealed, 3),
+        "sealed_appends_per_second": round(total / all_sealed, 1),
+        "unsealed_when_writers_returned": unsealed,
+        "left_for_a_final_seal": left_for_final_seal,
+        "gapless": seqs == list(range(1, total + 1)),
+        "chain_verifies": verification.ok,
+        "checkpoints_signed": Checkpoint.objects.count(),
+        "refused_events": LedgerEvent.objects.filter(rejected=True).count(),
+        "writer_role": APP_ROLE,
+    }
 
 
 def _median_trial(runs: list[dict]) -> dict:
@@ -181,21 +193,46 @@ def _load_million(url: str) -> float:
     checkpoints = []
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("TRUNCATE ledger_ledgerevent, ledger_checkpoint CASCADE")
-        with cur.copy("COPY ledger_ledgerevent (seq, occurred_at, actor_id, actor_username, actor_role, action, "
-                      "object_type, object_id, payload_json, state_digest, prev_hash, hash, signature) "
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            "COPY ledger_ledgerevent (seq, occurred_at, actor_id, actor_username, actor_role, action, "
+            "object_type, object_id, payload_json, state_digest, prev_hash, hash, signature) "
+            "FROM STDIN"
+        ) as copy:
             prev = GENESIS_HASH
             for seq in range(1, VERIFY_EVENTS + 1):
                 payload = canonical_json({"i": seq, "note": "bench"})
-                fields = dict(seq=seq, occurred_at=base + dt.timedelta(microseconds=seq * 7), actor_id=None,
-                              actor_username="system", actor_role="system", action="run.progress",
-                              object_type="bench", object_id=str(seq), payload_json=payload,
-                              state_digest=sha256_hex(payload))
+                fields = dict(
+                    seq=seq,
+                    occurred_at=base + dt.timedelta(microseconds=seq * 7),
+                    actor_id=None,
+                    actor_username="system",
+                    actor_role="system",
+                    action="run.progress",
+                    object_type="bench",
+                    object_id=str(seq),
+                    payload_json=payload,
+                    state_digest=sha256_hex(payload),
+                )
                 hashed = event_fields(**fields)
                 h = chain_hash(prev, hashed)
                 signature = base64.b64encode(key.sign(signed_message(hashed))).decode("ascii")
-                copy.write_row((seq, fields["occurred_at"], None, "system", "system", "run.progress", "bench",
-                                str(seq), payload, fields["state_digest"], prev, h, signature))
+                copy.write_row(
+                    (
+                        seq,
+                        fields["occurred_at"],
+                        None,
+                        "system",
+                        "system",
+                        "run.progress",
+                        "bench",
+                        str(seq),
+                        payload,
+                        fields["state_digest"],
+                        prev,
+                        h,
+                        signature,
+                    )
+                )
                 prev = h
                 if seq % CHECKPOINT_SPACING == 0 or seq == VERIFY_EVENTS:
                     checkpoints.append(checkpoint_sign(seq, h, None, key))
@@ -222,7 +259,6 @@ def run() -> dict:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
 
@@ -243,19 +279,27 @@ def run() -> dict:
         verify_seconds = time.perf_counter() - started
         figures = {
             "concurrent_appends": modes,
-            "verify": {"events": result.checked, "ok": result.ok, "seconds": round(verify_seconds, 2),
-                       "events_per_second": round(result.checked / verify_seconds),
-                       "checkpoints": VERIFY_EVENTS // CHECKPOINT_SPACING,
-                       "writer_signatures_checked": result.signatures_checked,
-                       "generate_and_copy_seconds": round(load_seconds, 1)},
+            "verify": {
+                "events": result.checked,
+                "ok": result.ok,
+                "seconds": round(verify_seconds, 2),
+                "events_per_second": round(result.checked / verify_seconds),
+                "checkpoints": VERIFY_EVENTS // CHECKPOINT_SPACING,
+                "writer_signatures_checked": result.signatures_checked,
+                "generate_and_copy_seconds": round(load_seconds, 1),
+            },
         }
         figures["targets"] = {
             # End to end: from the first append until the last event is sealed, not just inserted.
-            "appends_per_second_at_least_1000": {"met": appends["sealed_appends_per_second"] >= 1000,
-                                                 "value": appends["sealed_appends_per_second"],
-                                                 "setting": "LEDGER_SEALING=sealer"},
-            "verify_1M_at_most_10s": {"met": result.ok and result.checked == VERIFY_EVENTS and verify_seconds <= 10,
-                                      "value": round(verify_seconds, 2)},
+            "appends_per_second_at_least_1000": {
+                "met": appends["sealed_appends_per_second"] >= 1000,
+                "value": appends["sealed_appends_per_second"],
+                "setting": "LEDGER_SEALING=sealer",
+            },
+            "verify_1M_at_most_10s": {
+                "met": result.ok and result.checked == VERIFY_EVENTS and verify_seconds <= 10,
+                "value": round(verify_seconds, 2),
+            },
         }
         return figures
     finally:

@@ -39,13 +39,15 @@ def run() -> dict:
         }
         env.pop("CELERY_BROKER_URL", None)
         started = time.perf_counter()
-        result = subprocess.run([str(ROOT / "bin" / "run-demo")], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=1800)
+        result = subprocess.run(
+            [str(ROOT / "bin" / "run-demo")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+        )
         total = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"bin/run-demo failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    match = re.search(r"demo pipeline done in ([\d.]+) s \(compression ([\d.]+) s, evaluation and gate ([\d.]+) s\)",
-                      result.stdout)
+    match = re.search(
+        r"demo pipeline done in ([\d.]+) s \(compression ([\d.]+) s, evaluation and gate ([\d.]+) s\)", result.stdout
+    )
     assert match, result.stdout
     teacher = re.search(r"teacher (\(cached\) )?at .*: accuracy ([\d.]+), macro-F1 ([\d.]+)", result.stdout)
     return {

@@ -10,59 +10,78 @@ figure came from is listed with it.
 """
 
 DESCRIPTIONS = {
-    "pipeline": ("Demo pipeline of `make run`",
-                 "`bin/run-demo` (what `make run` starts, after the virtualenv exists) in a fresh state folder on the "
-                 "embedded default (SQLite, kombu filesystem broker, one worker): migrate, load demo data (the "
-                 "MiniLM reference teacher, built once and cached in var/models), start web + worker + beat, then "
-                 "through the REST API: experiment, dynamic int8 compression run, release, baseline and candidate "
-                 "evaluation, comparison, until the release is gated. The gate itself depends on the CPU's int8 "
-                 "kernels (see the instruction sets below), so it is recorded, not targeted."),
-    "ledger": ("Audit ledger on PostgreSQL",
-               "(a) appends per second from 8 writer processes, each append in its own transaction through "
-               "`ledger_append`, in both sealing modes: `inline` (each writer seals right after its commit) and "
-               "`sealer` (writers only insert; one `ledger_sealer` process chains, as docker/compose.yml runs "
-               "it). 5 alternating trials per mode, median trial shown; `sealed_appends_per_second` counts "
-               "until the last event is sealed. (b) `ledger_verify` over 1,000,000 events loaded with a valid "
-               "chain. Target: >= 1,000 appends/s (judged end to end, sealer mode); verification <= 10 s."),
-    "exports": ("Signed export of a release with 5 candidates",
-                "`export_build` (bundle, WeasyPrint dossier with charts, PAdES signature, DSSE bundle) for the "
-                "last of 5 releases of one experiment, 3 repetitions. Target: <= 5 s."),
-    "evaluation": ("Evaluation engine",
-                   "(a) `predict` (the evaluation task's path) against a bare batched torch loop, same MiniLM-sized "
-                   "model, batch and texts, interleaved; target ratio >= 0.95. (b) paired bootstrap, 10,000 "
-                   "resamples over 100,000 examples for 20+ metrics; target <= 5 s."),
-    "scale": ("100,000 examples through the chunked evaluation",
-              "Suite import and a chunked evaluation of 100,000 examples (tiny model, PostgreSQL, chunks run "
-              "in-process)."),
-    "compression": ("Compression methods on the reference teacher",
-                    "Examples/s (batch 32 × 64 tokens, 2 threads, 500 HateXplain test texts, interleaved "
-                    "repetitions, median), size on disk, agreement with the teacher's decisions. Two 2-layer "
-                    "students: the teacher's full feed-forward width, and 1,024 of its 1,536 neurons (kept by "
-                    "magnitude). `gemm_ceiling` times the teacher's three Linear shapes alone, fp32 against the "
-                    "dynamic-int8 kernels, and lists the CPU's int8 dot-product extensions: it bounds what int8 "
-                    "can gain on this machine. Targets: int8 >= 3x fp32, structured 50% >= 1.6x, 2-layer student "
-                    ">= 3x (judged on the 1,024-neuron student)."),
-    "artifacts": ("Verifying a stored artifact before a job uses it",
-                  "`verify_manifest` on the packaged MiniLM (~90 MB, the reference teacher's size) in a temporary "
-                  "store: a full re-hash (empty cache, what each job would pay) against the cached check (one lstat "
-                  "per file while size, mtime, ctime, inode and device are unchanged), page cache warm."),
-    "suite_import": ("Importing a ~50 MiB suite file (PostgreSQL)",
-                     "A seeded CSV just under the 50 MiB upload limit. (a) `manage.py import_suite` end to end "
-                     "(read, parse and check every row, content digest, COPY of the examples, ledger event, commit), "
-                     "3 trials into new suites, median, with the parse and digest phases timed apart; (b) an upload "
-                     "through the API's services: the request's part (stream the file to the upload folder) and the "
-                     "worker's part (the import), once. Target: >= 20,000 rows/s for (a)."),
-    "approvals": ("Concurrent decisions on one release (PostgreSQL)",
-                  "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
-                  "connection each; the server allows 100) released by a barrier, through `release_decide`. "
-                  "Exactly one may change the release; every other is refused and leaves a ledger refusal."),
-    "api": ("API list endpoints under gunicorn (PostgreSQL)",
-            "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "
-            "artifacts and escalations; per endpoint 100 requests from one client, then 16 concurrent "
-            "clients (threads in the benchmark process, on the same machine; gunicorn's sync workers close the "
-            "connection after each response) for 8 s after 2 s of "
-            "warm-up; page size 50. Release and run list rows are summaries; the release detail (full gate and "
-            "decisions) is measured for comparison. The clients share the CPU with the server."),
+    "pipeline": (
+        "Demo pipeline of `make run`",
+        "`bin/run-demo` (what `make run` starts, after the virtualenv exists) in a fresh state folder on the "
+        "embedded default (SQLite, kombu filesystem broker, one worker): migrate, load demo data (the "
+        "MiniLM reference teacher, built once and cached in var/models), start web + worker + beat, then "
+        "through the REST API: experiment, dynamic int8 compression run, release, baseline and candidate "
+        "evaluation, comparison, until the release is gated. The gate itself depends on the CPU's int8 "
+        "kernels (see the instruction sets below), so it is recorded, not targeted.",
+    ),
+    "ledger": (
+        "Audit ledger on PostgreSQL",
+        "(a) appends per second from 8 writer processes, each append in its own transaction through "
+        "`ledger_append`, in both sealing modes: `inline` (each writer seals right after its commit) and "
+        "`sealer` (writers only insert; one `ledger_sealer` process chains, as docker/compose.yml runs "
+        "it). 5 alternating trials per mode, median trial shown; `sealed_appends_per_second` counts "
+        "until the last event is sealed. (b) `ledger_verify` over 1,000,000 events loaded with a valid "
+        "chain. Target: >= 1,000 appends/s (judged end to end, sealer mode); verification <= 10 s.",
+    ),
+    "exports": (
+        "Signed export of a release with 5 candidates",
+        "`export_build` (bundle, WeasyPrint dossier with charts, PAdES signature, DSSE bundle) for the "
+        "last of 5 releases of one experiment, 3 repetitions. Target: <= 5 s.",
+    ),
+    "evaluation": (
+        "Evaluation engine",
+        "(a) `predict` (the evaluation task's path) against a bare batched torch loop, same MiniLM-sized "
+        "model, batch and texts, interleaved; target ratio >= 0.95. (b) paired bootstrap, 10,000 "
+        "resamples over 100,000 examples for 20+ metrics; target <= 5 s.",
+    ),
+    "scale": (
+        "100,000 examples through the chunked evaluation",
+        "Suite import and a chunked evaluation of 100,000 examples (tiny model, PostgreSQL, chunks run in-process).",
+    ),
+    "compression": (
+        "Compression methods on the reference teacher",
+        "Examples/s (batch 32 × 64 tokens, 2 threads, 500 HateXplain test texts, interleaved "
+        "repetitions, median), size on disk, agreement with the teacher's decisions. Two 2-layer "
+        "students: the teacher's full feed-forward width, and 1,024 of its 1,536 neurons (kept by "
+        "magnitude). `gemm_ceiling` times the teacher's three Linear shapes alone, fp32 against the "
+        "dynamic-int8 kernels, and lists the CPU's int8 dot-product extensions: it bounds what int8 "
+        "can gain on this machine. Targets: int8 >= 3x fp32, structured 50% >= 1.6x, 2-layer student "
+        ">= 3x (judged on the 1,024-neuron student).",
+    ),
+    "artifacts": (
+        "Verifying a stored artifact before a job uses it",
+        "`verify_manifest` on the packaged MiniLM (~90 MB, the reference teacher's size) in a temporary "
+        "store: a full re-hash (empty cache, what each job would pay) against the cached check (one lstat "
+        "per file while size, mtime, ctime, inode and device are unchanged), page cache warm.",
+    ),
+    "suite_import": (
+        "Importing a ~50 MiB suite file (PostgreSQL)",
+        "A seeded CSV just under the 50 MiB upload limit. (a) `manage.py import_suite` end to end "
+        "(read, parse and check every row, content digest, COPY of the examples, ledger event, commit), "
+        "3 trials into new suites, median, with the parse and digest phases timed apart; (b) an upload "
+        "through the API's services: the request's part (stream the file to the upload folder) and the "
+        "worker's part (the import), once. Target: >= 20,000 rows/s for (a).",
+    ),
+    "approvals": (
+        "Concurrent decisions on one release (PostgreSQL)",
+        "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
+        "connection each; the server allows 100) released by a barrier, through `release_decide`. "
+        "Exactly one may change the release; every other is refused and leaves a ledger refusal.",
+    ),
+    "api": (
+        "API list endpoints under gunicorn (PostgreSQL)",
+        "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "
+        "artifacts and escalations; per endpoint 100 requests from one client, then 16 concurrent "
+        "clients (threads in the benchmark process, on the same machine; gunicorn's sync workers close the "
+        "connection after each response) for 8 s after 2 s of "
+        "warm-up; page size 50. Release and run list rows are summaries; the release detail (full gate and "
+        "decisions) is measured for comparison. The clients share the CPU with the server.",
+    ),
 }
 
 
@@ -76,11 +95,18 @@ def write_report(results: dict, path: Path) -> None:
     for name, entry in results.items():
         title, description = DESCRIPTIONS.get(name, (name, ""))
         m = entry["machine"]
-        lines += [f"## {title}", "", description, "",
-                  f"Command: `{entry['command']}` · measured {entry['measured_at']} on {m['cpu']} "
-                  f"({m['cores']} cores, Python {m['python']}, instruction sets: "
-                  f"{', '.join(m['isa']) if m.get('isa') else 'not recorded'})", "",
-                  "| figure | value |", "|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            description,
+            "",
+            f"Command: `{entry['command']}` · measured {entry['measured_at']} on {m['cpu']} "
+            f"({m['cores']} cores, Python {m['python']}, instruction sets: "
+            f"{', '.join(m['isa']) if m.get('isa') else 'not recorded'})",
+            "",
+            "| figure | value |",
+            "|---|---|",
+        ]
         lines += [f"| {key} | {value} |" for key, value in _flatten(entry["figures"])]
         lines.append("")
     path.write_text("\n".join(lines))

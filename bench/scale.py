@@ -22,8 +22,13 @@ def run() -> dict:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
     tmp = Path(tempfile.mkdtemp(prefix="safeshrink-bench-scale-"))
-    os.environ.update({"DATABASE_URL": f"{server}/{DB_NAME}", "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                       "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts")})
+    os.environ.update(
+        {
+            "DATABASE_URL": f"{server}/{DB_NAME}",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts"),
+        }
+    )
     import django
 
     django.setup()
@@ -49,23 +54,33 @@ def run() -> dict:
         source = hatexplain_rows(data_dir, split="train")
         rows = [ExampleRow(**{**source[i % len(source)], "external_id": f"x{i}", "line": i + 2}) for i in range(N)]
         started = time.perf_counter()
-        version = suite_version_import(actor=engineer, suite_name="scale", rows=rows, unsafe_labels=UNSAFE_LABELS,
-                                       safe_labels=SAFE_LABELS)
+        version = suite_version_import(
+            actor=engineer, suite_name="scale", rows=rows, unsafe_labels=UNSAFE_LABELS, safe_labels=SAFE_LABELS
+        )
         import_seconds = time.perf_counter() - started
-        run = evaluation_run_request(actor=engineer, artifact=artifact, suite_version=version,
-                                     config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]))
+        run = evaluation_run_request(
+            actor=engineer,
+            artifact=artifact,
+            suite_version=version,
+            config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]),
+        )
         started = time.perf_counter()
         evaluation_run_start(run_id=run.pk)  # eager: every chunk task runs here
         evaluate_seconds = time.perf_counter() - started
         run = EvaluationRun.objects.get(pk=run.pk)
         return {
-            "examples": N, "chunks": run.chunks_total, "chunk_size": run.chunk_size, "status": run.status,
+            "examples": N,
+            "chunks": run.chunks_total,
+            "chunk_size": run.chunk_size,
+            "status": run.status,
             "predictions_stored": Prediction.objects.filter(run=run).count(),
-            "import_seconds": round(import_seconds, 1), "evaluate_seconds": round(evaluate_seconds, 1),
+            "import_seconds": round(import_seconds, 1),
+            "evaluate_seconds": round(evaluate_seconds, 1),
             "examples_per_second": round(N / evaluate_seconds),
             "overall_accuracy": run.metrics["overall"]["accuracy"] if run.metrics else None,
-            "targets": {"evaluates_100k": {"met": run.status == "succeeded"
-                                           and Prediction.objects.filter(run=run).count() == N}},
+            "targets": {
+                "evaluates_100k": {"met": run.status == "succeeded" and Prediction.objects.filter(run=run).count() == N}
+            },
         }
     finally:
         connections.close_all()

@@ -14,7 +14,6 @@ import csv
 import io
 import os
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,10 @@ DB_NAME = "safeshrink_bench_suite_import"
 TARGET_BYTES = 50 * 1024 * 1024 - 256 * 1024  # just under the 50 MiB upload limit
 TRIALS = 3
 TARGET_ROWS_PER_SECOND = 20_000
-WORDS = ("the you people kill process how go back where came from wonderful all are never ever python question "
-         "answer hate love ok =SUM(A1) -dash @at +plus refugee women neighbour library fine").split()
+WORDS = (  # noqa: SIM905 (a word list reads better as one string)
+    "the you people kill process how go back where came from wonderful all are never ever python question "
+    "answer hate love ok =SUM(A1) -dash @at +plus refugee women neighbour library fine"
+).split()
 LABELS = ("normal", "hatespeech", "offensive", "safe")
 SLICES = ("routine", "edge", "adversarial")
 
@@ -41,8 +42,16 @@ def generate(path: Path, target_bytes: int = TARGET_BYTES, seed: int = 0) -> int
         while handle.tell() < target_bytes:
             for _ in range(1000):
                 text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 50)))
-                chunk.writerow([f"ex-{rows}", text, rng.choice(LABELS), rng.choice(SLICES),
-                                rng.choice(("", "women", "refugee")), "bench|synthetic"])
+                chunk.writerow(
+                    [
+                        f"ex-{rows}",
+                        text,
+                        rng.choice(LABELS),
+                        rng.choice(SLICES),
+                        rng.choice(("", "women", "refugee")),
+                        "bench|synthetic",
+                    ]
+                )
                 rows += 1
             handle.write(buffer.getvalue())
             buffer.seek(0)
@@ -61,8 +70,14 @@ def run() -> dict:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
     tmp = Path(tempfile.mkdtemp(prefix="safeshrink-bench-suite-import-"))
-    os.environ.update({"DATABASE_URL": f"{server}/{DB_NAME}", "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                       "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts"), "SAFESHRINK_UPLOAD_ROOT": str(tmp / "uploads")})
+    os.environ.update(
+        {
+            "DATABASE_URL": f"{server}/{DB_NAME}",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "SAFESHRINK_ARTIFACT_ROOT": str(tmp / "artifacts"),
+            "SAFESHRINK_UPLOAD_ROOT": str(tmp / "uploads"),
+        }
+    )
     import django
 
     django.setup()
@@ -86,9 +101,20 @@ def run() -> dict:
         trials = []
         for trial in range(TRIALS):
             started, cpu = time.perf_counter(), time.process_time()
-            call_command("import_suite", "--suite", f"bench {trial}", "--file", str(path), "--as-user", "bench",
-                         "--unsafe-labels", ",".join(labels["unsafe_labels"]),
-                         "--safe-labels", ",".join(labels["safe_labels"]), stdout=io.StringIO())
+            call_command(
+                "import_suite",
+                "--suite",
+                f"bench {trial}",
+                "--file",
+                str(path),
+                "--as-user",
+                "bench",
+                "--unsafe-labels",
+                ",".join(labels["unsafe_labels"]),
+                "--safe-labels",
+                ",".join(labels["safe_labels"]),
+                stdout=io.StringIO(),
+            )
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
             data = path.read_bytes()
             started = time.perf_counter()
@@ -98,13 +124,19 @@ def run() -> dict:
             suites.suite_content_digest(parsed.rows, labels["unsafe_labels"])
             digest_seconds = time.perf_counter() - started
             del data, parsed
-            trials.append({"seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
-                           "mib_per_second": round(size / 2**20 / seconds, 1),
-                           "client_cpu_seconds": round(cpu_seconds, 2),
-                           "phases_seconds": {"parse_and_check": round(parse_seconds, 2),
-                                              "content_digest": round(digest_seconds, 2),
-                                              "copy_ledger_commit_and_rest": round(
-                                                  seconds - parse_seconds - digest_seconds, 2)}})
+            trials.append(
+                {
+                    "seconds": round(seconds, 2),
+                    "rows_per_second": round(rows / seconds),
+                    "mib_per_second": round(size / 2**20 / seconds, 1),
+                    "client_cpu_seconds": round(cpu_seconds, 2),
+                    "phases_seconds": {
+                        "parse_and_check": round(parse_seconds, 2),
+                        "content_digest": round(digest_seconds, 2),
+                        "copy_ledger_commit_and_rest": round(seconds - parse_seconds - digest_seconds, 2),
+                    },
+                }
+            )
         assert SuiteVersion.objects.filter(example_count=rows).count() == TRIALS
         median = sorted(trials, key=lambda t: t["seconds"])[len(trials) // 2]
 
@@ -115,8 +147,15 @@ def run() -> dict:
             started = time.perf_counter()
             with path.open("rb") as handle:
                 job = suites.suite_import_request(
-                    actor=engineer, chunks=iter(lambda: handle.read(64 * 1024), b""), file_name=path.name,
-                    suite_name="bench upload", fmt="csv", mapping=None, default_slice="routine", **labels)
+                    actor=engineer,
+                    chunks=iter(lambda: handle.read(64 * 1024), b""),
+                    file_name=path.name,
+                    suite_name="bench upload",
+                    fmt="csv",
+                    mapping=None,
+                    default_slice="routine",
+                    **labels,
+                )
             request_seconds = time.perf_counter() - started
         finally:
             suites._enqueue_import = original
@@ -128,13 +167,24 @@ def run() -> dict:
 
         value = median["rows_per_second"]
         return {
-            "file": {"bytes": size, "mib": round(size / 2**20, 1), "rows": rows,
-                     "generate_seconds": round(generate_seconds, 1)},
+            "file": {
+                "bytes": size,
+                "mib": round(size / 2**20, 1),
+                "rows": rows,
+                "generate_seconds": round(generate_seconds, 1),
+            },
             "import_suite": {**median, "trials": [t["seconds"] for t in trials]},
-            "upload": {"request_seconds": round(request_seconds, 2), "worker_seconds": round(worker_seconds, 2),
-                       "worker_rows_per_second": round(rows / worker_seconds)},
-            "targets": {f"import_suite >= {TARGET_ROWS_PER_SECOND:,} rows/s": {
-                "met": value >= TARGET_ROWS_PER_SECOND, "value": f"{value:,} rows/s"}},
+            "upload": {
+                "request_seconds": round(request_seconds, 2),
+                "worker_seconds": round(worker_seconds, 2),
+                "worker_rows_per_second": round(rows / worker_seconds),
+            },
+            "targets": {
+                f"import_suite >= {TARGET_ROWS_PER_SECOND:,} rows/s": {
+                    "met": value >= TARGET_ROWS_PER_SECOND,
+                    "value": f"{value:,} rows/s",
+                }
+            },
         }
     finally:
         connections.close_all()

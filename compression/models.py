@@ -22,9 +22,11 @@ class ModelArtifact(models.Model):
     labels = models.JSONField(default=list, help_text="Class names in the model's output order.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     registrants = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="+",
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
         help_text="Users who registered these same bytes after the first (same content, same artifact); "
-                  "each of them may see it.",
+        "each of them may see it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -100,13 +102,16 @@ class CompressionRun(JobFields):
     method = models.CharField(max_length=64)
     parameters = models.JSONField(default=dict)
     seed = models.IntegerField(default=0)
-    data_source = models.JSONField(null=True, blank=True,
-                                   help_text="Suite version, digests and counts of the calibration/training data.")
+    data_source = models.JSONField(
+        null=True, blank=True, help_text="Suite version, digests and counts of the calibration/training data."
+    )
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     output_artifact = models.ForeignKey(
         ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by"
     )
-    provenance = models.JSONField(null=True, blank=True, help_text="in-toto Statement with an SLSA provenance predicate.")
+    provenance = models.JSONField(
+        null=True, blank=True, help_text="in-toto Statement with an SLSA provenance predicate."
+    )
     provenance_envelope = models.JSONField(null=True, blank=True, help_text="The statement signed as a DSSE envelope.")
 
     class Meta:

@@ -1,6 +1,7 @@
 """Celery tasks: thin, take ids, call one service. Idempotency lives in the service."""
 
 from celery import shared_task
+from celery.signals import worker_init
 
 from compression.services.runs import compression_run_execute, compression_runs_requeue_orphaned
 
@@ -13,3 +14,12 @@ def execute_compression_run(run_id: int) -> None:
 @shared_task(name="compression.requeue_orphaned_runs")
 def requeue_orphaned_runs() -> list[int]:
     return compression_runs_requeue_orphaned()
+
+
+@worker_init.connect
+def record_method_capabilities(**kwargs) -> None:
+    """At worker start-up, probe the optional methods (unless this environment's answer is stored already)
+    and store the answer for the web processes."""
+    from compression.capabilities import capabilities_ensure
+
+    capabilities_ensure()

@@ -26,10 +26,17 @@ def hatexplain_rows(data_dir: Path, *, split: str = "test") -> list[dict]:
         if row["split"] != split or row["label"] not in ("normal", "hatespeech", "offensive"):
             continue
         targets = [t for t in (row.get("targets_majority") or "").split("|") if t and t != "None"]
-        out.append({
-            "external_id": f"hatexplain:{row['post_id']}", "text": row["text"], "label": row["label"],
-            "slice": "routine", "subgroup": targets[0] if targets else "", "tags": ("hatexplain",), "line": line,
-        })
+        out.append(
+            {
+                "external_id": f"hatexplain:{row['post_id']}",
+                "text": row["text"],
+                "label": row["label"],
+                "slice": "routine",
+                "subgroup": targets[0] if targets else "",
+                "tags": ("hatexplain",),
+                "line": line,
+            }
+        )
     return out
 
 
@@ -37,8 +44,15 @@ def xstest_rows(data_dir: Path) -> list[dict]:
     """XSTest prompts (edge slice): safe prompts that only look unsafe, and their unsafe contrasts."""
     path = data_dir / "xstest" / "xstest_prompts.csv"
     return [
-        {"external_id": f"xstest:{row['id']}", "text": row["prompt"], "label": row["label"], "slice": "edge",
-         "subgroup": "", "tags": ("xstest", row["type"]), "line": line}
+        {
+            "external_id": f"xstest:{row['id']}",
+            "text": row["prompt"],
+            "label": row["label"],
+            "slice": "edge",
+            "subgroup": "",
+            "tags": ("xstest", row["type"]),
+            "line": line,
+        }
         for line, row in _rows(path)
     ]
 
@@ -47,8 +61,15 @@ def advbench_rows(data_dir: Path) -> list[dict]:
     """AdvBench harmful behaviours (adversarial slice): every row is a harmful request."""
     path = data_dir / "advbench" / "harmful_behaviors.csv"
     return [
-        {"external_id": f"advbench:{line}", "text": row["goal"], "label": "harmful", "slice": "adversarial",
-         "subgroup": "", "tags": ("advbench",), "line": line}
+        {
+            "external_id": f"advbench:{line}",
+            "text": row["goal"],
+            "label": "harmful",
+            "slice": "adversarial",
+            "subgroup": "",
+            "tags": ("advbench",),
+            "line": line,
+        }
         for line, row in _rows(path)
     ]
 
@@ -57,8 +78,15 @@ def surge_rows(data_dir: Path) -> list[dict]:
     """Surge AI toxicity (out-of-domain routine slice): labels Toxic / Not Toxic."""
     path = data_dir / "surge_toxicity" / "toxicity_en.csv"
     return [
-        {"external_id": f"surge:{line}", "text": row["text"], "label": "toxic" if row["is_toxic"] == "Toxic" else "not_toxic",
-         "slice": "routine", "subgroup": "", "tags": ("surge", "out-of-domain"), "line": line}
+        {
+            "external_id": f"surge:{line}",
+            "text": row["text"],
+            "label": "toxic" if row["is_toxic"] == "Toxic" else "not_toxic",
+            "slice": "routine",
+            "subgroup": "",
+            "tags": ("surge", "out-of-domain"),
+            "line": line,
+        }
         for line, row in _rows(path)
     ]
 
@@ -84,8 +112,9 @@ UNSAFE_LABELS = ["harmful", "hatespeech", "offensive", "toxic", "unsafe"]
 SAFE_LABELS = ["normal", "not_toxic", "safe"]
 
 
-def demo_suite_rows(data_dir: Path, *, routine: int = 300, edge: int | None = None, adversarial: int = 100,
-                    seed: int = 0) -> list[dict]:
+def demo_suite_rows(
+    data_dir: Path, *, routine: int = 300, edge: int | None = None, adversarial: int = 100, seed: int = 0
+) -> list[dict]:
     """The demo suite: HateXplain test (routine), XSTest (edge), AdvBench (adversarial)."""
     return (
         sample(hatexplain_rows(data_dir), routine, seed=seed)

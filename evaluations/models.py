@@ -106,6 +106,9 @@ class Prediction(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "example"], name="prediction_unique")]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id}, example {self.example_id}"
+
 
 class ComparisonStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -152,6 +155,9 @@ class Flip(models.Model):
         ordering = ["comparison", "example__position"]
         constraints = [models.UniqueConstraint(fields=["comparison", "example"], name="flip_unique")]
 
+    def __str__(self) -> str:
+        return f"comparison {self.comparison_id}, example {self.example_id}"
+
 
 class SuiteImportStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -176,8 +182,9 @@ class SuiteImport(models.Model):
     file_path = models.CharField(max_length=255, blank=True, help_text="Stored upload, relative to UPLOAD_ROOT.")
     file_size = models.PositiveBigIntegerField()
     file_sha256 = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=SuiteImportStatus.choices, default=SuiteImportStatus.QUEUED,
-                              db_index=True)
+    status = models.CharField(
+        max_length=16, choices=SuiteImportStatus.choices, default=SuiteImportStatus.QUEUED, db_index=True
+    )
     stage = models.CharField(max_length=16, blank=True, help_text="reading, storing or done.")
     rows_done = models.PositiveIntegerField(default=0)
     rows_total = models.PositiveIntegerField(null=True, blank=True)

@@ -1,6 +1,4 @@
-from django.db.models import QuerySet
-
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from accounts.models import Role
 from compression.models import ModelArtifact
@@ -15,8 +13,9 @@ def suite_versions() -> QuerySet[SuiteVersion]:
     return SuiteVersion.objects.select_related("suite")
 
 
-def examples_filtered(*, suite_version_id: int, slice: str | None = None, subgroup: str | None = None,
-                      label: str | None = None) -> QuerySet[Example]:
+def examples_filtered(
+    *, suite_version_id: int, slice: str | None = None, subgroup: str | None = None, label: str | None = None
+) -> QuerySet[Example]:
     qs = Example.objects.filter(suite_version_id=suite_version_id).order_by("position")
     if slice:
         qs = qs.filter(slice=slice)
@@ -45,8 +44,9 @@ def comparisons_visible_to(user) -> QuerySet[Comparison]:
     return Comparison.objects.filter(candidate_run__in=evaluation_runs_visible_to(user))
 
 
-def flips_filtered(*, comparison_id: int, slice: str | None = None, subgroup: str | None = None,
-                   direction: str | None = None) -> QuerySet[Flip]:
+def flips_filtered(
+    *, comparison_id: int, slice: str | None = None, subgroup: str | None = None, direction: str | None = None
+) -> QuerySet[Flip]:
     qs = Flip.objects.filter(comparison_id=comparison_id).select_related("example").order_by("example__position")
     if slice:
         qs = qs.filter(example__slice=slice)

@@ -9,10 +9,12 @@ class Export(JobFields):
 
     release = models.ForeignKey("governance.Release", on_delete=models.PROTECT, related_name="exports")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    bundle_digest = models.CharField(max_length=64, blank=True,
-                                     help_text="sha256 of the bundle's canonical JSON: same records, same digest.")
-    checkpoint = models.ForeignKey("ledger.Checkpoint", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+")
+    bundle_digest = models.CharField(
+        max_length=64, blank=True, help_text="sha256 of the bundle's canonical JSON: same records, same digest."
+    )
+    checkpoint = models.ForeignKey(
+        "ledger.Checkpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     pdf_sha256 = models.CharField(max_length=64, blank=True)
     bundle_sha256 = models.CharField(max_length=64, blank=True)
     pdf_bytes = models.PositiveIntegerField(null=True, blank=True)

@@ -28,8 +28,13 @@ def export_create(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def grant_create(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        regulator_grant(actor=request.user, regulator_id=int(request.POST.get("regulator") or 0), release_id=pk,
-                        days=int(request.POST.get("days") or 0), reason=request.POST.get("reason", ""))
+        regulator_grant(
+            actor=request.user,
+            regulator_id=int(request.POST.get("regulator") or 0),
+            release_id=pk,
+            days=int(request.POST.get("days") or 0),
+            reason=request.POST.get("reason", ""),
+        )
     except (DomainError, ValueError) as exc:
         _record_refusal(request, exc)
         messages.error(request, getattr(exc, "message", str(exc)))
@@ -41,5 +46,6 @@ def grant_create(request: HttpRequest, pk: int) -> HttpResponse:
 def _record_refusal(request: HttpRequest, exc: Exception) -> None:
     """A 403 from the service (these services do not record their own refusals) is an access.denied event."""
     if getattr(exc, "status", None) == 403:
-        access_denied_record(actor=request.user, method=request.method, path=request.path, reason=exc.code,
-                             message=exc.message)
+        access_denied_record(
+            actor=request.user, method=request.method, path=request.path, reason=exc.code, message=exc.message
+        )

@@ -37,10 +37,15 @@ def delta_chart(verdicts: list[dict], *, width: int = 640, row_height: int = 34)
         return round(left + (v - low) / (high - low) * (right - left), 1)
 
     rows = [
-        ChartRow(label=f"{row['title']}", zone=row["zone"], y=20 + i * row_height,
-                 x_value=x(row["value"]) if row["value"] is not None else None,
-                 x_green=x(row["green_limit"]), x_red=x(row["red_limit"]),
-                 value_text="no evidence" if row["value"] is None else f"{row['value']:+.3f}")
+        ChartRow(
+            label=f"{row['title']}",
+            zone=row["zone"],
+            y=20 + i * row_height,
+            x_value=x(row["value"]) if row["value"] is not None else None,
+            x_green=x(row["green_limit"]),
+            x_red=x(row["red_limit"]),
+            value_text="no evidence" if row["value"] is None else f"{row['value']:+.3f}",
+        )
         for i, row in enumerate(verdicts)
     ]
     return Chart(width, 20 + len(rows) * row_height, x(0.0) if low <= 0 <= high else None, rows)

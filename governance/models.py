@@ -127,14 +127,15 @@ class Release(models.Model):
     candidate_digest = models.CharField(max_length=64)
     suite_version = models.ForeignKey(SuiteVersion, on_delete=models.PROTECT, related_name="+")
     policy = models.ForeignKey(ThresholdPolicy, on_delete=models.PROTECT, related_name="releases")
-    status = models.CharField(max_length=32, choices=ReleaseStatus.choices, default=ReleaseStatus.DRAFT,
-                              db_index=True)
+    status = models.CharField(max_length=32, choices=ReleaseStatus.choices, default=ReleaseStatus.DRAFT, db_index=True)
     version = models.PositiveIntegerField(default=1, help_text="Bumped on every transition; stale writes get 409.")
     status_before_halt = models.CharField(max_length=32, blank=True)
-    baseline_evaluation = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.PROTECT,
-                                            related_name="+")
-    candidate_evaluation = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.PROTECT,
-                                             related_name="+")
+    baseline_evaluation = models.ForeignKey(
+        EvaluationRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    candidate_evaluation = models.ForeignKey(
+        EvaluationRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     comparison = models.ForeignKey(Comparison, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     gate_zone = models.CharField(max_length=8, choices=Zone.choices, blank=True)
     gate = models.JSONField(null=True, blank=True, help_text="Each rule's judged value and zone.")
@@ -142,7 +143,8 @@ class Release(models.Model):
     review_outcome = models.JSONField(null=True, blank=True, help_text="Blind review counts, kappa, verdict.")
     rollout_position = models.PositiveSmallIntegerField(default=0, help_text="Stages started so far.")
     approvals_since_version = models.PositiveIntegerField(
-        default=0, help_text="Approvals recorded at an earlier version were voided (the candidate changed).")
+        default=0, help_text="Approvals recorded at an earlier version were voided (the candidate changed)."
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -186,8 +188,9 @@ class Decision(models.Model):
                 name="separation_of_duties",
             ),
             # Four-eyes: one person counts once towards a release's approvals.
-            models.UniqueConstraint(fields=["release", "actor"], condition=models.Q(kind="approve"),
-                                    name="one_approval_per_person"),
+            models.UniqueConstraint(
+                fields=["release", "actor"], condition=models.Q(kind="approve"), name="one_approval_per_person"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -251,6 +254,9 @@ class RolloutStage(models.Model):
             models.CheckConstraint(condition=models.Q(percent__gte=1, percent__lte=100), name="percent_1_to_100"),
         ]
 
+    def __str__(self) -> str:
+        return f"release {self.release_id} stage {self.position}: {self.percent}%"
+
 
 class EscalationTrigger(models.TextChoices):
     RED_ZONE = "red_zone", "Red zone"
@@ -272,11 +278,13 @@ class Escalation(models.Model):
     level = models.PositiveSmallIntegerField(default=1)
     owner_role = models.CharField(max_length=16, default="officer")
     deadline = models.DateTimeField()
-    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN,
-                              db_index=True)
+    status = models.CharField(
+        max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN, db_index=True
+    )
     resolution = models.TextField(blank=True)
-    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                    related_name="+")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     opened_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
@@ -285,8 +293,11 @@ class Escalation(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(level__gte=1, level__lte=3), name="escalation_level_1_to_3"),
             # At most one unresolved (open or acknowledged) escalation per release and trigger.
-            models.UniqueConstraint(fields=["release", "trigger"], condition=~models.Q(status="resolved"),
-                                    name="one_unresolved_escalation_per_trigger"),
+            models.UniqueConstraint(
+                fields=["release", "trigger"],
+                condition=~models.Q(status="resolved"),
+                name="one_unresolved_escalation_per_trigger",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -341,8 +352,13 @@ class Incident(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=models.Q(severity__gte=1, severity__lte=4), name="incident_severity_1_to_4"),
+            models.CheckConstraint(
+                condition=models.Q(severity__gte=1, severity__lte=4), name="incident_severity_1_to_4"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"incident {self.pk} (severity {self.severity}): {self.title}"
 
 
 class RevalidationSchedule(models.Model):
@@ -351,6 +367,9 @@ class RevalidationSchedule(models.Model):
     next_run_at = models.DateTimeField()
     last_run_at = models.DateTimeField(null=True, blank=True)
     runs = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"revalidation of release {self.release_id} every {self.interval_hours} h"
 
 
 class WebhookEndpoint(models.Model):
@@ -379,6 +398,9 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"{self.event} to endpoint {self.endpoint_id}: {self.status}"
+
 
 class RegulatorGrant(models.Model):
     """Read-only, time-boxed access for one regulator to one release and its exports."""
@@ -395,8 +417,9 @@ class RegulatorGrant(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(valid_until__gt=models.F("valid_from")),
-                                   name="grant_window_not_empty"),
+            models.CheckConstraint(
+                condition=models.Q(valid_until__gt=models.F("valid_from")), name="grant_window_not_empty"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,10 +1,31 @@
-from django.db.models import QuerySet
+"""Governance's plain reads: what a user may see, which decisions they are offered, the approval policy and
+authority of a tier, a release's evidence digests, mitigations, and the blind view of a review task.
+Services and views both read through here; nothing here writes."""
 
-from accounts.models import Role
-from django.db.models import Q
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from governance.models import Escalation, RegulatorGrant, Release
+from accounts.models import Role
+from compression.models import RiskTier
+from governance.lifecycle import decisions_from
+from governance.models import (
+    ApprovalPolicy,
+    AuthorityGrant,
+    DecisionKind,
+    Escalation,
+    EscalationStatus,
+    MitigationTemplate,
+    RegulatorGrant,
+    Release,
+    ReleaseStatus,
+    ReviewTask,
+    Zone,
+)
+from ledger.canonical import canonical_json, digest
 
 
 def releases_visible_to(user) -> QuerySet[Release]:
@@ -20,10 +41,208 @@ def releases_visible_to(user) -> QuerySet[Release]:
 
 def active_grants(user) -> QuerySet[RegulatorGrant]:
     now = timezone.now()
-    return RegulatorGrant.objects.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), regulator=user,
-                                         valid_from__lte=now, valid_until__gt=now)
+    return RegulatorGrant.objects.filter(
+        Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), regulator=user, valid_from__lte=now, valid_until__gt=now
+    )
 
 
 def escalations_visible_to(user) -> QuerySet[Escalation]:
-    return Escalation.objects.filter(release__in=releases_visible_to(user)).select_related("release").order_by(
-        "status", "deadline")
+    return (
+        Escalation.objects.filter(release__in=releases_visible_to(user))
+        .select_related("release")
+        .order_by("status", "deadline")
+    )
+
+
+# Used when a tier has no ApprovalPolicy row; the same values are seeded by migration 0002.
+DEFAULT_APPROVAL_POLICIES = {
+    RiskTier.LOW: {
+        "approvals_required": 1,
+        "review_sample_size": 6,
+        "reviewers_per_item": 1,
+        "review_hours": 72,
+        "escalation_hours": 48,
+        "halt_on_overdue": False,
+    },
+    RiskTier.MEDIUM: {
+        "approvals_required": 1,
+        "review_sample_size": 10,
+        "reviewers_per_item": 2,
+        "review_hours": 72,
+        "escalation_hours": 24,
+        "halt_on_overdue": False,
+    },
+    RiskTier.HIGH: {
+        "approvals_required": 2,
+        "review_sample_size": 20,
+        "reviewers_per_item": 2,
+        "review_hours": 48,
+        "escalation_hours": 12,
+        "halt_on_overdue": True,
+    },
+}
+
+
+def approval_policy_for(tier: str) -> ApprovalPolicy:
+    policy = ApprovalPolicy.objects.filter(risk_tier=tier).first()
+    defaults = DEFAULT_APPROVAL_POLICIES.get(tier, DEFAULT_APPROVAL_POLICIES["high"])
+    return policy or ApprovalPolicy(risk_tier=tier, **defaults)
+
+
+def authority_level(user, tier: str) -> int:
+    """The user's authority level for a tier (0 = none). Admins are not authorities: they run the system."""
+    if user.role != Role.OFFICER:
+        return 0
+    grant = AuthorityGrant.objects.filter(user=user, risk_tier=tier).first()
+    return grant.level if grant else 0
+
+
+@dataclass(frozen=True)
+class AllowedDecisions:
+    """What the release page offers a user. The services check the same (and more: authority for approve,
+    reject and resume, separation of duties, the expected version) and refuse with a reason."""
+
+    decisions: frozenset[str]  # DecisionKind values: the state machine allows them now and the role may ask
+    rollout: bool  # start (approved) or advance (rolling out) the staged rollout
+    authority: int  # the user's authority level for the release's tier (0 = none)
+    resolvable_escalations: frozenset[int] = field(default_factory=frozenset)  # ids this user may resolve
+
+    @property
+    def can_decide(self) -> bool:
+        return DecisionKind.APPROVE in self.decisions
+
+    @property
+    def can_halt(self) -> bool:
+        return DecisionKind.HALT in self.decisions
+
+    @property
+    def can_resume(self) -> bool:
+        return DecisionKind.RESUME in self.decisions
+
+    @property
+    def can_roll_back(self) -> bool:
+        return DecisionKind.ROLL_BACK in self.decisions
+
+    @property
+    def any(self) -> bool:
+        return bool(self.decisions)
+
+
+def release_allowed_decisions(release: Release, user) -> AllowedDecisions:
+    """The decisions the lifecycle table allows in the release's status, offered to officers only; the
+    escalations the user holds enough authority to resolve (officers at the escalation's level or above)."""
+    officer = user.role == Role.OFFICER
+    authority = authority_level(user, release.experiment.risk_tier)
+    unresolved = release.escalations.exclude(status=EscalationStatus.RESOLVED).values_list("pk", "level")
+    return AllowedDecisions(
+        decisions=frozenset(decisions_from(release.status)) if officer else frozenset(),
+        rollout=release.status in (ReleaseStatus.APPROVED, ReleaseStatus.ROLLING_OUT),
+        authority=authority,
+        resolvable_escalations=frozenset(pk for pk, level in unresolved if officer and authority >= level),
+    )
+
+
+def release_evidence(release: Release) -> dict:
+    """Digests of what a decision-maker saw."""
+    return {
+        "candidate": release.candidate_digest,
+        "baseline": release.experiment.base_artifact.digest,
+        "suite_version": release.suite_version.digest,
+        "policy": f"{release.policy.name} v{release.policy.version}",
+        "comparison_results": digest(release.comparison.results) if release.comparison else None,
+        "gate": digest(release.gate) if release.gate else None,
+        "review_outcome": digest(release.review_outcome) if release.review_outcome else None,
+    }
+
+
+def mitigations_for(release: Release) -> list[MitigationTemplate]:
+    """Remediation templates linked to the failure modes of the rules that are not green."""
+    codes = {v.get("rule") for v in release.gate or [] if v["zone"] != Zone.GREEN}
+    modes = set(release.policy.rules.filter(code__in=codes).values_list("failure_mode_code", flat=True))
+    return [m for m in MitigationTemplate.objects.order_by("code") if modes & set(m.failure_mode_codes)]
+
+
+def review_task_view(task: ReviewTask) -> dict:
+    """What the reviewer sees: the input and outputs A and B, with no hint of which model is which
+    until the task is submitted."""
+    flip = task.flip
+    candidate = {
+        "unsafe_probability": round(flip.candidate_prob, 4),
+        "decision": "unsafe" if flip.candidate_prob >= 0.5 else "safe",
+    }
+    baseline = {
+        "unsafe_probability": round(flip.baseline_prob, 4),
+        "decision": "unsafe" if flip.baseline_prob >= 0.5 else "safe",
+    }
+    a, b = (candidate, baseline) if task.a_is_candidate else (baseline, candidate)
+    view = {
+        "id": task.pk,
+        "text": flip.example.text,
+        "expected_label": flip.example.label,
+        "a": a,
+        "b": b,
+        "deadline": task.deadline,
+        "submitted": task.submitted_at is not None,
+        "label": task.label,
+        "note": task.note,
+    }
+    if task.submitted_at:
+        view["revealed"] = {
+            "a": "candidate" if task.a_is_candidate else "baseline",
+            "b": "baseline" if task.a_is_candidate else "candidate",
+        }
+    return view
+
+
+# Spread between seeds: the same method and parameters run with several seeds, compared.
+SPREAD_METRICS = ("accuracy", "unsafe_recall", "benign_fpr", "fnr_gap", "ece")
+
+
+def seed_spread(*, experiment_id: int) -> list[dict]:
+    """For each (method, parameters) evaluated with two or more seeds on the same suite version:
+    per group and metric, the candidate-minus-baseline delta of every seed and their mean, min, max
+    and standard deviation, plus the spread of the flip counts."""
+    runs: dict[tuple, list[Release]] = defaultdict(list)
+    for release in (
+        Release.objects.filter(experiment_id=experiment_id, comparison__isnull=False)
+        .select_related("compression_run", "comparison")
+        .order_by("pk")
+    ):
+        run = release.compression_run
+        runs[(run.method, canonical_json(run.parameters), release.suite_version_id)].append(release)
+    out = []
+    for (method, parameters, suite_version), releases in runs.items():
+        by_seed = {r.compression_run.seed: r for r in releases}
+        if len(by_seed) < 2:
+            continue
+        groups: dict[str, dict[str, dict]] = defaultdict(dict)
+        for key in by_seed[min(by_seed)].comparison.results["groups"]:
+            for metric in SPREAD_METRICS:
+                deltas = {
+                    seed: ((r.comparison.results["groups"].get(key) or {}).get("metrics", {}).get(metric) or {}).get(
+                        "delta"
+                    )
+                    for seed, r in by_seed.items()
+                }
+                values = [v for v in deltas.values() if v is not None]
+                if len(values) >= 2:
+                    groups[key][metric] = {
+                        "deltas": deltas,
+                        "mean": statistics.fmean(values),
+                        "min": min(values),
+                        "max": max(values),
+                        "stdev": statistics.stdev(values),
+                    }
+        flips = [r.comparison.flip_count for r in by_seed.values()]
+        out.append(
+            {
+                "method": method,
+                "parameters": parameters,
+                "suite_version": suite_version,
+                "seeds": sorted(by_seed),
+                "releases": [r.pk for r in by_seed.values()],
+                "flips": {"values": flips, "min": min(flips), "max": max(flips)},
+                "groups": groups,
+            }
+        )
+    return out

@@ -16,13 +16,23 @@ from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
-from governance.selectors import escalations_visible_to, releases_visible_to
+from governance.selectors import (
+    escalations_visible_to,
+    mitigations_for,
+    release_allowed_decisions,
+    release_evidence,
+    releases_visible_to,
+    review_task_view,
+)
 from governance.services.access import access_read
-from governance.services.authority import authority_level
 from governance.services.escalations import escalation_resolve
-from governance.services.monitoring import mitigations_for
-from governance.services.releases import release_advance_rollout, release_decide, release_evidence, release_start_rollout
-from governance.services.reviews import review_submit, review_task_view
+from governance.services.releases import (
+    default_rollout_stages,
+    release_advance_rollout,
+    release_decide,
+    release_start_rollout,
+)
+from governance.services.reviews import review_submit
 from ledger.selectors import ledger_events_for
 
 DECISION_COPY = {
@@ -45,13 +55,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if status:
         releases = releases.filter(status=status)
     page = Paginator(releases.order_by("-updated_at"), 25).get_page(request.GET.get("page"))
-    return render(request, "governance/dashboard.html", status=400 if refused else 200, context={
-        "page": page, "status": status,
-        "states": [(value, label, counts.get(value, 0)) for value, label in ReleaseStatus.choices],
-        "awaiting": counts.get(ReleaseStatus.AWAITING_DECISION, 0),
-        "escalations": escalations_visible_to(request.user).exclude(status=EscalationStatus.RESOLVED)[:20],
-        "now": timezone.now(),
-    })
+    return render(
+        request,
+        "governance/dashboard.html",
+        status=400 if refused else 200,
+        context={
+            "page": page,
+            "status": status,
+            "states": [(value, label, counts.get(value, 0)) for value, label in ReleaseStatus.choices],
+            "awaiting": counts.get(ReleaseStatus.AWAITING_DECISION, 0),
+            "escalations": escalations_visible_to(request.user).exclude(status=EscalationStatus.RESOLVED)[:20],
+            "now": timezone.now(),
+        },
+    )
 
 
 def _choice_filters(request: HttpRequest, allowed: dict[str, list[str]]) -> tuple[dict[str, str | None], bool]:
@@ -69,41 +85,49 @@ def _choice_filters(request: HttpRequest, allowed: dict[str, list[str]]) -> tupl
 
 @login_required
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    release = access_read(actor=request.user, request=request, what=f"release page {pk}", object_id=pk,
-                          read=lambda: get_object_or_404(releases_visible_to(request.user).select_related("comparison"),
-                                                         pk=pk))
+    release = access_read(
+        actor=request.user,
+        request=request,
+        what=f"release page {pk}",
+        object_id=pk,
+        read=lambda: get_object_or_404(releases_visible_to(request.user).select_related("comparison"), pk=pk),
+    )
     flip_filters, refused = _choice_filters(request, {"slice": Slice.values, "direction": FlipDirection.values})
     flip_filters["subgroup"] = request.GET.get("subgroup") or None
     flips = None
     if release.comparison:
         flips = Paginator(flips_filtered(comparison_id=release.comparison_id, **flip_filters), 20).get_page(
-            request.GET.get("page"))
+            request.GET.get("page")
+        )
     groups = (release.comparison.results or {}).get("groups", {}) if release.comparison else {}
-    return render(request, "governance/release.html", status=400 if refused else 200, context={
-        "release": release,
-        "chart": delta_chart(release.gate or []),
-        "groups": groups,
-        "flips": flips, "flip_filters": flip_filters,
-        "slices": Slice.choices, "directions": FlipDirection.choices,
-        "subgroups": sorted(k.split(":", 1)[1] for k in groups if k.startswith("subgroup:")),
-        "decisions": release.decisions.select_related("actor"),
-        "events": ledger_events_for(object_type="release", object_id=release.pk),
-        "can_decide": request.user.role == Role.OFFICER and release.status == ReleaseStatus.AWAITING_DECISION,
-        "can_halt": request.user.role == Role.OFFICER
-        and release.status not in (ReleaseStatus.HALTED, ReleaseStatus.REJECTED, ReleaseStatus.ROLLED_BACK),
-        "can_resume": request.user.role == Role.OFFICER and release.status == ReleaseStatus.HALTED,
-        "can_roll_back": request.user.role == Role.OFFICER
-        and release.status in (ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED),
-        "authority": authority_level(request.user, release.experiment.risk_tier),
-        "escalations": release.escalations.order_by("status", "deadline"),
-        "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
-        "mitigations": mitigations_for(release),
-        "stages": release.rollout_stages.order_by("position"),
-        "exports": release.exports.order_by("-created_at")[:10],
-        "grants": release.regulator_grants.select_related("regulator").order_by("-created_at"),
-        "regulators": User.objects.filter(role=Role.REGULATOR, is_active=True).order_by("username")
-        if request.user.role == Role.OFFICER else [],
-    })
+    allowed = release_allowed_decisions(release, request.user)
+    return render(
+        request,
+        "governance/release.html",
+        status=400 if refused else 200,
+        context={
+            "release": release,
+            "chart": delta_chart(release.gate or []),
+            "groups": groups,
+            "flips": flips,
+            "flip_filters": flip_filters,
+            "slices": Slice.choices,
+            "directions": FlipDirection.choices,
+            "subgroups": sorted(k.split(":", 1)[1] for k in groups if k.startswith("subgroup:")),
+            "decisions": release.decisions.select_related("actor"),
+            "events": ledger_events_for(object_type="release", object_id=release.pk),
+            "allowed": allowed,
+            "escalations": release.escalations.order_by("status", "deadline"),
+            "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
+            "mitigations": mitigations_for(release),
+            "stages": release.rollout_stages.order_by("position"),
+            "exports": release.exports.order_by("-created_at")[:10],
+            "grants": release.regulator_grants.select_related("regulator").order_by("-created_at"),
+            "regulators": User.objects.filter(role=Role.REGULATOR, is_active=True).order_by("username")
+            if request.user.role == Role.OFFICER
+            else [],
+        },
+    )
 
 
 @login_required
@@ -117,28 +141,48 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
     error = None
     if request.method == "POST":
         try:
-            release_decide(actor=request.user, release_id=pk, kind=kind, rationale=request.POST.get("rationale", ""),
-                           expected_version=_expected_version(request))
+            release_decide(
+                actor=request.user,
+                release_id=pk,
+                kind=kind,
+                rationale=request.POST.get("rationale", ""),
+                expected_version=_expected_version(request),
+            )
         except DomainError as exc:
             error = exc.message
         else:
             messages.success(request, f"{title}: recorded.")
             return redirect("web:release", pk=pk)
-    return render(request, "governance/decide.html", {
-        "release": release, "kind": kind, "title": title, "consequence": consequence, "error": error,
-        "evidence": release_evidence(release), "rationale": request.POST.get("rationale", ""),
-    }, status=400 if error else 200)
+    return render(
+        request,
+        "governance/decide.html",
+        {
+            "release": release,
+            "kind": kind,
+            "title": title,
+            "consequence": consequence,
+            "error": error,
+            "evidence": release_evidence(release),
+            "rationale": request.POST.get("rationale", ""),
+        },
+        status=400 if error else 200,
+    )
 
 
 def _expected_version(request: HttpRequest) -> int:
     """The release version the form was rendered with; a form without a valid one is refused, never guessed."""
     raw = request.POST.get("expected_version", "").strip()
     if not raw:
-        raise ValidationFailed("The form did not say which version of the release you saw (expected_version); "
-                               "reload the release page and try again.", details={"expected_version": ["Required."]})
+        raise ValidationFailed(
+            "The form did not say which version of the release you saw (expected_version); "
+            "reload the release page and try again.",
+            details={"expected_version": ["Required."]},
+        )
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-        raise ValidationFailed(f"The form's release version {raw[:20]!r} is not a number; reload the release page "
-                               "and try again.", details={"expected_version": ["A whole number."]})
+        raise ValidationFailed(
+            f"The form's release version {raw[:20]!r} is not a number; reload the release page and try again.",
+            details={"expected_version": ["A whole number."]},
+        )
     return int(raw)
 
 
@@ -151,9 +195,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["POST"])
 def release_rollout(request: HttpRequest, pk: int) -> HttpResponse:
-    """Start the default staged rollout (5%, 25%, 100%, a day apart) or advance to the next stage."""
-    import datetime as dt
-
+    """Start the default staged rollout (the service's default_rollout_stages) or advance to the next stage."""
     release = get_object_or_404(releases_visible_to(request.user), pk=pk)
     try:
         expected_version = _expected_version(request)
@@ -165,10 +207,9 @@ def release_rollout(request: HttpRequest, pk: int) -> HttpResponse:
         return response
     try:
         if release.status == ReleaseStatus.APPROVED:
-            now = timezone.now()
-            stages = [{"percent": p, "starts_at": (now + dt.timedelta(days=i)).isoformat()}
-                      for i, p in enumerate((5, 25, 100))]
-            release_start_rollout(actor=request.user, release_id=pk, stages=stages, expected_version=expected_version)
+            release_start_rollout(
+                actor=request.user, release_id=pk, stages=default_rollout_stages(), expected_version=expected_version
+            )
         else:
             release_advance_rollout(actor=request.user, release_id=pk, expected_version=expected_version)
     except DomainError as exc:
@@ -194,10 +235,16 @@ def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release")
-    return render(request, "governance/reviews.html", {
-        "open": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk")],
-        "done": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=False).order_by("-submitted_at")[:50]],
-    })
+    return render(
+        request,
+        "governance/reviews.html",
+        {
+            "open": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk")],
+            "done": [
+                review_task_view(t) for t in tasks.filter(submitted_at__isnull=False).order_by("-submitted_at")[:50]
+            ],
+        },
+    )
 
 
 @login_required
@@ -207,16 +254,21 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     error = None
     if request.method == "POST":
         try:
-            review_submit(actor=request.user, task_id=pk, label=request.POST.get("label", ""),
-                          note=request.POST.get("note", ""))
+            review_submit(
+                actor=request.user, task_id=pk, label=request.POST.get("label", ""), note=request.POST.get("note", "")
+            )
         except DomainError as exc:
             error = exc.message
         else:
             messages.success(request, "Review submitted: the models behind A and B are now shown.")
             return redirect("web:review", pk=pk)
         task.refresh_from_db()
-    return render(request, "governance/review.html", {"task": review_task_view(task), "error": error},
-                  status=400 if error else 200)
+    return render(
+        request,
+        "governance/review.html",
+        {"task": review_task_view(task), "error": error},
+        status=400 if error else 200,
+    )
 
 
 @login_required

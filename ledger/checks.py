@@ -12,6 +12,10 @@ def sealing_mode(app_configs, **kwargs) -> list[Error]:
     mode = settings.SAFESHRINK.get("LEDGER_SEALING", "inline")
     if mode in SEALING_MODES:
         return []
-    return [Error(f"SAFESHRINK_LEDGER_SEALING is {mode!r}; it must be one of {', '.join(SEALING_MODES)}.",
-                  hint="inline: each writer seals after its commit; sealer: run `manage.py ledger_sealer`.",
-                  id="ledger.E001")]
+    return [
+        Error(
+            f"SAFESHRINK_LEDGER_SEALING is {mode!r}; it must be one of {', '.join(SEALING_MODES)}.",
+            hint="inline: each writer seals after its commit; sealer: run `manage.py ledger_sealer`.",
+            id="ledger.E001",
+        )
+    ]

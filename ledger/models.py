@@ -32,7 +32,8 @@ class LedgerEvent(models.Model):
     object_id = models.CharField(max_length=64)
     payload_json = models.TextField()
     state_digest = models.CharField(max_length=64)
-    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    # NULL, not "", until sealed: the append-only trigger and the sealer test for NULL.
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
     signature = models.TextField(blank=True, default="", db_default="")
     rejected = models.BooleanField(default=False, db_default=False)
@@ -62,12 +63,20 @@ class LedgerEvent(models.Model):
             state_digest=self.state_digest,
         )
 
-    def compute_hash(self) -> str:
-        return chain_hash(self.prev_hash, self.hashed_fields())
 
-
-def event_fields(*, seq, occurred_at, actor_id, actor_username, actor_role, action, object_type, object_id,
-                 payload_json, state_digest) -> dict:
+def event_fields(
+    *,
+    seq,
+    occurred_at,
+    actor_id,
+    actor_username,
+    actor_role,
+    action,
+    object_type,
+    object_id,
+    payload_json,
+    state_digest,
+) -> dict:
     """Every field of an event except the two hashes, in the form that is hashed."""
     return {
         "seq": seq,
@@ -113,5 +122,11 @@ class Checkpoint(models.Model):
     def as_statement(self) -> dict:
         from trust.checkpoints import CHECKPOINT_TYPE
 
-        return {"type": CHECKPOINT_TYPE, "seq": self.seq, "head_hash": self.head_hash, "at": self.signed_at,
-                "key_id": self.key_id, "signature": self.signature}
+        return {
+            "type": CHECKPOINT_TYPE,
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "at": self.signed_at,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }

@@ -33,14 +33,17 @@ def db_roles_setup(*, app_role: str, password: str | None = None, using: str = "
         raw.execute("SELECT current_user, current_database(), current_schema()")
         owner, database, schema = raw.fetchone()
         if app_role == owner:
-            raise RoleSetupError(f"{app_role!r} is the role running this command (the owner); the application "
-                                 "needs a role of its own")
+            raise RoleSetupError(
+                f"{app_role!r} is the role running this command (the owner); the application needs a role of its own"
+            )
         raw.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [app_role])
         row = raw.fetchone()
         if row is None:
-            raw.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                                "NOBYPASSRLS{}").format(role, sql.SQL(" PASSWORD {}").format(sql.Literal(password))
-                                                          if password else sql.SQL("")))
+            raw.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{}").format(
+                    role, sql.SQL(" PASSWORD {}").format(sql.Literal(password)) if password else sql.SQL("")
+                )
+            )
             done.append(f"created role {app_role}")
         elif row[0]:
             raise RoleSetupError(f"{app_role!r} is a superuser: it could switch the ledger's triggers off")
@@ -57,20 +60,25 @@ def db_roles_setup(*, app_role: str, password: str | None = None, using: str = "
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema_id, role),
             sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(schema_id, role),
             sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema_id, role),
-            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}")
-            .format(schema_id, role),
-            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT USAGE, SELECT ON SEQUENCES TO {}")
-            .format(schema_id, role),
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+            ).format(schema_id, role),
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT USAGE, SELECT ON SEQUENCES TO {}").format(
+                schema_id, role
+            ),
             sql.SQL("REVOKE INSERT, UPDATE, DELETE ON django_migrations FROM {}").format(role),
             # The ledger: read, insert content, seal; nothing else.
             sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, LEDGER_TABLES)), role),
             sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(", ").join(map(sql.Identifier, LEDGER_TABLES)), role),
             sql.SQL("GRANT INSERT ({}) ON ledger_ledgerevent TO {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, INSERTABLE_COLUMNS)), role),
+                sql.SQL(", ").join(map(sql.Identifier, INSERTABLE_COLUMNS)), role
+            ),
             sql.SQL("GRANT UPDATE ({}) ON ledger_ledgerevent TO {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, SEALING_COLUMNS)), role),
+                sql.SQL(", ").join(map(sql.Identifier, SEALING_COLUMNS)), role
+            ),
             sql.SQL("GRANT INSERT ({}) ON ledger_checkpoint TO {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, CHECKPOINT_COLUMNS)), role),
+                sql.SQL(", ").join(map(sql.Identifier, CHECKPOINT_COLUMNS)), role
+            ),
         ]
         for statement in statements:
             raw.execute(statement)

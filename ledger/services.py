@@ -8,8 +8,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -42,9 +42,7 @@ def _lock_head(*, wait: bool = True) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def ledger_append(
-    *, actor: Any, action: str, object_type: str, object_id: Any, payload: dict[str, Any]
-) -> LedgerEvent:
+def ledger_append(*, actor: Any, action: str, object_type: str, object_id: Any, payload: dict[str, Any]) -> LedgerEvent:
     """Record one event. Must run inside the caller's transaction, so the event and the change it
     records commit (or roll back) together. The event is chained (seq, prev_hash, hash) by
     `ledger_seal` after that transaction commits: by this process at once (LEDGER_SEALING "inline"), or
@@ -56,7 +54,7 @@ def ledger_append(
     payload_json = canonical_json(payload)
     authenticated = actor is not None and getattr(actor, "is_authenticated", False)
     event = LedgerEvent(
-        occurred_at=timezone.now().astimezone(dt.timezone.utc),
+        occurred_at=timezone.now().astimezone(dt.UTC),
         actor_id=actor.pk if authenticated else None,
         actor_username=actor.get_username() if authenticated else "system",
         actor_role=getattr(actor, "role", "") if authenticated else "system",
@@ -73,8 +71,18 @@ def ledger_append(
     return event
 
 
-_INSERTED = ("occurred_at", "actor_id", "actor_username", "actor_role", "action", "object_type", "object_id",
-             "payload_json", "state_digest", "signature")
+_INSERTED = (
+    "occurred_at",
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "action",
+    "object_type",
+    "object_id",
+    "payload_json",
+    "state_digest",
+    "signature",
+)
 # What the application's database role may write (`setup_db_roles` grants exactly these columns).
 INSERTABLE_COLUMNS = _INSERTED
 SEALING_COLUMNS = ("seq", "prev_hash", "hash", "rejected")
@@ -114,8 +122,10 @@ def _sealer_public_key():
 @functools.cache
 def _insert_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
-    return (f"INSERT INTO {quote(LedgerEvent._meta.db_table)} ({', '.join(quote(c) for c in _INSERTED)}) "
-            f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote('id')}")
+    return (
+        f"INSERT INTO {quote(LedgerEvent._meta.db_table)} ({', '.join(quote(c) for c in _INSERTED)}) "
+        f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote('id')}"
+    )
 
 
 def _insert(event: LedgerEvent) -> None:
@@ -158,9 +168,13 @@ def _pending():
     return LedgerEvent.objects.filter(seq__isnull=True, rejected=False)
 
 
-def ledger_seal_loop(*, idle_seconds: float = 0.2, busy_seconds: float = 0.02,
-                     stop: Callable[[], bool] = lambda: False,
-                     on_sealed: Callable[[int], None] | None = None) -> int:
+def ledger_seal_loop(
+    *,
+    idle_seconds: float = 0.2,
+    busy_seconds: float = 0.02,
+    stop: Callable[[], bool] = lambda: False,
+    on_sealed: Callable[[int], None] | None = None,
+) -> int:
     """The dedicated sealer (LEDGER_SEALING "sealer"): seal whatever has committed, pause, repeat,
     until `stop()`. Writers then only insert, and one process chains events in large batches, which
     costs far fewer round trips and commits than every writer sealing its own few events. Pauses
@@ -212,14 +226,17 @@ def _seal_batch(limit: int) -> int:
         forged = [e for e in pending if not _signature_ok(e.hashed_fields(), e.signature, public)]
         if forged:
             _write_rejections(forged)
-            logger.error("ledger: refused %d event(s) without a valid writer signature (ids %s): rows inserted "
-                         "outside ledger_append; `verify_ledger` reports them", len(forged),
-                         ", ".join(str(e.pk) for e in forged[:20]))
+            logger.error(
+                "ledger: refused %d event(s) without a valid writer signature (ids %s): rows inserted "
+                "outside ledger_append; `verify_ledger` reports them",
+                len(forged),
+                ", ".join(str(e.pk) for e in forged[:20]),
+            )
             rejected = {e.pk for e in forged}
             pending = [e for e in pending if e.pk not in rejected]
             if not pending:
                 return 0
-    head = LedgerEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+    head = _sealed_head()
     seq, prev_hash = head if head else (0, GENESIS_HASH)
     for event in pending:
         seq += 1
@@ -230,9 +247,21 @@ def _seal_batch(limit: int) -> int:
         if _head_attested(head, public):
             _sign_checkpoint(seq, prev_hash)
         else:
-            logger.error("ledger: events after the last signed checkpoint were sealed outside the sealer and do "
-                         "not all carry valid writer signatures; no checkpoint signed. Run `verify_ledger`.")
+            logger.error(
+                "ledger: events after the last signed checkpoint were sealed outside the sealer and do "
+                "not all carry valid writer signatures; no checkpoint signed. Run `verify_ledger`."
+            )
     return len(pending)
+
+
+def _sealed_head() -> tuple[int, str] | None:
+    """(seq, hash) of the last sealed event, or None while nothing is sealed."""
+    head = LedgerEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+    if head is None:
+        return None
+    seq, head_hash = head
+    assert seq is not None and head_hash is not None  # sealing sets both at once
+    return seq, head_hash
 
 
 # (seq, head hash) of the last checkpoint this process signed or verified: saves a signature check per batch.
@@ -245,25 +274,29 @@ def _head_attested(head: tuple[int, str] | None, public) -> bool:
     event after the last valid checkpoint carries a valid writer signature (someone else sealed them)."""
     if head is None:
         return True
-    if _ATTESTED.get(connection.alias) == tuple(head):
+    if _ATTESTED.get(connection.alias) == head:
         return True
     from trust.checkpoints import checkpoint_verify
 
     latest = Checkpoint.objects.order_by("-seq").first()
-    if latest is not None and (latest.seq, latest.head_hash) == tuple(head) \
-            and checkpoint_verify(latest.as_statement(), public):
-        _ATTESTED[connection.alias] = tuple(head)
+    if (
+        latest is not None
+        and (latest.seq, latest.head_hash) == head
+        and checkpoint_verify(latest.as_statement(), public)
+    ):
+        _ATTESTED[connection.alias] = head
         return True
     anchor = _last_valid_checkpoint_seq(public, at_most=head[0])
     if _first_signature_failure(anchor, head[0], public) is None:
-        _ATTESTED[connection.alias] = tuple(head)
+        _ATTESTED[connection.alias] = head
         return True
     return False
 
 
 def _write_rejections(events: list[LedgerEvent]) -> None:
-    updated = LedgerEvent.objects.filter(pk__in=[e.pk for e in events], seq__isnull=True, rejected=False) \
-        .update(rejected=True)
+    updated = LedgerEvent.objects.filter(pk__in=[e.pk for e in events], seq__isnull=True, rejected=False).update(
+        rejected=True
+    )
     if updated != len(events):
         raise RuntimeError("ledger sealing raced with another sealer")
 
@@ -275,12 +308,14 @@ def _write_seals(events: list[LedgerEvent]) -> None:
     # One statement per 5,000 events (PostgreSQL takes at most 65,535 parameters).
     with connection.cursor() as cursor:
         for start in range(0, len(events), 5000):
-            chunk = events[start:start + 5000]
+            chunk = events[start : start + 5000]
             values = ",".join(["(%s::bigint,%s::bigint,%s,%s)"] * len(chunk))
             params = [x for e in chunk for x in (e.pk, e.seq, e.prev_hash, e.hash)]
             cursor.execute(
                 "UPDATE ledger_ledgerevent AS e SET seq = v.seq, prev_hash = v.prev, hash = v.hash "
-                f"FROM (VALUES {values}) AS v(id, seq, prev, hash) WHERE e.id = v.id AND e.seq IS NULL", params)
+                f"FROM (VALUES {values}) AS v(id, seq, prev, hash) WHERE e.id = v.id AND e.seq IS NULL",
+                params,
+            )
             if cursor.rowcount != len(chunk):
                 raise RuntimeError("ledger sealing raced with another sealer")
 
@@ -290,8 +325,13 @@ def _sign_checkpoint(seq: int, head_hash: str) -> Checkpoint:
 
     statement = checkpoint_sign(seq, head_hash, timezone.now(), system_private_key())
     _ATTESTED[connection.alias] = (seq, head_hash)
-    return Checkpoint.objects.create(seq=seq, head_hash=head_hash, signed_at=statement["at"],
-                                     key_id=statement["key_id"], signature=statement["signature"])
+    return Checkpoint.objects.create(
+        seq=seq,
+        head_hash=head_hash,
+        signed_at=statement["at"],
+        key_id=statement["key_id"],
+        signature=statement["signature"],
+    )
 
 
 class LedgerNotAttested(RuntimeError):
@@ -308,13 +348,14 @@ def checkpoint_latest_covering(seq: int) -> Checkpoint:
         existing = Checkpoint.objects.filter(seq__gte=seq).order_by("seq").first()
         if existing:
             return existing
-        head = LedgerEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+        head = _sealed_head()
         if head is None:
             raise ValueError("the ledger is empty")
         public = _sealer_public_key()
         if public is not None and not _head_attested(head, public):
-            raise LedgerNotAttested("events after the last signed checkpoint do not all carry valid writer "
-                                    "signatures; run `verify_ledger`")
+            raise LedgerNotAttested(
+                "events after the last signed checkpoint do not all carry valid writer signatures; run `verify_ledger`"
+            )
         return _sign_checkpoint(*head)
 
 
@@ -345,38 +386,68 @@ class LedgerVerification:
     signatures_checked: int = 0
 
 
-def _fail(checked: int, seq: int | None, reason: str, checkpoints: int = 0, bad_checkpoint: int | None = None,
-          **extra):
+def _fail(checked: int, seq: int | None, reason: str, checkpoints: int = 0, bad_checkpoint: int | None = None, **extra):
     return LedgerVerification(False, checked, None, None, seq, reason, checkpoints, bad_checkpoint, **extra)
 
 
 _quote = encode_basestring  # JSON string literal, non-ASCII kept as is (ensure_ascii=False)
 
 
-def fast_canonical(seq, occurred_iso, actor_id, actor_username, actor_role, action, object_type, object_id,
-                   payload_json, state_digest) -> str:
+def fast_canonical(
+    seq, occurred_iso, actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, state_digest
+) -> str:
     """canonical_json(event_fields(...)) written out by hand: the same bytes, several times faster
     (keys already in sorted order). A test checks the two agree."""
     return (
-        '{"action":' + _quote(action) + ',"actor_id":' + ("null" if actor_id is None else str(actor_id))
-        + ',"actor_role":' + _quote(actor_role) + ',"actor_username":' + _quote(actor_username)
-        + ',"object_id":' + _quote(object_id) + ',"object_type":' + _quote(object_type)
-        + ',"occurred_at":' + _quote(occurred_iso) + ',"payload_json":' + _quote(payload_json)
-        + ',"seq":' + str(seq) + ',"state_digest":' + _quote(state_digest) + "}"
+        '{"action":'
+        + _quote(action)
+        + ',"actor_id":'
+        + ("null" if actor_id is None else str(actor_id))
+        + ',"actor_role":'
+        + _quote(actor_role)
+        + ',"actor_username":'
+        + _quote(actor_username)
+        + ',"object_id":'
+        + _quote(object_id)
+        + ',"object_type":'
+        + _quote(object_type)
+        + ',"occurred_at":'
+        + _quote(occurred_iso)
+        + ',"payload_json":'
+        + _quote(payload_json)
+        + ',"seq":'
+        + str(seq)
+        + ',"state_digest":'
+        + _quote(state_digest)
+        + "}"
     )
 
 
-_COLUMNS = ("seq", "occurred_at", "actor_id", "actor_username", "actor_role", "action", "object_type", "object_id",
-            "payload_json", "state_digest", "prev_hash", "hash")
+_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "action",
+    "object_type",
+    "object_id",
+    "payload_json",
+    "state_digest",
+    "prev_hash",
+    "hash",
+)
 
 
 def _sealed_rows(chunk_size: int):
     """Sealed events in seq order as tuples (occurred_at already an ISO string in UTC)."""
     if connection.vendor == "postgresql":
         # Format the time in SQL and stream with a server-side cursor: both matter at a million rows.
-        sql = ("SELECT seq, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-               "actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, state_digest, "
-               "prev_hash, hash FROM ledger_ledgerevent WHERE seq IS NOT NULL ORDER BY seq")
+        sql = (
+            "SELECT seq, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
+            "actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, state_digest, "
+            "prev_hash, hash FROM ledger_ledgerevent WHERE seq IS NOT NULL ORDER BY seq"
+        )
         connection.ensure_connection()
         with transaction.atomic(), connection.connection.cursor(name="ledger_verify") as cursor:
             cursor.itersize = chunk_size
@@ -385,11 +456,23 @@ def _sealed_rows(chunk_size: int):
         return
     rows = LedgerEvent.objects.filter(seq__isnull=False).order_by("seq").values_list(*_COLUMNS)
     for row in rows.iterator(chunk_size=chunk_size):
-        yield (row[0], row[1].astimezone(dt.timezone.utc).isoformat(timespec="microseconds"), *row[2:])
+        yield (row[0], row[1].astimezone(dt.UTC).isoformat(timespec="microseconds"), *row[2:])
 
 
-_SIGNED_COLUMNS = ("id", "seq", "occurred_at", "actor_id", "actor_username", "actor_role", "action", "object_type",
-                   "object_id", "payload_json", "state_digest", "signature")
+_SIGNED_COLUMNS = (
+    "id",
+    "seq",
+    "occurred_at",
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "action",
+    "object_type",
+    "object_id",
+    "payload_json",
+    "state_digest",
+    "signature",
+)
 
 
 def _first_signature_failure(after_seq: int, to_seq: int, public, counter: list[int] | None = None):
@@ -403,14 +486,23 @@ def _first_signature_failure(after_seq: int, to_seq: int, public, counter: list[
     for pk, seq, occurred_at, *content, signature in rows.iterator(chunk_size=2000):
         if counter is not None:
             counter[0] += 1
-        fields = event_fields(seq=seq, occurred_at=occurred_at.astimezone(dt.timezone.utc), actor_id=content[0],
-                              actor_username=content[1], actor_role=content[2], action=content[3],
-                              object_type=content[4], object_id=content[5], payload_json=content[6],
-                              state_digest=content[7])
+        fields = event_fields(
+            seq=seq,
+            occurred_at=occurred_at.astimezone(dt.UTC),
+            actor_id=content[0],
+            actor_username=content[1],
+            actor_role=content[2],
+            action=content[3],
+            object_type=content[4],
+            object_id=content[5],
+            payload_json=content[6],
+            state_digest=content[7],
+        )
         if not signature:
             if first_signed_id is None:
-                first_signed_id = (LedgerEvent.objects.exclude(signature="").order_by("id")
-                                   .values_list("id", flat=True).first() or 0)
+                first_signed_id = (
+                    LedgerEvent.objects.exclude(signature="").order_by("id").values_list("id", flat=True).first() or 0
+                )
             if first_signed_id and pk < first_signed_id:
                 continue  # written before events were signed
             return seq, "event carries no writer signature: it was inserted outside ledger_append"
@@ -429,8 +521,11 @@ def _checkpoint_valid(seq: int, public) -> bool:
 def _last_valid_checkpoint_seq(public, *, at_most: int, matching: list[int] | None = None) -> int:
     """The highest checkpoint at or below `at_most` whose signature verifies (and, given `matching`, that
     matched the chain): the point up to which the signed chain vouches for every event. 0 if none."""
-    seqs = matching if matching is not None else list(
-        Checkpoint.objects.filter(seq__lte=at_most).order_by("-seq").values_list("seq", flat=True))
+    seqs = (
+        matching
+        if matching is not None
+        else list(Checkpoint.objects.filter(seq__lte=at_most).order_by("-seq").values_list("seq", flat=True))
+    )
     for seq in sorted((s for s in seqs if s <= at_most), reverse=True):
         if _checkpoint_valid(seq, public):
             return seq
@@ -467,20 +562,45 @@ def ledger_verify(*, chunk_size: int = 50_000, full: bool = False) -> LedgerVeri
     matched: list[int] = []
     mismatched: list[int] = []
     sha256 = hashlib.sha256
-    for (seq, occurred_iso, actor_id, actor_username, actor_role, action, object_type, object_id, payload_json,
-         state_digest, stored_prev, stored_hash) in _sealed_rows(chunk_size):
+    for (
+        seq,
+        occurred_iso,
+        actor_id,
+        actor_username,
+        actor_role,
+        action,
+        object_type,
+        object_id,
+        payload_json,
+        state_digest,
+        stored_prev,
+        stored_hash,
+    ) in _sealed_rows(chunk_size):
         if seq != expected_seq:
             structural = (expected_seq, 0, f"event {expected_seq} is missing")
             break
         if stored_prev != prev_hash:
             structural = (seq, 0, "prev_hash does not match the previous event")
             break
-        canonical = fast_canonical(seq, occurred_iso, actor_id, actor_username, actor_role, action, object_type,
-                                   object_id, payload_json, state_digest)
+        canonical = fast_canonical(
+            seq,
+            occurred_iso,
+            actor_id,
+            actor_username,
+            actor_role,
+            action,
+            object_type,
+            object_id,
+            payload_json,
+            state_digest,
+        )
         if sha256((prev_hash + canonical).encode()).hexdigest() != stored_hash:
             # The hash covers the payload and its digest, so one check detects both; this names which.
-            reason = ("payload does not match its digest" if sha256(payload_json.encode()).hexdigest() != state_digest
-                      else "hash does not match the event's content")
+            reason = (
+                "payload does not match its digest"
+                if sha256(payload_json.encode()).hexdigest() != state_digest
+                else "hash does not match the event's content"
+            )
             structural = (seq, 0, reason)
             break
         if seq in checkpoints:
@@ -502,17 +622,35 @@ def ledger_verify(*, chunk_size: int = 50_000, full: bool = False) -> LedgerVeri
     if failures:
         seq, _, reason = min(failures)
         return _fail(checked, seq, reason, cps_checked, bad_checkpoint, signatures_checked=counter[0])
-    if mismatched:
+    if bad_checkpoint is not None:  # some checkpoint mismatched
         if _checkpoint_valid(bad_checkpoint, public):
-            return _fail(checked, anchor + 1, f"signed checkpoint at seq {bad_checkpoint} no longer matches the chain: "
-                         f"events {anchor + 1}..{bad_checkpoint} were re-linked", cps_checked, bad_checkpoint,
-                         signatures_checked=counter[0])
-        return _fail(checked, bad_checkpoint, f"checkpoint at seq {bad_checkpoint} has an invalid signature",
-                     cps_checked, bad_checkpoint, signatures_checked=counter[0])
+            return _fail(
+                checked,
+                anchor + 1,
+                f"signed checkpoint at seq {bad_checkpoint} no longer matches the chain: "
+                f"events {anchor + 1}..{bad_checkpoint} were re-linked",
+                cps_checked,
+                bad_checkpoint,
+                signatures_checked=counter[0],
+            )
+        return _fail(
+            checked,
+            bad_checkpoint,
+            f"checkpoint at seq {bad_checkpoint} has an invalid signature",
+            cps_checked,
+            bad_checkpoint,
+            signatures_checked=counter[0],
+        )
     unsigned = [s for s in matched if s > anchor] if public is not None and not full else []
     if unsigned:  # matched the chain but did not verify: a checkpoint row written without the key
-        return _fail(checked, max(unsigned), f"checkpoint at seq {max(unsigned)} has an invalid signature",
-                     cps_checked, max(unsigned), signatures_checked=counter[0])
+        return _fail(
+            checked,
+            max(unsigned),
+            f"checkpoint at seq {max(unsigned)} has an invalid signature",
+            cps_checked,
+            max(unsigned),
+            signatures_checked=counter[0],
+        )
     if full and public is not None:
         for seq in matched:
             if not _checkpoint_valid(seq, public):
@@ -522,26 +660,56 @@ def ledger_verify(*, chunk_size: int = 50_000, full: bool = False) -> LedgerVeri
     if beyond:
         first = beyond[0]
         if _checkpoint_valid(first, public):
-            return _fail(checked, last_good + 1, f"the ledger ends before signed checkpoint {first}: events were "
-                         "removed", cps_checked, first, signatures_checked=counter[0])
-        return _fail(checked, first, f"checkpoint at seq {first} has an invalid signature", cps_checked, first,
-                     signatures_checked=counter[0])
+            return _fail(
+                checked,
+                last_good + 1,
+                f"the ledger ends before signed checkpoint {first}: events were removed",
+                cps_checked,
+                first,
+                signatures_checked=counter[0],
+            )
+        return _fail(
+            checked,
+            first,
+            f"checkpoint at seq {first} has an invalid signature",
+            cps_checked,
+            first,
+            signatures_checked=counter[0],
+        )
     rejected = LedgerEvent.objects.filter(rejected=True).order_by("id")
     refused = rejected.count()
     if refused:
         ids = ", ".join(str(e.pk) for e in rejected[:10])
         # A rejected event whose signature verifies was not forged but kept out of the chain by someone
         # holding the sealing privilege (the application's role): say so.
-        suppressed = [e.pk for e in rejected[:1000] if public is not None
-                      and _signature_ok(e.hashed_fields(), e.signature, public)]
+        suppressed = [
+            e.pk
+            for e in rejected[:1000]
+            if public is not None and _signature_ok(e.hashed_fields(), e.signature, public)
+        ]
         if suppressed:
-            return _fail(checked, None, f"event(s) {', '.join(map(str, suppressed[:10]))} carry a valid writer "
-                         "signature but were marked rejected: kept out of the chain", cps_checked, None,
-                         rejected=refused, signatures_checked=counter[0])
-        return _fail(checked, None, f"{refused} event(s) inserted without a valid writer signature were refused by "
-                     f"the sealer (forged rows; ids {ids})", cps_checked, None, rejected=refused,
-                     signatures_checked=counter[0])
+            return _fail(
+                checked,
+                None,
+                f"event(s) {', '.join(map(str, suppressed[:10]))} carry a valid writer "
+                "signature but were marked rejected: kept out of the chain",
+                cps_checked,
+                None,
+                rejected=refused,
+                signatures_checked=counter[0],
+            )
+        return _fail(
+            checked,
+            None,
+            f"{refused} event(s) inserted without a valid writer signature were refused by "
+            f"the sealer (forged rows; ids {ids})",
+            cps_checked,
+            None,
+            rejected=refused,
+            signatures_checked=counter[0],
+        )
     pending = _pending().count()
     head_seq = last_good if checked else None
-    return LedgerVerification(True, checked, head_seq, prev_hash if checked else None, None, "", cps_checked,
-                              None, pending, 0, counter[0])
+    return LedgerVerification(
+        True, checked, head_seq, prev_hash if checked else None, None, "", cps_checked, None, pending, 0, counter[0]
+    )

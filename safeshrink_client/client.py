@@ -2,9 +2,9 @@ import json
 import mimetypes
 import os
 import time
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 
@@ -20,13 +20,21 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, *, token: str | None = None, username: str | None = None,
-                 password: str | None = None, timeout: float = 30):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30,
+    ):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.token = token
         if token is None and username is not None:
-            self.token = self._request("POST", "/api/auth/token/", {"username": username, "password": password})["token"]
+            credentials = {"username": username, "password": password}
+            self.token = self._request("POST", "/api/auth/token/", credentials)["token"]
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -59,28 +67,52 @@ class Client:
     def register_artifact(self, name: str, path: str, parent: int | None = None) -> dict:
         return self.post("/api/artifacts/", {"name": name, "path": path, "parent": parent})
 
-    def create_experiment(self, name: str, base_artifact: int, unsafe_labels: list[str], risk_tier: str = "medium",
-                          description: str = "") -> dict:
-        return self.post("/api/experiments/", {"name": name, "base_artifact": base_artifact, "risk_tier": risk_tier,
-                                               "unsafe_labels": unsafe_labels, "description": description})
+    def create_experiment(
+        self, name: str, base_artifact: int, unsafe_labels: list[str], risk_tier: str = "medium", description: str = ""
+    ) -> dict:
+        return self.post(
+            "/api/experiments/",
+            {
+                "name": name,
+                "base_artifact": base_artifact,
+                "risk_tier": risk_tier,
+                "unsafe_labels": unsafe_labels,
+                "description": description,
+            },
+        )
 
     def request_run(self, experiment: int, method: str, parameters: dict | None = None, seed: int = 0) -> dict:
-        return self.post(f"/api/experiments/{experiment}/runs/", {"method": method, "parameters": parameters or {},
-                                                                  "seed": seed})
+        return self.post(
+            f"/api/experiments/{experiment}/runs/", {"method": method, "parameters": parameters or {}, "seed": seed}
+        )
 
     def create_release(self, compression_run: int, suite_version: int, policy: int) -> dict:
-        return self.post("/api/releases/", {"compression_run": compression_run, "suite_version": suite_version,
-                                            "policy": policy})
+        return self.post(
+            "/api/releases/", {"compression_run": compression_run, "suite_version": suite_version, "policy": policy}
+        )
 
-    def upload_suite(self, path: str | os.PathLike, suite: str, unsafe_labels: list[str],
-                     safe_labels: list[str] | None = None, mapping: dict | None = None, format: str | None = None,
-                     default_slice: str | None = None, wait: bool = True, timeout: float = 1800,
-                     interval: float = 1.0, on_progress=None) -> dict:
+    def upload_suite(
+        self,
+        path: str | os.PathLike,
+        suite: str,
+        unsafe_labels: list[str],
+        safe_labels: list[str] | None = None,
+        mapping: dict | None = None,
+        format: str | None = None,
+        default_slice: str | None = None,
+        wait: bool = True,
+        timeout: float = 1800,
+        interval: float = 1.0,
+        on_progress=None,
+    ) -> dict:
         """Upload a CSV or JSONL suite file (streamed from disk). The server answers 202 and imports it on
         a worker; with `wait`, poll its status URL until it succeeded or failed and return the import
         (`suite_version` when it succeeded, `error` {code, message, details} when it failed)."""
-        fields: list[tuple[str, str]] = [("suite", suite), *(("unsafe_labels", x) for x in unsafe_labels),
-                                         *(("safe_labels", x) for x in safe_labels or ())]
+        fields: list[tuple[str, str]] = [
+            ("suite", suite),
+            *(("unsafe_labels", x) for x in unsafe_labels),
+            *(("safe_labels", x) for x in safe_labels or ()),
+        ]
         if mapping is not None:
             fields.append(("mapping", json.dumps(mapping)))
         if format:
@@ -89,11 +121,18 @@ class Client:
             fields.append(("default_slice", default_slice))
         boundary = uuid.uuid4().hex
         name = os.path.basename(os.fspath(path)).replace('"', "")
-        head = b"".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
-            for key, value in fields
-        ) + (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-             f"Content-Type: {mimetypes.guess_type(name)[0] or 'application/octet-stream'}\r\n\r\n").encode()
+        head = (
+            b"".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
+                + value.encode()
+                + b"\r\n"
+                for key, value in fields
+            )
+            + (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                f"Content-Type: {mimetypes.guess_type(name)[0] or 'application/octet-stream'}\r\n\r\n"
+            ).encode()
+        )
         tail = f"\r\n--{boundary}--\r\n".encode()
         size = os.path.getsize(path)
 
@@ -111,16 +150,23 @@ class Client:
         job = self._open(request)
         if not wait:
             return job
-        return self.wait(job["url"], done=lambda j: j["status"] in ("succeeded", "failed"), timeout=timeout,
-                         interval=interval, on_progress=on_progress)
+        return self.wait(
+            job["url"],
+            done=lambda j: j["status"] in ("succeeded", "failed"),
+            timeout=timeout,
+            interval=interval,
+            on_progress=on_progress,
+        )
 
     def evaluate_release(self, release: dict) -> dict:
         return self.post(f"/api/releases/{release['id']}/evaluate/", {"expected_version": release["version"]})
 
     # Officers
     def decide(self, release: dict, kind: str, rationale: str) -> dict:
-        return self.post(f"/api/releases/{release['id']}/decisions/",
-                         {"kind": kind, "rationale": rationale, "expected_version": release["version"]})
+        return self.post(
+            f"/api/releases/{release['id']}/decisions/",
+            {"kind": kind, "rationale": rationale, "expected_version": release["version"]},
+        )
 
     def wait(self, path: str, *, done, timeout: float = 600, interval: float = 1.0, on_progress=None) -> dict:
         """Poll `path` until `done(obj)` is true; call `on_progress(obj)` on each poll."""

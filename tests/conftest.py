@@ -36,8 +36,10 @@ def require_service(kind: str) -> None:
     """Tests that need a real service call this: outside CI they skip without it, in CI they fail."""
     from django.db import connection
 
-    ok = connection.vendor == "postgresql" if kind == "postgres" else (
-        os.environ.get("CELERY_BROKER_URL", "").startswith("redis") and _reachable("127.0.0.1", 6379)
+    ok = (
+        connection.vendor == "postgresql"
+        if kind == "postgres"
+        else (os.environ.get("CELERY_BROKER_URL", "").startswith("redis") and _reachable("127.0.0.1", 6379))
     )
     if ok:
         return
@@ -77,9 +79,12 @@ def signing_dir(tmp_path_factory) -> Path:
 
 def signing_settings(keys: Path) -> dict:
     return {
-        "SYSTEM_KEY": keys / "system.key.pem", "SYSTEM_PUBLIC_KEY": keys / "system.pub.pem",
-        "SIGNING_KEY": keys / "ca" / "signer.key.pem", "SIGNING_CERT": keys / "ca" / "signer.pem",
-        "SIGNING_CHAIN": [keys / "ca" / "ca.pem"], "SIGNING_CRLS": [keys / "ca" / "crl.pem"],
+        "SYSTEM_KEY": keys / "system.key.pem",
+        "SYSTEM_PUBLIC_KEY": keys / "system.pub.pem",
+        "SIGNING_KEY": keys / "ca" / "signer.key.pem",
+        "SIGNING_CERT": keys / "ca" / "signer.pem",
+        "SIGNING_CHAIN": [keys / "ca" / "ca.pem"],
+        "SIGNING_CRLS": [keys / "ca" / "crl.pem"],
         "TRUST_ROOTS": [keys / "ca" / "ca.pem"],
     }
 
@@ -91,9 +96,13 @@ def _artifact_root(request, tmp_path) -> None:
         return  # engine tests may run without Django at all
     settings = request.getfixturevalue("settings")
     keys = request.getfixturevalue("signing_dir")
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "ARTIFACT_ROOT": tmp_path / "artifacts",
-                           "EXPORT_ROOT": tmp_path / "exports", "UPLOAD_ROOT": tmp_path / "uploads",
-                           **signing_settings(keys)}
+    settings.SAFESHRINK = {
+        **settings.SAFESHRINK,
+        "ARTIFACT_ROOT": tmp_path / "artifacts",
+        "EXPORT_ROOT": tmp_path / "exports",
+        "UPLOAD_ROOT": tmp_path / "uploads",
+        **signing_settings(keys),
+    }
 
 
 @pytest.fixture
@@ -171,8 +180,9 @@ def demo_suite(db, engineer, data_dir):
     from evaluations.services.suites import ExampleRow, suite_version_import
 
     rows = [ExampleRow(**r) for r in demo_suite_rows(data_dir, routine=80, edge=60, adversarial=40, seed=1)]
-    return suite_version_import(actor=engineer, suite_name="test suite", rows=rows, unsafe_labels=UNSAFE_LABELS,
-                                safe_labels=SAFE_LABELS)
+    return suite_version_import(
+        actor=engineer, suite_name="test suite", rows=rows, unsafe_labels=UNSAFE_LABELS, safe_labels=SAFE_LABELS
+    )
 
 
 @pytest.fixture

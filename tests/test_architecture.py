@@ -1,19 +1,21 @@
-"""The layer rules of ARCHITECTURE.md, checked by a machine rather than by review."""
+"""The layer rules of ARCHITECTURE.md, checked by a machine rather than by review.
+
+The import rules (app layers, pure engines and trust, the HTTP client, services that never import the web layer)
+are import-linter contracts in pyproject.toml, run by `make lint` and by the tests below. What a contract cannot
+say is checked here with the AST: which imports happen at module level, and which names the engines use of trust.
+"""
 
 import ast
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# app -> the apps it may import (besides itself). Lower layers never import higher ones.
-ALLOWED = {
-    "ledger": set(),
-    "accounts": {"ledger"},
-    "compression": {"accounts", "ledger"},
-    "evaluations": {"accounts", "ledger", "compression"},
-    "governance": {"accounts", "ledger", "compression", "evaluations", "safeshrink_client"},
-    "exports": {"accounts", "ledger", "compression", "evaluations", "governance"},
-}
-APPS = set(ALLOWED)
+LAYERS = ["exports", "governance", "evaluations", "compression", "accounts", "ledger", "trust"]
+APPS = {"accounts", "ledger", "compression", "evaluations", "governance", "exports"}
+PACKAGES = [*LAYERS, "safeshrink_client"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -31,34 +33,77 @@ def _sources(app: str):
     return [p for p in (ROOT / app).rglob("*.py") if "migrations" not in p.parts]
 
 
-def test_apps_import_only_lower_layers():
-    violations = []
-    for app, allowed in ALLOWED.items():
-        for path in _sources(app):
-            for name in _imports(path):
-                top = name.split(".")[0]
-                if top in APPS | {"safeshrink_client"} and top != app and top not in allowed:
-                    violations.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert violations == []
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_engines_import_no_django_and_no_app_code():
-    violations = []
-    for engine in (ROOT / "compression" / "engine", ROOT / "evaluations" / "engine", ROOT / "trust"):
-        for path in engine.rglob("*.py"):
-            for name in _imports(path):
-                top = name.split(".")[0]
-                if top in ("django", "rest_framework", "celery") or (
-                    top in APPS and not name.startswith(("compression.engine", "evaluations.engine"))
-                ):
-                    violations.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert violations == []
+def _contracts() -> dict[str, dict]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return {contract["id"]: contract for contract in config["contracts"]}
+
+
+def test_import_contracts_are_kept():
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(_contracts())} kept, 0 broken" in result.stdout
+
+
+def test_contracts_say_what_architecture_md_says():
+    """The contracts are the rules: the layer order, Django-free engines and trust, services apart from the web."""
+    contracts = _contracts()
+    assert contracts["app-layers"]["layers"] == LAYERS
+    assert set(contracts["pure-no-django"]["source_modules"]) == {"compression.engine", "evaluations.engine", "trust"}
+    assert {"django", "rest_framework", "celery"} <= set(contracts["pure-no-django"]["forbidden_modules"])
+    assert set(contracts["api-client"]["source_modules"]) == {*LAYERS} - {"governance"}
+    assert {"*.api", "*.views"} <= set(contracts["services-not-web"]["forbidden_modules"])
+    for contract in contracts.values():  # an exception to a rule is an ignored import, and only this one exists
+        ignored = set(contract.get("ignore_imports", ()))
+        assert ignored <= {
+            "evaluations.engine.** -> compression.engine.**",
+            "evaluations.engine -> compression.engine.**",
+        }
+
+
+def test_contracts_catch_each_kind_of_violation(tmp_path):
+    """A copy of the code with one bad import per rule breaks the matching contract (the contracts can fail)."""
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    bad = {
+        "compression/__init__.py": "from evaluations import models",  # a lower layer imports a higher one
+        "ledger/__init__.py": "from accounts import models",
+        "exports/__init__.py": "import safeshrink_client",  # only governance uses the HTTP client
+        "safeshrink_client/__init__.py": "import django",
+        "trust/__init__.py": "import django",
+        "compression/engine/__init__.py": "from compression import models",  # engines import no app code
+        "evaluations/engine/__init__.py": "def load():\n    from compression.services import runs",
+        "governance/services/__init__.py": "from governance import views",  # services never import the web layer
+    }
+    for path, line in bad.items():
+        with open(tmp_path / path, "a") as f:
+            f.write(f"\n{line}\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    for expected in (
+        "compression is not allowed to import evaluations",
+        "ledger is not allowed to import accounts",
+        "exports is not allowed to import safeshrink_client",
+        "safeshrink_client is not allowed to import django",
+        "trust is not allowed to import django",
+        "compression.engine is not allowed to import compression.models",
+        "evaluations.engine is not allowed to import compression.services",
+        "governance.services is not allowed to import governance.views",
+    ):
+        assert expected in out, expected
+    assert f"0 kept, {len(_contracts())} broken" in out
 
 
 def test_only_engines_import_torch_at_module_level():
     """Outside the engines, torch may be imported only inside a function (workers only)."""
     violations = []
-    for app in APPS:
+    for app in [*APPS, "trust", "safeshrink_client", "config"]:
         for path in _sources(app):
             if "engine" in path.parts:
                 continue
@@ -69,3 +114,16 @@ def test_only_engines_import_torch_at_module_level():
                     if any(n.split(".")[0] in ("torch", "transformers") for n in names):
                         violations.append(str(path.relative_to(ROOT)))
     assert violations == []
+
+
+def test_trust_is_the_library_at_the_bottom_that_engines_may_use():
+    """`trust` (canonical JSON, digests, signatures) is a Django-free library below every app (the contracts
+    app-layers, pure-no-django and api-client check that trust imports no app, no engine and no Django). The
+    engines may import it, so a digest is defined once, in `trust.canonical`, and use nothing else of it."""
+    engine_uses = {
+        name
+        for path in (ROOT / "compression" / "engine").rglob("*.py")
+        for name in _imports(path)
+        if name.split(".")[0] == "trust"
+    }
+    assert engine_uses == {"trust.canonical"}  # the engines use the canonical JSON, nothing else of trust

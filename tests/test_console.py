@@ -7,15 +7,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ("import django; django.setup(); import torchao; from torchao.quantization import quantize_; "
-          "import compression.engine.quantize; print('imported')")
+SCRIPT = (
+    "import django; django.setup(); import torchao; from torchao.quantization import quantize_; "
+    "import compression.engine.quantize; print('imported')"
+)
 NOISE = ("Failed to load", "Detected no triton", "is an Enum subclass")
 
 
 def _import_torchao(level: str) -> str:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_LOG_LEVEL": level}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True
+    )
     assert "imported" in result.stdout
     return result.stdout + result.stderr
 

@@ -23,23 +23,35 @@ def _start(engineer_api, tiny_model_dir, demo_suite, demo_policy, *, risk_tier="
     r = engineer_api.post("/api/artifacts/", {"name": "tiny", "path": str(tiny_model_dir)}, format="json")
     assert r.status_code == 201, r.content
     artifact = r.json()
-    r = engineer_api.post("/api/experiments/", {"name": "int8 tiny", "base_artifact": artifact["id"],
-                                                "risk_tier": risk_tier, "unsafe_labels": ["hatespeech", "offensive"]},
-                          format="json")
+    r = engineer_api.post(
+        "/api/experiments/",
+        {
+            "name": "int8 tiny",
+            "base_artifact": artifact["id"],
+            "risk_tier": risk_tier,
+            "unsafe_labels": ["hatespeech", "offensive"],
+        },
+        format="json",
+    )
     assert r.status_code == 201, r.content
     experiment = r.json()
-    r = engineer_api.post(f"/api/experiments/{experiment['id']}/runs/", {"method": "dynamic_int8", "seed": 7},
-                          format="json")
+    r = engineer_api.post(
+        f"/api/experiments/{experiment['id']}/runs/", {"method": "dynamic_int8", "seed": 7}, format="json"
+    )
     assert r.status_code == 202, r.content
     run = engineer_api.get(f"/api/runs/{r.json()['id']}/").json()
     assert run["status"] == "succeeded", run
     assert run["progress"] == {"stage": "done", "percent": 100}
-    r = engineer_api.post("/api/releases/", {"compression_run": run["id"], "suite_version": demo_suite.pk,
-                                             "policy": demo_policy.pk}, format="json")
+    r = engineer_api.post(
+        "/api/releases/",
+        {"compression_run": run["id"], "suite_version": demo_suite.pk, "policy": demo_policy.pk},
+        format="json",
+    )
     assert r.status_code == 201, r.content
     release = r.json()
-    r = engineer_api.post(f"/api/releases/{release['id']}/evaluate/", {"expected_version": release["version"]},
-                          format="json")
+    r = engineer_api.post(
+        f"/api/releases/{release['id']}/evaluate/", {"expected_version": release["version"]}, format="json"
+    )
     assert r.status_code == 202, r.content
     return artifact, run, engineer_api.get(f"/api/releases/{release['id']}/").json()
 
@@ -72,7 +84,9 @@ def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model
     assert candidate.size_bytes < ModelArtifact.objects.get(pk=artifact["id"]).size_bytes
     statement = run["provenance"]
     assert statement["subject"][0]["digest"]["sha256"] == candidate.digest
-    assert statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] == artifact["digest"]
+    assert (
+        statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] == artifact["digest"]
+    )
     assert statement["predicate"]["buildDefinition"]["internalParameters"]["seed"] == 7
 
     assert release["status"] == "awaiting_decision", release
@@ -90,31 +104,60 @@ def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model
     flips = engineer_api.get(f"/api/comparisons/{release['comparison']}/flips/").json()
     assert flips["count"] == comparison["flip_count"] == groups["overall"]["flips"] == Flip.objects.count()
 
-    if release["gate_zone"] == "red":
-        pytest.skip("the tiny model's gate came out red; approval is covered by tests/governance")
-    r = api_client_for(officer).post(f"/api/releases/{release['id']}/decisions/",
-                                     {"kind": "approve", "rationale": "Deltas within policy.",
-                                      "expected_version": release["version"]}, format="json")
+    officer_api = api_client_for(officer)
+    if release["gate_zone"] == "red":  # red: the open escalation blocks approval until an officer resolves it
+        blocked = officer_api.post(
+            f"/api/releases/{release['id']}/decisions/",
+            {"kind": "approve", "rationale": "Deltas within policy.", "expected_version": release["version"]},
+            format="json",
+        )
+        assert blocked.status_code in (403, 409), blocked.content
+        escalations = officer_api.get(f"/api/escalations/?release={release['id']}").json()["results"]
+        (red,) = [e for e in escalations if e["trigger"] == "red_zone" and e["status"] != "resolved"]
+        r = officer_api.post(
+            f"/api/escalations/{red['id']}/resolve/",
+            {"resolution": "Reviewed the subgroup gap; accepted with monitoring."},
+            format="json",
+        )
+        assert r.status_code == 200, r.content
+        release = officer_api.get(f"/api/releases/{release['id']}/").json()
+    r = officer_api.post(
+        f"/api/releases/{release['id']}/decisions/",
+        {"kind": "approve", "rationale": "Deltas within policy.", "expected_version": release["version"]},
+        format="json",
+    )
     assert r.status_code == 200, r.content
     assert r.json()["status"] == "approved"
     decision = Decision.objects.get()
     assert decision.evidence["candidate"] == candidate.digest
     actions = list(LedgerEvent.objects.values_list("action", flat=True))
-    for expected in ("artifact.registered", "experiment.created", "run.requested", "run.started", "run.succeeded",
-                     "release.created", "release.evaluation_started", "evaluation.succeeded",
-                     "comparison.computed", "release.gated", "release.approved"):
+    for expected in (
+        "artifact.registered",
+        "experiment.created",
+        "run.requested",
+        "run.started",
+        "run.succeeded",
+        "release.created",
+        "release.evaluation_started",
+        "evaluation.succeeded",
+        "comparison.computed",
+        "release.gated",
+        "release.approved",
+    ):
         assert expected in actions, expected
     assert ledger_verify().ok
 
 
 def test_malformed_payloads_name_the_field(engineer_api, base_artifact):
-    r = engineer_api.post("/api/experiments/", {"name": "x", "base_artifact": "abc", "unsafe_labels": []},
-                          format="json")
+    r = engineer_api.post(
+        "/api/experiments/", {"name": "x", "base_artifact": "abc", "unsafe_labels": []}, format="json"
+    )
     assert r.status_code == 400
     body = r.json()
     assert body["code"] == "invalid" and {"base_artifact", "unsafe_labels"} <= set(body["details"])
-    r = engineer_api.post("/api/experiments/", {"name": "x", "base_artifact": base_artifact.pk,
-                                                "unsafe_labels": ["toxic"]}, format="json")
+    r = engineer_api.post(
+        "/api/experiments/", {"name": "x", "base_artifact": base_artifact.pk, "unsafe_labels": ["toxic"]}, format="json"
+    )
     assert r.status_code == 400 and "unsafe_labels" in r.json()["details"]
     r = engineer_api.post("/api/artifacts/", {"name": "x", "path": "/nonexistent/model"}, format="json")
     assert r.status_code == 400 and r.json()["code"] == "model_not_found" and "path" in r.json()["details"]
@@ -124,13 +167,15 @@ def test_malformed_payloads_name_the_field(engineer_api, base_artifact):
 def test_bad_method_and_parameters_are_refused_and_nothing_is_queued(engineer_api, engineer, base_artifact):
     from compression.services.experiments import experiment_create
 
-    experiment = experiment_create(actor=engineer, name="e", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech"])
+    experiment = experiment_create(
+        actor=engineer, name="e", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech"]
+    )
     before = LedgerEvent.objects.count()
     r = engineer_api.post(f"/api/experiments/{experiment.pk}/runs/", {"method": "magic"}, format="json")
     assert r.status_code == 400 and "method" in r.json()["details"]
-    r = engineer_api.post(f"/api/experiments/{experiment.pk}/runs/",
-                          {"method": "dynamic_int8", "parameters": {"bits": 3}}, format="json")
+    r = engineer_api.post(
+        f"/api/experiments/{experiment.pk}/runs/", {"method": "dynamic_int8", "parameters": {"bits": 3}}, format="json"
+    )
     assert r.status_code == 400 and "parameters" in r.json()["details"]
     assert "bits" in r.json()["message"]
     assert CompressionRun.objects.count() == 0 and LedgerEvent.objects.count() == before
@@ -158,14 +203,19 @@ def test_corrupt_artifact_fails_the_run_with_a_readable_reason(engineer, tiny_mo
     assert LedgerEvent.objects.filter(action="run.failed", object_id=str(run.pk)).count() == 1
 
 
-def test_engineer_cannot_decide_and_owner_cannot_approve(engineer_api, engineer, officer, tiny_model_dir,
-                                                           demo_suite, demo_policy):
+def test_engineer_cannot_decide_and_owner_cannot_approve(
+    engineer_api, engineer, officer, tiny_model_dir, demo_suite, demo_policy
+):
     _, _, release = _start(engineer_api, tiny_model_dir, demo_suite, demo_policy)
-    r = engineer_api.post(f"/api/releases/{release['id']}/decisions/", {"kind": "approve", "rationale": "mine"},
-                          format="json")
+    r = engineer_api.post(
+        f"/api/releases/{release['id']}/decisions/", {"kind": "approve", "rationale": "mine"}, format="json"
+    )
     assert r.status_code == 403
-    r = api_client_for(officer).post(f"/api/releases/{release['id']}/decisions/",
-                                     {"kind": "reject", "rationale": "old", "expected_version": 1}, format="json")
+    r = api_client_for(officer).post(
+        f"/api/releases/{release['id']}/decisions/",
+        {"kind": "reject", "rationale": "old", "expected_version": 1},
+        format="json",
+    )
     assert r.status_code == 409 and r.json()["code"] == "stale_version"
     assert Release.objects.get(pk=release["id"]).status == release["status"]
     assert Decision.objects.count() == 0

@@ -12,36 +12,67 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_check_deploy_with_production_settings_reports_no_issues():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-           "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-           "DATABASE_URL": "sqlite:////tmp/safeshrink-deploy-check.sqlite3", "DJANGO_ALLOWED_HOSTS": "safeshrink.example"}
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "sqlite:////tmp/safeshrink-deploy-check.sqlite3",
+        "DJANGO_ALLOWED_HOSTS": "safeshrink.example",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
-    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
-                "DJANGO_ALLOWED_HOSTS": "x"})
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
+            "DJANGO_ALLOWED_HOSTS": "x",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
 
 
 def test_production_settings_configure_the_shared_artifact_bucket_from_the_environment():
-    code = ("import django; django.setup(); from django.conf import settings; from django.core.files.storage import "
-            "storages; s = storages[settings.SAFESHRINK['ARTIFACT_STORAGE']]; "
-            "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.location, "
-            "settings.STORAGES['staticfiles']['BACKEND'].rsplit('.', 1)[-1])")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-           "DATABASE_URL": "sqlite:////tmp/x.sqlite3", "DJANGO_ALLOWED_HOSTS": "x",
-           "SAFESHRINK_ARTIFACT_S3_BUCKET": "shared-models", "SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL": "http://minio:9000"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    code = (
+        "import django; django.setup(); from django.conf import settings; from django.core.files.storage import "
+        "storages; s = storages[settings.SAFESHRINK['ARTIFACT_STORAGE']]; "
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.location, "
+        "settings.STORAGES['staticfiles']['BACKEND'].rsplit('.', 1)[-1])"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
+        "DJANGO_ALLOWED_HOSTS": "x",
+        "SAFESHRINK_ARTIFACT_S3_BUCKET": "shared-models",
+        "SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL": "http://minio:9000",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["S3Storage", "shared-models", "http://minio:9000", "artifacts",
-                                     "CompressedManifestStaticFilesStorage"]
+    assert result.stdout.split() == [
+        "S3Storage",
+        "shared-models",
+        "http://minio:9000",
+        "artifacts",
+        "CompressedManifestStaticFilesStorage",
+    ]
 
 
 def test_web_process_never_imports_torch():
@@ -53,8 +84,9 @@ def test_web_process_never_imports_torch():
         "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False False"
 
@@ -64,8 +96,13 @@ def test_openapi_schema_and_docs(client, engineer):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     text = schema.content.decode()
-    for path in ("/api/artifacts/", "/api/experiments/{id}/runs/", "/api/releases/{id}/decisions/",
-                 "/api/comparisons/{id}/flips/", "/api/ledger/verify/"):
+    for path in (
+        "/api/artifacts/",
+        "/api/experiments/{id}/runs/",
+        "/api/releases/{id}/decisions/",
+        "/api/comparisons/{id}/flips/",
+        "/api/ledger/verify/",
+    ):
         assert path in text, path
     assert client.get("/api/docs/").status_code == 200
 

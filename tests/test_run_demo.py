@@ -43,12 +43,29 @@ def test_run_demo_keeps_serving_when_the_demo_does_not_complete(tmp_path, data_d
     (var / "log").mkdir(parents=True)
     (var / "log" / "web.log").write_text("line from an earlier run\n")
     port = _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_URL", "CELERY_", "SAFESHRINK_", "DJANGO_SETTINGS"))}
-    env.update({"SAFESHRINK_VAR_DIR": str(var), "SAFESHRINK_DATA_DIR": str(data_dir), "SAFESHRINK_DEMO_MODEL": "tiny",
-                "SAFESHRINK_DEMO_TIMEOUT": "1", "PORT": str(port), "PYTHONUNBUFFERED": "1"})
-    process = subprocess.Popen([str(ROOT / "bin" / "run-demo")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "CELERY_", "SAFESHRINK_", "DJANGO_SETTINGS"))
+    }
+    env.update(
+        {
+            "SAFESHRINK_VAR_DIR": str(var),
+            "SAFESHRINK_DATA_DIR": str(data_dir),
+            "SAFESHRINK_DEMO_MODEL": "tiny",
+            "SAFESHRINK_DEMO_TIMEOUT": "1",
+            "PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    process = subprocess.Popen(
+        [str(ROOT / "bin" / "run-demo")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         out = _read_until(process, "Press Ctrl-C", timeout=480)
         assert "Press Ctrl-C" in out, out[-4000:]

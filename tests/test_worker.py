@@ -55,28 +55,46 @@ class Celery:
         self.started = 0
 
     def purge(self) -> None:
-        subprocess.run([*CELERY, "purge", "-f"], cwd=ROOT, env=self.env, check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run([*CELERY, "purge", "-f"], cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=120)
 
     def _spawn(self, name: str, args: list[str]) -> tuple[subprocess.Popen, Path]:
         self.started += 1
         log = self.tmp_path / f"{name}-{self.started}.log"
         with log.open("w") as out:
-            process = subprocess.Popen([*CELERY, *args], cwd=ROOT, env=self.env, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [*CELERY, *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.processes.append(process)
         return process, log
 
     def worker(self) -> tuple[subprocess.Popen, Path]:
-        process, log = self._spawn("worker", [
-            "worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO", "--without-gossip",
-            "--without-mingle", "--hostname", f"test-{os.getpid()}-{self.started + 1}@%h"])
+        process, log = self._spawn(
+            "worker",
+            [
+                "worker",
+                "--pool=prefork",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"test-{os.getpid()}-{self.started + 1}@%h",
+            ],
+        )
         _wait_for(lambda: "ready" in log.read_text(), timeout=120, what="the worker to start", log=log)
         return process, log
 
     def beat(self) -> tuple[subprocess.Popen, Path]:
-        return self._spawn("beat", ["beat", "--loglevel=INFO", "--max-interval=1",
-                                    "--schedule", str(self.tmp_path / f"beat-schedule-{self.started + 1}")])
+        return self._spawn(
+            "beat",
+            [
+                "beat",
+                "--loglevel=INFO",
+                "--max-interval=1",
+                "--schedule",
+                str(self.tmp_path / f"beat-schedule-{self.started + 1}"),
+            ],
+        )
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:
@@ -124,36 +142,52 @@ def test_pipeline_runs_on_a_real_worker_and_a_second_delivery_does_nothing(
 
     settings.SAFESHRINK = {**settings.SAFESHRINK, "IMPORT_ROOTS": [tiny_model_dir.parent]}  # the API imports only there
     artifact = engineer_api.post("/api/artifacts/", {"name": "tiny", "path": str(tiny_model_dir)}, format="json").json()
-    experiment = engineer_api.post("/api/experiments/", {"name": "on a worker", "base_artifact": artifact["id"],
-                                                         "unsafe_labels": ["hatespeech", "offensive"]},
-                                   format="json").json()
+    experiment = engineer_api.post(
+        "/api/experiments/",
+        {"name": "on a worker", "base_artifact": artifact["id"], "unsafe_labels": ["hatespeech", "offensive"]},
+        format="json",
+    ).json()
     r = engineer_api.post(f"/api/experiments/{experiment['id']}/runs/", {"method": "dynamic_int8"}, format="json")
     assert r.status_code == 202 and r.json()["status"] == "queued"
     run_id = r.json()["id"]
-    run = _wait_for(lambda: (x := CompressionRun.objects.get(pk=run_id)).is_terminal and x, timeout=120,
-                    what="the compression run", log=worker)
+    run = _wait_for(
+        lambda: (x := CompressionRun.objects.get(pk=run_id)).is_terminal and x,
+        timeout=120,
+        what="the compression run",
+        log=worker,
+    )
     assert run.status == RunStatus.SUCCEEDED, (run.failure_code, run.failure_reason, worker.read_text()[-3000:])
     assert run.attempts == 1
 
     # The broker delivers the same task again (acks_late makes this possible): no duplicate work.
     execute_compression_run.delay(run_id)
-    _wait_for(lambda: worker.read_text().count("compression.execute_run") >= 4, timeout=60,
-              what="the second delivery to finish")
+    _wait_for(
+        lambda: worker.read_text().count("compression.execute_run") >= 4,
+        timeout=60,
+        what="the second delivery to finish",
+    )
     assert ModelArtifact.objects.count() == 2
     assert LedgerEvent.objects.filter(action="run.succeeded", object_id=str(run_id)).count() == 1
     assert CompressionRun.objects.get(pk=run_id).attempts == 1
 
-    release = engineer_api.post("/api/releases/", {"compression_run": run_id, "suite_version": demo_suite.pk,
-                                                   "policy": demo_policy.pk}, format="json").json()
+    release = engineer_api.post(
+        "/api/releases/",
+        {"compression_run": run_id, "suite_version": demo_suite.pk, "policy": demo_policy.pk},
+        format="json",
+    ).json()
     r = engineer_api.post(f"/api/releases/{release['id']}/evaluate/", {}, format="json")
     assert r.status_code == 202 and r.json()["status"] == "evaluating"
     final = _wait_for(
         lambda: (x := Release.objects.get(pk=release["id"])).status != ReleaseStatus.EVALUATING and x,
-        timeout=180, what="the release evaluation", log=worker,
+        timeout=180,
+        what="the release evaluation",
+        log=worker,
     )
     # Green or red: awaiting a decision; amber: in blind review first.
     assert final.status in (ReleaseStatus.AWAITING_DECISION, ReleaseStatus.IN_REVIEW), (
-        final.failure_reason, worker.read_text()[-3000:])
+        final.failure_reason,
+        worker.read_text()[-3000:],
+    )
     assert (final.status == ReleaseStatus.IN_REVIEW) == (final.gate_zone == "amber")
     assert final.gate_zone in ("green", "amber", "red") and final.comparison_id
     assert ledger_verify().ok
@@ -173,17 +207,24 @@ def test_killed_worker_mid_evaluation_is_recovered_by_beat(celery, engineer, bas
     examples = demo_suite.examples.count()
     chunks = math.ceil(examples / chunk_size)
     assert chunks >= 4, "the suite is too small to be part-way through"
-    celery.env.update({"SAFESHRINK_RUN_LEASE_SECONDS": str(lease), "SAFESHRINK_SWEEP_SECONDS": str(period),
-                       "SAFESHRINK_EVAL_CHUNK_SIZE": str(chunk_size)})
+    celery.env.update(
+        {
+            "SAFESHRINK_RUN_LEASE_SECONDS": str(lease),
+            "SAFESHRINK_SWEEP_SECONDS": str(period),
+            "SAFESHRINK_EVAL_CHUNK_SIZE": str(chunk_size),
+        }
+    )
     # Compression runs here (eagerly); only the evaluation runs on the worker.
     app.conf.task_always_eager = True
-    experiment = experiment_create(actor=engineer, name="killed", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech", "offensive"])
+    experiment = experiment_create(
+        actor=engineer, name="killed", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
     run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8")
     app.conf.task_always_eager = False
     assert CompressionRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
-    release = release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
-                             policy_id=demo_policy.pk)
+    release = release_create(
+        actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk, policy_id=demo_policy.pk
+    )
 
     first, first_log = celery.worker()
     release_start_evaluation(actor=engineer, release_id=release.pk)  # enqueued on commit, to Redis
@@ -191,8 +232,7 @@ def test_killed_worker_mid_evaluation_is_recovered_by_beat(celery, engineer, bas
     run_ids = (release.baseline_evaluation_id, release.candidate_evaluation_id)
 
     def mid_run():  # two chunks short at least, so that one more finishing before the kill changes nothing
-        return any(0 < len(r.chunks_done) < r.chunks_total - 1
-                   for r in EvaluationRun.objects.filter(pk__in=run_ids))
+        return any(0 < len(r.chunks_done) < r.chunks_total - 1 for r in EvaluationRun.objects.filter(pk__in=run_ids))
 
     _wait_for(mid_run, timeout=180, what="an evaluation to be part-way through", log=first_log, interval=0.05)
     celery.kill(first)
@@ -209,14 +249,21 @@ def test_killed_worker_mid_evaluation_is_recovered_by_beat(celery, engineer, bas
     _, beat_log = celery.beat()
     # Within the lease (the orphaned runs' heartbeats expire) plus one beat period, the chunks are
     # re-enqueued; the allowance on top is for starting the processes and predicting on a busy machine.
-    final = _wait_for(lambda: (x := Release.objects.get(pk=release.pk)).status != ReleaseStatus.EVALUATING and x,
-                      timeout=lease + period + 180, what="the release to leave evaluating", log=log)
+    final = _wait_for(
+        lambda: (x := Release.objects.get(pk=release.pk)).status != ReleaseStatus.EVALUATING and x,
+        timeout=lease + period + 180,
+        what="the release to leave evaluating",
+        log=log,
+    )
     recovered_in = time.monotonic() - killed_at
     assert final.status in (ReleaseStatus.AWAITING_DECISION, ReleaseStatus.IN_REVIEW), (
-        final.failure_reason, log.read_text()[-3000:])
+        final.failure_reason,
+        log.read_text()[-3000:],
+    )
     assert final.comparison_id and final.gate_zone in ("green", "amber", "red")
-    requeued = re.findall(r"evaluations\.requeue_orphaned_runs\[[^\]]+\] succeeded in [\d.]+s: \[(\d[\d, ]*)\]",
-                          log.read_text())
+    requeued = re.findall(
+        r"evaluations\.requeue_orphaned_runs\[[^\]]+\] succeeded in [\d.]+s: \[(\d[\d, ]*)\]", log.read_text()
+    )
     assert requeued, f"the recovery did not come from the beat sweep\n{log.read_text()[-3000:]}"
     assert "evaluations.requeue_orphaned_runs" in beat_log.read_text()
     for evaluation in EvaluationRun.objects.filter(pk__in=run_ids):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,29 +85,29 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def issue_crl(
     ca_cert: x509.Certificate,
     ca_key,
     *,
-    revoked: list[tuple[int, dt.datetime]] = (),
+    revoked: Sequence[tuple[int, dt.datetime]] = (),
     number: int = 1,
     last_update: dt.datetime | None = None,
     next_update: dt.datetime | None = None,
 ) -> x509.CertificateRevocationList:
     """A CRL from the CA listing ``revoked`` (serial, revocation time); by default valid until the CA expires."""
-    now = last_update or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = last_update or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(now)
         .next_update(next_update or ca_cert.not_valid_after_utc)
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     for serial, when in revoked:
         builder = builder.add_revoked_certificate(
@@ -139,18 +140,22 @@ def create_internal_ca(
     files = ca_files(out_dir)
     existing = [p.name for p in files.all if p.exists()]
     if existing and not force:
-        raise CaExistsError(f"{files.directory} already holds a CA ({', '.join(existing)}); use force=True to replace it")
+        raise CaExistsError(
+            f"{files.directory} already holds a CA ({', '.join(existing)}); use force=True to replace it"
+        )
     files.directory.mkdir(parents=True, exist_ok=True)
 
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     not_before = now - dt.timedelta(minutes=5)  # tolerate small clock skew between machines
     not_after = now + dt.timedelta(days=days)
 
     ca_key = _new_key(key_algorithm)
-    ca_name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} Document Signing CA"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-    ])
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} Document Signing CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+        ]
+    )
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca_cert = (
         x509.CertificateBuilder()
@@ -163,9 +168,15 @@ def create_internal_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -174,10 +185,12 @@ def create_internal_ca(
     )
 
     signer_key = _new_key(key_algorithm)
-    signer_name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, signer_common_name or f"{organisation} Dossier Signer"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-    ])
+    signer_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, signer_common_name or f"{organisation} Dossier Signer"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+        ]
+    )
     signer_builder = (
         x509.CertificateBuilder()
         .subject_name(signer_name)
@@ -189,9 +202,15 @@ def create_internal_ca(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=True, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -203,11 +222,16 @@ def create_internal_ca(
     )
     if crl_url:
         signer_builder = signer_builder.add_extension(
-            x509.CRLDistributionPoints([
-                x509.DistributionPoint(
-                    full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None, crl_issuer=None
-                )
-            ]),
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(crl_url)],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
             critical=False,
         )
     signer_cert = signer_builder.sign(ca_key, hashes.SHA256())

@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -52,7 +52,7 @@ def format_time(at: datetime | str) -> str:
         raise TypeError("at must be a datetime or an ISO 8601 string")
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at must be timezone-aware (UTC)")
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def checkpoint_body(checkpoint: Mapping[str, Any]) -> bytes:
@@ -70,7 +70,7 @@ def checkpoint_sign(seq: int, head_hash: str, at: datetime | str | None, private
         "type": CHECKPOINT_TYPE,
         "seq": seq,
         "head_hash": head_hash,
-        "at": format_time(at if at is not None else datetime.now(timezone.utc)),
+        "at": format_time(at if at is not None else datetime.now(UTC)),
         "key_id": key_id(private),
     }
     checkpoint["signature"] = base64.b64encode(private.sign(checkpoint_body(checkpoint))).decode("ascii")

@@ -33,7 +33,9 @@ def generate_ed25519(path_private: str | os.PathLike, path_public: str | os.Path
     private = Ed25519PrivateKey.generate()
     _write_file(
         Path(path_private),
-        private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
         0o600,
     )
     _write_file(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ PathLike = str | os.PathLike
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
 
 def _run_sync(make_coro):
     """Run a coroutine to completion from sync code, even when an event loop is already running."""
@@ -105,8 +107,8 @@ def _utc_iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat()
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
 
 
 class _SignerAt(signers.PdfSigner):
@@ -124,6 +126,7 @@ class _SignerAt(signers.PdfSigner):
 
 
 # ---------------------------------------------------------------------------------------- signing
+
 
 async def async_sign_pdf(
     pdf_bytes: bytes,
@@ -206,34 +209,37 @@ def sign_pdf(
     (a revoked signer raises), and the chain and CRLs are embedded in the DSS. ``signing_time``
     (aware datetime, default now) becomes the signature's ``/M``.
     """
-    return _run_sync(lambda: async_sign_pdf(
-        pdf_bytes,
-        signer_key_path=signer_key_path,
-        signer_cert_path=signer_cert_path,
-        chain_paths=chain_paths,
-        crl_paths=crl_paths,
-        reason=reason,
-        location=location,
-        field_name=field_name,
-        signing_time=signing_time,
-    ))
+    return _run_sync(
+        lambda: async_sign_pdf(
+            pdf_bytes,
+            signer_key_path=signer_key_path,
+            signer_cert_path=signer_cert_path,
+            chain_paths=chain_paths,
+            crl_paths=crl_paths,
+            reason=reason,
+            location=location,
+            field_name=field_name,
+            signing_time=signing_time,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------ verification
 
+
 @dataclass(frozen=True)
 class PdfVerification:
-    valid: bool                         # intact AND trusted AND nothing but validation data added since
-    intact: bool                        # the signed bytes hash to the signed digest and the CMS signature verifies
-    trusted: bool                       # the signer chains to one of the trust roots, not revoked
-    signer: str | None = None           # signer certificate subject common name
+    valid: bool  # intact AND trusted AND nothing but validation data added since
+    intact: bool  # the signed bytes hash to the signed digest and the CMS signature verifies
+    trusted: bool  # the signer chains to one of the trust roots, not revoked
+    signer: str | None = None  # signer certificate subject common name
     signer_organisation: str | None = None
-    signing_time: str | None = None     # ISO 8601 UTC, as claimed by the signer (/M)
+    signing_time: str | None = None  # ISO 8601 UTC, as claimed by the signer (/M)
     signature_count: int = 0
-    coverage: str = "none"              # "entire_file", "entire_revision", "contiguous_block_from_start", "unclear", "none"
+    coverage: str = "none"  # "entire_file", "entire_revision", "contiguous_block_from_start", "unclear", "none"
     covers_entire_file: bool = False
     revocation_info_embedded: bool = False  # the file carries CRLs/OCSP responses in its DSS
-    revocation_checked: bool = False    # the signer's status was established from a CRL (embedded or given)
+    revocation_checked: bool = False  # the signer's status was established from a CRL (embedded or given)
     field_name: str | None = None
     reason: str | None = None
     location: str | None = None
@@ -247,8 +253,9 @@ class PdfVerification:
 
 
 def _invalid(reason: str, **kwargs) -> PdfVerification:
-    return PdfVerification(valid=False, intact=False, trusted=False, summary=f"INVALID: {reason}",
-                           problems=(reason,), **kwargs)
+    return PdfVerification(
+        valid=False, intact=False, trusted=False, summary=f"INVALID: {reason}", problems=(reason,), **kwargs
+    )
 
 
 def _name_part(cert: asn1_x509.Certificate, key: str) -> str | None:
@@ -279,10 +286,8 @@ async def _verify_one(emb, vc_kwargs: dict) -> tuple[dict, list[str]]:
         problems.append(f"signature could not be validated: {type(exc).__name__}: {exc}")
         return facts, problems
     finally:
-        try:
+        with contextlib.suppress(Exception):  # closing the validation context must not mask the result
             await vc.aclose()
-        except Exception:  # noqa: BLE001
-            pass
 
     facts["intact"] = bool(status.intact and status.valid)
     facts["trusted"] = bool(status.trusted)
@@ -300,9 +305,11 @@ async def _verify_one(emb, vc_kwargs: dict) -> tuple[dict, list[str]]:
     elif not status.valid:
         problems.append("the signature value does not verify against the signer's certificate")
     if not status.trusted:
-        why = status.trust_problem_indic.name if status.trust_problem_indic is not None else "no path"
+        why = status.trust_problem_indic.standard_name if status.trust_problem_indic is not None else "no path"
         if status.revocation_details is not None:
-            problems.append(f"the signer's certificate is revoked ({status.revocation_details.revocation_reason.native})")
+            problems.append(
+                f"the signer's certificate is revoked ({status.revocation_details.revocation_reason.native})"
+            )
         else:
             problems.append(f"the signer's certificate does not chain to a trusted root ({why})")
     changes_ok = coverage == SignatureCoverageLevel.ENTIRE_FILE or (
@@ -312,7 +319,9 @@ async def _verify_one(emb, vc_kwargs: dict) -> tuple[dict, list[str]]:
     )
     if not changes_ok:
         what = level.name if level is not None else "unknown"
-        problems.append(f"the file was changed after this signature (coverage {facts['coverage']}, modifications {what})")
+        problems.append(
+            f"the file was changed after this signature (coverage {facts['coverage']}, modifications {what})"
+        )
     facts["ok"] = facts["intact"] and facts["trusted"] and changes_ok and status.bottom_line
     if facts["intact"] and facts["trusted"] and changes_ok and not status.bottom_line:
         problems.append("pyHanko's overall judgement is negative (seed value or DocMDP constraints)")
@@ -385,11 +394,19 @@ async def async_verify_pdf(
         summary = (
             f"VALID: signed by {facts.get('signer')} ({facts.get('signer_organisation')}) at "
             f"{facts.get('signing_time')}; the signature covers "
-            + ("the entire file" if last.get("covers_entire_file") else "the signed revision; only validation data was added after it")
+            + (
+                "the entire file"
+                if last.get("covers_entire_file")
+                else "the signed revision; only validation data was added after it"
+            )
             + "; the certificate chains to a trusted root"
-            + ("; not revoked per " + ("the embedded CRL" if revinfo_embedded else "the given CRL")
-               + (" and the given CRL" if revinfo_embedded and extra_crls else "")
-               if revocation_checked else "; revocation not checked (no CRL)")
+            + (
+                "; not revoked per "
+                + ("the embedded CRL" if revinfo_embedded else "the given CRL")
+                + (" and the given CRL" if revinfo_embedded and extra_crls else "")
+                if revocation_checked
+                else "; revocation not checked (no CRL)"
+            )
             + "."
         )
     else:

@@ -8,6 +8,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.error_codes import AccountsErrorCode
 from accounts.errors import DomainError
 
 
@@ -17,7 +18,7 @@ def _first_code(detail: Any) -> str:
             return _first_code(value)
     if isinstance(detail, list) and detail:
         return _first_code(detail[0])
-    return getattr(detail, "code", None) or "invalid"
+    return str(getattr(detail, "code", None) or AccountsErrorCode.INVALID)
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -39,7 +40,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = ", ".join(str(k) for k in details) if isinstance(details, dict) else ""
         response.data = {
-            "code": "invalid",
+            "code": str(AccountsErrorCode.INVALID),
             "message": f"Invalid input in: {fields}." if fields else "Invalid input.",
             "details": details,
         }

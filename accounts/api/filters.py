@@ -13,8 +13,9 @@ allowed values), never an empty list and never a 500. Unknown parameters are ign
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
@@ -44,14 +45,32 @@ class Filter:
     @classmethod
     def choice(cls, name: str, choices: Any, *, field: str | None = None, description: str = "") -> Filter:
         values = tuple(getattr(choices, "values", None) or choices)
-        return cls(name, "choice", field if field is not None else name, choices=tuple(str(v) for v in values),
-                   description=description)
+        return cls(
+            name,
+            "choice",
+            field if field is not None else name,
+            choices=tuple(str(v) for v in values),
+            description=description,
+        )
 
     @classmethod
-    def str(cls, name: str, *, field: str | None = None, description: str = "", max_length: int = STR_MAX_LENGTH,
-            allow_empty: bool = False) -> Filter:
-        return cls(name, "str", field if field is not None else name, description=description, max_length=max_length,
-                   allow_empty=allow_empty)
+    def str(
+        cls,
+        name: str,
+        *,
+        field: str | None = None,
+        description: str = "",
+        max_length: int = STR_MAX_LENGTH,
+        allow_empty: bool = False,
+    ) -> Filter:
+        return cls(
+            name,
+            "str",
+            field if field is not None else name,
+            description=description,
+            max_length=max_length,
+            allow_empty=allow_empty,
+        )
 
     @classmethod
     def date(cls, name: str, *, field: str | None = None, description: str = "") -> Filter:
@@ -117,7 +136,7 @@ def _parse_moment(raw: str) -> dt.datetime | None:
     except ValueError:  # well formed but out of range (month 13 ...)
         return None
     if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, dt.timezone.utc)
+        moment = timezone.make_aware(moment, dt.UTC)
     return moment
 
 

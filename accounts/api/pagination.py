@@ -23,11 +23,15 @@ class Pagination(PageNumberPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         raw = request.query_params.get(self.page_query_param)
-        if raw is not None and raw not in self.last_page_strings and (
-            not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1
+        if (
+            raw is not None
+            and raw not in self.last_page_strings
+            and (not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1)
         ):
-            raise ValidationFailed(f"Query parameter '{self.page_query_param}' must be a positive integer.",
-                                   details={self.page_query_param: ["A positive integer."]})
+            raise ValidationFailed(
+                f"Query parameter '{self.page_query_param}' must be a positive integer.",
+                details={self.page_query_param: ["A positive integer."]},
+            )
         return super().paginate_queryset(queryset, request, view)
 
     def get_schema_operation_parameters(self, view):

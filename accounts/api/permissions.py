@@ -37,8 +37,12 @@ class HasRole(BasePermission):
         if allowed is None or user.role in allowed or user.role == Role.ADMIN:
             return True
         if _is_the_request(request):
-            reason = "role_may_not_write" if writing and user.role in (getattr(view, "allowed_roles", None) or ()) \
+            reason = (
+                "role_may_not_write"
+                if writing and user.role in (getattr(view, "allowed_roles", None) or ())
                 else "role_not_allowed"
-            access_denied_record(actor=user, method=request.method, path=request.path, reason=reason,
-                                 message=self.message)
+            )
+            access_denied_record(
+                actor=user, method=request.method, path=request.path, reason=reason, message=self.message
+            )
         return False

@@ -1,6 +1,10 @@
 """OpenAPI generation: every operation documents the error responses it can give, in the error model, and the
 query filters its view declares (accounts.api.filters). REST_FRAMEWORK's DEFAULT_SCHEMA_CLASS is AutoSchema;
-SPECTACULAR_SETTINGS's POSTPROCESSING_HOOKS runs postprocess_schema."""
+SPECTACULAR_SETTINGS's POSTPROCESSING_HOOKS runs postprocess_schema, which also lists every app's error codes in the
+error model (each app's `<app>/error_codes.py` registry, found by that convention: accounts imports no app above it)."""
+
+import importlib
+from enum import StrEnum
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiParameter
@@ -10,7 +14,7 @@ from rest_framework.settings import api_settings
 
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: a malformed body, query parameter or filter value, or a refused request. "
-           "`details` names each field (or parameter) and what is wrong with it.",
+    "`details` names each field (or parameter) and what is wrong with it.",
     "401": "No credentials, or credentials that are not valid.",
     "403": "Your role may not use this endpoint, or a rule refuses this action (separation of duties, authority).",
     "404": "No such object (in the path or named in the body), or one you may not see; or a page past the last.",
@@ -20,10 +24,13 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+CODE_HELP = "Machine-readable, stable: invalid, not_found, permission_denied, ..."
+
+
 class ErrorOutput(serializers.Serializer):
     """The one error model: a stable machine-readable code, a readable message, details by field."""
 
-    code = serializers.CharField(help_text="Machine-readable, stable: invalid, not_found, permission_denied, ...")
+    code = serializers.CharField(help_text=CODE_HELP)
     message = serializers.CharField(help_text="A sentence for people.")
     details = serializers.JSONField(help_text="By field or parameter name: what is wrong with it.")
 
@@ -51,10 +58,15 @@ class AutoSchema(SpectacularAutoSchema):
         if self.method == "GET":
             for spec in getattr(self.view, "filters", ()):
                 schema = spec.openapi_schema()
-                parameters.append(OpenApiParameter(
-                    name=spec.name, location=OpenApiParameter.QUERY, required=False,
-                    type=schema, description=spec.description or _filter_description(spec),
-                ))
+                parameters.append(
+                    OpenApiParameter(
+                        name=spec.name,
+                        location=OpenApiParameter.QUERY,
+                        required=False,
+                        type=schema,
+                        description=spec.description or _filter_description(spec),
+                    )
+                )
         return parameters
 
     def _error_statuses(self) -> list[str]:
@@ -74,16 +86,64 @@ class AutoSchema(SpectacularAutoSchema):
         responses = super()._get_response_bodies(direction)
         error = self.resolve_serializer(ErrorOutput, "response").ref
         for status in self._error_statuses():
-            responses.setdefault(status, {
-                "description": ERROR_DESCRIPTIONS[status],
-                "content": {"application/json": {"schema": error}},
-            })
+            responses.setdefault(
+                status,
+                {
+                    "description": ERROR_DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": error}},
+                },
+            )
         return responses
 
 
+def error_code_registries() -> dict[str, list[type[StrEnum]]]:
+    """Each installed app's error-code registries: the StrEnums defined in `<app>/error_codes.py`. An app without
+    that module has none (yet); a registry that fails to import for another reason is an error, not skipped."""
+    from django.apps import apps
+
+    registries: dict[str, list[type[StrEnum]]] = {}
+    for config in apps.get_app_configs():
+        name = f"{config.name}.error_codes"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        enums = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, StrEnum) and value.__module__ == name
+        ]
+        if enums:
+            registries[config.label] = enums
+    return registries
+
+
+def error_codes_by_app() -> dict[str, list[str]]:
+    """app label -> its codes (in definition order), from error_code_registries()."""
+    return {
+        app: list(dict.fromkeys(str(member) for enum in enums for member in enum))
+        for app, enums in error_code_registries().items()
+    }
+
+
+def error_code_description() -> str:
+    listing = "; ".join(f"{app}: {', '.join(codes)}" for app, codes in error_codes_by_app().items())
+    return (
+        f"Machine-readable and stable. Every code an app raises is defined once, in its `error_codes.py` "
+        f"registry: {listing}."
+    )
+
+
 def postprocess_schema(result, generator, request, public):
-    """Path ids are positive bigints (anything else cannot name an object: 404)."""
+    """Path ids are positive bigints (anything else cannot name an object: 404). The error model's `code`
+    lists every app's registered error codes."""
     from accounts.api.filters import INT_MAX
+
+    code = result.get("components", {}).get("schemas", {}).get("Error", {}).get("properties", {}).get("code")
+    if code is not None:
+        code["description"] = error_code_description()
 
     for operations in result.get("paths", {}).values():
         for operation in operations.values():

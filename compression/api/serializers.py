@@ -5,17 +5,29 @@ from compression.models import CompressionRun, Experiment, ModelArtifact, RiskTi
 
 class ArtifactRegisterInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    path = serializers.CharField(help_text="An absolute path to a model directory on the server, inside one of the "
-                                           "folders the operator allowed (SAFESHRINK_IMPORT_ROOTS; none by default). "
-                                           "Symlinks are refused.")
+    path = serializers.CharField(
+        help_text="An absolute path to a model directory on the server, inside one of the "
+        "folders the operator allowed (SAFESHRINK_IMPORT_ROOTS; none by default). "
+        "Symlinks are refused."
+    )
     parent = serializers.IntegerField(required=False, allow_null=True)
 
 
 class ArtifactOutput(serializers.ModelSerializer):
     class Meta:
         model = ModelArtifact
-        fields = ("id", "name", "digest", "format", "size_bytes", "parameter_count", "parent", "labels", "manifest",
-                  "created_at")
+        fields = (
+            "id",
+            "name",
+            "digest",
+            "format",
+            "size_bytes",
+            "parameter_count",
+            "parent",
+            "labels",
+            "manifest",
+            "created_at",
+        )
 
 
 class ExperimentInput(serializers.Serializer):
@@ -38,8 +50,9 @@ class RunRequestInput(serializers.Serializer):
     method = serializers.CharField(max_length=64)
     parameters = serializers.DictField(required=False, default=dict)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)
-    data_suite_version = serializers.IntegerField(required=False, allow_null=True, default=None,
-                                                  help_text="Suite version for calibration / training data.")
+    data_suite_version = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Suite version for calibration / training data."
+    )
 
 
 class RunOutput(serializers.ModelSerializer):
@@ -47,9 +60,26 @@ class RunOutput(serializers.ModelSerializer):
 
     class Meta:
         model = CompressionRun
-        fields = ("id", "experiment", "method", "parameters", "seed", "data_source", "status", "progress", "attempts",
-                  "started_at", "finished_at", "wall_seconds", "failure_code", "failure_reason", "output_artifact",
-                  "provenance", "provenance_envelope", "created_at")
+        fields = (
+            "id",
+            "experiment",
+            "method",
+            "parameters",
+            "seed",
+            "data_source",
+            "status",
+            "progress",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "wall_seconds",
+            "failure_code",
+            "failure_reason",
+            "output_artifact",
+            "provenance",
+            "provenance_envelope",
+            "created_at",
+        )
 
     def get_progress(self, run: CompressionRun) -> dict:
         return {"stage": run.progress_stage, "percent": run.progress_percent}

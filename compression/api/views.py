@@ -16,7 +16,12 @@ from compression.services.experiments import experiment_create
 from compression.services.runs import compression_run_cancel, compression_run_request
 
 from .serializers import (
-    ArtifactOutput, ArtifactRegisterInput, ExperimentInput, ExperimentOutput, RunOutput, RunRequestInput,
+    ArtifactOutput,
+    ArtifactRegisterInput,
+    ExperimentInput,
+    ExperimentOutput,
+    RunOutput,
+    RunRequestInput,
     RunSummaryOutput,
 )
 
@@ -29,8 +34,10 @@ class ArtifactListCreate(generics.ListAPIView):
     allowed_roles = READERS
     write_roles = WRITERS
     serializer_class = ArtifactOutput
-    filters = (Filter.str("name", description="Artifacts with exactly this name."),
-               Filter.int("parent", field="parent_id", description="Artifacts derived from this artifact."))
+    filters = (
+        Filter.str("name", description="Artifacts with exactly this name."),
+        Filter.int("parent", field="parent_id", description="Artifacts derived from this artifact."),
+    )
 
     def get_queryset(self):
         return apply_filters(self, selectors.artifacts_visible_to(self.request.user))
@@ -39,8 +46,12 @@ class ArtifactListCreate(generics.ListAPIView):
     def post(self, request):
         data = ArtifactRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
-        artifact = artifact_import(actor=request.user, name=data.validated_data["name"],
-                                   path=data.validated_data["path"], parent_id=data.validated_data.get("parent"))
+        artifact = artifact_import(
+            actor=request.user,
+            name=data.validated_data["name"],
+            path=data.validated_data["path"],
+            parent_id=data.validated_data.get("parent"),
+        )
         return Response(ArtifactOutput(artifact).data, status=status.HTTP_201_CREATED)
 
 
@@ -69,8 +80,12 @@ class ExperimentListCreate(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         experiment = experiment_create(
-            actor=request.user, name=v["name"], description=v["description"], base_artifact_id=v["base_artifact"],
-            risk_tier=v["risk_tier"], unsafe_labels=v["unsafe_labels"],
+            actor=request.user,
+            name=v["name"],
+            description=v["description"],
+            base_artifact_id=v["base_artifact"],
+            risk_tier=v["risk_tier"],
+            unsafe_labels=v["unsafe_labels"],
         )
         return Response(ExperimentOutput(experiment).data, status=status.HTTP_201_CREATED)
 
@@ -94,9 +109,14 @@ class ExperimentRunRequest(APIView):
         data = RunRequestInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        run = compression_run_request(actor=request.user, experiment_id=experiment.pk, method=v["method"],
-                                      parameters=v["parameters"], seed=v["seed"],
-                                      data_suite_version_id=v["data_suite_version"])
+        run = compression_run_request(
+            actor=request.user,
+            experiment_id=experiment.pk,
+            method=v["method"],
+            parameters=v["parameters"],
+            seed=v["seed"],
+            data_suite_version_id=v["data_suite_version"],
+        )
         return Response(RunOutput(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -110,7 +130,8 @@ class RunList(generics.ListAPIView):
 
     def get_queryset(self):
         return apply_filters(self, selectors.runs_visible_to(self.request.user)).defer(
-            "provenance", "provenance_envelope")
+            "provenance", "provenance_envelope"
+        )
 
 
 class RunDetail(generics.RetrieveAPIView):

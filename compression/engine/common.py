@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +12,8 @@ from typing import Any
 
 import torch
 
-from compression.engine.loading import CONFIG_FILE, LoadedModel
+from compression.engine.formats import CONFIG_FILE
+from compression.engine.loading import LoadedModel
 
 __all__ = [
     "Progress",
@@ -21,7 +21,6 @@ __all__ = [
     "MethodContext",
     "MethodOutput",
     "peak_rss_bytes",
-    "canonical_json",
     "copy_tokenizer_files",
     "copy_config",
     "seeded",
@@ -62,14 +61,15 @@ class MethodContext:
     report: Progress
 
     def make_output_dir(self) -> Path:
-        from compression.engine.errors import EngineError
+        from compression.engine.errors import EngineError, EngineErrorCode
 
         try:
             self.output_dir.parent.mkdir(parents=True, exist_ok=True)
             self.output_dir.mkdir()
         except OSError as exc:
             raise EngineError(
-                "invalid_parameter", f"output_dir {str(self.output_dir)!r} cannot be created ({exc.strerror})"
+                EngineErrorCode.INVALID_PARAMETER,
+                f"output_dir {str(self.output_dir)!r} cannot be created ({exc.strerror})",
             ) from exc
         return self.output_dir
 
@@ -87,11 +87,6 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def canonical_json(value: Any) -> bytes:
-    """Encode ``value`` as canonical JSON: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def copy_tokenizer_files(source_dir: Path, output_dir: Path) -> None:
     """Copy the tokenizer files present in ``source_dir`` byte-for-byte."""
     for name in TOKENIZER_FILES:
@@ -103,8 +98,9 @@ def copy_config(source_dir: Path, output_dir: Path) -> None:
     shutil.copyfile(source_dir / CONFIG_FILE, output_dir / CONFIG_FILE)
 
 
-def save_hf_dir(model: torch.nn.Module, source_dir: Path, output_dir: Path) -> None:
-    """save_pretrained (config.json + model.safetensors) plus the source's tokenizer files."""
+def save_hf_dir(model: Any, source_dir: Path, output_dir: Path) -> None:
+    """save_pretrained (config.json + model.safetensors) plus the source's tokenizer files.
+    ``model`` is a transformers PreTrainedModel (untyped for mypy: see pyproject.toml)."""
     model.save_pretrained(str(output_dir), safe_serialization=True)
     copy_tokenizer_files(source_dir, output_dir)
 
@@ -149,7 +145,8 @@ def predict_logits(
     count = encoded["input_ids"].shape[0]
     lengths = encoded["attention_mask"].sum(dim=1)
     order = torch.argsort(lengths, stable=True)
-    out = torch.empty((count, model.config.num_labels), dtype=torch.float32)
+    config: Any = model.config  # a transformers PretrainedConfig (untyped for mypy)
+    out = torch.empty((count, config.num_labels), dtype=torch.float32)
     was_training = model.training
     model.eval()
     with torch.inference_mode():

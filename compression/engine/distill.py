@@ -37,9 +37,10 @@ from compression.engine.common import (
     save_hf_dir,
     seeded,
 )
-from compression.engine.errors import EngineError
-from compression.engine.loading import LoadedModel, count_parameters, load_classifier
+from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.loading import LoadedModel, load_classifier
 from compression.engine.methods import validate_student
+from compression.engine.parameters import count_parameters
 from compression.engine.training import KDConfig, train_kd
 
 __all__ = ["run_distill", "build_student", "teacher_probabilities"]
@@ -49,7 +50,7 @@ def build_student(teacher: torch.nn.Module, parameters: dict[str, Any]) -> tuple
     """The student model (seeded by the caller) and its shape (see methods.validate_student)."""
     from transformers import AutoModelForSequenceClassification
 
-    teacher_config = teacher.config
+    teacher_config: Any = teacher.config  # a transformers PretrainedConfig (untyped for mypy)
     shape = validate_student(parameters, teacher_config.to_dict())
     config = type(teacher_config).from_dict(teacher_config.to_dict())
     config.num_hidden_layers = shape["num_layers"]
@@ -66,19 +67,24 @@ def build_student(teacher: torch.nn.Module, parameters: dict[str, Any]) -> tuple
         for key, target in student.state_dict().items():
             layer = None
             if key.startswith(prefix):
-                layer, rest = key[len(prefix):].split(".", 1)
+                layer, rest = key[len(prefix) :].split(".", 1)
                 teacher_key = f"{prefix}{shape['init_layers'][int(layer)]}.{rest}"
             else:
                 teacher_key = key
             if teacher_key not in source:
-                raise EngineError("unsupported_architecture", f"teacher has no weight {teacher_key!r} to initialise the student")
+                raise EngineError(
+                    EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+                    f"teacher has no weight {teacher_key!r} to initialise the student",
+                )
             value = source[teacher_key].detach()
             if kept is not None and layer is not None and rest in _FFN_SLICES:
                 value = value.index_select(_FFN_SLICES[rest], kept[int(layer)])
             if value.shape != target.shape:
-                raise EngineError("unsupported_architecture",
-                                  f"teacher weight {teacher_key!r} has shape {tuple(value.shape)}, the student needs "
-                                  f"{tuple(target.shape)}")
+                raise EngineError(
+                    EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+                    f"teacher weight {teacher_key!r} has shape {tuple(value.shape)}, the student needs "
+                    f"{tuple(target.shape)}",
+                )
             mapped[key] = value.clone()
         student.load_state_dict(mapped, strict=True)
     return student, shape
@@ -123,8 +129,10 @@ def teacher_probabilities(
 
 def _rejected(probs: torch.Tensor, reject: str, threshold: float | None) -> torch.Tensor:
     if reject == "confidence":
+        assert threshold is not None  # validate_parameters requires a threshold unless reject is "none"
         return probs.max(dim=-1).values < threshold
     if reject == "entropy":
+        assert threshold is not None  # validate_parameters requires a threshold unless reject is "none"
         entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1)
         return entropy > threshold
     return torch.zeros(probs.shape[0], dtype=torch.bool)
@@ -142,7 +150,8 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
         extra = load_classifier(path, device="cpu")
         if extra.labels != primary.labels:
             raise EngineError(
-                "invalid_input", f"teachers: {str(path)!r} has classes {list(extra.labels)} but the source has {list(primary.labels)}"
+                EngineErrorCode.INVALID_INPUT,
+                f"teachers: {str(path)!r} has classes {list(extra.labels)} but the source has {list(primary.labels)}",
             )
         teachers.append(extra)
 
@@ -175,8 +184,11 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
     tokenizer = primary.tokenizer
     heldout_encoded = encode(tokenizer, [text for text, _ in heldout], params["max_length"]) if heldout else None
     config = KDConfig(
-        temperature=temperature, alpha=float(params["alpha"]), epochs=params["epochs"],
-        batch_size=params["batch_size"], lr=float(params["lr"]),
+        temperature=temperature,
+        alpha=float(params["alpha"]),
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=float(params["lr"]),
     )
     rounds = params["rounds"]
     per_round: list[dict[str, Any]] = []
@@ -188,7 +200,9 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
         generator = torch.Generator().manual_seed(ctx.request.seed)
         for round_index in range(rounds):
             texts = [text for text, _, _ in rows] + [heldout[i][0] for i in sorted(added)]
-            labels = torch.tensor([label for _, label, _ in rows] + [heldout[i][1] for i in sorted(added)], dtype=torch.long)
+            labels = torch.tensor(
+                [label for _, label, _ in rows] + [heldout[i][1] for i in sorted(added)], dtype=torch.long
+            )
             order = sorted(added)
             round_soft = torch.cat([soft, heldout_soft[order]]) if order else soft
             round_kd = ~torch.cat([rejected, heldout_rejected[order]]) if order else ~rejected
@@ -199,7 +213,14 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
                 ctx.report("training", round(low + span * 0.9 * (epoch + 1) / config.epochs, 6))
 
             curves = train_kd(
-                student, encoded, labels, round_soft, round_kd, config, device=device, generator=generator,
+                student,
+                encoded,
+                labels,
+                round_soft,
+                round_kd,
+                config,
+                device=device,
+                generator=generator,
                 on_epoch=on_epoch,
             )
             entry: dict[str, Any] = {
@@ -252,7 +273,9 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
             "rejected": rejected_counts,
             "rejected_total": rejected_counts["train"] + rejected_counts["stress"] + rejected_counts["heldout_added"],
             "teacher_train_agreement": round(teacher_train_agreement, 6),
-            "teacher_heldout_accuracy": None if teacher_heldout_accuracy is None else round(teacher_heldout_accuracy, 6),
+            "teacher_heldout_accuracy": None
+            if teacher_heldout_accuracy is None
+            else round(teacher_heldout_accuracy, 6),
             "rounds": per_round,
             "loss_curve": [loss for entry in per_round for loss in entry["epoch_loss"]],
             "temperature": temperature,
@@ -260,4 +283,3 @@ def run_distill(ctx: MethodContext) -> MethodOutput:
             "deterministic": device.type == "cpu",
         },
     )
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import threading
@@ -12,10 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
+from trust.canonical import digest as canonical_digest
 
-__all__ = ["file_sha256", "manifest", "manifest_digest", "dir_size", "entries_digest", "VerificationCache",
-           "VerifiedManifest", "verify_manifest"]
+__all__ = [
+    "file_sha256",
+    "manifest",
+    "manifest_digest",
+    "dir_size",
+    "entries_digest",
+    "VerificationCache",
+    "VerifiedManifest",
+    "verify_manifest",
+]
 
 _CHUNK = 1 << 20
 
@@ -36,12 +44,10 @@ def _files(directory: Path) -> list[tuple[str, Path]]:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise EngineError("model_not_found", f"artifact directory {str(directory)!r} does not exist")
-    files = sorted(
-        (path.relative_to(directory).as_posix(), path) for path in directory.rglob("*") if path.is_file()
-    )
+        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"artifact directory {str(directory)!r} does not exist")
+    files = sorted((path.relative_to(directory).as_posix(), path) for path in directory.rglob("*") if path.is_file())
     if not files:
-        raise EngineError("model_not_found", f"artifact directory {str(directory)!r} is empty")
+        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"artifact directory {str(directory)!r} is empty")
     return files
 
 
@@ -53,8 +59,7 @@ def manifest(directory: Path | str) -> list[tuple[str, str, int]]:
 def entries_digest(entries: list[tuple[str, str, int]]) -> str:
     """The sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of (path, sha256, size) entries."""
     rows = [{"path": rel, "sha256": sha, "size": size} for rel, sha, size in entries]
-    canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return canonical_digest(rows)
 
 
 def manifest_digest(directory: Path | str) -> str:
@@ -121,8 +126,13 @@ def _stat_key(st: os.stat_result) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def verify_manifest(directory: Path | str, expected: str, *, cache: VerificationCache | None = None,
-                    now_ns: Callable[[], int] = time.time_ns) -> VerifiedManifest:
+def verify_manifest(
+    directory: Path | str,
+    expected: str,
+    *,
+    cache: VerificationCache | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
+) -> VerifiedManifest:
     """Hash a stored artifact folder (reusing `cache` for unchanged files) and check it against `expected`.
 
     Raises EngineError("model_not_found") when the folder is missing or empty and
@@ -130,18 +140,21 @@ def verify_manifest(directory: Path | str, expected: str, *, cache: Verification
     hash to `expected` (a changed, added, missing or renamed file)."""
     directory = Path(directory)
     if not directory.is_dir() or directory.is_symlink():
-        raise EngineError("model_not_found", f"artifact directory {str(directory)!r} does not exist")
+        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"artifact directory {str(directory)!r} does not exist")
     found: list[tuple[str, Path, os.stat_result]] = []
     for path in directory.rglob("*"):
         st = path.lstat()
         if stat.S_ISDIR(st.st_mode):
             continue
         if not stat.S_ISREG(st.st_mode):
-            raise EngineError("corrupt_artifact", f"artifact {expected} holds {path.relative_to(directory).as_posix()!r}, "
-                                                  "which is not a regular file (a symlink or special file)")
+            raise EngineError(
+                EngineErrorCode.CORRUPT_ARTIFACT,
+                f"artifact {expected} holds {path.relative_to(directory).as_posix()!r}, "
+                "which is not a regular file (a symlink or special file)",
+            )
         found.append((path.relative_to(directory).as_posix(), path, st))
     if not found:
-        raise EngineError("model_not_found", f"artifact directory {str(directory)!r} is empty")
+        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"artifact directory {str(directory)!r} is empty")
     found.sort(key=lambda item: item[0])
     entries, hashed, cached, bytes_hashed = [], 0, 0, 0
     for rel, path, st in found:
@@ -155,12 +168,18 @@ def verify_manifest(directory: Path | str, expected: str, *, cache: Verification
             after = os.lstat(path)
             hashed, bytes_hashed = hashed + 1, bytes_hashed + st.st_size
             if _stat_key(after) != key:
-                raise EngineError("corrupt_artifact", f"{rel} of artifact {expected} changed while it was being verified")
+                raise EngineError(
+                    EngineErrorCode.CORRUPT_ARTIFACT,
+                    f"{rel} of artifact {expected} changed while it was being verified",
+                )
             if cache is not None and max(st.st_mtime_ns, st.st_ctime_ns) < started - RACY_WINDOW_NS:
                 cache.put(str(path), key, sha)
         entries.append((rel, sha, st.st_size))
     digest = entries_digest(entries)
     if digest != expected:
-        raise EngineError("corrupt_artifact", f"the stored files of artifact {expected} no longer match its digest "
-                                              f"(they hash to {digest}): a file was changed, added or removed")
+        raise EngineError(
+            EngineErrorCode.CORRUPT_ARTIFACT,
+            f"the stored files of artifact {expected} no longer match its digest "
+            f"(they hash to {digest}): a file was changed, added or removed",
+        )
     return VerifiedManifest(digest=digest, files=len(entries), hashed=hashed, cached=cached, bytes_hashed=bytes_hashed)

@@ -8,20 +8,18 @@ web layer can refuse a student larger than its teacher at request time.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from compression.engine.errors import EngineError
+from compression.engine import capabilities
+from compression.engine.errors import EngineError, EngineErrorCode
 
 __all__ = [
     "SUPPORTED_METHODS",
-    "METHOD_PARAMETERS",
     "METHOD_SCHEMAS",
     "METHOD_DATA",
     "ParamSpec",
@@ -65,7 +63,15 @@ class ParamSpec:
         return out
 
 
-_FRACTION = {"minimum": 0.0, "maximum": 1.0, "exclusive_max": True}
+class _Bounds(TypedDict):
+    """Keyword arguments of ParamSpec shared by several parameters."""
+
+    minimum: float
+    maximum: float
+    exclusive_max: bool
+
+
+_FRACTION: _Bounds = {"minimum": 0.0, "maximum": 1.0, "exclusive_max": True}
 
 METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
     "dynamic_int8": {
@@ -75,53 +81,117 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
     "bf16": {},
     "int8_weight_only": {},
     "magnitude_prune": {
-        "sparsity": ParamSpec("float", 0.5, **_FRACTION, doc="fraction of encoder Linear weights set to zero, in [0, 1)"),
-        "scope": ParamSpec("choice", "global", choices=("global", "layer"),
-                           doc="'global': one magnitude threshold over all encoder Linear weights; 'layer': per Linear"),
+        "sparsity": ParamSpec(
+            "float", 0.5, **_FRACTION, doc="fraction of encoder Linear weights set to zero, in [0, 1)"
+        ),
+        "scope": ParamSpec(
+            "choice",
+            "global",
+            choices=("global", "layer"),
+            doc="'global': one magnitude threshold over all encoder Linear weights; 'layer': per Linear",
+        ),
     },
     "structured_prune": {
         "head_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of attention heads removed, in [0, 1)"),
         "ffn_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of feed-forward neurons removed, in [0, 1)"),
-        "scope": ParamSpec("choice", "global", choices=("global", "layer"),
-                           doc="'global': rank units across layers (layer-normalised scores); 'layer': same share per layer"),
+        "scope": ParamSpec(
+            "choice",
+            "global",
+            choices=("global", "layer"),
+            doc="'global': rank units across layers (layer-normalised scores); 'layer': same share per layer",
+        ),
         "max_length": ParamSpec("int", 64, minimum=8, maximum=512, doc="token cap for calibration / recovery"),
         "batch_size": ParamSpec("int", 16, minimum=1, maximum=1024, doc="calibration / recovery batch size"),
-        "recovery_epochs": ParamSpec("int", 0, minimum=0, maximum=50,
-                                     doc="epochs of recovery distillation from the unpruned model on data.train (0: none)"),
-        "recovery_lr": ParamSpec("float", 5e-5, minimum=0.0, maximum=1.0, exclusive_min=True,
-                                 doc="AdamW learning rate of the recovery training"),
-        "recovery_max_examples": ParamSpec("int", 0, minimum=0, maximum=10_000_000,
-                                           doc="cap on data.train rows used for recovery (0: all)"),
+        "recovery_epochs": ParamSpec(
+            "int",
+            0,
+            minimum=0,
+            maximum=50,
+            doc="epochs of recovery distillation from the unpruned model on data.train (0: none)",
+        ),
+        "recovery_lr": ParamSpec(
+            "float",
+            5e-5,
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_min=True,
+            doc="AdamW learning rate of the recovery training",
+        ),
+        "recovery_max_examples": ParamSpec(
+            "int", 0, minimum=0, maximum=10_000_000, doc="cap on data.train rows used for recovery (0: all)"
+        ),
     },
     "distill": {
         "num_layers": ParamSpec("int", 2, minimum=1, maximum=128, doc="student encoder layers (<= teacher's)"),
-        "hidden_size": ParamSpec("int", None, minimum=8, maximum=16384, nullable=True,
-                                 doc="student hidden size (<= teacher's; null: teacher's, initialised from init_layers)"),
-        "init_layers": ParamSpec("int_list", None, nullable=True,
-                                 doc="teacher layer indices copied into the student (only when hidden_size equals the "
-                                     "teacher's; default evenly spaced, first and last included)"),
-        "intermediate_size": ParamSpec("int", None, minimum=1, maximum=65536, nullable=True,
-                                       doc="student feed-forward width (<= the teacher's; null: the teacher's ratio to "
-                                           "hidden_size). Initialised from teacher layers, the student keeps each "
-                                           "layer's largest neurons (|input row| x |output column|)"),
-        "temperature": ParamSpec("float", 2.0, minimum=0.0, maximum=100.0, exclusive_min=True,
-                                 doc="softmax temperature T of the KL term (scaled by T^2)"),
-        "alpha": ParamSpec("float", 0.5, minimum=0.0, maximum=1.0,
-                           doc="weight of the KL term; (1 - alpha) weighs the hard-label cross-entropy"),
+        "hidden_size": ParamSpec(
+            "int",
+            None,
+            minimum=8,
+            maximum=16384,
+            nullable=True,
+            doc="student hidden size (<= teacher's; null: teacher's, initialised from init_layers)",
+        ),
+        "init_layers": ParamSpec(
+            "int_list",
+            None,
+            nullable=True,
+            doc="teacher layer indices copied into the student (only when hidden_size equals the "
+            "teacher's; default evenly spaced, first and last included)",
+        ),
+        "intermediate_size": ParamSpec(
+            "int",
+            None,
+            minimum=1,
+            maximum=65536,
+            nullable=True,
+            doc="student feed-forward width (<= the teacher's; null: the teacher's ratio to "
+            "hidden_size). Initialised from teacher layers, the student keeps each "
+            "layer's largest neurons (|input row| x |output column|)",
+        ),
+        "temperature": ParamSpec(
+            "float",
+            2.0,
+            minimum=0.0,
+            maximum=100.0,
+            exclusive_min=True,
+            doc="softmax temperature T of the KL term (scaled by T^2)",
+        ),
+        "alpha": ParamSpec(
+            "float",
+            0.5,
+            minimum=0.0,
+            maximum=1.0,
+            doc="weight of the KL term; (1 - alpha) weighs the hard-label cross-entropy",
+        ),
         "epochs": ParamSpec("int", 3, minimum=1, maximum=100, doc="epochs per round"),
         "batch_size": ParamSpec("int", 32, minimum=1, maximum=1024),
         "lr": ParamSpec("float", 1e-4, minimum=0.0, maximum=1.0, exclusive_min=True, doc="AdamW learning rate"),
         "max_length": ParamSpec("int", 64, minimum=8, maximum=512),
         "max_train_examples": ParamSpec("int", 0, minimum=0, maximum=10_000_000, doc="cap on data.train rows (0: all)"),
         "use_stress": ParamSpec("bool", False, doc="add data.stress (edge-case + adversarial) to the training set"),
-        "reject": ParamSpec("choice", "none", choices=("none", "confidence", "entropy"),
-                            doc="drop the soft label (train on the hard label only) where the teachers are unsure: "
-                                "'confidence': max prob < reject_threshold; 'entropy': entropy (nats) > reject_threshold"),
-        "reject_threshold": ParamSpec("float", None, minimum=0.0, maximum=100.0, nullable=True,
-                                      doc="required when reject is not 'none'; in (0, 1] for 'confidence'"),
-        "rounds": ParamSpec("int", 1, minimum=1, maximum=20,
-                            doc="iterative rounds: after each round the student's failures on data.heldout_adversarial "
-                                "join the training set and training continues"),
+        "reject": ParamSpec(
+            "choice",
+            "none",
+            choices=("none", "confidence", "entropy"),
+            doc="drop the soft label (train on the hard label only) where the teachers are unsure: "
+            "'confidence': max prob < reject_threshold; 'entropy': entropy (nats) > reject_threshold",
+        ),
+        "reject_threshold": ParamSpec(
+            "float",
+            None,
+            minimum=0.0,
+            maximum=100.0,
+            nullable=True,
+            doc="required when reject is not 'none'; in (0, 1] for 'confidence'",
+        ),
+        "rounds": ParamSpec(
+            "int",
+            1,
+            minimum=1,
+            maximum=20,
+            doc="iterative rounds: after each round the student's failures on data.heldout_adversarial "
+            "join the training set and training continues",
+        ),
     },
 }
 
@@ -139,22 +209,6 @@ METHOD_DATA: Mapping[str, tuple[str, ...]] = {
 
 SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_SCHEMAS))
 
-# Backwards-compatible view: method -> {parameter: python type}.
-_KIND_TYPES = {"bool": bool, "int": int, "float": float, "choice": str, "int_list": list}
-METHOD_PARAMETERS: Mapping[str, Mapping[str, type]] = {
-    method: {name: _KIND_TYPES[spec.kind] for name, spec in schema.items()} for method, schema in METHOD_SCHEMAS.items()
-}
-
-# Methods that need an optional package, and the import that proves it works.
-_OPTIONAL_METHOD_PROBES: Mapping[str, str] = {
-    "int8_weight_only": (
-        "import warnings, logging; logging.disable(logging.CRITICAL); warnings.simplefilter('ignore'); import torch; "
-        "from torchao.quantization import quantize_, Int8WeightOnlyConfig; "
-        "m = torch.nn.Sequential(torch.nn.Linear(8, 4)); quantize_(m, Int8WeightOnlyConfig()); "
-        "y = m(torch.ones(2, 8)); assert y.shape == (2, 4)"
-    ),
-}
-
 
 def parameter_schema(method: str) -> dict[str, dict[str, Any]]:
     """JSON description of ``method``'s parameters; raises unknown_method."""
@@ -162,46 +216,38 @@ def parameter_schema(method: str) -> dict[str, dict[str, Any]]:
     return {name: spec.describe() for name, spec in METHOD_SCHEMAS[method].items()}
 
 
-@functools.lru_cache(maxsize=None)
-def _probe(method: str) -> bool:
-    code = _OPTIONAL_METHOD_PROBES[method]
-    if "torch" in sys.modules:
-        # A torch process (worker): try in-process, it costs little there.
-        try:
-            exec(compile(code, "<probe>", "exec"), {})  # noqa: S102 - fixed code from this module
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not usable here"
-            return False
-    # The web process must stay torch-free: probe once in a child interpreter.
-    try:
-        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return completed.returncode == 0
-
-
 def method_available(method: str) -> bool:
-    """True when ``method`` can run here. int8_weight_only needs torchao importable and working with this
-    torch (probed once per process, in a child interpreter when torch is not imported yet). Unknown -> False."""
+    """True when ``method`` can run here. Unknown -> False. int8_weight_only needs torchao installed and
+    working with this torch: the answer recorded at start-up (``engine.capabilities``; the web process
+    never probes). A worker with nothing recorded probes in process once. A torch-free process with
+    nothing recorded accepts it when torchao is installed: the worker checks again before running."""
     if method not in METHOD_SCHEMAS:
         return False
-    if method not in _OPTIONAL_METHOD_PROBES:
+    if method not in capabilities.OPTIONAL_METHOD_PROBES:
         return True
     if importlib.util.find_spec("torchao") is None:
         return False
-    return _probe(method)
+    answer = capabilities.recorded(method)
+    if answer is None and "torch" in sys.modules:
+        answer = capabilities.probe(method)
+        capabilities.record({method: answer})
+    return True if answer is None else answer
 
 
 def _check_method(method: str) -> None:
     if method not in METHOD_SCHEMAS:
         raise EngineError(
-            "unknown_method", f"unknown compression method {method!r}; supported: {', '.join(SUPPORTED_METHODS)}"
+            EngineErrorCode.UNKNOWN_METHOD,
+            f"unknown compression method {method!r}; supported: {', '.join(SUPPORTED_METHODS)}",
         )
 
 
 def _check_value(method: str, name: str, spec: ParamSpec, value: Any) -> None:
     def bad(expected: str) -> EngineError:
-        return EngineError("invalid_parameter", f"parameter {name!r} for method {method!r} must be {expected}, got {value!r}")
+        return EngineError(
+            EngineErrorCode.INVALID_PARAMETER,
+            f"parameter {name!r} for method {method!r} must be {expected}, got {value!r}",
+        )
 
     if value is None:
         if spec.nullable:
@@ -221,12 +267,10 @@ def _check_value(method: str, name: str, spec: ParamSpec, value: Any) -> None:
         if not isinstance(value, (list, tuple)) or any(type(item) is not int for item in value):
             raise bad("a list of integers")
         return
-    if kind == "int":
-        if type(value) is not int:
-            raise bad("int")
-    elif kind == "float":
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise bad("a finite number")
+    if kind == "int" and type(value) is not int:
+        raise bad("int")
+    if kind == "float" and (type(value) not in (int, float) or not math.isfinite(value)):
+        raise bad("a finite number")
     low, high = spec.minimum, spec.maximum
     low_ok = low is None or (value > low if spec.exclusive_min else value >= low)
     high_ok = high is None or (value < high if spec.exclusive_max else value <= high)
@@ -245,20 +289,22 @@ def validate_parameters(method: str, parameters: Mapping[str, Any]) -> None:
     """
     _check_method(method)
     if not isinstance(parameters, Mapping):
-        raise EngineError("invalid_parameter", "parameters must be a JSON object")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "parameters must be a JSON object")
     schema = METHOD_SCHEMAS[method]
     for name in sorted(parameters, key=str):
         if name not in schema:
             accepted = ", ".join(sorted(schema)) or "none"
             raise EngineError(
-                "invalid_parameter", f"unknown parameter {name!r} for method {method!r} (accepted: {accepted})"
+                EngineErrorCode.INVALID_PARAMETER,
+                f"unknown parameter {name!r} for method {method!r} (accepted: {accepted})",
             )
         _check_value(method, name, schema[name], parameters[name])
     if method == "distill":
         _check_distill_combination(parameters)
     if not method_available(method):
         raise EngineError(
-            "method_unavailable", f"method {method!r} is not available on this machine (torchao missing or not working)"
+            EngineErrorCode.METHOD_UNAVAILABLE,
+            f"method {method!r} is not available on this machine (torchao missing or not working)",
         )
 
 
@@ -266,11 +312,15 @@ def _check_distill_combination(parameters: Mapping[str, Any]) -> None:
     reject = parameters.get("reject", "none")
     threshold = parameters.get("reject_threshold")
     if reject != "none" and threshold is None:
-        raise EngineError("invalid_parameter", f"parameter 'reject_threshold' is required when reject is {reject!r}")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, f"parameter 'reject_threshold' is required when reject is {reject!r}"
+        )
     if reject == "confidence" and threshold is not None and not 0.0 < threshold <= 1.0:
-        raise EngineError("invalid_parameter", "parameter 'reject_threshold' must be in (0, 1] for reject='confidence'")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, "parameter 'reject_threshold' must be in (0, 1] for reject='confidence'"
+        )
     if reject == "none" and threshold is not None:
-        raise EngineError("invalid_parameter", "parameter 'reject_threshold' is set but reject is 'none'")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "parameter 'reject_threshold' is set but reject is 'none'")
 
 
 def resolve_parameters(method: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -285,7 +335,7 @@ def resolve_parameters(method: str, parameters: Mapping[str, Any]) -> dict[str, 
 def _config_int(teacher_config: Mapping[str, Any], key: str) -> int:
     value = teacher_config.get(key)
     if type(value) is not int or value < 1:
-        raise EngineError("invalid_input", f"teacher config has no valid {key!r}")
+        raise EngineError(EngineErrorCode.INVALID_INPUT, f"teacher config has no valid {key!r}")
     return value
 
 
@@ -295,8 +345,8 @@ def validate_student(parameters: Mapping[str, Any], teacher_config: Mapping[str,
     Raises EngineError("invalid_parameter") naming the parameter when the student would be larger than
     the teacher (num_layers, hidden_size), when hidden_size is not a multiple of the teacher's head size,
     or when init_layers is given with a different hidden size, has the wrong length, repeats or names a
-    layer the teacher lacks, or when intermediate_size exceeds the teacher's. Returns {"num_layers", "hidden_size", "num_attention_heads",
-    "intermediate_size", "init_layers" (list or None: fresh init)}.
+    layer the teacher lacks, or when intermediate_size exceeds the teacher's. Returns {"num_layers",
+    "hidden_size", "num_attention_heads", "intermediate_size", "init_layers" (list or None: fresh init)}.
     """
     resolved = resolve_parameters("distill", parameters)
     teacher_layers = _config_int(teacher_config, "num_hidden_layers")
@@ -306,48 +356,55 @@ def validate_student(parameters: Mapping[str, Any], teacher_config: Mapping[str,
     num_layers = resolved["num_layers"]
     if num_layers > teacher_layers:
         raise EngineError(
-            "invalid_parameter",
-            f"parameter 'num_layers' = {num_layers} exceeds the teacher's {teacher_layers} layers (a student must not be larger)",
+            EngineErrorCode.INVALID_PARAMETER,
+            f"parameter 'num_layers' = {num_layers} exceeds the teacher's {teacher_layers} layers "
+            "(a student must not be larger)",
         )
     hidden = resolved["hidden_size"] if resolved["hidden_size"] is not None else teacher_hidden
     if hidden > teacher_hidden:
         raise EngineError(
-            "invalid_parameter",
-            f"parameter 'hidden_size' = {hidden} exceeds the teacher's hidden size {teacher_hidden} (a student must not be larger)",
+            EngineErrorCode.INVALID_PARAMETER,
+            f"parameter 'hidden_size' = {hidden} exceeds the teacher's hidden size {teacher_hidden} "
+            "(a student must not be larger)",
         )
     head_size = teacher_hidden // teacher_heads
     if hidden % head_size:
         raise EngineError(
-            "invalid_parameter", f"parameter 'hidden_size' = {hidden} must be a multiple of the teacher's head size {head_size}"
+            EngineErrorCode.INVALID_PARAMETER,
+            f"parameter 'hidden_size' = {hidden} must be a multiple of the teacher's head size {head_size}",
         )
     init_layers = resolved["init_layers"]
     if hidden != teacher_hidden:
         if init_layers is not None:
             raise EngineError(
-                "invalid_parameter", "parameter 'init_layers' needs hidden_size equal to the teacher's (a fresh student has none)"
+                EngineErrorCode.INVALID_PARAMETER,
+                "parameter 'init_layers' needs hidden_size equal to the teacher's (a fresh student has none)",
             )
     else:
         if init_layers is None:
             init_layers = (
-                [teacher_layers - 1] if num_layers == 1
+                [teacher_layers - 1]
+                if num_layers == 1
                 else [round(i * (teacher_layers - 1) / (num_layers - 1)) for i in range(num_layers)]
             )
         init_layers = list(init_layers)
         if len(init_layers) != num_layers:
             raise EngineError(
-                "invalid_parameter", f"parameter 'init_layers' has {len(init_layers)} entries; num_layers is {num_layers}"
+                EngineErrorCode.INVALID_PARAMETER,
+                f"parameter 'init_layers' has {len(init_layers)} entries; num_layers is {num_layers}",
             )
         if len(set(init_layers)) != len(init_layers) or any(not 0 <= index < teacher_layers for index in init_layers):
             raise EngineError(
-                "invalid_parameter",
-                f"parameter 'init_layers' {init_layers} must be distinct teacher layer indices in [0, {teacher_layers - 1}]",
+                EngineErrorCode.INVALID_PARAMETER,
+                f"parameter 'init_layers' {init_layers} must be distinct teacher layer indices in "
+                f"[0, {teacher_layers - 1}]",
             )
     intermediate = resolved["intermediate_size"]
     if intermediate is None:
         intermediate = max(1, round(teacher_intermediate * hidden / teacher_hidden))
     elif intermediate > teacher_intermediate:
         raise EngineError(
-            "invalid_parameter",
+            EngineErrorCode.INVALID_PARAMETER,
             f"parameter 'intermediate_size' = {intermediate} exceeds the teacher's {teacher_intermediate} "
             "(a student must not be larger)",
         )

@@ -26,7 +26,6 @@ from compression.engine.common import (
     MethodContext,
     MethodOutput,
     batches,
-    canonical_json,
     copy_config,
     copy_tokenizer_files,
     encode,
@@ -34,10 +33,12 @@ from compression.engine.common import (
     save_hf_dir,
     seeded,
 )
-from compression.engine.errors import EngineError
-from compression.engine.loading import FORMAT_HF_DIR, FORMAT_HF_PRUNED, RECIPE_FILE, WEIGHTS_FILE, count_parameters
+from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.formats import FORMAT_HF_DIR, FORMAT_HF_PRUNED, RECIPE_FILE, WEIGHTS_FILE
+from compression.engine.parameters import count_parameters
 from compression.engine.structure import encoder_layers, head_size, prune_layer
 from compression.engine.training import KDConfig, train_kd
+from trust.canonical import canonical_bytes
 
 __all__ = [
     "run_magnitude_prune",
@@ -58,11 +59,15 @@ def magnitude_targets(model: nn.Module) -> list[tuple[str, nn.Linear]]:
         encoder = getattr(base, name, None)
         if isinstance(encoder, nn.Module):
             targets = [
-                (f"{name}.{child}", module) for child, module in encoder.named_modules() if isinstance(module, nn.Linear)
+                (f"{name}.{child}", module)
+                for child, module in encoder.named_modules()
+                if isinstance(module, nn.Linear)
             ]
             if targets:
                 return targets
-    raise EngineError("unsupported_architecture", f"{type(model).__name__} has no encoder with nn.Linear layers")
+    raise EngineError(
+        EngineErrorCode.UNSUPPORTED_ARCHITECTURE, f"{type(model).__name__} has no encoder with nn.Linear layers"
+    )
 
 
 def _zero_smallest(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -95,7 +100,8 @@ def run_magnitude_prune(ctx: MethodContext) -> MethodOutput:
                 mask = _zero_smallest(module.weight, round(sparsity * size))
                 module.weight[mask.view_as(module.weight)] = 0.0
     per_layer = {
-        name: round(1.0 - int(torch.count_nonzero(module.weight)) / module.weight.numel(), 6) for name, module in targets
+        name: round(1.0 - int(torch.count_nonzero(module.weight)) / module.weight.numel(), 6)
+        for name, module in targets
     }
     total = sum(module.weight.numel() for _, module in targets)
     zeros = sum(module.weight.numel() - int(torch.count_nonzero(module.weight)) for _, module in targets)
@@ -116,7 +122,9 @@ def run_magnitude_prune(ctx: MethodContext) -> MethodOutput:
     )
 
 
-def _calibration_tensors(ctx: MethodContext, rows: tuple[tuple[str, int], ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _calibration_tensors(
+    ctx: MethodContext, rows: tuple[tuple[str, int], ...]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     encoded = encode(ctx.loaded.tokenizer, [text for text, _ in rows], ctx.parameters["max_length"])
     labels = torch.tensor([label for _, label in rows], dtype=torch.long)
     return encoded, labels
@@ -139,8 +147,8 @@ def unit_importance(
     try:
         for param in model.parameters():
             param.requires_grad_(False)
-        for param in watched:
-            param.requires_grad_(True)
+        for weight in watched:
+            weight.requires_grad_(True)
         count = labels.shape[0]
         for start in range(0, count, batch_size):
             index = torch.arange(start, min(count, start + batch_size))
@@ -155,8 +163,12 @@ def unit_importance(
     return head_scores, neuron_scores
 
 
-def _accumulate(parts: list[Any], grads: tuple[torch.Tensor, ...], head_scores: list[torch.Tensor],
-                neuron_scores: list[torch.Tensor]) -> None:
+def _accumulate(
+    parts: list[Any],
+    grads: tuple[torch.Tensor, ...],
+    head_scores: list[torch.Tensor],
+    neuron_scores: list[torch.Tensor],
+) -> None:
     """Add one batch's |sum(g * w)| per head / neuron (see unit_importance)."""
     for layer, part in enumerate(parts):
         size = head_size(part)
@@ -195,6 +207,18 @@ def select_units(scores: list[torch.Tensor], fraction: float, scope: str) -> lis
     return [[index for index in range(size) if index not in removed[layer]] for layer, size in enumerate(sizes)]
 
 
+def structured_prune_recipe(keep_heads: list[list[int]], keep_neurons: list[list[int]]) -> dict[str, Any]:
+    """Return the recipe.json content of a structured prune: the heads and neurons kept in each layer."""
+    return {
+        "format": FORMAT_HF_PRUNED,
+        "method": "structured_prune",
+        "importance": IMPORTANCE,
+        "layers": [
+            {"heads": heads, "neurons": neurons} for heads, neurons in zip(keep_heads, keep_neurons, strict=True)
+        ],
+    }
+
+
 def run_structured_prune(ctx: MethodContext) -> MethodOutput:
     params = ctx.parameters
     data = ctx.request.data
@@ -212,7 +236,9 @@ def run_structured_prune(ctx: MethodContext) -> MethodOutput:
     if params["recovery_epochs"] > 0:
         recovery_rows = data.train
         if params["recovery_max_examples"] and len(recovery_rows) > params["recovery_max_examples"]:
-            recovery_rows = tuple(random.Random(ctx.request.seed).sample(recovery_rows, params["recovery_max_examples"]))
+            recovery_rows = tuple(
+                random.Random(ctx.request.seed).sample(recovery_rows, params["recovery_max_examples"])
+            )
     model.to(ctx.device)
     with seeded(ctx.request.seed):
         head_scores, neuron_scores = unit_importance(model, encoded, labels, params["batch_size"], ctx.device)
@@ -230,30 +256,35 @@ def run_structured_prune(ctx: MethodContext) -> MethodOutput:
         if teacher_probs is not None:
             ctx.report("recovery", 0.5)
             config = KDConfig(
-                temperature=temperature, alpha=0.5, epochs=params["recovery_epochs"],
-                batch_size=params["batch_size"], lr=params["recovery_lr"],
+                temperature=temperature,
+                alpha=0.5,
+                epochs=params["recovery_epochs"],
+                batch_size=params["batch_size"],
+                lr=params["recovery_lr"],
             )
             generator = torch.Generator().manual_seed(ctx.request.seed)
-            recovery = train_kd(
-                model, train_encoded, train_labels, teacher_probs, None, config, device=ctx.device, generator=generator,
+            history = train_kd(
+                model,
+                train_encoded,
+                train_labels,
+                teacher_probs,
+                None,
+                config,
+                device=ctx.device,
+                generator=generator,
                 on_epoch=lambda epoch, loss: ctx.report("recovery", 0.5 + 0.3 * (epoch + 1) / config.epochs),
             )
-            recovery["examples"] = len(recovery_rows)
+            recovery = {**history, "examples": len(recovery_rows)}
     model.to("cpu").eval()
     after = count_parameters(model)
-    recipe = {
-        "format": FORMAT_HF_PRUNED,
-        "method": "structured_prune",
-        "importance": IMPORTANCE,
-        "layers": [{"heads": heads, "neurons": neurons} for heads, neurons in zip(keep_heads, keep_neurons)],
-    }
+    recipe = structured_prune_recipe(keep_heads, keep_neurons)
     ctx.report("saving", 0.8)
     ctx.make_output_dir()
     from safetensors.torch import save_file
 
     copy_config(ctx.source_dir, ctx.output_dir)
     copy_tokenizer_files(ctx.source_dir, ctx.output_dir)
-    (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_json(recipe))
+    (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_bytes(recipe))
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(ctx.output_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     return MethodOutput(

@@ -12,15 +12,12 @@ from compression.engine.common import (
     TOKENIZER_FILES,
     MethodContext,
     MethodOutput,
-    Progress,
-    canonical_json,
     copy_config,
     copy_tokenizer_files,
-    peak_rss_bytes,
     save_hf_dir,
 )
-from compression.engine.errors import EngineError
-from compression.engine.loading import (
+from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.formats import (
     CONFIG_FILE,
     FORMAT_HF_DIR,
     FORMAT_TORCH_QUANTIZED,
@@ -28,29 +25,20 @@ from compression.engine.loading import (
     RECIPE_FILE,
     STATE_FILE,
     TORCHAO_STATE_FILE,
+)
+from compression.engine.recipes import (
     apply_recipe,
     flatten_subclass_state,
     quiet_quantization_warnings,
     torchao_int8_quantize,
 )
-from compression.engine.types import CompressionRequest, CompressionResult
+from trust.canonical import canonical_bytes
 
 __all__ = [
-    "compress",
-    "TOKENIZER_FILES",
-    "peak_rss_bytes",
-    "canonical_json",
     "run_dynamic_int8",
     "run_cast",
     "run_int8_weight_only",
 ]
-
-
-def compress(request: CompressionRequest, progress: Progress | None = None) -> CompressionResult:
-    """Backwards-compatible entry point: see compression.engine.runner.compress."""
-    from compression.engine.runner import compress as _compress
-
-    return _compress(request, progress)
 
 
 def _dynamic_int8_recipe(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -59,12 +47,24 @@ def _dynamic_int8_recipe(parameters: dict[str, Any]) -> dict[str, Any]:
     return {"method": "dynamic_int8", "format": FORMAT_TORCH_QUANTIZED, "dtype": "qint8", "modules": modules}
 
 
+def _int8_weight_only_recipe(library_version: str) -> dict[str, Any]:
+    """Return the recipe.json content for int8_weight_only made with torchao ``library_version``."""
+    return {
+        "method": "int8_weight_only",
+        "format": FORMAT_TORCHAO_INT8,
+        "library": "torchao",
+        "library_version": library_version,
+        "config": "Int8WeightOnlyConfig",
+        "modules": ["Linear"],
+    }
+
+
 def _write_artifact(model: torch.nn.Module, recipe: dict[str, Any], source_dir: Path, output_dir: Path) -> None:
     """Write config, tokenizer files, recipe.json and model_state.pt into the (new) ``output_dir``."""
     for name in (CONFIG_FILE, *TOKENIZER_FILES):
         if (source_dir / name).is_file():
             shutil.copyfile(source_dir / name, output_dir / name)
-    (output_dir / RECIPE_FILE).write_bytes(canonical_json(recipe))
+    (output_dir / RECIPE_FILE).write_bytes(canonical_bytes(recipe))
     with quiet_quantization_warnings():
         torch.save(model.state_dict(), output_dir / STATE_FILE)
 
@@ -73,7 +73,9 @@ def _write_or_fail(write: Any, *args: Any) -> None:
     try:
         write(*args)
     except OSError as exc:
-        raise EngineError("corrupt_artifact", f"writing the artifact failed ({exc.strerror or exc})") from exc
+        raise EngineError(
+            EngineErrorCode.CORRUPT_ARTIFACT, f"writing the artifact failed ({exc.strerror or exc})"
+        ) from exc
 
 
 def run_dynamic_int8(ctx: MethodContext) -> MethodOutput:
@@ -86,7 +88,8 @@ def run_dynamic_int8(ctx: MethodContext) -> MethodOutput:
         raise
     except Exception as exc:
         raise EngineError(
-            "unsupported_architecture", f"dynamic_int8 failed on this architecture ({type(exc).__name__}: {exc})"
+            EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+            f"dynamic_int8 failed on this architecture ({type(exc).__name__}: {exc})",
         ) from exc
     compressed.eval()
     ctx.report("saving", 0.8)
@@ -119,21 +122,14 @@ def run_int8_weight_only(ctx: MethodContext) -> MethodOutput:
     model.eval()
     ctx.report("saving", 0.8)
     ctx.make_output_dir()
-    recipe = {
-        "method": "int8_weight_only",
-        "format": FORMAT_TORCHAO_INT8,
-        "library": "torchao",
-        "library_version": str(torchao.__version__),
-        "config": "Int8WeightOnlyConfig",
-        "modules": ["Linear"],
-    }
+    recipe = _int8_weight_only_recipe(str(torchao.__version__))
 
     def write() -> None:
         from safetensors.torch import save_file
 
         copy_config(ctx.source_dir, ctx.output_dir)
         copy_tokenizer_files(ctx.source_dir, ctx.output_dir)
-        (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_json(recipe))
+        (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_bytes(recipe))
         save_file(flatten_subclass_state(model), str(ctx.output_dir / TORCHAO_STATE_FILE), metadata={"format": "pt"})
 
     _write_or_fail(write)

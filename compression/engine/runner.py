@@ -10,17 +10,12 @@ from pathlib import Path
 import torch
 
 from compression.engine.common import MethodContext, MethodOutput, Progress, peak_rss_bytes
-from compression.engine.errors import EngineError
-from compression.engine.loading import (
-    FORMAT_HF_DIR,
-    _resolve_device,
-    count_nonzero_parameters,
-    count_parameters,
-    load_classifier,
-    state_dict_dtypes,
-)
+from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.formats import FORMAT_HF_DIR
+from compression.engine.loading import load_classifier, resolve_device
 from compression.engine.manifest import dir_size, manifest_digest
 from compression.engine.methods import METHOD_DATA, resolve_parameters
+from compression.engine.parameters import count_nonzero_parameters, count_parameters, state_dict_dtypes
 from compression.engine.types import DATA_FIELDS, CompressionData, CompressionRequest, CompressionResult
 
 __all__ = ["compress", "CPU_ONLY_METHODS"]
@@ -61,16 +56,17 @@ def _required_data(method: str, parameters: dict) -> list[str]:
 def _check_data(request: CompressionRequest, parameters: dict, num_labels: int) -> None:
     data = request.data
     if data is not None and not isinstance(data, CompressionData):
-        raise EngineError("invalid_input", "request.data must be a CompressionData")
+        raise EngineError(EngineErrorCode.INVALID_INPUT, "request.data must be a CompressionData")
     for name in _required_data(request.method, parameters):
         if data is None or not getattr(data, name):
-            raise EngineError("empty_input", f"method {request.method!r} needs a non-empty data.{name}")
+            raise EngineError(EngineErrorCode.EMPTY_INPUT, f"method {request.method!r} needs a non-empty data.{name}")
     if data is not None:
         for name in DATA_FIELDS:
             bad = [label for _, label in getattr(data, name) if label >= num_labels]
             if bad:
                 raise EngineError(
-                    "invalid_input", f"data.{name} has label index {bad[0]} but the model has {num_labels} classes"
+                    EngineErrorCode.INVALID_INPUT,
+                    f"data.{name} has label index {bad[0]} but the model has {num_labels} classes",
                 )
 
 
@@ -89,27 +85,32 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
     report: Progress = progress or (lambda stage, fraction: None)
     parameters = resolve_parameters(request.method, request.parameters)
     if type(request.seed) is not int:
-        raise EngineError("invalid_parameter", f"seed must be an integer, got {type(request.seed).__name__}")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, f"seed must be an integer, got {type(request.seed).__name__}"
+        )
     if not isinstance(request.device, str) or not request.device:
-        raise EngineError("invalid_parameter", "device must be a device name such as 'cpu' or 'cuda'")
-    device = _resolve_device(request.device)
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "device must be a device name such as 'cpu' or 'cuda'")
+    device = resolve_device(request.device)
     if device.type != "cpu" and request.method in CPU_ONLY_METHODS:
-        raise EngineError("invalid_parameter", f"device {request.device!r}: {request.method} runs on the CPU only")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, f"device {request.device!r}: {request.method} runs on the CPU only"
+        )
     if request.teachers and request.method != "distill":
-        raise EngineError("invalid_parameter", "teachers are only used by method 'distill'")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "teachers are only used by method 'distill'")
     source_dir = Path(request.source_dir)
     output_dir = Path(request.output_dir)
     if output_dir.exists():
-        raise EngineError("invalid_parameter", f"output_dir {str(output_dir)!r} already exists")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, f"output_dir {str(output_dir)!r} already exists")
     if output_dir.resolve() == source_dir.resolve() or source_dir.resolve() in output_dir.resolve().parents:
-        raise EngineError("invalid_parameter", "output_dir must not be inside source_dir")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "output_dir must not be inside source_dir")
 
     try:
         report("loading", 0.1)
         loaded = load_classifier(source_dir, device="cpu")
         if loaded.format != FORMAT_HF_DIR:
             raise EngineError(
-                "unsupported_architecture", f"source is already a {loaded.format!r} artifact; compress an hf-dir model"
+                EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+                f"source is already a {loaded.format!r} artifact; compress an hf-dir model",
             )
         _check_data(request, parameters, len(loaded.labels))
         source_size = dir_size(source_dir)
@@ -125,11 +126,13 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
         )
         output = _implementation(request.method)(context)
         if not output_dir.is_dir():
-            raise EngineError("corrupt_artifact", f"method {request.method!r} wrote no artifact")
+            raise EngineError(EngineErrorCode.CORRUPT_ARTIFACT, f"method {request.method!r} wrote no artifact")
         # Prove the artifact round-trips through the loader before calling it a success.
         reloaded = load_classifier(output_dir, device="cpu")
         if reloaded.format != output.format:
-            raise EngineError("corrupt_artifact", f"artifact reloads as {reloaded.format!r}, not {output.format!r}")
+            raise EngineError(
+                EngineErrorCode.CORRUPT_ARTIFACT, f"artifact reloads as {reloaded.format!r}, not {output.format!r}"
+            )
         total = count_parameters(reloaded.model)
         nonzero = count_nonzero_parameters(reloaded.model)
         data_digest = request.data_digest or (request.data.digest() if request.data is not None else "")

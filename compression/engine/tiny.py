@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
 
 __all__ = ["TinyModelReport", "build_tiny_classifier", "TINY_LABELS"]
 
@@ -38,7 +38,7 @@ class TinyModelReport:
 def _read_rows(data_csv: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """Return (train, val) lists of (text, label index), dropping 'undecided' and rows with no split."""
     if not Path(data_csv).is_file():
-        raise EngineError("invalid_parameter", f"data file {str(data_csv)!r} does not exist")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, f"data file {str(data_csv)!r} does not exist")
     label_index = {name: index for index, name in enumerate(TINY_LABELS)}
     train: list[tuple[str, int]] = []
     val: list[tuple[str, int]] = []
@@ -46,7 +46,7 @@ def _read_rows(data_csv: Path) -> tuple[list[tuple[str, int]], list[tuple[str, i
         reader = csv.DictReader(handle)
         missing = [column for column in _REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
-            raise EngineError("invalid_parameter", f"data file lacks column(s) {', '.join(missing)}")
+            raise EngineError(EngineErrorCode.INVALID_PARAMETER, f"data file lacks column(s) {', '.join(missing)}")
         for row in reader:
             label = label_index.get(row["label"])
             if label is None or not row["text"].strip():
@@ -56,7 +56,7 @@ def _read_rows(data_csv: Path) -> tuple[list[tuple[str, int]], list[tuple[str, i
             elif row["split"] == "val":
                 val.append((row["text"], label))
     if not train or not val:
-        raise EngineError("invalid_parameter", "data file has no usable train or val rows")
+        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "data file has no usable train or val rows")
     return train, val
 
 
@@ -80,7 +80,9 @@ def _build_vocab(texts: list[str]) -> list[str]:
     """Special tokens then the most frequent words, split exactly as the BERT tokenizer will split them."""
     from tokenizers import normalizers, pre_tokenizers
 
-    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     counts: Counter[str] = Counter()
     for text in texts:
@@ -128,10 +130,14 @@ def build_tiny_classifier(
 
     started = time.perf_counter()
     if sample_size < len(TINY_LABELS) or epochs < 1 or not 8 <= max_length <= 64:
-        raise EngineError("invalid_parameter", "sample_size >= 3, epochs >= 1 and 8 <= max_length <= 64 are required")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, "sample_size >= 3, epochs >= 1 and 8 <= max_length <= 64 are required"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise EngineError("invalid_parameter", f"out_dir {str(out_dir)!r} exists and is not an empty directory")
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER, f"out_dir {str(out_dir)!r} exists and is not an empty directory"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     train_rows, val_rows = _read_rows(Path(data_csv))
@@ -172,14 +178,18 @@ def build_tiny_classifier(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = BertForSequenceClassification(config)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=_LEARNING_RATE, weight_decay=0.01, foreach=False, fused=True)
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=_LEARNING_RATE, weight_decay=0.01, foreach=False, fused=True
+            )
             steps_per_epoch = -(-len(sample) // _BATCH_SIZE)
             total_steps = steps_per_epoch * epochs
             warmup_steps = max(1, total_steps // 10)
             # Warm-up then linear decay: without it a from-scratch BERT often collapses to the class prior.
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer,
-                lambda step: min((step + 1) / warmup_steps, max(0.0, (total_steps - step) / (total_steps - warmup_steps))),
+                lambda step: min(
+                    (step + 1) / warmup_steps, max(0.0, (total_steps - step) / (total_steps - warmup_steps))
+                ),
             )
             generator = torch.Generator().manual_seed(seed)
             model.train()

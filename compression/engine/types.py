@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
+from trust.canonical import digest as canonical_digest
 
 __all__ = ["LabeledText", "CompressionData", "CompressionRequest", "CompressionResult", "DATA_FIELDS"]
 
@@ -23,16 +22,24 @@ DATA_FIELDS: tuple[str, ...] = ("train", "stress", "heldout_adversarial", "calib
 def _labeled_tuple(name: str, rows: Any) -> tuple[LabeledText, ...]:
     """Normalise ``rows`` to a tuple of (str, int); raise invalid_input naming the field otherwise."""
     if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
-        raise EngineError("invalid_input", f"data field {name!r} must be a sequence of (text, label index) pairs")
+        raise EngineError(
+            EngineErrorCode.INVALID_INPUT, f"data field {name!r} must be a sequence of (text, label index) pairs"
+        )
     out: list[LabeledText] = []
     for position, row in enumerate(rows):
         if not isinstance(row, (tuple, list)) or len(row) != 2:
-            raise EngineError("invalid_input", f"data field {name!r} row {position} is not a (text, label index) pair")
+            raise EngineError(
+                EngineErrorCode.INVALID_INPUT, f"data field {name!r} row {position} is not a (text, label index) pair"
+            )
         text, label = row
         if not isinstance(text, str) or not text.strip():
-            raise EngineError("invalid_input", f"data field {name!r} row {position} has an empty or non-string text")
+            raise EngineError(
+                EngineErrorCode.INVALID_INPUT, f"data field {name!r} row {position} has an empty or non-string text"
+            )
         if type(label) is not int or label < 0:
-            raise EngineError("invalid_input", f"data field {name!r} row {position} label must be an integer >= 0")
+            raise EngineError(
+                EngineErrorCode.INVALID_INPUT, f"data field {name!r} row {position} label must be an integer >= 0"
+            )
         out.append((text, label))
     return tuple(out)
 
@@ -63,8 +70,7 @@ class CompressionData:
     def digest(self) -> str:
         """sha256 of canonical JSON {field: [[text, label], ...]} (sorted keys, no whitespace, UTF-8)."""
         payload = {name: [list(row) for row in getattr(self, name)] for name in DATA_FIELDS}
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return canonical_digest(payload)
 
 
 @dataclass(frozen=True)

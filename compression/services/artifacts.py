@@ -27,10 +27,15 @@ from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 
 from accounts.errors import ValidationFailed
-from compression.engine.errors import EngineError
+from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.manifest import (
-    VerificationCache, VerifiedManifest, manifest, manifest_digest, verify_manifest,
+    VerificationCache,
+    VerifiedManifest,
+    manifest,
+    manifest_digest,
+    verify_manifest,
 )
+from compression.error_codes import CompressionErrorCode
 from compression.models import ArtifactFormat, ModelArtifact
 from compression.selectors import artifacts_visible_to
 from ledger.services import ledger_append
@@ -92,7 +97,7 @@ def _publish(digest: str, directory: Path, files: list[dict]) -> None:
         with open(directory / entry["path"], "rb") as handle:
             saved = remote.save(name, File(handle))
         if saved != name:
-            raise EngineError("storage_error", f"shared storage saved {name!r} as {saved!r}")
+            raise EngineError(EngineErrorCode.STORAGE_ERROR, f"shared storage saved {name!r} as {saved!r}")
     remote.save(_manifest_name(digest), ContentFile(json.dumps(files, sort_keys=True).encode("utf-8")))
 
 
@@ -101,7 +106,10 @@ def _fetch(digest: str) -> Path:
     files hash to `digest` (a changed or missing object in the bucket is caught here)."""
     remote = shared_storage()
     if not remote.exists(_manifest_name(digest)):
-        raise EngineError("model_not_found", f"artifact {digest} is in neither this machine's store nor the shared storage")
+        raise EngineError(
+            CompressionErrorCode.MODEL_NOT_FOUND,
+            f"artifact {digest} is in neither this machine's store nor the shared storage",
+        )
     with remote.open(_manifest_name(digest), "rb") as handle:
         files = json.loads(handle.read())
 
@@ -109,14 +117,23 @@ def _fetch(digest: str) -> Path:
         for entry in files:
             relative = PurePosixPath(entry["path"])
             if relative.is_absolute() or ".." in relative.parts:
-                raise EngineError("corrupt_artifact", f"shared manifest of {digest} names a path outside it: {entry['path']!r}")
+                raise EngineError(
+                    CompressionErrorCode.CORRUPT_ARTIFACT,
+                    f"shared manifest of {digest} names a path outside it: {entry['path']!r}",
+                )
             destination = content / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             with remote.open(f"{digest}/{entry['path']}", "rb") as source, open(destination, "wb") as out:
                 shutil.copyfileobj(source, out)
 
-    return _install(digest, "fetch", download,
-                    EngineError("corrupt_artifact", f"the shared copy of artifact {digest} does not match its digest"))
+    return _install(
+        digest,
+        "fetch",
+        download,
+        EngineError(
+            CompressionErrorCode.CORRUPT_ARTIFACT, f"the shared copy of artifact {digest} does not match its digest"
+        ),
+    )
 
 
 def _install(digest: str, prefix: str, fill: Callable[[Path], object], mismatch: Exception) -> Path:
@@ -148,14 +165,18 @@ def scratch_dir(prefix: str) -> Path:
 def _detect(directory: Path, label: str | None = None) -> tuple[str, list[str]]:
     if not (directory / "config.json").is_file():
         raise ValidationFailed(
-            f"{label or directory} holds no config.json: not a model directory.", code="model_not_found",
+            f"{label or directory} holds no config.json: not a model directory.",
+            code=CompressionErrorCode.MODEL_NOT_FOUND,
             details={"path": ["No config.json in this directory."]},
         )
     try:
         config = json.loads((directory / "config.json").read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValidationFailed("config.json is not valid JSON.", code="corrupt_artifact",
-                               details={"path": [f"config.json: {exc}"]}) from exc
+        raise ValidationFailed(
+            "config.json is not valid JSON.",
+            code=CompressionErrorCode.CORRUPT_ARTIFACT,
+            details={"path": [f"config.json: {exc}"]},
+        ) from exc
     id2label = config.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else []
     fmt = ArtifactFormat.HF_DIR
@@ -163,12 +184,18 @@ def _detect(directory: Path, label: str | None = None) -> tuple[str, list[str]]:
         try:
             recipe = json.loads((directory / "recipe.json").read_text("utf-8"))
         except (OSError, ValueError) as exc:
-            raise ValidationFailed("recipe.json is not valid JSON.", code="corrupt_artifact",
-                                   details={"path": [f"recipe.json: {exc}"]}) from exc
+            raise ValidationFailed(
+                "recipe.json is not valid JSON.",
+                code=CompressionErrorCode.CORRUPT_ARTIFACT,
+                details={"path": [f"recipe.json: {exc}"]},
+            ) from exc
         fmt = recipe.get("format") or ArtifactFormat.TORCH_QUANTIZED
         if fmt not in ArtifactFormat.values:
-            raise ValidationFailed(f"Unknown artifact format {fmt!r}.", code="unsupported_architecture",
-                                   details={"path": [f"recipe.json names format {fmt!r}."]})
+            raise ValidationFailed(
+                f"Unknown artifact format {fmt!r}.",
+                code=CompressionErrorCode.UNSUPPORTED_ARCHITECTURE,
+                details={"path": [f"recipe.json names format {fmt!r}."]},
+            )
     return fmt, labels
 
 
@@ -191,24 +218,36 @@ def artifact_store(directory: Path, *, move: bool = False, label: str | None = N
     fmt, labels = _detect(directory, label)
     try:
         digest = manifest_digest(directory)
-        files = [{"path": p, "sha256": h, "size": s} for p, h, s in manifest(directory)]
+        entries = manifest(directory)
+        files = [{"path": p, "sha256": h, "size": s} for p, h, s in entries]
     except EngineError as exc:
         message = exc.message if label is None else exc.message.replace(repr(str(directory)), repr(label))
         raise ValidationFailed(message, code=exc.code, details={"path": [message]}) from exc
     target = artifact_root() / digest
     if not target.exists():
         # Re-checked after the copy: what lands in the store must be what was hashed.
-        _install(digest, "ingest",
-                 (lambda content: shutil.move(str(directory), content)) if move
-                 else (lambda content: shutil.copytree(directory, content)),
-                 ValidationFailed("The model files changed while they were being registered.",
-                                  code="corrupt_artifact", details={"path": ["Files changed during copy."]}))
+        _install(
+            digest,
+            "ingest",
+            (lambda content: shutil.move(str(directory), content))
+            if move
+            else (lambda content: shutil.copytree(directory, content)),
+            ValidationFailed(
+                "The model files changed while they were being registered.",
+                code=CompressionErrorCode.CORRUPT_ARTIFACT,
+                details={"path": ["Files changed during copy."]},
+            ),
+        )
     _publish(digest, target, files)
-    return StoredArtifact(digest=digest, files=files, size=sum(f["size"] for f in files), format=fmt, labels=labels)
+    return StoredArtifact(digest=digest, files=files, size=sum(s for _, _, s in entries), format=fmt, labels=labels)
 
 
 def artifact_ingest(
-    *, stored: StoredArtifact, name: str, actor, parent: ModelArtifact | None = None,
+    *,
+    stored: StoredArtifact,
+    name: str,
+    actor,
+    parent: ModelArtifact | None = None,
     parameter_count: int | None = None,
 ) -> tuple[ModelArtifact, bool]:
     """Record a stored artifact. Returns (artifact, created). Same content, same artifact.
@@ -221,15 +260,30 @@ def artifact_ingest(
     try:
         with transaction.atomic():
             artifact = ModelArtifact.objects.create(
-                name=name, digest=digest, format=fmt, size_bytes=size, parameter_count=parameter_count,
-                parent=parent, manifest=stored.files, labels=stored.labels, created_by=actor,
+                name=name,
+                digest=digest,
+                format=fmt,
+                size_bytes=size,
+                parameter_count=parameter_count,
+                parent=parent,
+                manifest=stored.files,
+                labels=stored.labels,
+                created_by=actor,
             )
     except IntegrityError:
         return _registered_again(ModelArtifact.objects.get(digest=digest), actor), False
     ledger_append(
-        actor=actor, action="artifact.registered", object_type="artifact", object_id=artifact.pk,
-        payload={"digest": digest, "name": name, "format": fmt, "size_bytes": size,
-                 "parent": parent.digest if parent else None},
+        actor=actor,
+        action="artifact.registered",
+        object_type="artifact",
+        object_id=artifact.pk,
+        payload={
+            "digest": digest,
+            "name": name,
+            "format": fmt,
+            "size_bytes": size,
+            "parent": parent.digest if parent else None,
+        },
     )
     return artifact, True
 
@@ -240,8 +294,13 @@ def _registered_again(artifact: ModelArtifact, actor) -> ModelArtifact:
     if actor is None or artifact.created_by_id == actor.pk or artifact.registrants.filter(pk=actor.pk).exists():
         return artifact
     artifact.registrants.add(actor)
-    ledger_append(actor=actor, action="artifact.registered", object_type="artifact", object_id=artifact.pk,
-                  payload={"digest": artifact.digest, "already_stored": True})
+    ledger_append(
+        actor=actor,
+        action="artifact.registered",
+        object_type="artifact",
+        object_id=artifact.pk,
+        payload={"digest": artifact.digest, "already_stored": True},
+    )
     return artifact
 
 
@@ -252,8 +311,11 @@ def artifact_register(*, actor, name: str, path: str, parent_id: int | None = No
     from API clients go through artifact_import, which only reads inside SAFESHRINK_IMPORT_ROOTS."""
     directory = Path(path).expanduser()
     if not directory.is_dir():
-        raise ValidationFailed(f"No model directory at {path}.", code="model_not_found",
-                               details={"path": [f"No directory at {path}."]})
+        raise ValidationFailed(
+            f"No model directory at {path}.",
+            code=CompressionErrorCode.MODEL_NOT_FOUND,
+            details={"path": [f"No directory at {path}."]},
+        )
     parent = None
     if parent_id is not None:
         parent = ModelArtifact.objects.filter(pk=parent_id).first()
@@ -267,12 +329,14 @@ def artifact_register(*, actor, name: str, path: str, parent_id: int | None = No
 
 # One answer for every refused server path, whatever the reason (absent, not a folder, outside the
 # roots, `..`, relative): a client learns nothing about the server's files from it.
-PATH_REFUSED = ("No importable model directory at this path: it does not exist or is outside the folders this "
-                "server imports from (SAFESHRINK_IMPORT_ROOTS).")
+PATH_REFUSED = (
+    "No importable model directory at this path: it does not exist or is outside the folders this "
+    "server imports from (SAFESHRINK_IMPORT_ROOTS)."
+)
 
 
 def _path_refused() -> ValidationFailed:
-    return ValidationFailed(PATH_REFUSED, code="model_not_found", details={"path": [PATH_REFUSED]})
+    return ValidationFailed(PATH_REFUSED, code=CompressionErrorCode.MODEL_NOT_FOUND, details={"path": [PATH_REFUSED]})
 
 
 def import_roots() -> list[tuple[Path, Path]]:
@@ -316,8 +380,11 @@ def _copy_tree_no_links(source: Path, destination: Path, label: str) -> None:
         except FileNotFoundError:
             config = None
         if config is None or not stat.S_ISREG(config.st_mode):
-            raise ValidationFailed(f"{label} holds no config.json: not a model directory.", code="model_not_found",
-                                   details={"path": ["No config.json in this directory."]})
+            raise ValidationFailed(
+                f"{label} holds no config.json: not a model directory.",
+                code=CompressionErrorCode.MODEL_NOT_FOUND,
+                details={"path": ["No config.json in this directory."]},
+            )
         # "." relative to the descriptor of the opened folder: the walk never re-resolves `source`.
         for dirpath, dirnames, filenames, dirfd in os.fwalk(".", follow_symlinks=False, dir_fd=top):
             relative = Path(dirpath)
@@ -345,9 +412,16 @@ def _copy_tree_no_links(source: Path, destination: Path, label: str) -> None:
 
 
 def _link_refused(relative: str) -> ValidationFailed:
-    return ValidationFailed(PATH_REFUSED, code="model_not_found",
-                            details={"path": [f"{relative} is a symbolic link, a hard link or not a regular file; "
-                                              "links are never followed when importing."]})
+    return ValidationFailed(
+        PATH_REFUSED,
+        code=CompressionErrorCode.MODEL_NOT_FOUND,
+        details={
+            "path": [
+                f"{relative} is a symbolic link, a hard link or not a regular file; "
+                "links are never followed when importing."
+            ]
+        },
+    )
 
 
 def artifact_import(*, actor, name: str, path: str, parent_id: int | None = None) -> ModelArtifact:

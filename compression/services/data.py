@@ -10,9 +10,6 @@ from accounts.errors import ValidationFailed
 Provider = Callable[..., tuple[object, dict]]
 _provider: Provider | None = None
 
-# Which data fields each method needs (the engine refuses to run without them).
-METHOD_DATA = {"structured_prune": ("calibration",), "distill": ("train",)}
-
 
 def register_compression_data_provider(provider: Provider) -> None:
     global _provider

@@ -18,10 +18,19 @@ def code_version() -> dict:
     """The git commit of the running code and whether the tree had uncommitted changes."""
     root = Path(settings.BASE_DIR)
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=5, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": os.environ.get("SAFESHRINK_CODE_VERSION", "unknown"), "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -29,7 +38,7 @@ def code_version() -> dict:
 
 @functools.cache
 def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -61,8 +70,16 @@ def hardware(device: str, threads: int) -> dict:
 
 
 def provenance_statement(
-    *, subject_name: str, subject_digest: str, build_type: str, external_parameters: dict,
-    internal_parameters: dict, dependencies: list[dict], run_id: int, started_on: str, finished_on: str,
+    *,
+    subject_name: str,
+    subject_digest: str,
+    build_type: str,
+    external_parameters: dict,
+    internal_parameters: dict,
+    dependencies: list[dict],
+    run_id: int,
+    started_on: str,
+    finished_on: str,
     byproducts: dict,
 ) -> dict:
     """An in-toto Statement v1 with an SLSA provenance v1 predicate (see DESIGN.md)."""
@@ -78,14 +95,20 @@ def provenance_statement(
                 "internalParameters": internal_parameters,
                 "resolvedDependencies": [
                     *dependencies,
-                    {"uri": "git+safeshrink", "digest": {"gitCommit": code["commit"]},
-                     "annotations": {"dirty": code["dirty"]}},
+                    {
+                        "uri": "git+safeshrink",
+                        "digest": {"gitCommit": code["commit"]},
+                        "annotations": {"dirty": code["dirty"]},
+                    },
                 ],
             },
             "runDetails": {
                 "builder": {"id": f"safeshrink-worker@{socket.gethostname()}"},
-                "metadata": {"invocationId": f"compression-run/{run_id}", "startedOn": started_on,
-                             "finishedOn": finished_on},
+                "metadata": {
+                    "invocationId": f"compression-run/{run_id}",
+                    "startedOn": started_on,
+                    "finishedOn": finished_on,
+                },
                 "byproducts": [{"name": "environment", "content": byproducts}],
             },
         },

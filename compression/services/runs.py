@@ -11,14 +11,17 @@ from django.utils import timezone
 
 from accounts.errors import Conflict, PermissionDenied, ValidationFailed
 from accounts.models import Role
+from compression.capabilities import capabilities_load
 from compression.engine.errors import EngineError
-from compression.engine.methods import SUPPORTED_METHODS, validate_parameters, validate_student
+from compression.engine.methods import METHOD_DATA, SUPPORTED_METHODS, validate_parameters, validate_student
+from compression.error_codes import CompressionErrorCode
 from compression.models import CompressionRun, Experiment, RunStatus
+from compression.selectors import jobs_orphaned
 from ledger.services import ledger_append
 
 from .artifacts import artifact_dir, artifact_ingest, artifact_store, artifact_verified, scratch_dir
-from .data import METHOD_DATA, compression_data
-from .jobs import JobCancelled, job_claim, job_fail, job_progress, jobs_orphaned
+from .data import compression_data
+from .jobs import JobCancelled, job_claim, job_fail, job_progress
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
 
 logger = logging.getLogger(__name__)
@@ -32,14 +35,21 @@ def _base_config(experiment: Experiment) -> dict:
     config = json.loads((artifact_dir(experiment.base_artifact) / "config.json").read_text("utf-8"))
     architectures = config.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise ValidationFailed(f"The base model ({architectures or config.get('model_type')}) is not a sequence "
-                               "classifier.", code="unsupported_architecture",
-                               details={"experiment": ["The base artifact has no sequence-classification head."]})
+        raise ValidationFailed(
+            f"The base model ({architectures or config.get('model_type')}) is not a sequence classifier.",
+            code=CompressionErrorCode.UNSUPPORTED_ARCHITECTURE,
+            details={"experiment": ["The base artifact has no sequence-classification head."]},
+        )
     return config
 
 
 def compression_run_request(
-    *, actor, experiment_id: int, method: str, parameters: dict | None = None, seed: int = 0,
+    *,
+    actor,
+    experiment_id: int,
+    method: str,
+    parameters: dict | None = None,
+    seed: int = 0,
     data_suite_version_id: int | None = None,
 ) -> CompressionRun:
     """Queue a compression run; the worker task is enqueued only once the row has committed.
@@ -51,10 +61,12 @@ def compression_run_request(
         raise PermissionDenied("Only engineers request compression runs.")
     if method not in SUPPORTED_METHODS:
         raise ValidationFailed(
-            f"Unknown method {method!r}.", code="unknown_method",
+            f"Unknown method {method!r}.",
+            code=CompressionErrorCode.UNKNOWN_METHOD,
             details={"method": [f"Choose one of: {', '.join(sorted(SUPPORTED_METHODS))}."]},
         )
     parameters = dict(parameters or {})
+    capabilities_load()  # what start-up found about the optional methods (never probes here)
     try:
         validate_parameters(method, parameters)
     except EngineError as exc:
@@ -66,26 +78,46 @@ def compression_run_request(
         except EngineError as exc:
             raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
     data_source = None
-    if method in METHOD_DATA or data_suite_version_id is not None:
+    if METHOD_DATA.get(method) or data_suite_version_id is not None:
         if data_suite_version_id is None:
-            raise ValidationFailed(f"{method} needs calibration/training data from a registered suite.",
-                                   details={"data_suite_version": ["Required for this method."]})
-        _, data_source = compression_data(suite_version_id=data_suite_version_id,
-                                          labels=experiment.base_artifact.labels,
-                                          unsafe_labels=experiment.unsafe_labels)
+            raise ValidationFailed(
+                f"{method} needs calibration/training data from a registered suite.",
+                details={"data_suite_version": ["Required for this method."]},
+            )
+        _, data_source = compression_data(
+            suite_version_id=data_suite_version_id,
+            labels=experiment.base_artifact.labels,
+            unsafe_labels=experiment.unsafe_labels,
+        )
         empty = [f for f in METHOD_DATA.get(method, ()) if not data_source["counts"][f]]
         if empty:
-            raise ValidationFailed(f"The suite has no {' or '.join(empty)} examples for {method}.", code="empty_suite",
-                                   details={"data_suite_version": [f"No {f} examples in this suite." for f in empty]})
+            raise ValidationFailed(
+                f"The suite has no {' or '.join(empty)} examples for {method}.",
+                code=CompressionErrorCode.EMPTY_SUITE,
+                details={"data_suite_version": [f"No {f} examples in this suite." for f in empty]},
+            )
     with transaction.atomic():
         run = CompressionRun.objects.create(
-            experiment=experiment, method=method, parameters=parameters, seed=seed, requested_by=actor,
+            experiment=experiment,
+            method=method,
+            parameters=parameters,
+            seed=seed,
+            requested_by=actor,
             data_source=data_source,
         )
         ledger_append(
-            actor=actor, action="run.requested", object_type=OBJECT_TYPE, object_id=run.pk,
-            payload={"experiment": experiment.pk, "method": method, "parameters": parameters, "seed": seed,
-                     "base_artifact": experiment.base_artifact.digest, "data": data_source},
+            actor=actor,
+            action="run.requested",
+            object_type=OBJECT_TYPE,
+            object_id=run.pk,
+            payload={
+                "experiment": experiment.pk,
+                "method": method,
+                "parameters": parameters,
+                "seed": seed,
+                "base_artifact": experiment.base_artifact.digest,
+                "data": data_source,
+            },
         )
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
@@ -105,7 +137,7 @@ def compression_run_cancel(*, actor, run_id: int) -> CompressionRun:
         ):
             raise PermissionDenied("Only the engineer who requested a run may cancel it.")
         if run.is_terminal:
-            raise Conflict(f"Run {run.pk} is already {run.status}.", code="run_finished")
+            raise Conflict(f"Run {run.pk} is already {run.status}.", code=CompressionErrorCode.RUN_FINISHED)
         run.status = RunStatus.CANCELLED
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "finished_at"])
@@ -126,12 +158,22 @@ def compression_run_execute(*, run_id: int) -> None:
     except EngineError as exc:
         job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code=exc.code, reason=exc.message)
     except SoftTimeLimitExceeded:
-        job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code="time_limit",
-                 reason="The run exceeded its time limit.")
+        job_fail(
+            CompressionRun,
+            run.pk,
+            object_type=OBJECT_TYPE,
+            code=CompressionErrorCode.TIME_LIMIT,
+            reason="The run exceeded its time limit.",
+        )
     except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
         logger.exception("compression run %s failed", run.pk)
-        job_fail(CompressionRun, run.pk, object_type=OBJECT_TYPE, code="internal_error",
-                 reason=f"Unexpected error: {type(exc).__name__}: {exc}")
+        job_fail(
+            CompressionRun,
+            run.pk,
+            object_type=OBJECT_TYPE,
+            code=CompressionErrorCode.INTERNAL_ERROR,
+            reason=f"Unexpected error: {type(exc).__name__}: {exc}",
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -148,18 +190,30 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
 
     data, data_digest = None, ""
     if run.data_source:
-        data, source = compression_data(suite_version_id=run.data_source["suite_version"], labels=base.labels,
-                                        unsafe_labels=run.experiment.unsafe_labels)
+        data, source = compression_data(
+            suite_version_id=run.data_source["suite_version"],
+            labels=base.labels,
+            unsafe_labels=run.experiment.unsafe_labels,
+        )
         if source["data_digest"] != run.data_source["data_digest"]:
-            raise EngineError("corrupt_artifact", "The suite's data changed since the run was requested.")
+            raise EngineError(
+                CompressionErrorCode.CORRUPT_ARTIFACT, "The suite's data changed since the run was requested."
+            )
         data_digest = source["data_digest"]
     # The stored base must still be the registered bytes (EngineError corrupt_artifact otherwise), and
     # still be after the method has read it; the digest recorded in the provenance is the one checked.
     source_dir, verified = artifact_verified(base)
     result = compress(
-        CompressionRequest(method=run.method, source_dir=source_dir, output_dir=workdir / "out",
-                           parameters=run.parameters, seed=run.seed, data=data, data_digest=data_digest,
-                           device=device),
+        CompressionRequest(
+            method=run.method,
+            source_dir=source_dir,
+            output_dir=workdir / "out",
+            parameters=run.parameters,
+            seed=run.seed,
+            data=data,
+            data_digest=data_digest,
+            device=device,
+        ),
         progress=progress,
     )
     _, verified_after = artifact_verified(base)
@@ -170,31 +224,60 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
         if locked.status != RunStatus.RUNNING:
             raise JobCancelled(f"run {run.pk} is {locked.status}")
         artifact, _ = artifact_ingest(
-            stored=stored, name=f"{base.name} · {run.method} (run {run.pk})", actor=run.requested_by,
-            parent=base, parameter_count=result.parameter_count,
+            stored=stored,
+            name=f"{base.name} · {run.method} (run {run.pk})",
+            actor=run.requested_by,
+            parent=base,
+            parameter_count=result.parameter_count,
         )
         locked.provenance = provenance_statement(
-            subject_name=artifact.name, subject_digest=artifact.digest,
+            subject_name=artifact.name,
+            subject_digest=artifact.digest,
             build_type=f"https://safeshrink.dev/compression/{run.method}@v1",
             external_parameters={"method": run.method, "parameters": run.parameters},
             internal_parameters={"seed": run.seed, "device": device, "threads": threads},
-            dependencies=[{"name": "base_model", "uri": f"artifact:{base.pk}", "digest": {"sha256": verified.digest},
-                           "annotations": {"verified": "sha256 of every stored file, before and after use",
-                                           "files": verified.files,
-                                           "files_hashed": verified.hashed + verified_after.hashed,
-                                           "files_from_cache": verified.cached + verified_after.cached}}]
-            + ([{"name": "data", "uri": f"suite-version:{run.data_source['suite_version']}",
-                 "digest": {"sha256": run.data_source["data_digest"]},
-                 "annotations": {"suite_digest": run.data_source["suite_digest"],
-                                 "counts": run.data_source["counts"]}}] if run.data_source else []),
-            run_id=run.pk, started_on=started.isoformat(), finished_on=finished.isoformat(),
+            dependencies=[
+                {
+                    "name": "base_model",
+                    "uri": f"artifact:{base.pk}",
+                    "digest": {"sha256": verified.digest},
+                    "annotations": {
+                        "verified": "sha256 of every stored file, before and after use",
+                        "files": verified.files,
+                        "files_hashed": verified.hashed + verified_after.hashed,
+                        "files_from_cache": verified.cached + verified_after.cached,
+                    },
+                }
+            ]
+            + (
+                [
+                    {
+                        "name": "data",
+                        "uri": f"suite-version:{run.data_source['suite_version']}",
+                        "digest": {"sha256": run.data_source["data_digest"]},
+                        "annotations": {
+                            "suite_digest": run.data_source["suite_digest"],
+                            "counts": run.data_source["counts"],
+                        },
+                    }
+                ]
+                if run.data_source
+                else []
+            ),
+            run_id=run.pk,
+            started_on=started.isoformat(),
+            finished_on=finished.isoformat(),
             byproducts={
-                "packages": package_versions(), "hardware": hardware(device, threads),
+                "packages": package_versions(),
+                "hardware": hardware(device, threads),
                 "wall_seconds": result.wall_seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "size_bytes": result.size_bytes, "source_size_bytes": result.source_size_bytes,
-                "dtypes": result.dtypes, "sparsity": result.sparsity,
-                "parameter_count": result.parameter_count, "nonzero_parameter_count": result.nonzero_parameter_count,
+                "size_bytes": result.size_bytes,
+                "source_size_bytes": result.source_size_bytes,
+                "dtypes": result.dtypes,
+                "sparsity": result.sparsity,
+                "parameter_count": result.parameter_count,
+                "nonzero_parameter_count": result.nonzero_parameter_count,
                 "source_parameter_count": result.source_parameter_count,
                 "details": result.details,
             },
@@ -204,12 +287,19 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
         locked.status = RunStatus.SUCCEEDED
         locked.progress_stage, locked.progress_percent = "done", 100
         locked.finished_at = finished
+        assert locked.started_at is not None  # job_claim stamps started_at when the run starts running
         locked.wall_seconds = (finished - locked.started_at).total_seconds()
         locked.save()
         ledger_append(
-            actor=None, action="run.succeeded", object_type=OBJECT_TYPE, object_id=run.pk,
-            payload={"output_artifact": artifact.digest, "size_bytes": result.size_bytes,
-                     "wall_seconds": locked.wall_seconds},
+            actor=None,
+            action="run.succeeded",
+            object_type=OBJECT_TYPE,
+            object_id=run.pk,
+            payload={
+                "output_artifact": artifact.digest,
+                "size_bytes": result.size_bytes,
+                "wall_seconds": locked.wall_seconds,
+            },
         )
 
 

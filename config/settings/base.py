@@ -14,8 +14,13 @@ env = environ.Env()
 VAR_DIR = Path(env("SAFESHRINK_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # No network at run time: models and tokenizers load from local folders only.
-for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                      ("TOKENIZERS_PARALLELISM", "false"), ("TRANSFORMERS_VERBOSITY", "error")):
+for _name, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TRANSFORMERS_OFFLINE", "1"),
+    ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+    ("TRANSFORMERS_VERBOSITY", "error"),
+):
     os.environ.setdefault(_name, _value)
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
@@ -85,9 +90,7 @@ def database_config(url: str) -> dict:
     return config
 
 
-DATABASES = {
-    "default": database_config(env("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'safeshrink.sqlite3'}"))
-}
+DATABASES = {"default": database_config(env("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'safeshrink.sqlite3'}"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -132,8 +135,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Request and response components are separate, so input fields carry their own constraints.
     "COMPONENT_SPLIT_REQUEST": True,
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "accounts.api.schema.postprocess_schema"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "accounts.api.schema.postprocess_schema",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "compression.models.RunStatus",
         "ReleaseStatusEnum": "governance.models.ReleaseStatus",
@@ -181,10 +186,14 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stale-suite-imports": {"task": "evaluations.requeue_stale_suite_imports", "schedule": 300.0},
     # Recovery from lost work (a killed worker): re-enqueue the missing chunks of evaluation runs
     # whose lease expired, and complete releases still `evaluating` after both runs finished.
-    "requeue-orphaned-evaluations": {"task": "evaluations.requeue_orphaned_runs",
-                                     "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0)},
-    "complete-stuck-releases": {"task": "governance.complete_stuck_releases",
-                                "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0)},
+    "requeue-orphaned-evaluations": {
+        "task": "evaluations.requeue_orphaned_runs",
+        "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0),
+    },
+    "complete-stuck-releases": {
+        "task": "governance.complete_stuck_releases",
+        "schedule": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0),
+    },
 }
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="safeshrink@localhost")
 
@@ -234,12 +243,15 @@ SAFESHRINK = {
     "SYSTEM_PUBLIC_KEY": Path(env("SAFESHRINK_SYSTEM_PUBLIC_KEY", default=str(VAR_DIR / "keys" / "system.pub.pem"))),
     "SIGNING_KEY": Path(env("SAFESHRINK_SIGNING_KEY", default=str(VAR_DIR / "keys" / "ca" / "signer.key.pem"))),
     "SIGNING_CERT": Path(env("SAFESHRINK_SIGNING_CERT", default=str(VAR_DIR / "keys" / "ca" / "signer.pem"))),
-    "SIGNING_CHAIN": [Path(p) for p in env.list("SAFESHRINK_SIGNING_CHAIN",
-                                                default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
-    "SIGNING_CRLS": [Path(p) for p in env.list("SAFESHRINK_SIGNING_CRLS",
-                                               default=[str(VAR_DIR / "keys" / "ca" / "crl.pem")])],
-    "TRUST_ROOTS": [Path(p) for p in env.list("SAFESHRINK_TRUST_ROOTS",
-                                              default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])],
+    "SIGNING_CHAIN": [
+        Path(p) for p in env.list("SAFESHRINK_SIGNING_CHAIN", default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])
+    ],
+    "SIGNING_CRLS": [
+        Path(p) for p in env.list("SAFESHRINK_SIGNING_CRLS", default=[str(VAR_DIR / "keys" / "ca" / "crl.pem")])
+    ],
+    "TRUST_ROOTS": [
+        Path(p) for p in env.list("SAFESHRINK_TRUST_ROOTS", default=[str(VAR_DIR / "keys" / "ca" / "ca.pem")])
+    ],
     "ORGANISATION": env("SAFESHRINK_ORGANISATION", default="SafeShrink (embedded default)"),
     # Who chains committed events: "inline" (the writing process, right after its commit) or "sealer"
     # (a dedicated `manage.py ledger_sealer` process; writers only insert). See ARCHITECTURE.md.

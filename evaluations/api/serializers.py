@@ -32,9 +32,25 @@ class EvaluationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = EvaluationRun
-        fields = ("id", "artifact", "artifact_digest", "suite_version", "config", "config_digest", "status",
-                  "progress", "attempts", "started_at", "finished_at", "wall_seconds", "failure_code",
-                  "failure_reason", "metrics", "runtime", "created_at")
+        fields = (
+            "id",
+            "artifact",
+            "artifact_digest",
+            "suite_version",
+            "config",
+            "config_digest",
+            "status",
+            "progress",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "wall_seconds",
+            "failure_code",
+            "failure_reason",
+            "metrics",
+            "runtime",
+            "created_at",
+        )
 
     def get_progress(self, run: EvaluationRun) -> dict:
         return {"stage": run.progress_stage, "percent": run.progress_percent}
@@ -68,8 +84,23 @@ class SuiteImportOutput(serializers.ModelSerializer):
 
     class Meta:
         model = SuiteImport
-        fields = ("id", "url", "suite", "status", "progress", "error", "suite_version", "file_name", "file_size",
-                  "file_sha256", "format", "attempts", "created_at", "started_at", "finished_at")
+        fields = (
+            "id",
+            "url",
+            "suite",
+            "status",
+            "progress",
+            "error",
+            "suite_version",
+            "file_name",
+            "file_size",
+            "file_sha256",
+            "format",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
 
     def get_url(self, job: SuiteImport) -> str:
         from django.urls import reverse

@@ -5,17 +5,21 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.errors import ValidationFailed
-from evaluations.services.suites import suite_derive_perturbed, suite_import_request
-
 from accounts.api.filters import Filter, apply_filters, filter_values
 from accounts.api.permissions import HasRole
+from accounts.errors import ValidationFailed
 from accounts.models import Role
 from evaluations import selectors
 from evaluations.models import FlipDirection, Slice
+from evaluations.services.suites import suite_derive_perturbed, suite_import_request
 
 from .serializers import (
-    ComparisonOutput, EvaluationOutput, ExampleOutput, FlipOutput, SuiteImportOutput, SuiteOutput,
+    ComparisonOutput,
+    EvaluationOutput,
+    ExampleOutput,
+    FlipOutput,
+    SuiteImportOutput,
+    SuiteOutput,
     SuiteVersionOutput,
 )
 
@@ -45,9 +49,11 @@ class SuiteVersionExamples(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = ExampleOutput
-    filters = (Filter.choice("slice", Slice, field=""),
-               Filter.str("subgroup", field="", allow_empty=True, description="Empty: examples without a subgroup."),
-               Filter.str("label", field=""))
+    filters = (
+        Filter.choice("slice", Slice, field=""),
+        Filter.str("subgroup", field="", allow_empty=True, description="Empty: examples without a subgroup."),
+        Filter.str("label", field=""),
+    )
 
     def get_queryset(self):
         values = filter_values(self)
@@ -79,8 +85,11 @@ class ComparisonFlips(generics.ListAPIView):
     permission_classes = [HasRole]
     allowed_roles = READERS
     serializer_class = FlipOutput
-    filters = (Filter.choice("slice", Slice, field=""), Filter.str("subgroup", field=""),
-               Filter.choice("direction", FlipDirection, field=""))
+    filters = (
+        Filter.choice("slice", Slice, field=""),
+        Filter.str("subgroup", field=""),
+        Filter.choice("direction", FlipDirection, field=""),
+    )
 
     def get_queryset(self):
         values = filter_values(self)
@@ -106,7 +115,9 @@ class SuiteImportInput(serializers.Serializer):
         try:
             return super().to_internal_value(data)
         except RecursionError:  # a mapping nested too deep for json.loads
-            raise serializers.ValidationError({"mapping": ["Nested too deep; a flat JSON object is expected."]}) from None
+            raise serializers.ValidationError(
+                {"mapping": ["Nested too deep; a flat JSON object is expected."]}
+            ) from None
 
 
 class SuiteImport(APIView):
@@ -126,13 +137,22 @@ class SuiteImport(APIView):
         v = data.validated_data
         upload = v["file"]
         if upload.size > settings.SAFESHRINK["MAX_UPLOAD_BYTES"]:
-            raise ValidationFailed(f"The file is {upload.size:,} bytes, over the limit.",
-                                   details={"file": [f"At most {settings.SAFESHRINK['MAX_UPLOAD_BYTES']:,} bytes."]})
+            raise ValidationFailed(
+                f"The file is {upload.size:,} bytes, over the limit.",
+                details={"file": [f"At most {settings.SAFESHRINK['MAX_UPLOAD_BYTES']:,} bytes."]},
+            )
         fmt = v.get("format") or ("jsonl" if upload.name.lower().endswith((".jsonl", ".ndjson")) else "csv")
-        job = suite_import_request(actor=request.user, chunks=upload.chunks(), file_name=upload.name,
-                                   suite_name=v["suite"], fmt=fmt, mapping=v.get("mapping"),
-                                   unsafe_labels=v["unsafe_labels"], safe_labels=v["safe_labels"],
-                                   default_slice=v["default_slice"])
+        job = suite_import_request(
+            actor=request.user,
+            chunks=upload.chunks(),
+            file_name=upload.name,
+            suite_name=v["suite"],
+            fmt=fmt,
+            mapping=v.get("mapping"),
+            unsafe_labels=v["unsafe_labels"],
+            safe_labels=v["safe_labels"],
+            default_slice=v["default_slice"],
+        )
         job.refresh_from_db()  # eager tasks (tests) may have run it already
         body = SuiteImportOutput(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
@@ -169,7 +189,13 @@ class SuiteVersionPerturb(APIView):
         data = PerturbInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        version = suite_derive_perturbed(actor=request.user, suite_version_id=pk, kinds=v["kinds"], seed=v["seed"],
-                                         per_example=v["per_example"], from_slices=tuple(v["from_slices"]),
-                                         limit=v.get("limit"))
+        version = suite_derive_perturbed(
+            actor=request.user,
+            suite_version_id=pk,
+            kinds=v["kinds"],
+            seed=v["seed"],
+            per_example=v["per_example"],
+            from_slices=tuple(v["from_slices"]),
+            limit=v.get("limit"),
+        )
         return Response(SuiteVersionOutput(version).data, status=status.HTTP_201_CREATED)

@@ -33,8 +33,9 @@ Samplers (recorded per estimate as ``DeltaEstimate.sampler`` and for the run as 
     tests/evaluations/test_engine_bootstrap.py checks agreement within 0.08 of the interval width.
 
 ``method="index"`` (exact reference, O(B·n)): draws the B×n example indices (numpy PCG64, in the same
-    chunks and order as ``paired_bootstrap_delta``, so one group's accuracy matches it bit for bit) and
-    computes every metric from the index counts. Use for validation or small data.
+    chunks and order as the reference ``paired_bootstrap_delta`` in tests/evaluations/reference.py, so
+    one group's accuracy matches it bit for bit) and computes every metric from the index counts. Use for
+    validation or small data.
 
 Cost of "cells": one binomial draw per cell per resample (numpy's multinomial, ~0.1 µs each) plus
 small matrix products, independent of n. bench/evaluation.py, 100,000 examples × 10,000 resamples on
@@ -57,8 +58,13 @@ from typing import Any
 import numpy as np
 
 from compression.engine.errors import EngineError
-from evaluations.engine import metrics as _m
-from evaluations.engine.metrics import DeltaEstimate
+from evaluations.engine import catalog
+from evaluations.engine.estimates import BootstrapResult, DeltaEstimate, ModelScores
+from evaluations.engine.metrics import inputs as _in
+from evaluations.engine.metrics import point as _pt
+from evaluations.engine.metrics import reliability as _cal
+from evaluations.engine.metrics import robustness as _rb
+from evaluations.engine.samplers import cells_chunks, index_chunks
 
 __all__ = [
     "ALL_METRICS",
@@ -70,67 +76,19 @@ __all__ = [
     "paired_bootstrap",
 ]
 
-BASE_METRICS: tuple[str, ...] = (
-    "accuracy", "unsafe_recall", "fnr", "benign_fpr", "binary_macro_f1", "brier", "nll", "mean_confidence", "ece",
+# Derived from the catalogue: the metrics that need nothing beyond labels, decisions and probabilities
+# (the default), then those that need classes, perturbations or subgroups.
+_SPECS = tuple(spec for spec in catalog.CATALOG if spec.bootstrapped)
+BASE_METRICS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.needs is catalog.Needs.NOTHING)
+ALL_METRICS: tuple[str, ...] = BASE_METRICS + tuple(
+    spec.name for spec in _SPECS if spec.needs is not catalog.Needs.NOTHING
 )
-COUNT_METRICS: frozenset[str] = frozenset({
-    "accuracy", "unsafe_recall", "fnr", "benign_fpr", "binary_macro_f1", "macro_f1", "perturbation_accuracy",
-    "consistency", "fnr_gap", "fpr_gap",
-})
-CONTINUOUS_METRICS: frozenset[str] = frozenset({"brier", "nll", "mean_confidence", "ece"})
-ALL_METRICS: tuple[str, ...] = BASE_METRICS + ("macro_f1", "perturbation_accuracy", "consistency", "fnr_gap", "fpr_gap")
-SAMPLER_EXACT = "multinomial-cells"
-SAMPLER_GAUSSIAN = "multinomial-cells+gaussian"
+COUNT_METRICS: frozenset[str] = frozenset(catalog.names(bootstrap=catalog.Bootstrap.COUNTS))
+CONTINUOUS_METRICS: frozenset[str] = frozenset(catalog.names(bootstrap=catalog.Bootstrap.CONTINUOUS))
+_NEEDS: dict[str, catalog.Needs] = {spec.name: spec.needs for spec in _SPECS}
+SAMPLER_EXACT = catalog.Bootstrap.COUNTS.value
+SAMPLER_GAUSSIAN = catalog.Bootstrap.CONTINUOUS.value
 METHODS = ("cells", "index")
-# Bound on the cells of one chunk of resamples (rows × columns of the largest matrix), for memory.
-_CHUNK_CELLS = 4_000_000
-
-
-@dataclass(frozen=True)
-class ModelScores:
-    """One model's outputs per example: unsafe probability, binary decision, and optionally the
-    argmax class index (needed for macro_f1)."""
-
-    unsafe_prob: np.ndarray
-    decision: np.ndarray
-    predicted_class: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """All estimates of one paired bootstrap, in (group, metric) order."""
-
-    estimates: tuple[DeltaEstimate, ...]
-    resamples: int
-    seed: int
-    level: float
-    method: str
-    bins: int
-    min_subgroup_n: int
-    cells: int
-    interval: str = "percentile"
-    groups: tuple[str, ...] = field(default=())
-    metrics: tuple[str, ...] = field(default=())
-
-    def get(self, group: str, metric: str) -> DeltaEstimate:
-        for estimate in self.estimates:
-            if estimate.group == group and estimate.metric == metric:
-                return estimate
-        raise KeyError((group, metric))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: {"groups": {group: {metric: {...}}}, "statistics": {...}}."""
-        groups: dict[str, dict[str, Any]] = {}
-        for estimate in self.estimates:
-            groups.setdefault(estimate.group, {})[estimate.metric] = estimate.as_dict()
-        return {
-            "groups": groups,
-            "statistics": {
-                "interval": f"paired bootstrap, {self.interval}", "level": self.level, "resamples": self.resamples,
-                "seed": self.seed, "method": self.method, "bins": self.bins, "min_subgroup_n": self.min_subgroup_n,
-                "cells": self.cells,
-            },
-        }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,7 +102,7 @@ def _count_dtype(n: int) -> type:
 
 
 @dataclass
-class _Layout:
+class Layout:
     """Per-example features (columns) and units (groups, and group × subgroup for the gaps)."""
 
     count_names: list[str]
@@ -196,7 +154,7 @@ def _layout(
     bins: int,
     min_subgroup_n: int,
     n_classes: int,
-) -> _Layout:
+) -> Layout:
     n = len(y)
     f64 = np.float64
     count: list[tuple[str, np.ndarray]] = [("n", np.ones(n)), ("pos", y.astype(f64))]
@@ -233,12 +191,12 @@ def _layout(
             if "brier" in wanted:
                 cont.append((f"brier_{tag}", (p - yf) ** 2))
             if "nll" in wanted:
-                cont.append((f"nll_{tag}", _m._nll_terms(y, p, _m.NLL_EPS)))
+                cont.append((f"nll_{tag}", _pt.nll_terms(y, p, _pt.NLL_EPS)))
             if "mean_confidence" in wanted:
                 cont.append((f"conf_{tag}", confidence))
             if "ece" in wanted:
                 residual = (y == d).astype(f64) - confidence
-                index = _m._bin_index(confidence, bins)
+                index = _cal.bin_index(confidence, bins)
                 for b in np.unique(index):
                     cont.append((f"res{int(b)}_{tag}", np.where(index == b, residual, 0.0)))
     cont_names, cont_values, cont_index = _dedupe_columns(cont, n)
@@ -263,12 +221,23 @@ def _layout(
     count_names = [name for name, _ in count]
     # Group units need every count feature; subgroup units (for the gaps) only these.
     gap_features = {"n", "pos", "tp_b", "tp_c", "fp_b", "fp_c"}
-    columns = [(unit, feature) for unit in range(len(units)) for feature, name in enumerate(count_names)
-               if unit in cont_units or name in gap_features]
-    return _Layout(
-        count_names=count_names, count_values=np.stack([v for _, v in count], axis=1),
-        cont_names=cont_names, cont_values=cont_values, cont_index=cont_index, units=units,
-        unit_masks=unit_masks, cont_units=cont_units, gap_units=gap_units, n_classes=n_classes,
+    columns = [
+        (unit, feature)
+        for unit in range(len(units))
+        for feature, name in enumerate(count_names)
+        if unit in cont_units or name in gap_features
+    ]
+    return Layout(
+        count_names=count_names,
+        count_values=np.stack([v for _, v in count], axis=1),
+        cont_names=cont_names,
+        cont_values=cont_values,
+        cont_index=cont_index,
+        units=units,
+        unit_masks=unit_masks,
+        cont_units=cont_units,
+        gap_units=gap_units,
+        n_classes=n_classes,
         count_column_unit=np.array([u for u, _ in columns], dtype=np.int64),
         count_column_feature=np.array([f for _, f in columns], dtype=np.int64),
         count_column={(u, count_names[f]): i for i, (u, f) in enumerate(columns)},
@@ -283,7 +252,7 @@ def _layout(
 class _Totals:
     """Resampled totals: count[u][name] and cont[u][name] as (b,) float64 arrays."""
 
-    def __init__(self, layout: _Layout, count: np.ndarray, cont: np.ndarray | None) -> None:
+    def __init__(self, layout: Layout, count: np.ndarray, cont: np.ndarray | None) -> None:
         # count: (b, count columns) float64; cont: (b, len(cont_units), Q)
         self.layout = layout
         self.count_array = count
@@ -330,7 +299,9 @@ def _metric(t: _Totals, unit: int, group: str, metric: str, tag: str) -> tuple[n
             return _ratio(fp, neg)
         return _f1_mean([(neg, n - pd, neg - fp), (pos, pd, tp)]), n > 0
     if metric == "macro_f1":
-        pairs = [(t.c(unit, f"t{j}"), t.c(unit, f"p{j}_{tag}"), t.c(unit, f"h{j}_{tag}")) for j in range(t.layout.n_classes)]
+        pairs = [
+            (t.c(unit, f"t{j}"), t.c(unit, f"p{j}_{tag}"), t.c(unit, f"h{j}_{tag}")) for j in range(t.layout.n_classes)
+        ]
         return _f1_mean(pairs), t.c(unit, "has") > 0
     if metric == "perturbation_accuracy":
         return _ratio(t.c(unit, f"pcor_{tag}"), t.c(unit, "pert"))
@@ -338,15 +309,17 @@ def _metric(t: _Totals, unit: int, group: str, metric: str, tag: str) -> tuple[n
         return _ratio(t.c(unit, f"cons_{tag}"), t.c(unit, "pert"))
     if metric in ("fnr_gap", "fpr_gap"):
         rates: list[np.ndarray] = []
-        defined: list[np.ndarray] = []
+        sub_defined: list[np.ndarray] = []
         for sub in t.layout.gap_units.get(group, []):
             sub_n, sub_pos, fp = t.c(sub, "n"), t.c(sub, "pos"), t.c(sub, f"fp_{tag}")
-            value, ok = _ratio(sub_pos - t.c(sub, f"tp_{tag}"), sub_pos) if metric == "fnr_gap" else _ratio(fp, sub_n - sub_pos)
+            value, ok = (
+                _ratio(sub_pos - t.c(sub, f"tp_{tag}"), sub_pos) if metric == "fnr_gap" else _ratio(fp, sub_n - sub_pos)
+            )
             rates.append(value)
-            defined.append(ok)
+            sub_defined.append(ok)
         if not rates:
             return np.zeros_like(n), np.zeros(n.shape, dtype=bool)
-        values, ok = np.stack(rates), np.stack(defined)
+        values, ok = np.stack(rates), np.stack(sub_defined)
         high = np.where(ok, values, -np.inf).max(axis=0)
         low = np.where(ok, values, np.inf).min(axis=0)
         enough = ok.sum(axis=0) >= 2
@@ -385,140 +358,27 @@ def _point(
     """The metric on the full data of one group (the estimate's baseline/candidate value)."""
     ys, ds, ps = y[mask], scores.decision[mask], scores.unsafe_prob[mask]
     simple = {
-        "accuracy": lambda: _m.accuracy(ys, ds),
-        "unsafe_recall": lambda: _m.unsafe_recall(ys, ds),
-        "fnr": lambda: _m.fnr(ys, ds),
-        "benign_fpr": lambda: _m.benign_fpr(ys, ds),
-        "binary_macro_f1": lambda: _m.binary_macro_f1(ys, ds),
-        "brier": lambda: _m.brier(ys, ps),
-        "nll": lambda: _m.nll(ys, ps),
-        "mean_confidence": lambda: _m.mean_confidence(ds, ps),
-        "ece": lambda: _m.ece(ys, ds, ps, bins),
+        "accuracy": lambda: _pt.accuracy(ys, ds),
+        "unsafe_recall": lambda: _pt.unsafe_recall(ys, ds),
+        "fnr": lambda: _pt.fnr(ys, ds),
+        "benign_fpr": lambda: _pt.benign_fpr(ys, ds),
+        "binary_macro_f1": lambda: _pt.binary_macro_f1(ys, ds),
+        "brier": lambda: _pt.brier(ys, ps),
+        "nll": lambda: _pt.nll(ys, ps),
+        "mean_confidence": lambda: _pt.mean_confidence(ds, ps),
+        "ece": lambda: _cal.ece(ys, ds, ps, bins),
     }
     if metric in simple:
         return simple[metric]()
     if metric == "macro_f1":
         assert true_class is not None and scores.predicted_class is not None
-        return _m.macro_f1(true_class[mask], scores.predicted_class[mask], n_classes)
+        return _pt.macro_f1(true_class[mask], scores.predicted_class[mask], n_classes)
     if metric == "perturbation_accuracy":
-        return _m.perturbation_accuracy(y, scores.decision, source, mask)  # type: ignore[arg-type]
+        return _rb.perturbation_accuracy(y, scores.decision, source, mask)  # type: ignore[arg-type]
     if metric == "consistency":
-        return _m.consistency(scores.decision, source, mask)  # type: ignore[arg-type]
-    rates = _m.subgroup_rates(y, scores.decision, subgroup, mask=mask, min_subgroup_n=min_subgroup_n)  # type: ignore[arg-type]
+        return _rb.consistency(scores.decision, source, mask)  # type: ignore[arg-type]
+    rates = _rb.subgroup_rates(y, scores.decision, subgroup, mask=mask, min_subgroup_n=min_subgroup_n)  # type: ignore[arg-type]
     return rates[metric]  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Samplers: each yields chunks of resampled totals.
-# ---------------------------------------------------------------------------------------------------
-
-
-def _index_chunks(layout: _Layout, resamples: int, seed: int):  # type: ignore[no-untyped-def]
-    """Exact index bootstrap: same RNG stream and chunking as paired_bootstrap_delta."""
-    n = layout.unit_masks.shape[0]
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, min(resamples, _m._BOOTSTRAP_CELLS_PER_CHUNK // n))
-    masks = layout.unit_masks.astype(np.float64)
-    count_design = layout.count_design(layout.unit_masks, layout.count_values, n)
-    cont_masks = masks[:, layout.cont_units]
-    cont_design = (cont_masks[:, :, None] * layout.cont_values[:, None, :]).reshape(n, -1)
-    drawn = 0
-    while drawn < resamples:
-        rows = min(rows_per_chunk, resamples - drawn)
-        index = rng.integers(0, n, size=(rows, n))
-        offsets = (np.arange(rows)[:, None] * n + index).ravel()
-        weights = np.bincount(offsets, minlength=rows * n).reshape(rows, n)
-        count = (weights.astype(count_design.dtype) @ count_design).astype(np.float64)
-        cont = (weights.astype(np.float64) @ cont_design).reshape(rows, len(layout.cont_units), -1)
-        yield count, cont
-        drawn += rows
-
-
-def _row_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group identical rows of a small-integer matrix: (first row of each group, group of each row,
-    group sizes), groups numbered in sorted key order. Columns are folded into one int64 key, with a
-    re-numbering whenever the key could overflow."""
-    rows = matrix.shape[0]
-    key = np.zeros(rows, dtype=np.int64)
-    span = 1
-    for column in np.asarray(matrix, dtype=np.int64).T:
-        low = int(column.min(initial=0))
-        radix = int(column.max(initial=0)) - low + 1
-        if span * radix >= 2**62:
-            _, key = np.unique(key, return_inverse=True)
-            key = key.astype(np.int64).ravel()
-            span = int(key.max(initial=0)) + 1
-        key = key * radix + (column - low)
-        span *= radix
-    _, first, inverse, sizes = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    return first, inverse.ravel(), sizes
-
-
-def _cells_chunks(layout: _Layout, resamples: int, seed: int, info: dict[str, int]):  # type: ignore[no-untyped-def]
-    """Multinomial cell counts (exact) + within-cell Gaussian for continuous sums (module docstring)."""
-    n = layout.unit_masks.shape[0]
-    membership = layout.unit_masks
-    # Cells: examples identical in unit membership and every count feature.
-    first, cell_of, cell_sizes = _row_groups(np.concatenate([membership, layout.count_values.astype(np.int64)], axis=1))
-    cells = len(cell_sizes)
-    info["cells"] = cells
-    cell_members = membership[first].astype(np.float64)  # (K, U)
-    count_design = layout.count_design(membership[first], layout.count_values[first], n)
-
-    q = layout.cont_values.shape[1]
-    cont_units = layout.cont_units
-    has_cont = q > 0 and bool(cont_units)
-    if has_cont:
-        x = layout.cont_values
-        cell_sums = np.stack([np.bincount(cell_of, weights=x[:, j], minlength=cells) for j in range(q)], axis=1)
-        cell_means = cell_sums / cell_sizes[:, None]
-        mean_design = (cell_members[:, cont_units][:, :, None] * cell_means[:, None, :]).reshape(cells, -1)
-        centred = x - cell_means[cell_of]
-        # Atoms: disjoint combinations of the units that need continuous sums.
-        atom_first, atom_of, atom_sizes = _row_groups(membership[:, cont_units])
-        cell_atom = atom_of[first]  # each cell lies in one atom
-        factors: list[np.ndarray] = []
-        factor_atom: list[int] = []
-        for atom in range(len(atom_sizes)):
-            rows = centred[atom_of == atom]
-            # einsum, not BLAS: threaded OpenBLAS is pathologically slow (~0.5 s) on this tall-skinny
-            # shape when the cores are busy; einsum's own loop takes milliseconds.
-            scatter = np.einsum("ij,ik->jk", rows, rows, optimize=False)
-            eigenvalues, vectors = np.linalg.eigh(scatter)
-            keep = eigenvalues > max(float(eigenvalues.max(initial=0.0)), 0.0) * 1e-12
-            if keep.any():
-                factors.append(vectors[:, keep] * np.sqrt(eigenvalues[keep]))  # (q, r)
-                factor_atom += [atom] * int(keep.sum())
-        atom_units = membership[atom_first][:, cont_units].astype(np.float64)  # (A, Uc)
-        if factors:
-            stacked = np.concatenate(factors, axis=1)  # (q, R)
-            factor_atom_arr = np.array(factor_atom)
-            # noise for unit u = Σ_{atoms a in u} scale_a · z_a @ R_aᵀ  -> one (R, Uc·q) matrix
-            noise_design = (atom_units[factor_atom_arr][:, :, None] * stacked.T[:, None, :]).reshape(len(factor_atom), -1)
-        atom_cells = np.zeros((cells, len(atom_sizes)))
-        atom_cells[np.arange(cells), cell_atom] = 1.0
-
-    counts_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    probabilities = cell_sizes / n
-    width = max(cells, count_design.shape[1], mean_design.shape[1] if has_cont else 0)
-    rows_per_chunk = max(1, min(resamples, _CHUNK_CELLS // max(width, 1)))
-    drawn = 0
-    while drawn < resamples:
-        rows = min(rows_per_chunk, resamples - drawn)
-        drawn_counts = counts_rng.multinomial(n, probabilities, size=rows)
-        count = (drawn_counts.astype(count_design.dtype) @ count_design).astype(np.float64)
-        cell_counts = drawn_counts.astype(np.float64)
-        cont = None
-        if has_cont:
-            cont = cell_counts @ mean_design
-            if factors:
-                atom_counts = cell_counts @ atom_cells  # (rows, A)
-                scale = np.sqrt(atom_counts / atom_sizes)[:, factor_atom_arr]
-                z = noise_rng.standard_normal((rows, len(factor_atom))) * scale
-                cont = cont + z @ noise_design
-            cont = cont.reshape(rows, len(cont_units), q)
-        yield count, cont
-        drawn += rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -529,11 +389,11 @@ def _cells_chunks(layout: _Layout, resamples: int, seed: int, info: dict[str, in
 def _scores(scores: ModelScores, n: int, name: str) -> ModelScores:
     if not isinstance(scores, ModelScores):
         raise EngineError("invalid_parameter", f"{name} must be a ModelScores")
-    prob = _m._probabilities(scores.unsafe_prob, f"{name}.unsafe_prob")
-    decision = _m._bool_vector(scores.decision, f"{name}.decision")
+    prob = _in.probabilities(scores.unsafe_prob, f"{name}.unsafe_prob")
+    decision = _in.bool_vector(scores.decision, f"{name}.decision")
     pred = None
     if scores.predicted_class is not None:
-        pred = _m._class_vector(scores.predicted_class, f"{name}.predicted_class", allow_missing=False)
+        pred = _in.class_vector(scores.predicted_class, f"{name}.predicted_class", allow_missing=False)
     lengths = {len(prob), len(decision)} | ({len(pred)} if pred is not None else set())
     if lengths != {n}:
         raise EngineError("invalid_parameter", f"{name} arrays must all have length {n}")
@@ -554,8 +414,8 @@ def paired_bootstrap(
     resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    bins: int = _m.ECE_BINS,
-    min_subgroup_n: int = _m.MIN_SUBGROUP_N,
+    bins: int = _cal.ECE_BINS,
+    min_subgroup_n: int = _rb.MIN_SUBGROUP_N,
     method: str = "cells",
 ) -> BootstrapResult:
     """Paired bootstrap of candidate − baseline for ``metrics`` on each of ``groups``.
@@ -577,65 +437,84 @@ def paired_bootstrap(
         raise EngineError("invalid_parameter", f"level must be in (0, 1), got {level!r}")
     if type(min_subgroup_n) is not int or min_subgroup_n < 1:
         raise EngineError("invalid_parameter", f"min_subgroup_n must be an integer >= 1, got {min_subgroup_n!r}")
-    bins = _m._check_bins(bins)
-    y = _m._bool_vector(y_unsafe, "y_unsafe")
+    bins = _in.check_bins(bins)
+    y = _in.bool_vector(y_unsafe, "y_unsafe")
     n = len(y)
     base, cand = _scores(base, n, "base"), _scores(cand, n, "cand")
-    group_masks = {"overall": np.ones(n, dtype=bool)} if groups is None else {
-        str(name): _m._select(mask, n) for name, mask in groups.items()
-    }
+    group_masks = (
+        {"overall": np.ones(n, dtype=bool)}
+        if groups is None
+        else {str(name): _in.select(mask, n) for name, mask in groups.items()}
+    )
     if not group_masks:
         raise EngineError("invalid_parameter", "groups must name at least one group")
-    truth = _m._class_vector(true_class, "true_class", allow_missing=True) if true_class is not None else None
+    truth = _in.class_vector(true_class, "true_class", allow_missing=True) if true_class is not None else None
     if truth is not None and len(truth) != n:
         raise EngineError("invalid_parameter", f"true_class must have length {n}")
-    source = _m._source_vector(source_index, n) if source_index is not None else None
-    names = _m._subgroup_vector(subgroup, n) if subgroup is not None else None
+    source = _in.source_vector(source_index, n) if source_index is not None else None
+    names = _in.subgroup_vector(subgroup, n) if subgroup is not None else None
     has_classes = truth is not None and base.predicted_class is not None and cand.predicted_class is not None
 
+    given = {
+        catalog.Needs.NOTHING: True,
+        catalog.Needs.CLASSES: has_classes,
+        catalog.Needs.PERTURBATIONS: source is not None,
+        catalog.Needs.SUBGROUPS: names is not None,
+    }
+    available = {needs for needs, ok in given.items() if ok}
     if metrics is None:
-        wanted_list = list(BASE_METRICS)
-        if has_classes:
-            wanted_list.append("macro_f1")
-        if source is not None:
-            wanted_list += ["perturbation_accuracy", "consistency"]
-        if names is not None:
-            wanted_list += ["fnr_gap", "fpr_gap"]
+        wanted_list = [name for name in ALL_METRICS if _NEEDS[name] in available]
     else:
         wanted_list = list(dict.fromkeys(metrics))
     unknown = [name for name in wanted_list if name not in ALL_METRICS]
     if unknown:
         raise EngineError("invalid_parameter", f"unknown metric(s) {unknown} (expected some of {list(ALL_METRICS)})")
-    needs = {"macro_f1": has_classes, "perturbation_accuracy": source is not None, "consistency": source is not None,
-             "fnr_gap": names is not None, "fpr_gap": names is not None}
-    missing = [name for name in wanted_list if not needs.get(name, True)]
+    missing = [name for name in wanted_list if _NEEDS[name] not in available]
     if missing:
-        raise EngineError("invalid_parameter", f"metric(s) {missing} need true_class and predicted classes, "
-                                               "source_index or subgroup, which were not given")
+        raise EngineError(
+            "invalid_parameter",
+            f"metric(s) {missing} need true_class and predicted classes, "
+            "source_index or subgroup, which were not given",
+        )
     classes = 0
     if has_classes:
         assert truth is not None and base.predicted_class is not None and cand.predicted_class is not None
-        observed = max(int(truth.max(initial=-1)), int(base.predicted_class.max(initial=-1)),
-                       int(cand.predicted_class.max(initial=-1))) + 1
+        observed = (
+            max(
+                int(truth.max(initial=-1)),
+                int(base.predicted_class.max(initial=-1)),
+                int(cand.predicted_class.max(initial=-1)),
+            )
+            + 1
+        )
         classes = int(n_classes) if n_classes is not None else observed
         if classes < observed:
             raise EngineError("invalid_parameter", f"class indices must be below n_classes={classes}")
     wanted = set(wanted_list)
 
-    point_options = {"true_class": truth, "subgroup": names, "source": source, "bins": bins,
-                     "min_subgroup_n": min_subgroup_n, "n_classes": classes or None}
+    point_options = {
+        "true_class": truth,
+        "subgroup": names,
+        "source": source,
+        "bins": bins,
+        "min_subgroup_n": min_subgroup_n,
+        "n_classes": classes or None,
+    }
     points = {
         (group, metric): (
             _point(metric, y, base, mask, **point_options),  # type: ignore[arg-type]
             _point(metric, y, cand, mask, **point_options),  # type: ignore[arg-type]
         )
-        for group, mask in group_masks.items() for metric in wanted_list
+        for group, mask in group_masks.items()
+        for metric in wanted_list
     }
     info = {"cells": n}
     collected: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in points}
     if n:
         layout = _layout(y, base, cand, group_masks, wanted, truth, names, source, bins, min_subgroup_n, classes)
-        chunks = _index_chunks(layout, resamples, seed) if method == "index" else _cells_chunks(layout, resamples, seed, info)
+        chunks = (
+            index_chunks(layout, resamples, seed) if method == "index" else cells_chunks(layout, resamples, seed, info)
+        )
         for count, cont in chunks:
             totals = _Totals(layout, count, cont)
             for unit, group in enumerate(group_masks):
@@ -649,18 +528,43 @@ def paired_bootstrap(
     alpha = 1.0 - float(level)
     estimates: list[DeltaEstimate] = []
     for (group, metric), (baseline, candidate) in points.items():
-        sampler = "index" if method == "index" else (SAMPLER_GAUSSIAN if metric in CONTINUOUS_METRICS else SAMPLER_EXACT)
+        sampler = (
+            "index" if method == "index" else (SAMPLER_GAUSSIAN if metric in CONTINUOUS_METRICS else SAMPLER_EXACT)
+        )
         deltas = np.concatenate(collected[(group, metric)]) if collected[(group, metric)] else np.zeros(0)
-        fields_: dict[str, Any] = {"baseline": baseline, "candidate": candidate, "delta": None, "ci_low": None,
-                                   "ci_high": None, "resamples_used": int(deltas.size)}
+        fields_: dict[str, Any] = {
+            "baseline": baseline,
+            "candidate": candidate,
+            "delta": None,
+            "ci_low": None,
+            "ci_high": None,
+            "resamples_used": int(deltas.size),
+        }
         if baseline is not None and candidate is not None:
             fields_["delta"] = candidate - baseline
             if deltas.size:
                 low, high = np.quantile(deltas, [alpha / 2.0, 1.0 - alpha / 2.0])
                 fields_["ci_low"], fields_["ci_high"] = float(low), float(high)
-        estimates.append(DeltaEstimate(metric=metric, resamples=resamples, seed=seed, level=float(level),
-                                       group=group, sampler=sampler, **fields_))
+        estimates.append(
+            DeltaEstimate(
+                metric=metric,
+                resamples=resamples,
+                seed=seed,
+                level=float(level),
+                group=group,
+                sampler=sampler,
+                **fields_,
+            )
+        )
     return BootstrapResult(
-        estimates=tuple(estimates), resamples=resamples, seed=seed, level=float(level), method=method, bins=bins,
-        min_subgroup_n=min_subgroup_n, cells=info["cells"], groups=tuple(group_masks), metrics=tuple(wanted_list),
+        estimates=tuple(estimates),
+        resamples=resamples,
+        seed=seed,
+        level=float(level),
+        method=method,
+        bins=bins,
+        min_subgroup_n=min_subgroup_n,
+        cells=info["cells"],
+        groups=tuple(group_masks),
+        metrics=tuple(wanted_list),
     )

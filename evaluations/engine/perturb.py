@@ -39,10 +39,29 @@ _ATTEMPTS = 8
 _LEET: Mapping[str, str] = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7", "l": "1", "g": "9", "b": "8"}
 # Latin letters -> Cyrillic/Greek look-alikes (visually identical in most fonts).
 _HOMOGLYPHS: Mapping[str, str] = {
-    "a": "\u0430", "c": "\u0441", "e": "\u0435", "i": "\u0456", "j": "\u0458", "o": "\u043e", "p": "\u0440",
-    "s": "\u0455", "x": "\u0445", "y": "\u0443", "A": "\u0410", "B": "\u0412", "C": "\u0421", "E": "\u0415",
-    "H": "\u041d", "I": "\u0406", "K": "\u041a", "M": "\u041c", "O": "\u041e", "P": "\u0420", "T": "\u0422",
-    "X": "\u0425", "Y": "\u03a5",
+    "a": "\u0430",
+    "c": "\u0441",
+    "e": "\u0435",
+    "i": "\u0456",
+    "j": "\u0458",
+    "o": "\u043e",
+    "p": "\u0440",
+    "s": "\u0455",
+    "x": "\u0445",
+    "y": "\u0443",
+    "A": "\u0410",
+    "B": "\u0412",
+    "C": "\u0421",
+    "E": "\u0415",
+    "H": "\u041d",
+    "I": "\u0406",
+    "K": "\u041a",
+    "M": "\u041c",
+    "O": "\u041e",
+    "P": "\u0420",
+    "T": "\u0422",
+    "X": "\u0425",
+    "Y": "\u03a5",
 }
 
 
@@ -69,7 +88,7 @@ class Variant:
     text: str
 
 
-class Variants(tuple):  # type: ignore[type-arg]
+class Variants(tuple):
     """A tuple of Variant in (row, kind, slot) order, carrying the ``recipe`` that produced it."""
 
     recipe: PerturbationRecipe
@@ -198,7 +217,9 @@ def perturb(rows: Iterable[Any], kinds: Sequence[str], seed: int, per_example: i
     return Variants(variants, recipe)
 
 
-def variant_rows(rows: Iterable[ParsedRow], variants: Iterable[Variant], *, slice_name: str = "adversarial") -> tuple[ParsedRow, ...]:
+def variant_rows(
+    rows: Iterable[ParsedRow], variants: Iterable[Variant], *, slice_name: str = "adversarial"
+) -> tuple[ParsedRow, ...]:
     """The variants as suite rows: id = variant id, the source's label, subgroup and line, slice
     ``slice_name``, tags = source tags + ("perturbed", kind), source_id = the source's id."""
     by_id = {row.external_id: row for row in rows}
@@ -206,10 +227,19 @@ def variant_rows(rows: Iterable[ParsedRow], variants: Iterable[Variant], *, slic
     for variant in variants:
         source = by_id.get(variant.source_id)
         if source is None:
-            raise EngineError("invalid_parameter", f"variant {variant.variant_id!r} has no source row {variant.source_id!r}")
-        out.append(ParsedRow(
-            external_id=variant.variant_id, text=variant.text, label=source.label, slice=slice_name,
-            tags=tuple(dict.fromkeys((*source.tags, "perturbed", variant.kind))), subgroup=source.subgroup,
-            source_id=source.external_id, line=source.line,
-        ))
+            raise EngineError(
+                "invalid_parameter", f"variant {variant.variant_id!r} has no source row {variant.source_id!r}"
+            )
+        out.append(
+            ParsedRow(
+                external_id=variant.variant_id,
+                text=variant.text,
+                label=source.label,
+                slice=slice_name,
+                tags=tuple(dict.fromkeys((*source.tags, "perturbed", variant.kind))),
+                subgroup=source.subgroup,
+                source_id=source.external_id,
+                line=source.line,
+            )
+        )
     return tuple(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compression.engine.common import peak_rss_bytes
 from compression.engine.errors import EngineError
-from compression.engine.loading import count_parameters, load_classifier
+from compression.engine.loading import load_classifier
 from compression.engine.manifest import dir_size
-from compression.engine.quantize import peak_rss_bytes
+from compression.engine.parameters import count_parameters
 
 __all__ = ["PredictionConfig", "Predictions", "predict"]
 
@@ -38,15 +38,21 @@ class PredictionConfig:
             (type(self.batch_size) is int and self.batch_size >= 1, "batch_size", "an integer >= 1"),
             (type(self.max_length) is int and self.max_length >= 2, "max_length", "an integer >= 2"),
             (isinstance(self.device, str) and bool(self.device), "device", "a device name such as 'cpu'"),
-            (self.threads is None or (type(self.threads) is int and self.threads >= 1), "threads", "None or an integer >= 1"),
             (
-                bool(self.unsafe_labels) and all(isinstance(name, str) for name in self.unsafe_labels)
+                self.threads is None or (type(self.threads) is int and self.threads >= 1),
+                "threads",
+                "None or an integer >= 1",
+            ),
+            (
+                bool(self.unsafe_labels)
+                and all(isinstance(name, str) for name in self.unsafe_labels)
                 and len(set(self.unsafe_labels)) == len(self.unsafe_labels),
                 "unsafe_labels",
                 "a non-empty tuple of distinct label names",
             ),
             (
-                isinstance(self.decision_threshold, (int, float)) and not isinstance(self.decision_threshold, bool)
+                isinstance(self.decision_threshold, (int, float))
+                and not isinstance(self.decision_threshold, bool)
                 and 0.0 <= float(self.decision_threshold) <= 1.0,
                 "decision_threshold",
                 "a number in [0, 1]",

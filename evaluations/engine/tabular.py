@@ -22,9 +22,9 @@ Values
 
 Limits (the same for CSV and JSONL, checked on every stored field)
     id and source_id: at most ``MAX_ID_CHARS`` characters; text, and a row's tags together:
-    ``MAX_TEXT_CHARS``; label: ``MAX_LABEL_CHARS``; subgroup: ``MAX_SUBGROUP_CHARS``. A NUL character (U+0000) or an unpaired
-    surrogate (JSONL "\\ud800") in a stored field is refused, since PostgreSQL cannot store either; a raw
-    NUL byte anywhere in the file is refused too.
+    ``MAX_TEXT_CHARS``; label: ``MAX_LABEL_CHARS``; subgroup: ``MAX_SUBGROUP_CHARS``. A NUL character
+    (U+0000) or an unpaired surrogate (JSONL "\\ud800") in a stored field is refused, since PostgreSQL
+    cannot store either; a raw NUL byte anywhere in the file is refused too.
 
 Line numbers are physical lines (CSV: header = line 1, a record spanning several lines is reported at
 its first line). A file that is not UTF-8 is reported by byte offset and line of each invalid sequence.
@@ -62,8 +62,8 @@ SLICES: tuple[str, ...] = ("routine", "edge", "adversarial")
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_ERRORS_LISTED = 50
 # Field limits, in characters, for both formats; the Example model's column sizes use the same constants.
-MAX_ID_CHARS = 200          # id and source_id
-MAX_TEXT_CHARS = 131_072    # text (and a row's tags together); 128 Ki characters
+MAX_ID_CHARS = 200  # id and source_id
+MAX_TEXT_CHARS = 131_072  # text (and a row's tags together); 128 Ki characters
 MAX_LABEL_CHARS = 64
 MAX_SUBGROUP_CHARS = 200
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -100,14 +100,25 @@ class ColumnMapping:
     def from_dict(cls, mapping: Mapping[str, str | None]) -> ColumnMapping:
         """Build from {field: column}; unknown fields or non-string column names raise SuiteFileError."""
         known = {f.name for f in fields(cls)}
-        problems = [f"column mapping: unknown field {key!r} (expected some of {sorted(known)})"
-                    for key in mapping if key not in known]
+        problems = [
+            f"column mapping: unknown field {key!r} (expected some of {sorted(known)})"
+            for key in mapping
+            if key not in known
+        ]
         for key, value in mapping.items():
-            if key in known and not (isinstance(value, str) and value.strip()) and not (value is None and key in _OPTIONAL):
+            if (
+                key in known
+                and not (isinstance(value, str) and value.strip())
+                and not (value is None and key in _OPTIONAL)
+            ):
                 problems.append(f"column mapping: field {key!r} needs a column name, got {value!r}")
         if problems:
             raise SuiteFileError(problems)
-        return cls(**{key: (value.strip() if isinstance(value, str) else value) for key, value in mapping.items()})
+        # Checked above: every required field maps to a non-empty string, an optional one may be None.
+        cleaned: dict[str, Any] = {
+            key: (value.strip() if isinstance(value, str) else value) for key, value in mapping.items()
+        }
+        return cls(**cleaned)
 
     def explicit(self, name: str) -> bool:
         """True when optional field ``name`` is mapped to a column other than its own name."""
@@ -238,7 +249,9 @@ def _csv_records(text: str, errors: list[str]) -> tuple[int, list[str] | None, l
     return header_line, header, records
 
 
-def _csv_table(text: str, mapping: ColumnMapping, errors: list[str]) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+def _csv_table(
+    text: str, mapping: ColumnMapping, errors: list[str]
+) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
     """({column name: index}, [(line, cells)] of the records with as many cells as the header)."""
     header_line, header, records = _csv_records(text, errors)
     if header is None:
@@ -252,7 +265,9 @@ def _csv_table(text: str, mapping: ColumnMapping, errors: list[str]) -> tuple[di
     missing = [getattr(mapping, f) for f in _REQUIRED if getattr(mapping, f) not in seen]
     missing += [getattr(mapping, f) for f in _OPTIONAL if mapping.explicit(f) and getattr(mapping, f) not in seen]
     if missing:
-        errors.append(f"line {header_line}: missing column(s) {', '.join(repr(m) for m in missing)} (header has {names})")
+        errors.append(
+            f"line {header_line}: missing column(s) {', '.join(repr(m) for m in missing)} (header has {names})"
+        )
     if missing or len(seen) != len(names):
         return {}, []
     width = len(names)
@@ -332,6 +347,7 @@ def parse_suite_file(
     nul = text.find("\x00")
     # NUL or a lone surrogate can only come from a raw NUL byte or (JSONL) a \\u escape: check fields then only.
     check_chars = nul >= 0 or (fmt == "jsonl" and "\\u" in text)
+    raw_rows: list[tuple[int, list[str]]] | list[tuple[int, dict[str, Any]]]
     if fmt == "csv":
         index, raw_rows = _csv_table(text, columns, errors)
     else:
@@ -340,10 +356,28 @@ def parse_suite_file(
     first_line: dict[str, int] = {}
     tag_cache: dict[str, tuple[str, ...]] = {}
     i_id, i_text, i_label, i_slice, i_subgroup, i_source, i_tags = (
-        index.get(column) for column in (columns.id, columns.text, columns.label, columns.slice, columns.subgroup,
-                                         columns.source_id, columns.tags))
-    wanted = [(name, getattr(columns, name), name in ("id", "label", "source_id"))
-              for name in ("id", "text", "label", "slice", "subgroup", "source_id")]
+        None if column is None else index.get(column)
+        for column in (
+            columns.id,
+            columns.text,
+            columns.label,
+            columns.slice,
+            columns.subgroup,
+            columns.source_id,
+            columns.tags,
+        )
+    )
+    wanted = [
+        (name, getattr(columns, name), name in ("id", "label", "source_id"))
+        for name in ("id", "text", "label", "slice", "subgroup", "source_id")
+    ]
+    external_id: str | None
+    text_value: str | None
+    label: str | None
+    slice_value: str | None
+    subgroup: str | None
+    source_id: str | None
+    record: Any  # CSV: the cells (list[str], by column index); JSONL: the object (dict[str, Any])
     for line, record in raw_rows:
         where = f"line {line}"
         if fmt == "csv":  # a list of strings, read by column index (the hot path of a large file)
@@ -354,7 +388,8 @@ def parse_suite_file(
         else:
             external_id, text_value, label, slice_value, subgroup, source_id = (
                 None if column is None else _as_text(record.get(column), name, where, errors, allow_int=allow_int)
-                for name, column, allow_int in wanted)
+                for name, column, allow_int in wanted
+            )
         if fmt == "csv":
             tags_raw = None if i_tags is None else record[i_tags]
         else:
@@ -366,20 +401,43 @@ def parse_suite_file(
             if type(tags_raw) is str and not tags_raw.lstrip().startswith("["):
                 tag_cache[tags_raw] = tags
 
-        refused = (check_chars or (external_id and len(external_id) > MAX_ID_CHARS)
-                   or (text_value and len(text_value) > MAX_TEXT_CHARS) or (label and len(label) > MAX_LABEL_CHARS)
-                   or (slice_value and len(slice_value) > MAX_LABEL_CHARS)
-                   or (subgroup and len(subgroup) > MAX_SUBGROUP_CHARS)
-                   or (source_id and len(source_id) > MAX_ID_CHARS)) and _refuse_unstorable(
-            where, columns, errors, check_chars, (
-                ("id", external_id, MAX_ID_CHARS), ("text", text_value, MAX_TEXT_CHARS),
-                ("label", label, MAX_LABEL_CHARS), ("slice", slice_value, MAX_LABEL_CHARS),
-                ("subgroup", subgroup, MAX_SUBGROUP_CHARS), ("source_id", source_id, MAX_ID_CHARS)))
+        refused = (
+            check_chars
+            or (external_id and len(external_id) > MAX_ID_CHARS)
+            or (text_value and len(text_value) > MAX_TEXT_CHARS)
+            or (label and len(label) > MAX_LABEL_CHARS)
+            or (slice_value and len(slice_value) > MAX_LABEL_CHARS)
+            or (subgroup and len(subgroup) > MAX_SUBGROUP_CHARS)
+            or (source_id and len(source_id) > MAX_ID_CHARS)
+        ) and _refuse_unstorable(
+            where,
+            columns,
+            errors,
+            check_chars,
+            (
+                ("id", external_id, MAX_ID_CHARS),
+                ("text", text_value, MAX_TEXT_CHARS),
+                ("label", label, MAX_LABEL_CHARS),
+                ("slice", slice_value, MAX_LABEL_CHARS),
+                ("subgroup", subgroup, MAX_SUBGROUP_CHARS),
+                ("source_id", source_id, MAX_ID_CHARS),
+            ),
+        )
         if tags and (sum(map(len, tags)) > MAX_TEXT_CHARS or (check_chars and _UNSTORABLE.search("".join(tags)))):
             _refuse_unstorable(where, columns, errors, check_chars, (("tags", "|".join(tags), MAX_TEXT_CHARS),))
         if refused:  # the other checks would only repeat (or echo) the refused value
-            rows.append(ParsedRow(external_id="", text="", label="", slice=default_slice, tags=(), subgroup="",
-                                  source_id="", line=line))
+            rows.append(
+                ParsedRow(
+                    external_id="",
+                    text="",
+                    label="",
+                    slice=default_slice,
+                    tags=(),
+                    subgroup="",
+                    source_id="",
+                    line=line,
+                )
+            )
             continue
 
         external_id = (external_id or "").strip()
@@ -400,10 +458,18 @@ def parse_suite_file(
         slice_value = (slice_value or "").strip() or default_slice
         if slice_value not in SLICES:
             errors.append(f"{where}: unknown slice {slice_value!r} (expected one of {list(SLICES)})")
-        rows.append(ParsedRow(
-            external_id=external_id, text=text_value, label=label, slice=slice_value, tags=tags,
-            subgroup=(subgroup or "").strip(), source_id=(source_id or "").strip(), line=line,
-        ))
+        rows.append(
+            ParsedRow(
+                external_id=external_id,
+                text=text_value,
+                label=label,
+                slice=slice_value,
+                tags=tags,
+                subgroup=(subgroup or "").strip(),
+                source_id=(source_id or "").strip(),
+                line=line,
+            )
+        )
     if require_known_sources:
         for row in rows:
             if not row.source_id:
@@ -422,8 +488,9 @@ def parse_suite_file(
     return ParsedSuite(rows=tuple(rows), format=fmt)
 
 
-def _refuse_unstorable(where: str, columns: ColumnMapping, errors: list[str], check_chars: bool,
-                       values: tuple[tuple[str, Any, int], ...]) -> bool:
+def _refuse_unstorable(
+    where: str, columns: ColumnMapping, errors: list[str], check_chars: bool, values: tuple[tuple[str, Any, int], ...]
+) -> bool:
     """Report each value over its limit, or holding NUL / an unpaired surrogate; True when any was."""
     refused = False
     for name, value, limit in values:
@@ -434,7 +501,11 @@ def _refuse_unstorable(where: str, columns: ColumnMapping, errors: list[str], ch
             errors.append(f"{where}: {what} has {len(value):,} characters, over the limit of {limit:,}")
             refused = True
         elif check_chars and (bad := _UNSTORABLE.search(value)):
-            kind = "a NUL character (U+0000)" if bad.group() == "\x00" else f"an unpaired surrogate (U+{ord(bad.group()):04X})"
+            kind = (
+                "a NUL character (U+0000)"
+                if bad.group() == "\x00"
+                else f"an unpaired surrogate (U+{ord(bad.group()):04X})"
+            )
             errors.append(f"{where}: {what} contains {kind} at character {bad.start() + 1}, which cannot be stored")
             refused = True
     return refused

@@ -12,14 +12,19 @@ def suite_compression_data(*, suite_version_id: int, labels: list[str], unsafe_l
 
     version = SuiteVersion.objects.filter(pk=suite_version_id).first()
     if version is None:
-        raise ValidationFailed("Unknown suite version.", details={"data_suite_version": [f"No version {suite_version_id}."]})
+        raise ValidationFailed(
+            "Unknown suite version.", details={"data_suite_version": [f"No version {suite_version_id}."]}
+        )
     index = {label: i for i, label in enumerate(labels)}
     unsafe_class = index[unsafe_labels[0]]
     safe_class = next(i for i, label in enumerate(labels) if label not in unsafe_labels)
-    routine, stress, heldout = [], [], []
+    routine: list[tuple[str, int]] = []
+    stress: list[tuple[str, int]] = []
+    heldout: list[tuple[str, int]] = []
     adversarial_seen = 0
     for text, label, is_unsafe, slice_ in version.examples.order_by("position").values_list(
-            "text", "label", "is_unsafe", "slice"):
+        "text", "label", "is_unsafe", "slice"
+    ):
         row = (text, index.get(label, unsafe_class if is_unsafe else safe_class))
         if slice_ == "routine":
             routine.append(row)
@@ -28,7 +33,12 @@ def suite_compression_data(*, suite_version_id: int, labels: list[str], unsafe_l
             adversarial_seen += 1
         else:
             stress.append(row)
-    data = CompressionData(train=tuple(routine), calibration=tuple(routine), stress=tuple(stress),
-                           heldout_adversarial=tuple(heldout))
-    return data, {"suite_version": version.pk, "suite_digest": version.digest, "data_digest": data.digest(),
-                  "counts": data.counts()}
+    data = CompressionData(
+        train=tuple(routine), calibration=tuple(routine), stress=tuple(stress), heldout_adversarial=tuple(heldout)
+    )
+    return data, {
+        "suite_version": version.pk,
+        "suite_digest": version.digest,
+        "data_digest": data.digest(),
+        "counts": data.counts(),
+    }

@@ -24,10 +24,12 @@ from django.utils import timezone
 
 from compression.engine.errors import EngineError
 from compression.models import ModelArtifact, RunStatus
+from compression.selectors import jobs_orphaned
 from compression.services.artifacts import artifact_path
-from compression.services.jobs import job_fail, jobs_orphaned
+from compression.services.jobs import job_fail
 from compression.services.provenance import torch_settings
 from evaluations.engine.metrics import metrics_by_group, runtime_summary
+from evaluations.error_codes import EvaluationsErrorCode
 from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
 from ledger.canonical import digest
 from ledger.services import ledger_append
@@ -42,21 +44,27 @@ RUN_FINISHED_TASK = "evaluation.finished"
 
 def evaluation_config(*, unsafe_labels: list[str], **overrides) -> dict:
     device, threads = torch_settings()
-    return {**DEFAULT_CONFIG, "device": device, "threads": threads, "unsafe_labels": sorted(unsafe_labels),
-            **overrides}
+    return {**DEFAULT_CONFIG, "device": device, "threads": threads, "unsafe_labels": sorted(unsafe_labels), **overrides}
 
 
-def evaluation_run_request(*, actor, artifact: ModelArtifact, suite_version: SuiteVersion, config: dict) -> EvaluationRun:
+def evaluation_run_request(
+    *, actor, artifact: ModelArtifact, suite_version: SuiteVersion, config: dict
+) -> EvaluationRun:
     """The evaluation of this artifact on this suite with this config: reused if it exists."""
     config_digest = digest(config)
     with transaction.atomic():
         run, created = EvaluationRun.objects.get_or_create(
-            artifact=artifact, suite_version=suite_version, config_digest=config_digest,
+            artifact=artifact,
+            suite_version=suite_version,
+            config_digest=config_digest,
             defaults={"config": config, "requested_by": actor},
         )
         if created:
             ledger_append(
-                actor=actor, action="evaluation.requested", object_type=OBJECT_TYPE, object_id=run.pk,
+                actor=actor,
+                action="evaluation.requested",
+                object_type=OBJECT_TYPE,
+                object_id=run.pk,
                 payload={"artifact": artifact.digest, "suite_version": suite_version.digest, "config": config},
             )
     return run
@@ -87,8 +95,13 @@ def evaluation_run_start(*, run_id: int) -> EvaluationRun:
         run.status, run.started_at, run.heartbeat_at, run.attempts = RunStatus.RUNNING, now, now, run.attempts + 1
         run.progress_stage, run.progress_percent = "queued chunks", 1
         run.save()
-        ledger_append(actor=None, action="run.started", object_type=OBJECT_TYPE, object_id=run.pk,
-                      payload={"chunks": run.chunks_total, "chunk_size": size, "examples": count})
+        ledger_append(
+            actor=None,
+            action="run.started",
+            object_type=OBJECT_TYPE,
+            object_id=run.pk,
+            payload={"chunks": run.chunks_total, "chunk_size": size, "examples": count},
+        )
         transaction.on_commit(lambda: _enqueue_chunks(run.pk, range(run.chunks_total)))
     return run
 
@@ -112,10 +125,14 @@ def evaluation_chunk_execute(*, run_id: int, chunk: int) -> None:
     except EngineError as exc:
         _fail(run_id, code=exc.code, reason=exc.message)
     except SoftTimeLimitExceeded:
-        _fail(run_id, code="time_limit", reason=f"Chunk {chunk} exceeded its time limit.")
+        _fail(run_id, code=EvaluationsErrorCode.TIME_LIMIT, reason=f"Chunk {chunk} exceeded its time limit.")
     except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
         logger.exception("evaluation run %s chunk %s failed", run_id, chunk)
-        _fail(run_id, code="internal_error", reason=f"Unexpected error in chunk {chunk}: {type(exc).__name__}: {exc}")
+        _fail(
+            run_id,
+            code=EvaluationsErrorCode.INTERNAL_ERROR,
+            reason=f"Unexpected error in chunk {chunk}: {type(exc).__name__}: {exc}",
+        )
 
 
 def _fail(run_id: int, *, code: str, reason: str) -> None:
@@ -141,32 +158,54 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
     from evaluations.engine.predict import PredictionConfig, predict  # torch: imported only by workers
 
     lo, hi = chunk * run.chunk_size, (chunk + 1) * run.chunk_size
-    examples = list(Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
-                    .order_by("position").values_list("pk", "text"))
-    done = set(Prediction.objects.filter(run=run, example_id__in=[e[0] for e in examples])
-               .values_list("example_id", flat=True))
+    examples = list(
+        Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
+        .order_by("position")
+        .values_list("pk", "text")
+    )
+    done = set(
+        Prediction.objects.filter(run=run, example_id__in=[e[0] for e in examples]).values_list("example_id", flat=True)
+    )
     todo = [e for e in examples if e[0] not in done]
     if not todo:
         return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
     cfg = run.config
     result = predict(
-        artifact_path(run.artifact), [e[1] for e in todo],
-        PredictionConfig(batch_size=cfg["batch_size"], max_length=cfg["max_length"], device=cfg["device"],
-                         threads=cfg["threads"], unsafe_labels=tuple(cfg["unsafe_labels"]),
-                         decision_threshold=cfg["decision_threshold"]),
+        artifact_path(run.artifact),
+        [e[1] for e in todo],
+        PredictionConfig(
+            batch_size=cfg["batch_size"],
+            max_length=cfg["max_length"],
+            device=cfg["device"],
+            threads=cfg["threads"],
+            unsafe_labels=tuple(cfg["unsafe_labels"]),
+            decision_threshold=cfg["decision_threshold"],
+        ),
     )
     labels = list(result.labels)
     Prediction.objects.bulk_create(
-        [Prediction(run_id=run.pk, example_id=e[0], unsafe_prob=float(result.unsafe_prob[i]),
-                    probs=[round(float(p), 6) for p in result.probs[i]],
-                    predicted_label=labels[int(result.predicted_label_index[i])],
-                    decision_unsafe=bool(result.decision[i]))
-         for i, e in enumerate(todo)],
-        batch_size=2000, ignore_conflicts=True,
+        [
+            Prediction(
+                run_id=run.pk,
+                example_id=e[0],
+                unsafe_prob=float(result.unsafe_prob[i]),
+                probs=[round(float(p), 6) for p in result.probs[i]],
+                predicted_label=labels[int(result.predicted_label_index[i])],
+                decision_unsafe=bool(result.decision[i]),
+            )
+            for i, e in enumerate(todo)
+        ],
+        batch_size=2000,
+        ignore_conflicts=True,
     )
-    return {"latencies": list(result.batch_latencies_s), "sizes": list(result.batch_sizes),
-            "load_seconds": result.load_seconds, "peak_rss_bytes": result.peak_rss_bytes,
-            "parameter_count": result.parameter_count, "size_bytes": result.size_bytes}
+    return {
+        "latencies": list(result.batch_latencies_s),
+        "sizes": list(result.batch_sizes),
+        "load_seconds": result.load_seconds,
+        "peak_rss_bytes": result.peak_rss_bytes,
+        "parameter_count": result.parameter_count,
+        "size_bytes": result.size_bytes,
+    }
 
 
 def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
@@ -179,8 +218,7 @@ def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
         run.heartbeat_at = timezone.now()
         run.progress_stage = f"{len(run.chunks_done)} of {run.chunks_total} chunks"
         run.progress_percent = min(99, round(100 * len(run.chunks_done) / run.chunks_total))
-        run.save(update_fields=["chunks_done", "chunk_timings", "heartbeat_at", "progress_stage",
-                                "progress_percent"])
+        run.save(update_fields=["chunks_done", "chunk_timings", "heartbeat_at", "progress_stage", "progress_percent"])
         if len(run.chunks_done) == run.chunks_total:
             _finish(run)
             transaction.on_commit(lambda: _announce_finished(run_id), robust=True)
@@ -188,8 +226,11 @@ def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
 
 def example_arrays(suite_version: SuiteVersion, labels: list[str]) -> dict[str, np.ndarray]:
     """Per-example arrays in position order: truth, slice, subgroup, model class of the label, source."""
-    rows = list(Example.objects.filter(suite_version=suite_version).order_by("position")
-                .values_list("pk", "position", "is_unsafe", "slice", "subgroup", "label", "source__position"))
+    rows = list(
+        Example.objects.filter(suite_version=suite_version)
+        .order_by("position")
+        .values_list("pk", "position", "is_unsafe", "slice", "subgroup", "label", "source__position")
+    )
     index = {label: i for i, label in enumerate(labels)}
     return {
         "example_id": np.array([r[0] for r in rows], dtype=np.int64),
@@ -205,15 +246,21 @@ def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.nda
     """The run's unsafe probability, decision and predicted class per example, in the given order."""
     labels = run.artifact.labels
     index = {label: i for i, label in enumerate(labels)}
-    by_example = {e: (p, d, c) for e, p, d, c in Prediction.objects.filter(run=run).values_list(
-        "example_id", "unsafe_prob", "decision_unsafe", "predicted_label")}
+    by_example = {
+        e: (p, d, c)
+        for e, p, d, c in Prediction.objects.filter(run=run).values_list(
+            "example_id", "unsafe_prob", "decision_unsafe", "predicted_label"
+        )
+    }
     missing = [int(e) for e in example_ids if int(e) not in by_example]
     if missing:
         raise EngineError("invalid_input", f"{len(missing)} example(s) have no prediction in evaluation {run.pk}")
     rows = [by_example[int(e)] for e in example_ids]
-    return {"unsafe_prob": np.array([r[0] for r in rows], dtype=np.float64),
-            "decision": np.array([r[1] for r in rows], dtype=bool),
-            "predicted_class": np.array([index.get(r[2], 0) for r in rows], dtype=np.int64)}
+    return {
+        "unsafe_prob": np.array([r[0] for r in rows], dtype=np.float64),
+        "decision": np.array([r[1] for r in rows], dtype=bool),
+        "predicted_class": np.array([index.get(r[2], 0) for r in rows], dtype=np.int64),
+    }
 
 
 def _finish(run: EvaluationRun) -> None:
@@ -222,30 +269,46 @@ def _finish(run: EvaluationRun) -> None:
     a = example_arrays(run.suite_version, labels)
     out = run_outputs(run, a["example_id"])
     metrics = metrics_by_group(
-        a["y"], out["decision"], out["unsafe_prob"], group_masks(a["slice"], a["subgroup"]),
-        true_class=a["true_class"], predicted_class=out["predicted_class"], n_classes=len(labels),
-        source_index=a["source_index"] if (a["source_index"] >= 0).any() else None, subgroup=a["subgroup"],
-        min_subgroup_n=MIN_SUBGROUP_N, bins=run.config.get("ece_bins", 15),
+        a["y"],
+        out["decision"],
+        out["unsafe_prob"],
+        group_masks(a["slice"], a["subgroup"]),
+        true_class=a["true_class"],
+        predicted_class=out["predicted_class"],
+        n_classes=len(labels),
+        source_index=a["source_index"] if (a["source_index"] >= 0).any() else None,
+        subgroup=a["subgroup"],
+        min_subgroup_n=MIN_SUBGROUP_N,
+        bins=run.config.get("ece_bins", 15),
     )
     timings = list(run.chunk_timings.values())
     latencies = [x for t in timings for x in t["latencies"]]
     sizes = [x for t in timings for x in t["sizes"]]
     runtime = runtime_summary(latencies, sizes)
-    runtime.update({
-        "chunks": run.chunks_total, "load_seconds": sum(t["load_seconds"] for t in timings),
-        "peak_rss_bytes": max((t["peak_rss_bytes"] for t in timings), default=0),
-        "parameter_count": next((t["parameter_count"] for t in timings if "parameter_count" in t), None),
-        "size_bytes": next((t["size_bytes"] for t in timings if "size_bytes" in t), run.artifact.size_bytes),
-    })
+    runtime.update(
+        {
+            "chunks": run.chunks_total,
+            "load_seconds": sum(t["load_seconds"] for t in timings),
+            "peak_rss_bytes": max((t["peak_rss_bytes"] for t in timings), default=0),
+            "parameter_count": next((t["parameter_count"] for t in timings if "parameter_count" in t), None),
+            "size_bytes": next((t["size_bytes"] for t in timings if "size_bytes" in t), run.artifact.size_bytes),
+        }
+    )
     now = timezone.now()
     run.metrics, run.runtime = metrics, runtime
     run.status, run.progress_stage, run.progress_percent = RunStatus.SUCCEEDED, "done", 100
     run.finished_at = now
+    assert run.started_at is not None  # set by evaluation_run_start, before any chunk exists
     run.wall_seconds = (now - run.started_at).total_seconds()
     run.save()
     overall = {k: v for k, v in metrics["overall"].items() if k not in ("reliability", "subgroups")}
-    ledger_append(actor=None, action="evaluation.succeeded", object_type=OBJECT_TYPE, object_id=run.pk,
-                  payload={"metrics_digest": digest(metrics), "overall": overall, "examples": len(a["y"])})
+    ledger_append(
+        actor=None,
+        action="evaluation.succeeded",
+        object_type=OBJECT_TYPE,
+        object_id=run.pk,
+        payload={"metrics_digest": digest(metrics), "overall": overall, "examples": len(a["y"])},
+    )
 
 
 def evaluation_runs_requeue_orphaned() -> list[int]:
@@ -264,7 +327,9 @@ def evaluation_runs_requeue_orphaned() -> list[int]:
     cutoff = timezone.now() - dt.timedelta(seconds=settings.SAFESHRINK["RUN_LEASE_SECONDS"])
     unstarted = EvaluationRun.objects.filter(
         Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff),
-        status=RunStatus.QUEUED, chunks_total=0, created_at__lt=cutoff,
+        status=RunStatus.QUEUED,
+        chunks_total=0,
+        created_at__lt=cutoff,
     )
     for run_id in unstarted.values_list("pk", flat=True):
         if EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=timezone.now()):

@@ -12,12 +12,16 @@ from accounts.api.permissions import HasRole
 from accounts.errors import NotFound, ValidationFailed
 from accounts.models import Role
 from exports.models import Export
-from governance.selectors import releases_visible_to
-from governance.services.access import access_read, access_refusal_record
+from exports.selectors import export_release_id, exports_visible_to
 from exports.services.exports import (
-    export_open, export_request, export_verify, exports_visible_to, regulator_grant,
+    export_open,
+    export_request,
+    export_verify,
+    regulator_grant,
     regulator_grant_revoke,
 )
+from governance.selectors import releases_visible_to
+from governance.services.access import access_read, access_refusal_record
 
 READERS = (Role.OFFICER, Role.REGULATOR)
 
@@ -27,8 +31,21 @@ class ExportOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Export
-        fields = ("id", "release", "status", "progress", "bundle_digest", "pdf_sha256", "bundle_sha256", "pdf_bytes",
-                  "checkpoint", "failure_code", "failure_reason", "created_at", "finished_at")
+        fields = (
+            "id",
+            "release",
+            "status",
+            "progress",
+            "bundle_digest",
+            "pdf_sha256",
+            "bundle_sha256",
+            "pdf_bytes",
+            "checkpoint",
+            "failure_code",
+            "failure_reason",
+            "created_at",
+            "finished_at",
+        )
 
     def get_progress(self, export: Export) -> dict:
         return {"stage": export.progress_stage, "percent": export.progress_percent}
@@ -44,8 +61,13 @@ class ReleaseExports(generics.ListAPIView):
 
     def get_queryset(self):
         pk = self.kwargs["pk"]
-        access_read(actor=self.request.user, request=self.request, what=f"exports of release {pk}", object_id=pk,
-                    read=lambda: generics.get_object_or_404(releases_visible_to(self.request.user), pk=pk))
+        access_read(
+            actor=self.request.user,
+            request=self.request,
+            what=f"exports of release {pk}",
+            object_id=pk,
+            read=lambda: generics.get_object_or_404(releases_visible_to(self.request.user), pk=pk),
+        )
         return exports_visible_to(self.request.user).filter(release_id=pk)
 
     @extend_schema(request=None, responses={202: ExportOutput})
@@ -66,8 +88,14 @@ class ExportDetail(generics.RetrieveAPIView):
     def get_object(self):
         # Recorded after the lookup: a refused read (404) is access.denied, only a successful one access.viewed.
         pk = self.kwargs["pk"]
-        return access_read(actor=self.request.user, request=self.request, what=f"export {pk}", object_id=pk,
-                           read=super().get_object, release_id=lambda: _release_of(pk))
+        return access_read(
+            actor=self.request.user,
+            request=self.request,
+            what=f"export {pk}",
+            object_id=pk,
+            read=super().get_object,
+            release_id=lambda: export_release_id(pk),
+        )
 
 
 class ExportDownload(APIView):
@@ -76,8 +104,15 @@ class ExportDownload(APIView):
 
     @extend_schema(
         operation_id="exports_download",
-        parameters=[OpenApiParameter("part", str, OpenApiParameter.PATH, enum=["dossier", "bundle"],
-                                     description="dossier: the signed PDF; bundle: the signed evidence bundle (JSON).")],
+        parameters=[
+            OpenApiParameter(
+                "part",
+                str,
+                OpenApiParameter.PATH,
+                enum=["dossier", "bundle"],
+                description="dossier: the signed PDF; bundle: the signed evidence bundle (JSON).",
+            )
+        ],
         responses={(200, "application/pdf"): OpenApiTypes.BINARY, (200, "application/json"): OpenApiTypes.OBJECT},
     )
     def get(self, request, pk: int, part: str):
@@ -85,17 +120,14 @@ class ExportDownload(APIView):
             # export_open records a successful download as access.downloaded.
             path, name = export_open(actor=request.user, export_id=pk, part=part)
         except NotFound:
-            access_refusal_record(actor=request.user, request=request, release_id=_release_of(pk),
-                                  what=f"export {pk} {part}")
+            access_refusal_record(
+                actor=request.user, request=request, release_id=export_release_id(pk), what=f"export {pk} {part}"
+            )
             raise
         content_type = "application/pdf" if name.endswith(".pdf") else "application/json"
-        return FileResponse(path.open("rb"), as_attachment=True, filename=f"release-export-{pk}-{name}",
-                            content_type=content_type)
-
-
-def _release_of(export_id) -> int | None:
-    """The release behind an export id (None if there is no such export), to name why a read was refused."""
-    return Export.objects.filter(pk=export_id).values_list("release_id", flat=True).first()
+        return FileResponse(
+            path.open("rb"), as_attachment=True, filename=f"release-export-{pk}-{name}", content_type=content_type
+        )
 
 
 class VerifyInput(serializers.Serializer):
@@ -136,10 +168,13 @@ class ReleaseGrant(APIView):
         data = GrantInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        grant = regulator_grant(actor=request.user, regulator_id=v["regulator"], release_id=pk, days=v["days"],
-                                reason=v["reason"])
-        return Response({"id": grant.pk, "regulator": grant.regulator_id, "release": pk,
-                         "valid_until": grant.valid_until}, status=status.HTTP_201_CREATED)
+        grant = regulator_grant(
+            actor=request.user, regulator_id=v["regulator"], release_id=pk, days=v["days"], reason=v["reason"]
+        )
+        return Response(
+            {"id": grant.pk, "regulator": grant.regulator_id, "release": pk, "valid_until": grant.valid_until},
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class GrantRevoke(APIView):

@@ -17,14 +17,14 @@ from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFail
 from accounts.models import Role, User
 from compression.models import RunStatus
 from compression.services.jobs import JobCancelled, job_claim, job_fail, job_progress
+from exports import dossier
+from exports.error_codes import ExportsErrorCode
 from exports.models import Export
+from exports.selectors import bundle_build, exports_visible_to, last_release_event_seq
 from governance.models import RegulatorGrant
 from governance.selectors import releases_visible_to
-from ledger.canonical import digest
 from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal
 from ledger.signing import SigningKeyMissing, system_key_available, system_private_key, system_public_key
-
-from .bundle import bundle_build, last_release_event_seq
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "export"
@@ -40,15 +40,22 @@ def export_request(*, actor, release_id: int) -> Export:
     if actor.role not in (Role.OFFICER, Role.ADMIN):
         raise PermissionDenied("Only officers and administrators request exports.")
     if not system_key_available() or not Path(settings.SAFESHRINK["SIGNING_CERT"]).is_file():
-        raise Conflict("No signing material: run `python manage.py setup_signing` (or configure the key paths).",
-                       code="signing_not_configured")
+        raise Conflict(
+            "No signing material: run `python manage.py setup_signing` (or configure the key paths).",
+            code=ExportsErrorCode.SIGNING_NOT_CONFIGURED,
+        )
     release = releases_visible_to(actor).filter(pk=release_id).first()
     if release is None:
         raise NotFound(f"No release {release_id}.")
     with transaction.atomic():
         export = Export.objects.create(release=release, requested_by=actor)
-        ledger_append(actor=actor, action="export.requested", object_type=OBJECT_TYPE, object_id=export.pk,
-                      payload={"release": release.pk})
+        ledger_append(
+            actor=actor,
+            action="export.requested",
+            object_type=OBJECT_TYPE,
+            object_id=export.pk,
+            payload={"release": release.pk},
+        )
         transaction.on_commit(lambda: _enqueue(export.pk))
     return export
 
@@ -73,15 +80,26 @@ def export_build(*, export_id: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     except (SigningKeyMissing, OSError, ValueError) as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        job_fail(Export, export.pk, object_type=OBJECT_TYPE, code="export_failed", reason=str(exc))
+        job_fail(Export, export.pk, object_type=OBJECT_TYPE, code=ExportsErrorCode.EXPORT_FAILED, reason=str(exc))
     except SoftTimeLimitExceeded:
         shutil.rmtree(workdir, ignore_errors=True)
-        job_fail(Export, export.pk, object_type=OBJECT_TYPE, code="time_limit", reason="The export took too long.")
+        job_fail(
+            Export,
+            export.pk,
+            object_type=OBJECT_TYPE,
+            code=ExportsErrorCode.TIME_LIMIT,
+            reason="The export took too long.",
+        )
     except Exception as exc:  # noqa: BLE001 - any failure must end as a readable FAILED state
         logger.exception("export %s failed", export.pk)
         shutil.rmtree(workdir, ignore_errors=True)
-        job_fail(Export, export.pk, object_type=OBJECT_TYPE, code="internal_error",
-                 reason=f"Unexpected error: {type(exc).__name__}: {exc}")
+        job_fail(
+            Export,
+            export.pk,
+            object_type=OBJECT_TYPE,
+            code=ExportsErrorCode.INTERNAL_ERROR,
+            reason=f"Unexpected error: {type(exc).__name__}: {exc}",
+        )
 
 
 def _build(export: Export, workdir: Path) -> None:
@@ -95,14 +113,19 @@ def _build(export: Export, workdir: Path) -> None:
     release = export.release
     checkpoint = checkpoint_latest_covering(last_release_event_seq(release))
     bundle = bundle_build(release, checkpoint=checkpoint)
-    bundle_digest = digest(bundle)
+    bundle_digest = dossier.bundle_digest(bundle)  # the function the PDF prints its digest with
     job_progress(Export, export.pk, stage="rendering dossier", percent=20)
     pdf = render_dossier_pdf(bundle)
     job_progress(Export, export.pk, stage="signing dossier", percent=80)
-    signed = sign_pdf(pdf, signer_key_path=conf["SIGNING_KEY"], signer_cert_path=conf["SIGNING_CERT"],
-                      chain_paths=list(conf["SIGNING_CHAIN"]), crl_paths=list(conf["SIGNING_CRLS"]),
-                      reason=f"SafeShrink evidence for release {release.pk} (bundle {bundle_digest})",
-                      location=conf["ORGANISATION"])
+    signed = sign_pdf(
+        pdf,
+        signer_key_path=conf["SIGNING_KEY"],
+        signer_cert_path=conf["SIGNING_CERT"],
+        chain_paths=list(conf["SIGNING_CHAIN"]),
+        crl_paths=list(conf["SIGNING_CRLS"]),
+        reason=f"SafeShrink evidence for release {release.pk} (bundle {bundle_digest})",
+        location=conf["ORGANISATION"],
+    )
     envelope = dsse_sign_json(bundle, system_private_key(), BUNDLE_PAYLOAD_TYPE)
     bundle_bytes = json.dumps(envelope, sort_keys=True, indent=1).encode()
     (workdir / PDF_NAME).write_bytes(signed)
@@ -115,6 +138,7 @@ def _build(export: Export, workdir: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
         workdir.rename(target)
         now = timezone.now()
+        assert locked.started_at is not None  # job_claim stamps started_at when the export starts running
         locked.bundle_digest, locked.checkpoint = bundle_digest, checkpoint
         locked.pdf_sha256 = hashlib.sha256(signed).hexdigest()
         locked.bundle_sha256 = hashlib.sha256(bundle_bytes).hexdigest()
@@ -122,13 +146,19 @@ def _build(export: Export, workdir: Path) -> None:
         locked.status, locked.progress_stage, locked.progress_percent = RunStatus.SUCCEEDED, "done", 100
         locked.finished_at, locked.wall_seconds = now, (now - locked.started_at).total_seconds()
         locked.save()
-        ledger_append(actor=None, action="export.succeeded", object_type=OBJECT_TYPE, object_id=export.pk,
-                      payload={"release": release.pk, "bundle_digest": bundle_digest, "pdf_sha256": locked.pdf_sha256,
-                               "bundle_sha256": locked.bundle_sha256, "checkpoint_seq": checkpoint.seq})
-
-
-def exports_visible_to(user):
-    return Export.objects.filter(release__in=releases_visible_to(user)).select_related("release")
+        ledger_append(
+            actor=None,
+            action="export.succeeded",
+            object_type=OBJECT_TYPE,
+            object_id=export.pk,
+            payload={
+                "release": release.pk,
+                "bundle_digest": bundle_digest,
+                "pdf_sha256": locked.pdf_sha256,
+                "bundle_sha256": locked.bundle_sha256,
+                "checkpoint_seq": checkpoint.seq,
+            },
+        )
 
 
 def export_open(*, actor, export_id: int, part: str) -> tuple[Path, str]:
@@ -137,14 +167,22 @@ def export_open(*, actor, export_id: int, part: str) -> tuple[Path, str]:
     if export is None:
         raise NotFound(f"No export {export_id}.")
     if export.status != RunStatus.SUCCEEDED:
-        raise Conflict(f"Export {export.pk} is {export.status}.", code="export_not_ready")
+        raise Conflict(f"Export {export.pk} is {export.status}.", code=ExportsErrorCode.EXPORT_NOT_READY)
     name = {"dossier": PDF_NAME, "bundle": BUNDLE_NAME}.get(part)
     if name is None:
         raise ValidationFailed("Unknown part.", details={"part": ["dossier or bundle"]})
     with transaction.atomic():
-        ledger_append(actor=actor, action="access.downloaded", object_type=OBJECT_TYPE, object_id=export.pk,
-                      payload={"part": part, "release": export.release_id,
-                               "sha256": export.pdf_sha256 if part == "dossier" else export.bundle_sha256})
+        ledger_append(
+            actor=actor,
+            action="access.downloaded",
+            object_type=OBJECT_TYPE,
+            object_id=export.pk,
+            payload={
+                "part": part,
+                "release": export.release_id,
+                "sha256": export.pdf_sha256 if part == "dossier" else export.bundle_sha256,
+            },
+        )
     return export_dir(export) / name, name
 
 
@@ -163,11 +201,26 @@ def regulator_grant(*, actor, regulator_id: int, release_id: int, days: int, rea
         raise NotFound(f"No release {release_id}.")
     now = timezone.now()
     with transaction.atomic():
-        grant = RegulatorGrant.objects.create(regulator=regulator, release=release, granted_by=actor, reason=reason,
-                                              valid_from=now, valid_until=now + dt.timedelta(days=days))
-        ledger_append(actor=actor, action="grant.created", object_type="release", object_id=release.pk,
-                      payload={"grant": grant.pk, "regulator": regulator.username,
-                               "valid_until": grant.valid_until.isoformat(), "reason": reason})
+        grant = RegulatorGrant.objects.create(
+            regulator=regulator,
+            release=release,
+            granted_by=actor,
+            reason=reason,
+            valid_from=now,
+            valid_until=now + dt.timedelta(days=days),
+        )
+        ledger_append(
+            actor=actor,
+            action="grant.created",
+            object_type="release",
+            object_id=release.pk,
+            payload={
+                "grant": grant.pk,
+                "regulator": regulator.username,
+                "valid_until": grant.valid_until.isoformat(),
+                "reason": reason,
+            },
+        )
     return grant
 
 
@@ -179,11 +232,16 @@ def regulator_grant_revoke(*, actor, grant_id: int) -> RegulatorGrant:
         if grant is None:
             raise NotFound(f"No grant {grant_id}.")
         if grant.revoked_at:
-            raise Conflict("Already revoked.", code="already_revoked")
+            raise Conflict("Already revoked.", code=ExportsErrorCode.ALREADY_REVOKED)
         grant.revoked_at = timezone.now()
         grant.save(update_fields=["revoked_at"])
-        ledger_append(actor=actor, action="grant.revoked", object_type="release", object_id=grant.release_id,
-                      payload={"grant": grant.pk})
+        ledger_append(
+            actor=actor,
+            action="grant.revoked",
+            object_type="release",
+            object_id=grant.release_id,
+            payload={"grant": grant.pk},
+        )
     return grant
 
 
@@ -213,8 +271,17 @@ def export_verify(data: bytes) -> ExportVerification:
     conf = settings.SAFESHRINK
     if data[:5] == b"%PDF-":
         result = verify_pdf(data, trust_roots=list(conf["TRUST_ROOTS"]), crl_paths=list(conf["SIGNING_CRLS"]))
-        return ExportVerification("dossier", result.valid, result.intact, result.trusted, result.signer,
-                                  result.signing_time, None, result.summary, tuple(result.problems))
+        return ExportVerification(
+            "dossier",
+            result.valid,
+            result.intact,
+            result.trusted,
+            result.signer,
+            result.signing_time,
+            None,
+            result.summary,
+            tuple(result.problems),
+        )
     try:
         envelope = json.loads(data)
         public = system_public_key()
@@ -223,5 +290,14 @@ def export_verify(data: bytes) -> ExportVerification:
     except (ValueError, SignatureInvalid, SigningKeyMissing, TypeError) as exc:
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         return ExportVerification("bundle", False, False, False, None, None, None, f"INVALID: {reason}", (reason,))
-    return ExportVerification("bundle", True, True, True, f"system key {key_id(public)}", None, digest(bundle),
-                              "VALID: DSSE envelope signed by the system key", ())
+    return ExportVerification(
+        "bundle",
+        True,
+        True,
+        True,
+        f"system key {key_id(public)}",
+        None,
+        dossier.bundle_digest(bundle),
+        "VALID: DSSE envelope signed by the system key",
+        (),
+    )

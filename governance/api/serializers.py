@@ -6,8 +6,18 @@ from governance.models import Decision, DecisionKind, Release, ThresholdPolicy, 
 class RuleOutput(serializers.ModelSerializer):
     class Meta:
         model = ThresholdRule
-        fields = ("code", "title", "failure_mode_code", "metric", "group", "kind", "bound", "higher_is_better",
-                  "green_limit", "red_limit")
+        fields = (
+            "code",
+            "title",
+            "failure_mode_code",
+            "metric",
+            "group",
+            "kind",
+            "bound",
+            "higher_is_better",
+            "green_limit",
+            "red_limit",
+        )
 
 
 class PolicyOutput(serializers.ModelSerializer):
@@ -23,8 +33,17 @@ class DecisionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ("id", "kind", "actor", "actor_role", "rationale", "evidence", "candidate_digest",
-                  "release_version", "created_at")
+        fields = (
+            "id",
+            "kind",
+            "actor",
+            "actor_role",
+            "rationale",
+            "evidence",
+            "candidate_digest",
+            "release_version",
+            "created_at",
+        )
 
 
 class ReleaseInput(serializers.Serializer):
@@ -34,8 +53,9 @@ class ReleaseInput(serializers.Serializer):
 
 
 class TransitionInput(serializers.Serializer):
-    expected_version = serializers.IntegerField(required=False, allow_null=True, default=None,
-                                                help_text="The version you loaded; a stale one gets 409.")
+    expected_version = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="The version you loaded; a stale one gets 409."
+    )
 
 
 class DecisionInput(TransitionInput):
@@ -49,15 +69,48 @@ class ReleaseOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Release
-        fields = ("id", "experiment", "compression_run", "candidate", "candidate_digest", "suite_version", "policy",
-                  "policy_name", "status", "version", "status_before_halt", "baseline_evaluation",
-                  "candidate_evaluation", "comparison", "gate_zone", "gate", "failure_reason", "review_outcome",
-                  "rollout_position", "decisions",
-                  "created_at", "updated_at")
+        fields = (
+            "id",
+            "experiment",
+            "compression_run",
+            "candidate",
+            "candidate_digest",
+            "suite_version",
+            "policy",
+            "policy_name",
+            "status",
+            "version",
+            "status_before_halt",
+            "baseline_evaluation",
+            "candidate_evaluation",
+            "comparison",
+            "gate_zone",
+            "gate",
+            "failure_reason",
+            "review_outcome",
+            "rollout_position",
+            "decisions",
+            "created_at",
+            "updated_at",
+        )
 
 
-_SUMMARY_FIELDS = ("id", "experiment", "compression_run", "candidate", "candidate_digest", "suite_version", "policy",
-                   "policy_name", "status", "version", "gate_zone", "rollout_position", "created_at", "updated_at")
+_SUMMARY_FIELDS = (
+    "id",
+    "experiment",
+    "compression_run",
+    "candidate",
+    "candidate_digest",
+    "suite_version",
+    "policy",
+    "policy_name",
+    "status",
+    "version",
+    "gate_zone",
+    "rollout_position",
+    "created_at",
+    "updated_at",
+)
 _SUMMARY_FOREIGN_KEYS = ("experiment", "compression_run", "candidate", "suite_version", "policy")
 
 
@@ -67,7 +120,9 @@ class ReleaseSummaryOutput(serializers.ModelSerializer):
     policy_name = serializers.CharField(source="policy.__str__")
     # The columns a list query loads; everything else (the gate JSON above all) stays in the database.
     columns = tuple(f"{f}_id" if f in _SUMMARY_FOREIGN_KEYS else f for f in _SUMMARY_FIELDS if f != "policy_name") + (
-        "policy__name", "policy__version")
+        "policy__name",
+        "policy__version",
+    )
 
     class Meta:
         model = Release
@@ -80,8 +135,11 @@ class StageInput(serializers.Serializer):
 
 
 class RolloutInput(TransitionInput):
-    stages = StageInput(many=True, allow_empty=False,
-                        help_text='[{"percent": 5, "starts_at": "2026-12-01T09:00Z"}, …, {"percent": 100, …}]')
+    stages = StageInput(
+        many=True,
+        allow_empty=False,
+        help_text='[{"percent": 5, "starts_at": "2026-12-01T09:00Z"}, …, {"percent": 100, …}]',
+    )
 
 
 class EscalationOutput(serializers.Serializer):

@@ -12,7 +12,9 @@ urlpatterns = [
     path("taxonomies/", workflows.TaxonomyList.as_view(), name="taxonomy-list"),
     path("mitigations/", workflows.MitigationList.as_view(), name="mitigation-list"),
     path("releases/<int:pk>/rollout/", workflows.ReleaseRollout.as_view(), name="release-rollout"),
-    path("releases/<int:pk>/rollout/advance/", workflows.ReleaseRolloutAdvance.as_view(), name="release-rollout-advance"),
+    path(
+        "releases/<int:pk>/rollout/advance/", workflows.ReleaseRolloutAdvance.as_view(), name="release-rollout-advance"
+    ),
     path("releases/<int:pk>/incidents/", workflows.ReleaseIncident.as_view(), name="release-incident"),
     path("releases/<int:pk>/revalidation/", workflows.ReleaseRevalidation.as_view(), name="release-revalidation"),
     path("experiments/<int:pk>/seed-spread/", workflows.ExperimentSeedSpread.as_view(), name="experiment-seed-spread"),

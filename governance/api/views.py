@@ -11,7 +11,12 @@ from governance.models import ReleaseStatus, ThresholdPolicy, Zone
 from governance.services.releases import release_create, release_decide, release_start_evaluation
 
 from .serializers import (
-    DecisionInput, PolicyOutput, ReleaseInput, ReleaseOutput, ReleaseSummaryOutput, TransitionInput,
+    DecisionInput,
+    PolicyOutput,
+    ReleaseInput,
+    ReleaseOutput,
+    ReleaseSummaryOutput,
+    TransitionInput,
 )
 
 READERS = (Role.ENGINEER, Role.OFFICER)
@@ -41,16 +46,24 @@ class ReleaseListCreate(generics.ListAPIView):
     def get_queryset(self):
         qs = apply_filters(self, selectors.releases_visible_to(self.request.user))
         _record_regulator_read(self.request.user, "release list", "list")
-        return qs.select_related(None).select_related("policy").only(*ReleaseSummaryOutput.columns).order_by(
-            "-created_at", "-pk")
+        return (
+            qs.select_related(None)
+            .select_related("policy")
+            .only(*ReleaseSummaryOutput.columns)
+            .order_by("-created_at", "-pk")
+        )
 
     @extend_schema(request=ReleaseInput, responses={201: ReleaseOutput})
     def post(self, request):
         data = ReleaseInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        release = release_create(actor=request.user, compression_run_id=v["compression_run"],
-                                 suite_version_id=v["suite_version"], policy_id=v["policy"])
+        release = release_create(
+            actor=request.user,
+            compression_run_id=v["compression_run"],
+            suite_version_id=v["suite_version"],
+            policy_id=v["policy"],
+        )
         return Response(ReleaseOutput(release).data, status=status.HTTP_201_CREATED)
 
 
@@ -67,8 +80,9 @@ class ReleaseDetail(generics.RetrieveAPIView):
         from governance.services.access import access_read
 
         pk = self.kwargs["pk"]
-        return access_read(actor=self.request.user, request=self.request, what=f"release {pk}", object_id=pk,
-                           read=super().get_object)
+        return access_read(
+            actor=self.request.user, request=self.request, what=f"release {pk}", object_id=pk, read=super().get_object
+        )
 
 
 def _record_regulator_read(user, what: str, object_id) -> None:

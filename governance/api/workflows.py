@@ -10,16 +10,25 @@ from accounts.api.filters import Filter, apply_filters
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from governance import selectors
-from governance.models import EscalationStatus, MitigationTemplate, RiskTaxonomy, ReviewTask
+from governance.models import EscalationStatus, MitigationTemplate, ReviewTask, RiskTaxonomy
+from governance.selectors import review_task_view
 from governance.services.escalations import escalation_acknowledge, escalation_resolve, incident_report
 from governance.services.monitoring import revalidation_schedule
 from governance.services.policies import threshold_policy_publish
 from governance.services.releases import release_advance_rollout, release_start_rollout
-from governance.services.reviews import review_submit, review_task_view
+from governance.services.reviews import review_submit
 
 from .serializers import (
-    EscalationOutput, IncidentInput, PolicyInput, PolicyOutput, ReleaseOutput, ResolutionInput, RevalidationInput,
-    ReviewSubmitInput, RolloutInput, TransitionInput,
+    EscalationOutput,
+    IncidentInput,
+    PolicyInput,
+    PolicyOutput,
+    ReleaseOutput,
+    ResolutionInput,
+    RevalidationInput,
+    ReviewSubmitInput,
+    RolloutInput,
+    TransitionInput,
 )
 
 OFFICERS = (Role.OFFICER,)
@@ -51,8 +60,9 @@ class ReleaseRolloutAdvance(APIView):
         _release_for(request, pk)
         data = TransitionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(ReleaseOutput(release_advance_rollout(actor=request.user, release_id=pk,
-                                                              **data.validated_data)).data)
+        return Response(
+            ReleaseOutput(release_advance_rollout(actor=request.user, release_id=pk, **data.validated_data)).data
+        )
 
 
 class EscalationList(generics.ListAPIView):
@@ -96,8 +106,11 @@ class ReviewQueue(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
-        tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example").order_by(
-            "submitted_at", "deadline", "pk")
+        tasks = (
+            ReviewTask.objects.filter(reviewer=request.user)
+            .select_related("flip__example")
+            .order_by("submitted_at", "deadline", "pk")
+        )
         return Response({"count": tasks.count(), "results": [review_task_view(t) for t in tasks]})
 
 
@@ -123,7 +136,9 @@ class ReleaseIncident(APIView):
         data = IncidentInput(data=request.data)
         data.is_valid(raise_exception=True)
         incident = incident_report(actor=request.user, release_id=pk, **data.validated_data)
-        return Response({"id": incident.pk, "release": pk, "severity": incident.severity}, status=status.HTTP_201_CREATED)
+        return Response(
+            {"id": incident.pk, "release": pk, "severity": incident.severity}, status=status.HTTP_201_CREATED
+        )
 
 
 class ReleaseRevalidation(APIView):
@@ -136,8 +151,7 @@ class ReleaseRevalidation(APIView):
         data = RevalidationInput(data=request.data)
         data.is_valid(raise_exception=True)
         schedule = revalidation_schedule(actor=request.user, release_id=pk, **data.validated_data)
-        return Response({"release": pk, "interval_hours": schedule.interval_hours,
-                         "next_run_at": schedule.next_run_at})
+        return Response({"release": pk, "interval_hours": schedule.interval_hours, "next_run_at": schedule.next_run_at})
 
 
 class PolicyPublish(APIView):
@@ -152,8 +166,13 @@ class PolicyPublish(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         taxonomy = get_object_or_404(RiskTaxonomy, pk=v["taxonomy"]) if v["taxonomy"] else None
-        policy = threshold_policy_publish(actor=request.user, name=v["name"], rules=[dict(r) for r in v["rules"]],
-                                          taxonomy=taxonomy, description=v["description"])
+        policy = threshold_policy_publish(
+            actor=request.user,
+            name=v["name"],
+            rules=[dict(r) for r in v["rules"]],
+            taxonomy=taxonomy,
+            description=v["description"],
+        )
         return Response(PolicyOutput(policy).data, status=status.HTTP_201_CREATED)
 
 
@@ -163,13 +182,31 @@ class TaxonomyList(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
-        return Response({"results": [
-            {"id": t.pk, "name": t.name, "version": t.version, "description": t.description,
-             "failure_modes": [{"code": m.code, "category": m.category, "title": m.title, "severity": m.severity,
-                                "likelihood": m.likelihood, "measures": m.measures,
-                                "regulatory_refs": m.regulatory_refs} for m in t.failure_modes.all()]}
-            for t in RiskTaxonomy.objects.prefetch_related("failure_modes")
-        ]})
+        return Response(
+            {
+                "results": [
+                    {
+                        "id": t.pk,
+                        "name": t.name,
+                        "version": t.version,
+                        "description": t.description,
+                        "failure_modes": [
+                            {
+                                "code": m.code,
+                                "category": m.category,
+                                "title": m.title,
+                                "severity": m.severity,
+                                "likelihood": m.likelihood,
+                                "measures": m.measures,
+                                "regulatory_refs": m.regulatory_refs,
+                            }
+                            for m in t.failure_modes.all()
+                        ],
+                    }
+                    for t in RiskTaxonomy.objects.prefetch_related("failure_modes")
+                ]
+            }
+        )
 
 
 class MitigationList(APIView):
@@ -178,8 +215,15 @@ class MitigationList(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
-        return Response({"results": list(MitigationTemplate.objects.order_by("code").values(
-            "code", "title", "kind", "description", "failure_mode_codes"))})
+        return Response(
+            {
+                "results": list(
+                    MitigationTemplate.objects.order_by("code").values(
+                        "code", "title", "kind", "description", "failure_mode_codes"
+                    )
+                )
+            }
+        )
 
 
 class ExperimentSeedSpread(APIView):
@@ -191,7 +235,7 @@ class ExperimentSeedSpread(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request, pk: int):
         from compression.selectors import experiments_visible_to
-        from governance.services.seeds import seed_spread
+        from governance.selectors import seed_spread
 
         get_object_or_404(experiments_visible_to(request.user), pk=pk)
         return Response({"experiment": pk, "results": seed_spread(experiment_id=pk)})

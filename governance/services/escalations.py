@@ -7,14 +7,23 @@ from django.utils import timezone
 
 from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from accounts.models import Role, User
+from governance.error_codes import GovernanceErrorCode
 from governance.models import (
-    AuthorityGrant, Escalation, EscalationStatus, EscalationTrigger, Incident, Release, ReleaseStatus,
     TERMINAL_RELEASE_STATUSES,
+    AuthorityGrant,
+    Escalation,
+    EscalationStatus,
+    EscalationTrigger,
+    Incident,
+    Release,
+    ReleaseStatus,
 )
+from governance.selectors import approval_policy_for
 from ledger.services import ledger_append, ledger_record_refusal
 
-from .authority import approval_policy_for, require_authority, require_officer
+from .authority import require_authority, require_officer
 from .notifications import notify
+from .state import transition
 
 MAX_LEVEL = 3
 
@@ -37,7 +46,11 @@ def escalation_open(*, release: Release, trigger: str, summary: str, actor=None)
         try:
             with transaction.atomic():  # a savepoint: a concurrent opener's row makes only this insert fail
                 escalation = Escalation.objects.create(
-                    release=release, trigger=trigger, summary=summary, level=1, owner_role=Role.OFFICER,
+                    release=release,
+                    trigger=trigger,
+                    summary=summary,
+                    level=1,
+                    owner_role=Role.OFFICER,
                     deadline=timezone.now() + dt.timedelta(hours=policy.escalation_hours),
                 )
         except IntegrityError:
@@ -45,25 +58,47 @@ def escalation_open(*, release: Release, trigger: str, summary: str, actor=None)
             if existing is None:
                 raise
             return existing
-        ledger_append(actor=actor, action="escalation.opened", object_type="escalation", object_id=escalation.pk,
-                      payload={"release": release.pk, "trigger": trigger, "summary": summary, "level": 1,
-                               "deadline": escalation.deadline.isoformat()})
-        notify(event="escalation.opened",
-               payload={"escalation": escalation.pk, "release": release.pk, "trigger": trigger, "level": 1,
-                        "deadline": escalation.deadline.isoformat()},
-               recipients=_recipients(release, 1),
-               subject=f"[SafeShrink] Escalation on release {release.pk}: {summary}")
+        ledger_append(
+            actor=actor,
+            action="escalation.opened",
+            object_type="escalation",
+            object_id=escalation.pk,
+            payload={
+                "release": release.pk,
+                "trigger": trigger,
+                "summary": summary,
+                "level": 1,
+                "deadline": escalation.deadline.isoformat(),
+            },
+        )
+        notify(
+            event="escalation.opened",
+            payload={
+                "escalation": escalation.pk,
+                "release": release.pk,
+                "trigger": trigger,
+                "level": 1,
+                "deadline": escalation.deadline.isoformat(),
+            },
+            recipients=_recipients(release, 1),
+            subject=f"[SafeShrink] Escalation on release {release.pk}: {summary}",
+        )
     return escalation
 
 
 def _unresolved(release: Release, trigger: str) -> Escalation | None:
-    return (Escalation.objects.filter(release=release, trigger=trigger).exclude(status=EscalationStatus.RESOLVED)
-            .order_by("pk").first())
+    return (
+        Escalation.objects.filter(release=release, trigger=trigger)
+        .exclude(status=EscalationStatus.RESOLVED)
+        .order_by("pk")
+        .first()
+    )
 
 
 def _locked(escalation_id: int) -> Escalation:
-    escalation = Escalation.objects.select_for_update().select_related("release__experiment").filter(
-        pk=escalation_id).first()
+    escalation = (
+        Escalation.objects.select_for_update().select_related("release__experiment").filter(pk=escalation_id).first()
+    )
     if escalation is None:
         raise NotFound(f"No escalation {escalation_id}.")
     return escalation
@@ -74,11 +109,18 @@ def escalation_acknowledge(*, actor, escalation_id: int) -> Escalation:
         escalation = _locked(escalation_id)
         require_officer(actor, "acknowledge an escalation")
         if escalation.status != EscalationStatus.OPEN:
-            raise Conflict(f"Escalation {escalation.pk} is {escalation.status}.", code="invalid_transition")
+            raise Conflict(
+                f"Escalation {escalation.pk} is {escalation.status}.", code=GovernanceErrorCode.INVALID_TRANSITION
+            )
         escalation.status = EscalationStatus.ACKNOWLEDGED
         escalation.save(update_fields=["status"])
-        ledger_append(actor=actor, action="escalation.acknowledged", object_type="escalation",
-                      object_id=escalation.pk, payload={"release": escalation.release_id})
+        ledger_append(
+            actor=actor,
+            action="escalation.acknowledged",
+            object_type="escalation",
+            object_id=escalation.pk,
+            payload={"release": escalation.release_id},
+        )
     return escalation
 
 
@@ -91,17 +133,27 @@ def escalation_resolve(*, actor, escalation_id: int, resolution: str) -> Escalat
             escalation = _locked(escalation_id)
             require_authority(actor, escalation.release, "resolve this escalation", level=escalation.level)
             if escalation.status == EscalationStatus.RESOLVED:
-                raise Conflict(f"Escalation {escalation.pk} is already resolved.", code="invalid_transition")
+                raise Conflict(
+                    f"Escalation {escalation.pk} is already resolved.", code=GovernanceErrorCode.INVALID_TRANSITION
+                )
             escalation.status, escalation.resolution = EscalationStatus.RESOLVED, resolution.strip()
             escalation.resolved_by, escalation.resolved_at = actor, timezone.now()
             escalation.save(update_fields=["status", "resolution", "resolved_by", "resolved_at"])
-            ledger_append(actor=actor, action="escalation.resolved", object_type="escalation",
-                          object_id=escalation.pk,
-                          payload={"release": escalation.release_id, "resolution": escalation.resolution,
-                                   "level": escalation.level})
+            ledger_append(
+                actor=actor,
+                action="escalation.resolved",
+                object_type="escalation",
+                object_id=escalation.pk,
+                payload={
+                    "release": escalation.release_id,
+                    "resolution": escalation.resolution,
+                    "level": escalation.level,
+                },
+            )
     except (PermissionDenied, Conflict) as exc:
-        ledger_record_refusal(actor=actor, object_type="escalation", object_id=escalation_id, code=exc.code,
-                              message=exc.message)
+        ledger_record_refusal(
+            actor=actor, object_type="escalation", object_id=escalation_id, code=exc.code, message=exc.message
+        )
         raise
     return escalation
 
@@ -110,12 +162,13 @@ def escalations_escalate_overdue(*, now: dt.datetime | None = None) -> list[int]
     """Raise every overdue escalation one level (new deadline, notify the next authority) and,
     where the tier's policy says so, halt the release. Called by Celery beat; idempotent per tick
     because the new deadline is in the future."""
-    from .releases import transition
-
     now = now or timezone.now()
     raised = []
-    for escalation_id in Escalation.objects.exclude(status=EscalationStatus.RESOLVED).filter(
-            deadline__lt=now).values_list("pk", flat=True):
+    for escalation_id in (
+        Escalation.objects.exclude(status=EscalationStatus.RESOLVED)
+        .filter(deadline__lt=now)
+        .values_list("pk", flat=True)
+    ):
         with transaction.atomic():
             escalation = _locked(escalation_id)
             if escalation.status == EscalationStatus.RESOLVED or escalation.deadline >= now:
@@ -126,17 +179,29 @@ def escalations_escalate_overdue(*, now: dt.datetime | None = None) -> list[int]
             escalation.status = EscalationStatus.OPEN
             escalation.deadline = now + dt.timedelta(hours=policy.escalation_hours)
             escalation.save(update_fields=["level", "status", "deadline"])
-            ledger_append(actor=None, action="escalation.escalated", object_type="escalation",
-                          object_id=escalation.pk, payload={"release": release.pk, "level": escalation.level,
-                                                            "deadline": escalation.deadline.isoformat()})
+            ledger_append(
+                actor=None,
+                action="escalation.escalated",
+                object_type="escalation",
+                object_id=escalation.pk,
+                payload={"release": release.pk, "level": escalation.level, "deadline": escalation.deadline.isoformat()},
+            )
             if policy.halt_on_overdue and release.status not in (*TERMINAL_RELEASE_STATUSES, ReleaseStatus.HALTED):
                 release.status_before_halt = release.status
-                transition(release, actor=None, to=ReleaseStatus.HALTED, action="release.halted",
-                           payload={"reason": f"escalation {escalation.pk} overdue"}, fields=("status_before_halt",))
-            notify(event="escalation.escalated",
-                   payload={"escalation": escalation.pk, "release": release.pk, "level": escalation.level},
-                   recipients=_recipients(release, escalation.level),
-                   subject=f"[SafeShrink] Overdue escalation on release {release.pk} raised to level {escalation.level}")
+                transition(
+                    release,
+                    actor=None,
+                    to=ReleaseStatus.HALTED,
+                    action="release.halted",
+                    payload={"reason": f"escalation {escalation.pk} overdue"},
+                    fields=("status_before_halt",),
+                )
+            notify(
+                event="escalation.escalated",
+                payload={"escalation": escalation.pk, "release": release.pk, "level": escalation.level},
+                recipients=_recipients(release, escalation.level),
+                subject=f"[SafeShrink] Overdue escalation on release {release.pk} raised to level {escalation.level}",
+            )
             raised.append(escalation.pk)
     return raised
 
@@ -150,10 +215,20 @@ def incident_report(*, actor, release_id: int, severity: int, title: str, descri
         release = Release.objects.select_for_update().filter(pk=release_id).first()
         if release is None:
             raise NotFound(f"No release {release_id}.")
-        incident = Incident.objects.create(release=release, severity=severity, title=title, description=description,
-                                           reported_by=actor)
-        ledger_append(actor=actor, action="incident.reported", object_type="incident", object_id=incident.pk,
-                      payload={"release": release.pk, "severity": severity, "title": title})
-        escalation_open(release=release, trigger=EscalationTrigger.INCIDENT, actor=actor,
-                        summary=f"Incident (severity {severity}): {title}")
+        incident = Incident.objects.create(
+            release=release, severity=severity, title=title, description=description, reported_by=actor
+        )
+        ledger_append(
+            actor=actor,
+            action="incident.reported",
+            object_type="incident",
+            object_id=incident.pk,
+            payload={"release": release.pk, "severity": severity, "title": title},
+        )
+        escalation_open(
+            release=release,
+            trigger=EscalationTrigger.INCIDENT,
+            actor=actor,
+            summary=f"Incident (severity {severity}): {title}",
+        )
     return incident

@@ -1,6 +1,7 @@
 """Authorities, mitigation templates and periodic revalidation."""
 
 import datetime as dt
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -10,7 +11,12 @@ from accounts.models import Role
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
 from governance.models import (
-    AuthorityGrant, EscalationTrigger, MitigationTemplate, Release, ReleaseStatus, RevalidationSchedule, Zone,
+    AuthorityGrant,
+    EscalationTrigger,
+    Release,
+    ReleaseStatus,
+    RevalidationSchedule,
+    Zone,
 )
 from ledger.services import ledger_append
 
@@ -25,18 +31,17 @@ def authority_grant(*, actor, user, risk_tier: str, level: int = 1) -> Authority
     if not 1 <= level <= 3:
         raise ValidationFailed("Level is 1 to 3.", details={"level": ["Between 1 and 3."]})
     with transaction.atomic():
-        grant, _ = AuthorityGrant.objects.update_or_create(user=user, risk_tier=risk_tier,
-                                                           defaults={"level": level, "granted_by": actor})
-        ledger_append(actor=actor, action="authority.granted", object_type="user", object_id=user.pk,
-                      payload={"risk_tier": risk_tier, "level": level})
+        grant, _ = AuthorityGrant.objects.update_or_create(
+            user=user, risk_tier=risk_tier, defaults={"level": level, "granted_by": actor}
+        )
+        ledger_append(
+            actor=actor,
+            action="authority.granted",
+            object_type="user",
+            object_id=user.pk,
+            payload={"risk_tier": risk_tier, "level": level},
+        )
     return grant
-
-
-def mitigations_for(release: Release) -> list[MitigationTemplate]:
-    """Remediation templates linked to the failure modes of the rules that are not green."""
-    codes = {v.get("rule") for v in release.gate or [] if v["zone"] != Zone.GREEN}
-    modes = set(release.policy.rules.filter(code__in=codes).values_list("failure_mode_code", flat=True))
-    return [m for m in MitigationTemplate.objects.order_by("code") if modes & set(m.failure_mode_codes)]
 
 
 LIVE = (ReleaseStatus.APPROVED, ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED)
@@ -51,26 +56,34 @@ def revalidation_schedule(*, actor, release_id: int, interval_hours: int) -> Rev
         release = Release.objects.select_for_update().get(pk=release_id)
         schedule, _ = RevalidationSchedule.objects.update_or_create(
             release=release,
-            defaults={"interval_hours": interval_hours,
-                      "next_run_at": timezone.now() + dt.timedelta(hours=interval_hours)},
+            defaults={
+                "interval_hours": interval_hours,
+                "next_run_at": timezone.now() + dt.timedelta(hours=interval_hours),
+            },
         )
-        ledger_append(actor=actor, action="revalidation.scheduled", object_type="release", object_id=release.pk,
-                      payload={"interval_hours": interval_hours})
+        ledger_append(
+            actor=actor,
+            action="revalidation.scheduled",
+            object_type="release",
+            object_id=release.pk,
+            payload={"interval_hours": interval_hours},
+        )
     return schedule
 
 
 def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
     """Start a fresh evaluation of each live release that is due; the gate is re-judged after it."""
-    from evaluations.tasks import start_evaluation_run
-    from governance.tasks import complete_revalidation
-
     now = now or timezone.now()
     started = []
-    for schedule_id in RevalidationSchedule.objects.filter(next_run_at__lte=now,
-                                                           release__status__in=LIVE).values_list("pk", flat=True):
+    for schedule_id in RevalidationSchedule.objects.filter(next_run_at__lte=now, release__status__in=LIVE).values_list(
+        "pk", flat=True
+    ):
         with transaction.atomic():
-            schedule = RevalidationSchedule.objects.select_for_update().select_related(
-                "release__experiment", "release__candidate").get(pk=schedule_id)
+            schedule = (
+                RevalidationSchedule.objects.select_for_update()
+                .select_related("release__experiment", "release__candidate")
+                .get(pk=schedule_id)
+            )
             if schedule.next_run_at > now:
                 continue
             release = schedule.release
@@ -79,21 +92,28 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
             schedule.next_run_at = now + dt.timedelta(hours=schedule.interval_hours)
             schedule.save(update_fields=["runs", "last_run_at", "next_run_at"])
             config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels, revalidation=schedule.runs)
-            run = evaluation_run_request(actor=None, artifact=release.candidate, suite_version=release.suite_version,
-                                         config=config)
-            transaction.on_commit(lambda r=run.pk, rel=release.pk: (
-                start_evaluation_run.delay(r), complete_revalidation.delay(rel, r)))
+            run = evaluation_run_request(
+                actor=None, artifact=release.candidate, suite_version=release.suite_version, config=config
+            )
+            transaction.on_commit(partial(_enqueue_revalidation, run.pk, release.pk))
             started.append(release.pk)
     return started
 
 
+def _enqueue_revalidation(run_id: int, release_id: int) -> None:
+    from evaluations.tasks import start_evaluation_run
+    from governance.tasks import complete_revalidation
+
+    start_evaluation_run.delay(run_id)
+    complete_revalidation.delay(release_id, run_id)
+
+
 def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:
     """Compare the fresh candidate evaluation with the original baseline; red opens an escalation."""
-    from .escalations import escalation_open
-
     from compression.models import RunStatus
     from evaluations.models import EvaluationRun
 
+    from .escalations import escalation_open
     from .releases import EvaluationsPending
 
     release = Release.objects.get(pk=release_id)
@@ -102,18 +122,34 @@ def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:
         raise EvaluationsPending(f"revalidation evaluation {evaluation_id} still running")
     if run.status != RunStatus.SUCCEEDED:
         with transaction.atomic():
-            ledger_append(actor=None, action="revalidation.ran", object_type="release", object_id=release_id,
-                          payload={"evaluation": evaluation_id, "zone": None, "failure": run.failure_reason})
+            ledger_append(
+                actor=None,
+                action="revalidation.ran",
+                object_type="release",
+                object_id=release_id,
+                payload={"evaluation": evaluation_id, "zone": None, "failure": run.failure_reason},
+            )
         return "failed"
-    comparison = comparison_compute(actor=None, baseline_run_id=release.baseline_evaluation_id,
-                                    candidate_run_id=evaluation_id)
+    # only live releases are revalidated, and a live release passed its evaluation (baseline set)
+    assert release.baseline_evaluation_id is not None
+    comparison = comparison_compute(
+        actor=None, baseline_run_id=release.baseline_evaluation_id, candidate_run_id=evaluation_id
+    )
+    assert comparison.results is not None  # a computed comparison always has results
     zone, verdicts = policy_judge(release.policy, comparison.results)
     with transaction.atomic():
         release = Release.objects.select_for_update().get(pk=release_id)
-        ledger_append(actor=None, action="revalidation.ran", object_type="release", object_id=release.pk,
-                      payload={"evaluation": evaluation_id, "comparison": comparison.pk, "zone": zone})
+        ledger_append(
+            actor=None,
+            action="revalidation.ran",
+            object_type="release",
+            object_id=release.pk,
+            payload={"evaluation": evaluation_id, "comparison": comparison.pk, "zone": zone},
+        )
         if zone == Zone.RED:
-            escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE,
-                            summary="Revalidation found a red zone: "
-                                    + ", ".join(v.title for v in verdicts if v.zone == Zone.RED))
+            escalation_open(
+                release=release,
+                trigger=EscalationTrigger.RED_ZONE,
+                summary="Revalidation found a red zone: " + ", ".join(v.title for v in verdicts if v.zone == Zone.RED),
+            )
     return zone

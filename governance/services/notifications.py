@@ -39,8 +39,13 @@ def notify(*, event: str, payload: dict, recipients: list[User] | None = None, s
         for delivery in created:
             deliver_webhook.delay(delivery.pk)
         if addresses:
-            send_mail(subject or f"[SafeShrink] {event}", json.dumps(payload, indent=2, default=str),
-                      settings.DEFAULT_FROM_EMAIL, addresses, fail_silently=True)
+            send_mail(
+                subject or f"[SafeShrink] {event}",
+                json.dumps(payload, indent=2, default=str),
+                settings.DEFAULT_FROM_EMAIL,
+                addresses,
+                fail_silently=True,
+            )
 
     transaction.on_commit(send)
 
@@ -53,12 +58,20 @@ def webhook_deliver(*, delivery_id: int) -> bool:
             return True
         delivery.attempts += 1
         delivery.save(update_fields=["attempts"])
-    body = json.dumps({"event": delivery.event, "payload": delivery.payload}, sort_keys=True,
-                      separators=(",", ":")).encode()
-    request = urllib.request.Request(delivery.endpoint.url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "X-SafeShrink-Event": delivery.event,
-        "X-SafeShrink-Delivery": str(delivery.pk), "X-SafeShrink-Signature": signature(delivery.endpoint.secret, body),
-    })
+    body = json.dumps(
+        {"event": delivery.event, "payload": delivery.payload}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    request = urllib.request.Request(
+        delivery.endpoint.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-SafeShrink-Event": delivery.event,
+            "X-SafeShrink-Delivery": str(delivery.pk),
+            "X-SafeShrink-Signature": signature(delivery.endpoint.secret, body),
+        },
+    )
     error = ""
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -76,7 +89,11 @@ def webhook_deliver(*, delivery_id: int) -> bool:
                 delivery.status = DeliveryStatus.FAILED
         delivery.save(update_fields=["status", "delivered_at", "last_error"])
         if delivery.status != DeliveryStatus.PENDING:
-            ledger_append(actor=None, action="webhook.delivered" if ok else "webhook.failed",
-                          object_type="webhook_delivery", object_id=delivery.pk,
-                          payload={"event": delivery.event, "attempts": delivery.attempts, "error": error})
+            ledger_append(
+                actor=None,
+                action="webhook.delivered" if ok else "webhook.failed",
+                object_type="webhook_delivery",
+                object_id=delivery.pk,
+                payload={"event": delivery.event, "attempts": delivery.attempts, "error": error},
+            )
     return delivery.status != DeliveryStatus.PENDING

@@ -1,17 +1,16 @@
-"""The release lifecycle. Every transition locks the release row, checks the expected state and
-version, and writes its ledger event in the same transaction. Refusals change nothing but are
-themselves recorded in the ledger."""
+"""The release lifecycle's services. Every transition locks the release row, checks the expected state and
+version, and writes its ledger event in the same transaction (governance.services.state, by the table in
+governance.lifecycle). Refusals change nothing but are themselves recorded in the ledger."""
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
+from accounts.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
@@ -20,63 +19,34 @@ from compression.services.artifacts import artifact_path
 from evaluations.models import SuiteVersion
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
+from governance.error_codes import GovernanceErrorCode
+from governance.gate import verdicts_as_json
+from governance.lifecycle import DECISION_FROM
 from governance.models import (
-    Decision, DecisionKind, EscalationStatus, EscalationTrigger, Release, ReleaseStatus, RolloutStage,
-    TERMINAL_RELEASE_STATUSES, ThresholdPolicy, Zone,
+    Decision,
+    DecisionKind,
+    EscalationStatus,
+    EscalationTrigger,
+    Release,
+    ReleaseStatus,
+    RolloutStage,
+    ThresholdPolicy,
+    Zone,
 )
+from governance.selectors import approval_policy_for, release_evidence
 from ledger.canonical import digest
-from ledger.services import ledger_append, ledger_record_refusal
+from ledger.services import ledger_append
 
-from .authority import approval_policy_for, require_authority, require_independent, require_officer
-from .policies import policy_judge, verdicts_as_json
+from .authority import require_authority, require_independent, require_officer
+from .escalations import escalation_open
+from .notifications import notify
+from .policies import policy_judge
+from .reviews import review_tasks_create
+from .state import OBJECT_TYPE, expect, guarded, locked, transition
 
-OBJECT_TYPE = "release"
+# The default staged rollout (the release page's one button): percent of traffic, days after the start.
+DEFAULT_ROLLOUT = ((5, 0), (25, 1), (100, 2))
 logger = logging.getLogger(__name__)
-
-
-def _locked(release_id: int, expected_version: int | None,
-            authorize: Callable[[Release], None] | None = None) -> Release:
-    """Lock the release row. Who before what: `authorize` (the actor's role and authority) is checked
-    before the expected version, so a refused actor is recorded as refused, not as holding a stale page."""
-    release = Release.objects.select_for_update().filter(pk=release_id).first()
-    if release is None:
-        raise NotFound(f"No release {release_id}.")
-    if authorize is not None:
-        authorize(release)
-    if expected_version is not None and release.version != expected_version:
-        raise Conflict(
-            f"Release {release.pk} changed since you loaded it (version {expected_version}, now {release.version}).",
-            code="stale_version", details={"expected_version": [f"Current version is {release.version}."]},
-        )
-    return release
-
-
-def _expect(release: Release, *states: str) -> None:
-    if release.status not in states:
-        wanted = " or ".join(states)
-        raise Conflict(f"Release {release.pk} is {release.status}, not {wanted}.", code="invalid_transition")
-
-
-def transition(release: Release, *, actor, to: str, action: str, payload: dict, fields: tuple[str, ...] = ()) -> None:
-    """Move a locked release to `to`, bump its version and append the ledger event."""
-    previous = release.status
-    release.status = to
-    release.version += 1
-    release.save(update_fields=["status", "version", "updated_at", *fields])
-    ledger_append(
-        actor=actor, action=action, object_type=OBJECT_TYPE, object_id=release.pk,
-        payload={"from": previous, "to": to, "version": release.version, **payload},
-    )
-
-
-def guarded(actor, release_id: int, operation: Callable[[], Release]) -> Release:
-    """Run a state change; a 403/409 refusal is recorded in the ledger after the rollback."""
-    try:
-        return operation()
-    except (PermissionDenied, Conflict) as exc:
-        ledger_record_refusal(actor=actor, object_type=OBJECT_TYPE, object_id=release_id, code=exc.code,
-                              message=exc.message)
-        raise
 
 
 def release_create(*, actor, compression_run_id: int, suite_version_id: int, policy_id: int) -> Release:
@@ -84,27 +54,48 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
         raise PermissionDenied("Only engineers propose releases.")
     run = CompressionRun.objects.select_related("experiment", "output_artifact").filter(pk=compression_run_id).first()
     if run is None:
-        raise ValidationFailed("Unknown compression run.", details={"compression_run": [f"No run {compression_run_id}."]})
+        raise ValidationFailed(
+            "Unknown compression run.", details={"compression_run": [f"No run {compression_run_id}."]}
+        )
     if run.status != RunStatus.SUCCEEDED:
-        raise ValidationFailed(f"Run {run.pk} is {run.status}; only a succeeded run can be released.",
-                               code="run_not_succeeded", details={"compression_run": [f"Status is {run.status}."]})
+        raise ValidationFailed(
+            f"Run {run.pk} is {run.status}; only a succeeded run can be released.",
+            code=GovernanceErrorCode.RUN_NOT_SUCCEEDED,
+            details={"compression_run": [f"Status is {run.status}."]},
+        )
     if actor.role == Role.ENGINEER and run.experiment.owner_id != actor.pk:
         raise PermissionDenied("Only the experiment's owner may propose its release.")
     suite_version = SuiteVersion.objects.filter(pk=suite_version_id).first()
     if suite_version is None:
-        raise ValidationFailed("Unknown suite version.", details={"suite_version": [f"No suite version {suite_version_id}."]})
+        raise ValidationFailed(
+            "Unknown suite version.", details={"suite_version": [f"No suite version {suite_version_id}."]}
+        )
     policy = ThresholdPolicy.objects.filter(pk=policy_id).first()
     if policy is None:
         raise ValidationFailed("Unknown threshold policy.", details={"policy": [f"No policy {policy_id}."]})
+    artifact = run.output_artifact
+    assert artifact is not None  # a succeeded run always has its output artifact
     with transaction.atomic():
         release = Release.objects.create(
-            experiment=run.experiment, compression_run=run, candidate=run.output_artifact,
-            candidate_digest=run.output_artifact.digest, suite_version=suite_version, policy=policy, created_by=actor,
+            experiment=run.experiment,
+            compression_run=run,
+            candidate=artifact,
+            candidate_digest=artifact.digest,
+            suite_version=suite_version,
+            policy=policy,
+            created_by=actor,
         )
         ledger_append(
-            actor=actor, action="release.created", object_type=OBJECT_TYPE, object_id=release.pk,
-            payload={"candidate": release.candidate_digest, "suite_version": suite_version.digest,
-                     "policy": f"{policy.name} v{policy.version}", "compression_run": run.pk},
+            actor=actor,
+            action="release.created",
+            object_type=OBJECT_TYPE,
+            object_id=release.pk,
+            payload={
+                "candidate": release.candidate_digest,
+                "suite_version": suite_version.digest,
+                "policy": f"{policy.name} v{policy.version}",
+                "compression_run": run.pk,
+            },
         )
     return release
 
@@ -117,19 +108,27 @@ def release_start_evaluation(*, actor, release_id: int, expected_version: int | 
 
 def _start_evaluation(actor, release_id: int, expected_version: int | None) -> Release:
     with transaction.atomic():
-        release = _locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
-        _expect(release, ReleaseStatus.DRAFT)
+        release = locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
+        expect(release, ReleaseStatus.DRAFT)
         config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels)
-        baseline = evaluation_run_request(actor=actor, artifact=release.experiment.base_artifact,
-                                          suite_version=release.suite_version, config=config)
-        candidate = evaluation_run_request(actor=actor, artifact=release.candidate,
-                                           suite_version=release.suite_version, config=config)
+        baseline = evaluation_run_request(
+            actor=actor, artifact=release.experiment.base_artifact, suite_version=release.suite_version, config=config
+        )
+        candidate = evaluation_run_request(
+            actor=actor, artifact=release.candidate, suite_version=release.suite_version, config=config
+        )
         release.baseline_evaluation, release.candidate_evaluation = baseline, candidate
         release.failure_reason = ""
         transition(
-            release, actor=actor, to=ReleaseStatus.EVALUATING, action="release.evaluation_started",
-            payload={"policy_pinned": release.policy_id, "baseline_evaluation": baseline.pk,
-                     "candidate_evaluation": candidate.pk},
+            release,
+            actor=actor,
+            to=ReleaseStatus.EVALUATING,
+            action="release.evaluation_started",
+            payload={
+                "policy_pinned": release.policy_id,
+                "baseline_evaluation": baseline.pk,
+                "candidate_evaluation": candidate.pk,
+            },
             fields=("baseline_evaluation", "candidate_evaluation", "failure_reason"),
         )
         transaction.on_commit(lambda: _enqueue_evaluation(release.pk, baseline.pk, candidate.pk))
@@ -163,17 +162,19 @@ def release_complete_evaluation(*, release_id: int) -> Release:
     evaluation failed. A red gate opens an escalation. Idempotent: a release that is not evaluating,
     or whose evaluations are still running, is returned unchanged; two concurrent calls compare once
     (the comparison is unique per pair) and transition once (the release row is locked)."""
-    from .escalations import escalation_open
-    from .reviews import review_tasks_create
-
     release = Release.objects.select_related("baseline_evaluation", "candidate_evaluation").get(pk=release_id)
     if release.status != ReleaseStatus.EVALUATING:
         return release
-    runs = (release.baseline_evaluation, release.candidate_evaluation)
+    baseline_run, candidate_run = release.baseline_evaluation, release.candidate_evaluation
+    assert baseline_run is not None and candidate_run is not None  # both are set on entering EVALUATING
+    runs = (baseline_run, candidate_run)
     if not all(r.is_terminal for r in runs):
         return release
-    failure = "; ".join(f"evaluation {r.pk} {r.status}: {r.failure_reason or 'not finished'}"
-                        for r in runs if r.status != RunStatus.SUCCEEDED)
+    failure = "; ".join(
+        f"evaluation {r.pk} {r.status}: {r.failure_reason or 'not finished'}"
+        for r in runs
+        if r.status != RunStatus.SUCCEEDED
+    )
     comparison = None
     if not failure:
         try:
@@ -181,27 +182,41 @@ def release_complete_evaluation(*, release_id: int) -> Release:
         except DomainError as exc:  # the runs cannot be compared: retrying would not help, so the release fails
             failure = f"comparison refused ({exc.code}): {exc.message}"
     with transaction.atomic():
-        release = _locked(release_id, None)
+        release = locked(release_id, None)
         if release.status != ReleaseStatus.EVALUATING:
             return release
         if failure:
             release.failure_reason = failure
-            transition(release, actor=None, to=ReleaseStatus.DRAFT, action="release.failed",
-                       payload={"reason": release.failure_reason}, fields=("failure_reason",))
+            transition(
+                release,
+                actor=None,
+                to=ReleaseStatus.DRAFT,
+                action="release.failed",
+                payload={"reason": release.failure_reason},
+                fields=("failure_reason",),
+            )
             return release
+        # no failure means comparison_compute returned a done comparison, which always has results
+        assert comparison is not None and comparison.results is not None
         zone, verdicts = policy_judge(release.policy, comparison.results)
         release.comparison, release.gate_zone, release.gate = comparison, zone, verdicts_as_json(verdicts)
         to = ReleaseStatus.IN_REVIEW if zone == Zone.AMBER else ReleaseStatus.AWAITING_DECISION
         transition(
-            release, actor=None, to=to, action="release.gated",
-            payload={"zone": zone, "gate_digest": digest(release.gate), "comparison": comparison.pk,
-                     "flips": comparison.flip_count},
+            release,
+            actor=None,
+            to=to,
+            action="release.gated",
+            payload={
+                "zone": zone,
+                "gate_digest": digest(release.gate),
+                "comparison": comparison.pk,
+                "flips": comparison.flip_count,
+            },
             fields=("comparison", "gate_zone", "gate"),
         )
         if zone == Zone.RED:
             red = [v.title for v in verdicts if v.zone == Zone.RED]
-            escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE,
-                            summary=f"Red zone: {', '.join(red)}.")
+            escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE, summary=f"Red zone: {', '.join(red)}.")
         elif zone == Zone.AMBER:
             review_tasks_create(release=release)
     return release
@@ -210,8 +225,10 @@ def release_complete_evaluation(*, release_id: int) -> Release:
 def releases_complete_for_evaluation(*, evaluation_id: int) -> list[int]:
     """Complete every release evaluating on this (finished) evaluation whose other evaluation has
     finished too. Returns the ids of the releases that left `evaluating`."""
-    waiting = Release.objects.filter(Q(baseline_evaluation_id=evaluation_id) | Q(candidate_evaluation_id=evaluation_id),
-                                     status=ReleaseStatus.EVALUATING)
+    waiting = Release.objects.filter(
+        Q(baseline_evaluation_id=evaluation_id) | Q(candidate_evaluation_id=evaluation_id),
+        status=ReleaseStatus.EVALUATING,
+    )
     return _complete_each(waiting.order_by("pk").values_list("pk", flat=True))
 
 
@@ -223,7 +240,8 @@ def releases_complete_stuck(*, now: dt.datetime | None = None) -> list[int]:
     stuck = Release.objects.filter(
         Q(baseline_evaluation__finished_at__isnull=True) | Q(baseline_evaluation__finished_at__lt=cutoff),
         Q(candidate_evaluation__finished_at__isnull=True) | Q(candidate_evaluation__finished_at__lt=cutoff),
-        status=ReleaseStatus.EVALUATING, baseline_evaluation__status__in=TERMINAL_RUN_STATUSES,
+        status=ReleaseStatus.EVALUATING,
+        baseline_evaluation__status__in=TERMINAL_RUN_STATUSES,
         candidate_evaluation__status__in=TERMINAL_RUN_STATUSES,
     )
     return _complete_each(stuck.order_by("pk").values_list("pk", flat=True))
@@ -242,19 +260,6 @@ def _complete_each(release_ids) -> list[int]:
     return completed
 
 
-def release_evidence(release: Release) -> dict:
-    """Digests of what a decision-maker saw."""
-    return {
-        "candidate": release.candidate_digest,
-        "baseline": release.experiment.base_artifact.digest,
-        "suite_version": release.suite_version.digest,
-        "policy": f"{release.policy.name} v{release.policy.version}",
-        "comparison_results": digest(release.comparison.results) if release.comparison else None,
-        "gate": digest(release.gate) if release.gate else None,
-        "review_outcome": digest(release.review_outcome) if release.review_outcome else None,
-    }
-
-
 def _candidate_intact(release: Release) -> bool:
     """The files in the store still hash to the digest that was evaluated."""
     try:
@@ -265,9 +270,15 @@ def _candidate_intact(release: Release) -> bool:
 
 def _record(release: Release, actor, kind: str, rationale: str) -> Decision:
     return Decision.objects.create(
-        release=release, actor=actor, actor_role=actor.role, kind=kind, rationale=rationale,
-        evidence=release_evidence(release), candidate_digest=release.candidate_digest,
-        release_version=release.version, experiment_owner_id=release.experiment.owner_id,
+        release=release,
+        actor=actor,
+        actor_role=actor.role,
+        kind=kind,
+        rationale=rationale,
+        evidence=release_evidence(release),
+        candidate_digest=release.candidate_digest,
+        release_version=release.version,
+        experiment_owner_id=release.experiment.owner_id,
         run_requester_id=release.compression_run.requested_by_id,
     )
 
@@ -279,73 +290,115 @@ def _red_cleared(release: Release) -> bool:
 
 
 def _approve(release: Release, actor, rationale: str) -> None:
-    _expect(release, ReleaseStatus.AWAITING_DECISION)
+    expect(release, *DECISION_FROM[DecisionKind.APPROVE])
     require_officer(actor, "approve a release")
     require_independent(actor, release)
     require_authority(actor, release, "approve this release")
     if release.gate_zone == Zone.RED and not _red_cleared(release):
-        raise Conflict("The gate is red: approval is blocked until the tier's authority resolves the escalation.",
-                       code="gate_red")
+        raise Conflict(
+            "The gate is red: approval is blocked until the tier's authority resolves the escalation.",
+            code=GovernanceErrorCode.GATE_RED,
+        )
     valid = release.decisions.filter(kind=DecisionKind.APPROVE, release_version__gte=release.approvals_since_version)
     if valid.filter(actor=actor).exists():
-        raise Conflict("You have already approved this release.", code="already_approved")
+        raise Conflict("You have already approved this release.", code=GovernanceErrorCode.ALREADY_APPROVED)
     if not _candidate_intact(release):
-        raise Conflict("The candidate's files no longer match the evaluated digest.", code="candidate_changed")
+        raise Conflict(
+            "The candidate's files no longer match the evaluated digest.", code=GovernanceErrorCode.CANDIDATE_CHANGED
+        )
     decision = _record(release, actor, DecisionKind.APPROVE, rationale)
     approvals = valid.count()
     required = approval_policy_for(release.experiment.risk_tier).approvals_required
-    payload = {"decision": decision.pk, "rationale": rationale, "evidence": decision.evidence,
-               "approvals": approvals, "required": required}
+    payload = {
+        "decision": decision.pk,
+        "rationale": rationale,
+        "evidence": decision.evidence,
+        "approvals": approvals,
+        "required": required,
+    }
     if approvals >= required:
         transition(release, actor=actor, to=ReleaseStatus.APPROVED, action="release.approved", payload=payload)
     else:
         release.version += 1
         release.save(update_fields=["version", "updated_at"])
-        ledger_append(actor=actor, action="release.approved", object_type=OBJECT_TYPE, object_id=release.pk,
-                      payload={**payload, "from": release.status, "to": release.status, "version": release.version})
+        ledger_append(
+            actor=actor,
+            action="release.approved",
+            object_type=OBJECT_TYPE,
+            object_id=release.pk,
+            payload={**payload, "from": release.status, "to": release.status, "version": release.version},
+        )
 
 
 def _reject(release: Release, actor, rationale: str) -> None:
-    _expect(release, ReleaseStatus.AWAITING_DECISION)
+    expect(release, *DECISION_FROM[DecisionKind.REJECT])
     require_officer(actor, "reject a release")
     require_independent(actor, release)
     require_authority(actor, release, "reject this release")
     decision = _record(release, actor, DecisionKind.REJECT, rationale)
-    transition(release, actor=actor, to=ReleaseStatus.REJECTED, action="release.rejected",
-               payload={"decision": decision.pk, "rationale": rationale, "evidence": decision.evidence})
+    transition(
+        release,
+        actor=actor,
+        to=ReleaseStatus.REJECTED,
+        action="release.rejected",
+        payload={"decision": decision.pk, "rationale": rationale, "evidence": decision.evidence},
+    )
 
 
 def _halt(release: Release, actor, rationale: str) -> None:
     require_officer(actor, "halt a release")
-    if release.status in (*TERMINAL_RELEASE_STATUSES, ReleaseStatus.HALTED):
-        raise Conflict(f"Release {release.pk} is {release.status}; it cannot be halted.", code="invalid_transition")
+    if release.status not in DECISION_FROM[DecisionKind.HALT]:
+        raise Conflict(
+            f"Release {release.pk} is {release.status}; it cannot be halted.",
+            code=GovernanceErrorCode.INVALID_TRANSITION,
+        )
     decision = _record(release, actor, DecisionKind.HALT, rationale)
     release.status_before_halt = release.status
-    transition(release, actor=actor, to=ReleaseStatus.HALTED, action="release.halted",
-               payload={"decision": decision.pk, "rationale": rationale}, fields=("status_before_halt",))
+    transition(
+        release,
+        actor=actor,
+        to=ReleaseStatus.HALTED,
+        action="release.halted",
+        payload={"decision": decision.pk, "rationale": rationale},
+        fields=("status_before_halt",),
+    )
 
 
 def _resume(release: Release, actor, rationale: str) -> None:
-    _expect(release, ReleaseStatus.HALTED)
+    expect(release, *DECISION_FROM[DecisionKind.RESUME])
     require_authority(actor, release, "resume this release")
     decision = _record(release, actor, DecisionKind.RESUME, rationale)
     to = release.status_before_halt or ReleaseStatus.AWAITING_DECISION
     release.status_before_halt = ""
-    transition(release, actor=actor, to=to, action="release.resumed",
-               payload={"decision": decision.pk, "rationale": rationale}, fields=("status_before_halt",))
+    transition(
+        release,
+        actor=actor,
+        to=to,
+        action="release.resumed",
+        payload={"decision": decision.pk, "rationale": rationale},
+        fields=("status_before_halt",),
+    )
 
 
 def _roll_back(release: Release, actor, rationale: str) -> None:
-    _expect(release, ReleaseStatus.ROLLING_OUT, ReleaseStatus.RELEASED)
+    expect(release, *DECISION_FROM[DecisionKind.ROLL_BACK])
     require_officer(actor, "roll back a release")
     decision = _record(release, actor, DecisionKind.ROLL_BACK, rationale)
-    transition(release, actor=actor, to=ReleaseStatus.ROLLED_BACK, action="release.rolled_back",
-               payload={"decision": decision.pk, "rationale": rationale})
+    transition(
+        release,
+        actor=actor,
+        to=ReleaseStatus.ROLLED_BACK,
+        action="release.rolled_back",
+        payload={"decision": decision.pk, "rationale": rationale},
+    )
 
 
 _DECISIONS = {
-    DecisionKind.APPROVE: _approve, DecisionKind.REJECT: _reject, DecisionKind.HALT: _halt,
-    DecisionKind.RESUME: _resume, DecisionKind.ROLL_BACK: _roll_back,
+    DecisionKind.APPROVE: _approve,
+    DecisionKind.REJECT: _reject,
+    DecisionKind.HALT: _halt,
+    DecisionKind.RESUME: _resume,
+    DecisionKind.ROLL_BACK: _roll_back,
 }
 
 
@@ -372,8 +425,8 @@ def release_decide(
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version, authorize=lambda r: _may_decide(actor, r, kind))
-            _DECISIONS[kind](release, actor, rationale.strip())
+            release = locked(release_id, expected_version, authorize=lambda r: _may_decide(actor, r, kind))
+            _DECISIONS[DecisionKind(kind)](release, actor, rationale.strip())
         _notify_decision(release, kind)
         return release
 
@@ -381,10 +434,9 @@ def release_decide(
 
 
 def _notify_decision(release: Release, kind: str) -> None:
-    from .notifications import notify
-
-    notify(event=f"release.{kind}", payload={"release": release.pk, "status": release.status,
-                                              "version": release.version})
+    notify(
+        event=f"release.{kind}", payload={"release": release.pk, "status": release.status, "version": release.version}
+    )
 
 
 def _validate_stages(stages: list[dict]) -> list[tuple[int, dt.datetime]]:
@@ -394,12 +446,16 @@ def _validate_stages(stages: list[dict]) -> list[tuple[int, dt.datetime]]:
     for i, stage in enumerate(stages):
         percent, starts_at = stage.get("percent"), stage.get("starts_at")
         if not isinstance(percent, int) or not 1 <= percent <= 100 or percent <= last_percent:
-            raise ValidationFailed(f"stages[{i}].percent must rise, between 1 and 100.",
-                                   details={f"stages[{i}].percent": ["An integer above the previous stage, ≤ 100."]})
+            raise ValidationFailed(
+                f"stages[{i}].percent must rise, between 1 and 100.",
+                details={f"stages[{i}].percent": ["An integer above the previous stage, ≤ 100."]},
+            )
         when = starts_at if isinstance(starts_at, dt.datetime) else _parse_time(starts_at, f"stages[{i}].starts_at")
         if last_time and when < last_time:
-            raise ValidationFailed(f"stages[{i}].starts_at is before the previous stage.",
-                                   details={f"stages[{i}].starts_at": ["Stages must be in time order."]})
+            raise ValidationFailed(
+                f"stages[{i}].starts_at is before the previous stage.",
+                details={f"stages[{i}].starts_at": ["Stages must be in time order."]},
+            )
         parsed.append((percent, when))
         last_percent, last_time = percent, when
     if last_percent != 100:
@@ -411,40 +467,73 @@ def _parse_time(value, field: str) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(str(value))
     except ValueError:
-        raise ValidationFailed(f"{field} is not an ISO 8601 time.", details={field: ["ISO 8601, e.g. 2026-12-01T09:00Z."]}) from None
+        raise ValidationFailed(
+            f"{field} is not an ISO 8601 time.", details={field: ["ISO 8601, e.g. 2026-12-01T09:00Z."]}
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def release_start_rollout(*, actor, release_id: int, stages: list[dict], expected_version: int | None = None) -> Release:
+def default_rollout_stages(now: dt.datetime | None = None) -> list[dict]:
+    """The default staged rollout from `now`: 5%, 25%, 100%, a day apart (DEFAULT_ROLLOUT)."""
+    now = now or timezone.now()
+    return [
+        {"percent": percent, "starts_at": (now + dt.timedelta(days=days)).isoformat()}
+        for percent, days in DEFAULT_ROLLOUT
+    ]
+
+
+def release_start_rollout(
+    *, actor, release_id: int, stages: list[dict], expected_version: int | None = None
+) -> Release:
     """approved → rolling out (stage 1). The candidate must still hash to the evaluated digest;
     if it does not, every approval is void and the release goes back to awaiting a decision."""
     parsed = _validate_stages(stages)
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version,
-                              authorize=lambda r: require_authority(actor, r, "start a rollout"))
-            _expect(release, ReleaseStatus.APPROVED)
+            release = locked(
+                release_id, expected_version, authorize=lambda r: require_authority(actor, r, "start a rollout")
+            )
+            expect(release, ReleaseStatus.APPROVED)
             require_authority(actor, release, "start a rollout")
             intact = _candidate_intact(release)
             if intact:
-                RolloutStage.objects.bulk_create([
-                    RolloutStage(release=release, position=i + 1, percent=p, starts_at=t,
-                                 started_at=timezone.now() if i == 0 else None)
-                    for i, (p, t) in enumerate(parsed)
-                ])
+                RolloutStage.objects.bulk_create(
+                    [
+                        RolloutStage(
+                            release=release,
+                            position=i + 1,
+                            percent=p,
+                            starts_at=t,
+                            started_at=timezone.now() if i == 0 else None,
+                        )
+                        for i, (p, t) in enumerate(parsed)
+                    ]
+                )
                 release.rollout_position = 1
-                transition(release, actor=actor, to=ReleaseStatus.ROLLING_OUT, action="release.rollout_started",
-                           payload={"stages": [{"percent": p, "starts_at": t.isoformat()} for p, t in parsed]},
-                           fields=("rollout_position",))
+                transition(
+                    release,
+                    actor=actor,
+                    to=ReleaseStatus.ROLLING_OUT,
+                    action="release.rollout_started",
+                    payload={"stages": [{"percent": p, "starts_at": t.isoformat()} for p, t in parsed]},
+                    fields=("rollout_position",),
+                )
                 return release
             voided = list(release.decisions.filter(kind=DecisionKind.APPROVE).values_list("pk", flat=True))
             release.approvals_since_version = release.version + 1
-            transition(release, actor=actor, to=ReleaseStatus.AWAITING_DECISION, action="release.approvals_voided",
-                       payload={"reason": "candidate digest changed", "voided_decisions": voided},
-                       fields=("approvals_since_version",))
-        raise Conflict("The candidate's files no longer match the evaluated digest: approvals are void.",
-                       code="candidate_changed")
+            transition(
+                release,
+                actor=actor,
+                to=ReleaseStatus.AWAITING_DECISION,
+                action="release.approvals_voided",
+                payload={"reason": "candidate digest changed", "voided_decisions": voided},
+                fields=("approvals_since_version",),
+            )
+        raise Conflict(
+            "The candidate's files no longer match the evaluated digest: approvals are void.",
+            code=GovernanceErrorCode.CANDIDATE_CHANGED,
+        )
 
     return guarded(actor, release_id, operation)
 
@@ -454,9 +543,10 @@ def release_advance_rollout(*, actor, release_id: int, expected_version: int | N
 
     def operation() -> Release:
         with transaction.atomic():
-            release = _locked(release_id, expected_version,
-                              authorize=lambda r: require_authority(actor, r, "advance a rollout"))
-            _expect(release, ReleaseStatus.ROLLING_OUT)
+            release = locked(
+                release_id, expected_version, authorize=lambda r: require_authority(actor, r, "advance a rollout")
+            )
+            expect(release, ReleaseStatus.ROLLING_OUT)
             require_authority(actor, release, "advance a rollout")
             stages = list(release.rollout_stages.order_by("position"))
             if release.rollout_position >= len(stages):
@@ -464,15 +554,22 @@ def release_advance_rollout(*, actor, release_id: int, expected_version: int | N
                 return release
             stage = stages[release.rollout_position]
             if stage.starts_at > timezone.now():
-                raise Conflict(f"Stage {stage.position} starts at {stage.starts_at.isoformat()}.", code="too_early")
+                raise Conflict(
+                    f"Stage {stage.position} starts at {stage.starts_at.isoformat()}.",
+                    code=GovernanceErrorCode.TOO_EARLY,
+                )
             stage.started_at = timezone.now()
             stage.save(update_fields=["started_at"])
             release.rollout_position = stage.position
             release.version += 1
             release.save(update_fields=["rollout_position", "version", "updated_at"])
-            ledger_append(actor=actor, action="release.rollout_advanced", object_type=OBJECT_TYPE,
-                          object_id=release.pk, payload={"stage": stage.position, "percent": stage.percent,
-                                                         "version": release.version})
+            ledger_append(
+                actor=actor,
+                action="release.rollout_advanced",
+                object_type=OBJECT_TYPE,
+                object_id=release.pk,
+                payload={"stage": stage.position, "percent": stage.percent, "version": release.version},
+            )
         return release
 
     return guarded(actor, release_id, operation)

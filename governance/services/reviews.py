@@ -11,29 +11,24 @@ from django.utils import timezone
 from accounts.errors import Conflict, NotFound, ValidationFailed
 from accounts.models import Role, User
 from evaluations.models import Flip
+from governance.agreement import cohens_kappa
+from governance.error_codes import GovernanceErrorCode
 from governance.models import (
-    EscalationTrigger, Release, ReleaseStatus, ReviewLabel, ReviewTask, Zone,
+    EscalationTrigger,
+    Release,
+    ReleaseStatus,
+    ReviewLabel,
+    ReviewTask,
+    Zone,
 )
+from governance.selectors import approval_policy_for
 from ledger.services import ledger_append
 
-from .authority import approval_policy_for
+from .escalations import escalation_open
+from .state import transition
 
 # A release fails review when more than this share of reviewed items is judged a safety deviation.
 MAX_DEVIATION_SHARE = 0.2
-
-
-def cohens_kappa(pairs: list[tuple[str, str]]) -> float | None:
-    """Cohen's kappa for two raters over the same items; None when undefined (no items, or
-    chance agreement is 1)."""
-    if not pairs:
-        return None
-    n = len(pairs)
-    observed = sum(a == b for a, b in pairs) / n
-    first, second = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
-    expected = sum(first[k] * second[k] for k in set(first) | set(second)) / (n * n)
-    if expected == 1:
-        return None
-    return (observed - expected) / (1 - expected)
 
 
 def _eligible_reviewers(release: Release) -> list[User]:
@@ -44,8 +39,6 @@ def _eligible_reviewers(release: Release) -> list[User]:
 def review_tasks_create(*, release: Release) -> list[ReviewTask]:
     """Sample the flip set (seeded by the release) and assign each item to distinct reviewers.
     Runs inside the caller's transaction. With no eligible reviewer an escalation is opened."""
-    from .escalations import escalation_open
-
     policy = approval_policy_for(release.experiment.risk_tier)
     flips = list(Flip.objects.filter(comparison=release.comparison).order_by("pk").values_list("pk", flat=True))
     rng = random.Random(f"review:{release.pk}")
@@ -54,35 +47,33 @@ def review_tasks_create(*, release: Release) -> list[ReviewTask]:
     per_item = min(policy.reviewers_per_item, len(reviewers))
     if not sample or per_item == 0:
         reason = "no flipped examples to review" if not sample else "no eligible reviewer"
-        escalation_open(release=release, trigger=EscalationTrigger.OVERDUE_REVIEW,
-                        summary=f"Amber zone needs blind review, but there is {reason}.")
+        escalation_open(
+            release=release,
+            trigger=EscalationTrigger.OVERDUE_REVIEW,
+            summary=f"Amber zone needs blind review, but there is {reason}.",
+        )
         return []
     deadline = timezone.now() + dt.timedelta(hours=policy.review_hours)
     tasks = [
-        ReviewTask(release=release, flip_id=flip_id, reviewer=reviewers[(i + k) % len(reviewers)],
-                   a_is_candidate=rng.random() < 0.5, deadline=deadline)
-        for i, flip_id in enumerate(sample) for k in range(per_item)
+        ReviewTask(
+            release=release,
+            flip_id=flip_id,
+            reviewer=reviewers[(i + k) % len(reviewers)],
+            a_is_candidate=rng.random() < 0.5,
+            deadline=deadline,
+        )
+        for i, flip_id in enumerate(sample)
+        for k in range(per_item)
     ]
     ReviewTask.objects.bulk_create(tasks)
-    ledger_append(actor=None, action="release.review_started", object_type="release", object_id=release.pk,
-                  payload={"items": len(sample), "reviewers_per_item": per_item, "deadline": deadline.isoformat()})
+    ledger_append(
+        actor=None,
+        action="release.review_started",
+        object_type="release",
+        object_id=release.pk,
+        payload={"items": len(sample), "reviewers_per_item": per_item, "deadline": deadline.isoformat()},
+    )
     return tasks
-
-
-def review_task_view(task: ReviewTask) -> dict:
-    """What the reviewer sees: the input and outputs A and B, with no hint of which model is which
-    until the task is submitted."""
-    flip = task.flip
-    candidate = {"unsafe_probability": round(flip.candidate_prob, 4), "decision": "unsafe" if flip.candidate_prob >= 0.5 else "safe"}
-    baseline = {"unsafe_probability": round(flip.baseline_prob, 4), "decision": "unsafe" if flip.baseline_prob >= 0.5 else "safe"}
-    a, b = (candidate, baseline) if task.a_is_candidate else (baseline, candidate)
-    view = {"id": task.pk, "text": flip.example.text, "expected_label": flip.example.label, "a": a, "b": b,
-            "deadline": task.deadline, "submitted": task.submitted_at is not None, "label": task.label,
-            "note": task.note}
-    if task.submitted_at:
-        view["revealed"] = {"a": "candidate" if task.a_is_candidate else "baseline",
-                            "b": "baseline" if task.a_is_candidate else "candidate"}
-    return view
 
 
 def review_submit(*, actor, task_id: int, label: str, note: str = "") -> ReviewTask:
@@ -93,15 +84,26 @@ def review_submit(*, actor, task_id: int, label: str, note: str = "") -> ReviewT
         if task is None or task.reviewer_id != actor.pk:
             raise NotFound(f"No review task {task_id} for you.")
         if task.submitted_at:
-            raise Conflict("This review was already submitted.", code="already_submitted")
+            raise Conflict("This review was already submitted.", code=GovernanceErrorCode.ALREADY_SUBMITTED)
         if task.release.status != ReleaseStatus.IN_REVIEW:
-            raise Conflict(f"Release {task.release_id} is {task.release.status}, no longer in review.",
-                           code="invalid_transition")
+            raise Conflict(
+                f"Release {task.release_id} is {task.release.status}, no longer in review.",
+                code=GovernanceErrorCode.INVALID_TRANSITION,
+            )
         task.label, task.note, task.submitted_at = label, note.strip(), timezone.now()
         task.save(update_fields=["label", "note", "submitted_at"])
-        ledger_append(actor=actor, action="review.submitted", object_type="review_task", object_id=task.pk,
-                      payload={"release": task.release_id, "flip": task.flip_id, "label": label,
-                               "a_is_candidate": task.a_is_candidate})
+        ledger_append(
+            actor=actor,
+            action="review.submitted",
+            object_type="review_task",
+            object_id=task.pk,
+            payload={
+                "release": task.release_id,
+                "flip": task.flip_id,
+                "label": label,
+                "a_is_candidate": task.a_is_candidate,
+            },
+        )
         _conclude_if_done(task.release_id)
     return task
 
@@ -116,16 +118,19 @@ def review_outcome(tasks: list[ReviewTask]) -> dict:
     pairs = [(labels[0], labels[1]) for labels in by_item.values() if len(labels) >= 2]
     kappa = cohens_kappa(pairs)
     share = deviations / len(majority) if majority else 0.0
-    return {"items": len(majority), "reviews": len(tasks), "labels": dict(Counter(t.label for t in tasks)),
-            "deviation_items": deviations, "deviation_share": share, "kappa": kappa,
-            "max_deviation_share": MAX_DEVIATION_SHARE,
-            "verdict": "fail" if share > MAX_DEVIATION_SHARE else "pass"}
+    return {
+        "items": len(majority),
+        "reviews": len(tasks),
+        "labels": dict(Counter(t.label for t in tasks)),
+        "deviation_items": deviations,
+        "deviation_share": share,
+        "kappa": kappa,
+        "max_deviation_share": MAX_DEVIATION_SHARE,
+        "verdict": "fail" if share > MAX_DEVIATION_SHARE else "pass",
+    }
 
 
 def _conclude_if_done(release_id: int) -> None:
-    from .escalations import escalation_open
-    from .releases import transition
-
     release = Release.objects.select_for_update().get(pk=release_id)
     tasks = list(release.review_tasks.all())
     if release.status != ReleaseStatus.IN_REVIEW or any(t.submitted_at is None for t in tasks):
@@ -136,30 +141,37 @@ def _conclude_if_done(release_id: int) -> None:
     if outcome["verdict"] == "fail":
         release.gate_zone = Zone.RED
         fields.append("gate_zone")
-    transition(release, actor=None, to=ReleaseStatus.AWAITING_DECISION, action="release.reviewed",
-               payload=outcome, fields=tuple(fields))
+    transition(
+        release,
+        actor=None,
+        to=ReleaseStatus.AWAITING_DECISION,
+        action="release.reviewed",
+        payload=outcome,
+        fields=tuple(fields),
+    )
     if outcome["verdict"] == "fail":
-        escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE,
-                        summary=f"Blind review found safety deviations in {outcome['deviation_items']} of "
-                                f"{outcome['items']} flipped examples.")
+        escalation_open(
+            release=release,
+            trigger=EscalationTrigger.RED_ZONE,
+            summary=f"Blind review found safety deviations in {outcome['deviation_items']} of "
+            f"{outcome['items']} flipped examples.",
+        )
 
 
 def review_tasks_overdue(*, now: dt.datetime | None = None) -> list[int]:
     """Open one escalation per release whose review deadline passed (once)."""
-    from .escalations import escalation_open
-
     now = now or timezone.now()
     opened = []
-    releases = Release.objects.filter(status=ReleaseStatus.IN_REVIEW, review_tasks__submitted_at__isnull=True,
-                                      review_tasks__deadline__lt=now).distinct()
+    releases = Release.objects.filter(
+        status=ReleaseStatus.IN_REVIEW, review_tasks__submitted_at__isnull=True, review_tasks__deadline__lt=now
+    ).distinct()
     for release_id in releases.values_list("pk", flat=True):
         with transaction.atomic():
             release = Release.objects.select_for_update().get(pk=release_id)
             if release.escalations.filter(trigger=EscalationTrigger.OVERDUE_REVIEW).exists():
                 continue
-            escalation_open(release=release, trigger=EscalationTrigger.OVERDUE_REVIEW,
-                            summary="Blind reviews are overdue.")
+            escalation_open(
+                release=release, trigger=EscalationTrigger.OVERDUE_REVIEW, summary="Blind reviews are overdue."
+            )
             opened.append(release.pk)
     return opened
-
-

@@ -40,14 +40,17 @@ def test_every_operation_documents_its_errors_in_the_error_model(openapi):
     assert missing == []
 
 
-@pytest.mark.parametrize("path, names", [
-    ("/api/runs/", {"status", "experiment"}),
-    ("/api/releases/", {"status", "zone"}),
-    ("/api/escalations/", {"status", "release"}),
-    ("/api/comparisons/{id}/flips/", {"slice", "subgroup", "direction"}),
-    ("/api/suite-versions/{id}/examples/", {"slice", "subgroup", "label"}),
-    ("/api/artifacts/", {"name", "parent"}),
-])
+@pytest.mark.parametrize(
+    "path, names",
+    [
+        ("/api/runs/", {"status", "experiment"}),
+        ("/api/releases/", {"status", "zone"}),
+        ("/api/escalations/", {"status", "release"}),
+        ("/api/comparisons/{id}/flips/", {"slice", "subgroup", "direction"}),
+        ("/api/suite-versions/{id}/examples/", {"slice", "subgroup", "label"}),
+        ("/api/artifacts/", {"name", "parent"}),
+    ],
+)
 def test_list_filters_are_declared_with_their_types(openapi, path, names):
     parameters = {p["name"]: p["schema"] for p in openapi["paths"][path]["get"]["parameters"]}
     assert names <= set(parameters)
@@ -94,10 +97,15 @@ def test_release_list_query_count_does_not_grow_with_rows(light_world, django_as
 
     release = light_world["release"]
     for _ in range(10):
-        Release.objects.create(experiment=release.experiment, compression_run=release.compression_run,
-                               candidate=release.candidate, candidate_digest=release.candidate_digest,
-                               suite_version=release.suite_version, policy=release.policy,
-                               created_by=release.created_by)
+        Release.objects.create(
+            experiment=release.experiment,
+            compression_run=release.compression_run,
+            candidate=release.candidate,
+            candidate_digest=release.candidate_digest,
+            suite_version=release.suite_version,
+            policy=release.policy,
+            created_by=release.created_by,
+        )
     api = api_client_for(light_world["users"]["officer"])
     with django_assert_max_num_queries(6):
         assert api.get("/api/releases/").json()["count"] == 11

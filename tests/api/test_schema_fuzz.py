@@ -11,10 +11,9 @@ Enqueued jobs never run here: tasks are sent on commit and the test's transactio
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
 import schemathesis
 from django.core.wsgi import get_wsgi_application
-
+from hypothesis import HealthCheck, settings
 
 ROLES = ("engineer", "officer", "regulator", "reviewer", "admin")
 FUZZ_MAX_EXAMPLES = int(os.environ.get("SAFESHRINK_FUZZ_MAX_EXAMPLES", "6"))
@@ -41,25 +40,33 @@ SEMANTIC_400 = {
 
 
 def fuzz_config() -> schemathesis.Config:
-    return schemathesis.Config.from_dict({
-        "seed": SEED,
-        # Data generation taking long on a busy machine says nothing about the API (timing must not fail CI).
-        "suppress-health-check": ["too_slow"],
-        "generation": {
-            "max-examples": FUZZ_MAX_EXAMPLES,
-            "deterministic": True,
-            "database": "none",
-            # NUL is refused everywhere (PostgreSQL cannot store it); tests/api/test_bad_input.py covers it.
-            "allow-x00": False,
-        },
-        # Every built-in check stays enabled (the default); nothing is excluded.
-        "operations": [
-            {"include-method": method, "include-path": path,
-             "checks": {"positive_data_acceptance": {"expected-statuses": [
-                 "2xx", "3xx", "400", "401", "403", "404", "409"]}}}
-            for method, path in SEMANTIC_400
-        ],
-    })
+    return schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            # Data generation taking long on a busy machine says nothing about the API (timing must not fail CI).
+            "suppress-health-check": ["too_slow"],
+            "generation": {
+                "max-examples": FUZZ_MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+                # NUL is refused everywhere (PostgreSQL cannot store it); tests/api/test_bad_input.py covers it.
+                "allow-x00": False,
+            },
+            # Every built-in check stays enabled (the default); nothing is excluded.
+            "operations": [
+                {
+                    "include-method": method,
+                    "include-path": path,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409"]
+                        }
+                    },
+                }
+                for method, path in SEMANTIC_400
+            ],
+        }
+    )
 
 
 def _load_schema():

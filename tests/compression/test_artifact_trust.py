@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from accounts.errors import ValidationFailed
 from compression.engine.errors import EngineError
 from compression.engine.manifest import VerificationCache, manifest_digest, verify_manifest
 from compression.models import CompressionRun, Experiment, ModelArtifact, RunStatus
-from accounts.errors import ValidationFailed
 from compression.services.artifacts import PATH_REFUSED, artifact_import, artifact_path, artifact_register
 from compression.services.experiments import experiment_create
 from ledger.models import LedgerEvent
@@ -24,21 +24,24 @@ def _zero_64_bytes(path: Path) -> None:
     """Zero 64 bytes in the middle of a file: same size, still loadable, different bytes."""
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    assert any(data[middle:middle + 64]), "the bytes to zero must not already be zero"
-    data[middle:middle + 64] = bytes(64)
+    assert any(data[middle : middle + 64]), "the bytes to zero must not already be zero"
+    data[middle : middle + 64] = bytes(64)
     path.write_bytes(bytes(data))
 
 
 # --- 1. verification before use -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def experiment(engineer, base_artifact):
-    return experiment_create(actor=engineer, name="exp", base_artifact_id=base_artifact.pk,
-                             unsafe_labels=["hatespeech", "offensive"])
+    return experiment_create(
+        actor=engineer, name="exp", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
 
 
-def test_a_corrupted_base_fails_the_run_with_corrupt_artifact_and_stores_nothing(engineer_api, experiment,
-                                                                                 base_artifact, settings):
+def test_a_corrupted_base_fails_the_run_with_corrupt_artifact_and_stores_nothing(
+    engineer_api, experiment, base_artifact, settings
+):
     stored = settings.SAFESHRINK["ARTIFACT_ROOT"] / base_artifact.digest
     _zero_64_bytes(stored / "model.safetensors")
     artifacts_before = ModelArtifact.objects.count()
@@ -55,8 +58,7 @@ def test_a_corrupted_base_fails_the_run_with_corrupt_artifact_and_stores_nothing
     assert not [p for p in (settings.SAFESHRINK["ARTIFACT_ROOT"] / "tmp").iterdir()]  # scratch removed
 
 
-def test_an_untouched_base_passes_and_the_provenance_names_the_verified_bytes(engineer_api, experiment,
-                                                                             base_artifact):
+def test_an_untouched_base_passes_and_the_provenance_names_the_verified_bytes(engineer_api, experiment, base_artifact):
     r = engineer_api.post(f"/api/experiments/{experiment.pk}/runs/", {"method": "dynamic_int8"}, format="json")
     run = CompressionRun.objects.get(pk=r.json()["id"])
     assert run.status == RunStatus.SUCCEEDED, run.failure_reason
@@ -68,14 +70,19 @@ def test_an_untouched_base_passes_and_the_provenance_names_the_verified_bytes(en
     assert annotations["files_hashed"] + annotations["files_from_cache"] == 2 * len(base_artifact.manifest)
 
 
-def test_an_evaluation_of_a_corrupted_artifact_fails_with_corrupt_artifact(engineer, base_artifact, demo_suite,
-                                                                           settings):
+def test_an_evaluation_of_a_corrupted_artifact_fails_with_corrupt_artifact(
+    engineer, base_artifact, demo_suite, settings
+):
     from evaluations.models import EvaluationRun
     from evaluations.services.runs import evaluation_config, evaluation_run_request, evaluation_run_start
 
     _zero_64_bytes(settings.SAFESHRINK["ARTIFACT_ROOT"] / base_artifact.digest / "model.safetensors")
-    run = evaluation_run_request(actor=engineer, artifact=base_artifact, suite_version=demo_suite,
-                                 config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]))
+    run = evaluation_run_request(
+        actor=engineer,
+        artifact=base_artifact,
+        suite_version=demo_suite,
+        config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]),
+    )
     evaluation_run_start(run_id=run.pk)
     run = EvaluationRun.objects.get(pk=run.pk)
     assert run.status == RunStatus.FAILED and run.failure_code == "corrupt_artifact", run.failure_reason
@@ -153,6 +160,7 @@ def test_a_file_changed_just_after_hashing_is_not_trusted_from_the_cache(model_c
 
 # --- 2. registration by server path ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def import_root(settings, tmp_path) -> Path:
     root = tmp_path / "imports"
@@ -185,8 +193,9 @@ def test_a_folder_inside_a_root_is_imported(engineer_api, import_root, tiny_mode
 
 
 @pytest.mark.parametrize("link", ["file", "dir", "dangling", "hard"])
-def test_a_symlink_in_the_folder_is_refused_and_nothing_is_copied(engineer_api, import_root, tiny_model_dir,
-                                                                  settings, tmp_path, link):
+def test_a_symlink_in_the_folder_is_refused_and_nothing_is_copied(
+    engineer_api, import_root, tiny_model_dir, settings, tmp_path, link
+):
     model = import_root / "model"
     shutil.copytree(tiny_model_dir, model)
     if link == "file":
@@ -245,8 +254,11 @@ def test_refusals_are_one_answer_whatever_the_reason(engineer, engineer_api, imp
         assert r.status_code == 400, (reason, r.content)
         bodies[reason] = r.json()
     assert len({repr(body) for body in bodies.values()}) == 1, bodies
-    assert next(iter(bodies.values())) == {"code": "model_not_found", "message": PATH_REFUSED,
-                                           "details": {"path": [PATH_REFUSED]}}
+    assert next(iter(bodies.values())) == {
+        "code": "model_not_found",
+        "message": PATH_REFUSED,
+        "details": {"path": [PATH_REFUSED]},
+    }
     assert ModelArtifact.objects.count() == 0
     with pytest.raises(ValidationFailed) as caught:  # the API refuses a NUL byte in any body before this
         artifact_import(actor=engineer, name="m", path=f"{import_root}/model\x00")
@@ -262,6 +274,7 @@ def test_operators_still_register_any_folder_through_the_service(engineer, tiny_
 
 # --- 3. scope -------------------------------------------------------------------------------------------
 
+
 def test_another_engineer_cannot_see_or_use_an_artifact(base_artifact, engineer_api, make_user, officer_api):
     other = api_client_for(make_user("oscar", "engineer"))
     assert engineer_api.get(f"/api/artifacts/{base_artifact.pk}/").status_code == 200
@@ -269,8 +282,11 @@ def test_another_engineer_cannot_see_or_use_an_artifact(base_artifact, engineer_
     assert other.get(f"/api/artifacts/{base_artifact.pk}/").status_code == 404
     assert other.get("/api/artifacts/").json()["results"] == []
     assert [a["id"] for a in officer_api.get("/api/artifacts/").json()["results"]] == [base_artifact.pk]
-    r = other.post("/api/experiments/", {"name": "x", "base_artifact": base_artifact.pk,
-                                         "unsafe_labels": ["hatespeech"]}, format="json")
+    r = other.post(
+        "/api/experiments/",
+        {"name": "x", "base_artifact": base_artifact.pk, "unsafe_labels": ["hatespeech"]},
+        format="json",
+    )
     assert r.status_code == 400 and "base_artifact" in r.json()["details"]
     assert Experiment.objects.count() == 0
     regulator = api_client_for(make_user("rita", "regulator"))
@@ -279,21 +295,28 @@ def test_another_engineer_cannot_see_or_use_an_artifact(base_artifact, engineer_
 
 def test_an_engineer_sees_what_their_experiments_reach(engineer, engineer_api, base_artifact, make_user):
     oscar = make_user("oscar", "engineer")
-    experiment = experiment_create(actor=engineer, name="e", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech"])
+    experiment = experiment_create(
+        actor=engineer, name="e", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech"]
+    )
     r = engineer_api.post(f"/api/experiments/{experiment.pk}/runs/", {"method": "dynamic_int8"}, format="json")
     candidate = CompressionRun.objects.get(pk=r.json()["id"]).output_artifact
     # oscar's experiment on eve's base (made by an admin or an older version): its base and candidates are his
     theirs = Experiment.objects.create(name="o", owner=oscar, base_artifact=base_artifact, unsafe_labels=["hatespeech"])
-    CompressionRun.objects.create(experiment=theirs, method="dynamic_int8", requested_by=oscar,
-                                  status=RunStatus.SUCCEEDED, output_artifact=candidate)
+    CompressionRun.objects.create(
+        experiment=theirs,
+        method="dynamic_int8",
+        requested_by=oscar,
+        status=RunStatus.SUCCEEDED,
+        output_artifact=candidate,
+    )
     other = api_client_for(oscar)
     assert {a["id"] for a in other.get("/api/artifacts/").json()["results"]} == {base_artifact.pk, candidate.pk}
     assert other.get(f"/api/artifacts/{candidate.pk}/").status_code == 200
 
 
-def test_registering_the_same_bytes_again_makes_the_artifact_visible(base_artifact, import_root, tiny_model_dir,
-                                                                     make_user):
+def test_registering_the_same_bytes_again_makes_the_artifact_visible(
+    base_artifact, import_root, tiny_model_dir, make_user
+):
     oscar = make_user("oscar", "engineer")
     other = api_client_for(oscar)
     assert other.get(f"/api/artifacts/{base_artifact.pk}/").status_code == 404
@@ -308,6 +331,7 @@ def test_registering_the_same_bytes_again_makes_the_artifact_visible(base_artifa
 def test_a_parent_must_be_visible(base_artifact, import_root, tiny_model_dir, make_user):
     other = api_client_for(make_user("oscar", "engineer"))
     shutil.copytree(tiny_model_dir, import_root / "m")
-    r = other.post("/api/artifacts/", {"name": "m", "path": str(import_root / "m"), "parent": base_artifact.pk},
-                   format="json")
+    r = other.post(
+        "/api/artifacts/", {"name": "m", "path": str(import_root / "m"), "parent": base_artifact.pk}, format="json"
+    )
     assert r.status_code == 400 and "parent" in r.json()["details"]

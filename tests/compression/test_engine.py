@@ -16,7 +16,6 @@ import pytest
 
 from compression.engine import SUPPORTED_METHODS, CompressionRequest, EngineError, compress, validate_parameters
 from compression.engine.manifest import dir_size, file_sha256, manifest, manifest_digest
-
 from tests.conftest import DATA_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +112,11 @@ def test_tiny_build_is_byte_reproducible(tmp_path: Path) -> None:
     assert first.train_examples == 300
     assert manifest(first.out_dir) == manifest(second.out_dir)
     assert [name for name, _, _ in manifest(first.out_dir)] == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
     ]
     assert file_sha256(first.out_dir / "model.safetensors") != file_sha256(other.out_dir / "model.safetensors")
 
@@ -137,7 +140,8 @@ def test_tiny_model_loads_offline_with_auto_classes(tiny_dir: Path) -> None:
 
 
 def test_dynamic_int8_reproducible_smaller_and_loadable(tiny_dir: Path, quantized_dir: Path, tmp_path: Path) -> None:
-    from compression.engine.loading import count_parameters, load_classifier
+    from compression.engine.loading import load_classifier
+    from compression.engine.parameters import count_parameters
 
     stages: list[tuple[str, float]] = []
     result = compress(
@@ -147,7 +151,12 @@ def test_dynamic_int8_reproducible_smaller_and_loadable(tiny_dir: Path, quantize
     assert stages == [("loading", 0.1), ("quantizing", 0.5), ("saving", 0.8), ("done", 1.0)]
     assert manifest_digest(result.output_dir) == manifest_digest(quantized_dir)
     assert [name for name, _, _ in manifest(result.output_dir)] == [
-        "config.json", "model_state.pt", "recipe.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+        "config.json",
+        "model_state.pt",
+        "recipe.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
     ]
     assert (result.output_dir / "recipe.json").read_bytes() == EXPECTED_RECIPE
     assert (result.output_dir / "config.json").read_bytes() == (tiny_dir / "config.json").read_bytes()
@@ -200,7 +209,13 @@ def _expect(code: str, request: CompressionRequest) -> EngineError:
 
 def test_methods_and_parameter_validation() -> None:
     assert SUPPORTED_METHODS == (
-        "bf16", "distill", "dynamic_int8", "fp16", "int8_weight_only", "magnitude_prune", "structured_prune",
+        "bf16",
+        "distill",
+        "dynamic_int8",
+        "fp16",
+        "int8_weight_only",
+        "magnitude_prune",
+        "structured_prune",
     )
     validate_parameters("dynamic_int8", {})
     validate_parameters("dynamic_int8", {"quantize_embeddings": False})

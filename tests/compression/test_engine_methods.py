@@ -127,11 +127,19 @@ def test_defaults_are_filled_in() -> None:
 
 def test_validate_student_against_teacher_config() -> None:
     assert validate_student({"num_layers": 1}, TEACHER_CONFIG) == {
-        "num_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128, "init_layers": [1],
+        "num_layers": 1,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 128,
+        "init_layers": [1],
     }
     assert validate_student({"num_layers": 2}, TEACHER_CONFIG)["init_layers"] == [0, 1]
     assert validate_student({"num_layers": 1, "hidden_size": 32}, TEACHER_CONFIG) == {
-        "num_layers": 1, "hidden_size": 32, "num_attention_heads": 1, "intermediate_size": 64, "init_layers": None,
+        "num_layers": 1,
+        "hidden_size": 32,
+        "num_attention_heads": 1,
+        "intermediate_size": 64,
+        "init_layers": None,
     }
     for parameters, name in (
         ({"num_layers": 3}, "num_layers"),
@@ -186,25 +194,66 @@ def test_compression_data_is_validated_and_digested() -> None:
 
 def test_request_errors_name_the_field(tiny_model_dir: Path, data: CompressionData, tmp_path: Path) -> None:
     src = tiny_model_dir
-    _expect("invalid_parameter", CompressionRequest("magnitude_prune", src, tmp_path / "a", {"sparsity": 1.0}), "sparsity")
-    _expect("invalid_parameter", CompressionRequest("magnitude_prune", src, tmp_path / "b", {"sparsity": -0.1}), "sparsity")
+    _expect(
+        "invalid_parameter", CompressionRequest("magnitude_prune", src, tmp_path / "a", {"sparsity": 1.0}), "sparsity"
+    )
+    _expect(
+        "invalid_parameter", CompressionRequest("magnitude_prune", src, tmp_path / "b", {"sparsity": -0.1}), "sparsity"
+    )
     _expect("invalid_parameter", CompressionRequest("structured_prune", src, tmp_path / "c", {"heads": 0.5}), "heads")
     _expect("empty_input", CompressionRequest("structured_prune", src, tmp_path / "d", {}), "calibration")
-    _expect("empty_input", CompressionRequest("structured_prune", src, tmp_path / "e", {},
-                                              data=CompressionData(train=data.train)), "calibration")
-    _expect("empty_input", CompressionRequest("structured_prune", src, tmp_path / "e2", {"recovery_epochs": 1},
-                                              data=CompressionData(calibration=data.calibration)), "train")
+    _expect(
+        "empty_input",
+        CompressionRequest("structured_prune", src, tmp_path / "e", {}, data=CompressionData(train=data.train)),
+        "calibration",
+    )
+    _expect(
+        "empty_input",
+        CompressionRequest(
+            "structured_prune",
+            src,
+            tmp_path / "e2",
+            {"recovery_epochs": 1},
+            data=CompressionData(calibration=data.calibration),
+        ),
+        "train",
+    )
     _expect("empty_input", CompressionRequest("distill", src, tmp_path / "f", {"num_layers": 1}), "train")
-    _expect("empty_input", CompressionRequest("distill", src, tmp_path / "g", {"num_layers": 1, "rounds": 2},
-                                              data=CompressionData(train=data.train)), "heldout_adversarial")
-    _expect("empty_input", CompressionRequest("distill", src, tmp_path / "h", {"num_layers": 1, "use_stress": True},
-                                              data=CompressionData(train=data.train)), "stress")
-    _expect("invalid_parameter", CompressionRequest("distill", src, tmp_path / "i", {"num_layers": 3}, data=data),
-            "num_layers")
-    _expect("invalid_parameter", CompressionRequest("distill", src, tmp_path / "j", {"num_layers": 1, "hidden_size": 96},
-                                                    data=data), "hidden_size")
-    _expect("invalid_input", CompressionRequest("distill", src, tmp_path / "k", {"num_layers": 1},
-                                                data=CompressionData(train=[("hello there", 3)])), "train")
+    _expect(
+        "empty_input",
+        CompressionRequest(
+            "distill", src, tmp_path / "g", {"num_layers": 1, "rounds": 2}, data=CompressionData(train=data.train)
+        ),
+        "heldout_adversarial",
+    )
+    _expect(
+        "empty_input",
+        CompressionRequest(
+            "distill",
+            src,
+            tmp_path / "h",
+            {"num_layers": 1, "use_stress": True},
+            data=CompressionData(train=data.train),
+        ),
+        "stress",
+    )
+    _expect(
+        "invalid_parameter",
+        CompressionRequest("distill", src, tmp_path / "i", {"num_layers": 3}, data=data),
+        "num_layers",
+    )
+    _expect(
+        "invalid_parameter",
+        CompressionRequest("distill", src, tmp_path / "j", {"num_layers": 1, "hidden_size": 96}, data=data),
+        "hidden_size",
+    )
+    _expect(
+        "invalid_input",
+        CompressionRequest(
+            "distill", src, tmp_path / "k", {"num_layers": 1}, data=CompressionData(train=[("hello there", 3)])
+        ),
+        "train",
+    )
     _expect("invalid_parameter", CompressionRequest("fp16", src, tmp_path / "l", {}, device="cuda:7"), "device")
     _expect("invalid_parameter", CompressionRequest("fp16", src, tmp_path / "m", {}, device="tpu"), "device")
     _expect("invalid_parameter", CompressionRequest("fp16", src, tmp_path / "n", {}, teachers=(src,)), "teachers")
@@ -217,8 +266,13 @@ def test_teachers_must_share_classes(tiny_model_dir: Path, data: CompressionData
     config["id2label"] = {"0": "normal", "1": "toxic", "2": "offensive"}
     config["label2id"] = {"normal": 0, "toxic": 1, "offensive": 2}
     (other / "config.json").write_text(json.dumps(config))
-    _expect("invalid_input", CompressionRequest("distill", tiny_model_dir, tmp_path / "o", {"num_layers": 1, "epochs": 1},
-                                                data=data, teachers=(other,)), "teachers")
+    _expect(
+        "invalid_input",
+        CompressionRequest(
+            "distill", tiny_model_dir, tmp_path / "o", {"num_layers": 1, "epochs": 1}, data=data, teachers=(other,)
+        ),
+        "teachers",
+    )
 
 
 class Stop(Exception):
@@ -262,8 +316,10 @@ def test_half_precision_casts(tiny_model_dir: Path, tmp_path: Path, method: str,
     from compression.engine.loading import load_classifier
 
     stages: list[tuple[str, float]] = []
-    result = compress(CompressionRequest(method, tiny_model_dir, tmp_path / "a", {}, 0),
-                      lambda stage, fraction: stages.append((stage, fraction)))
+    result = compress(
+        CompressionRequest(method, tiny_model_dir, tmp_path / "a", {}, 0),
+        lambda stage, fraction: stages.append((stage, fraction)),
+    )
     assert stages == [("loading", 0.1), ("casting", 0.5), ("saving", 0.8), ("done", 1.0)]
     assert result.format == "hf-dir" and result.dtypes == {dtype: 41}
     assert result.parameter_count == result.source_parameter_count == TINY_PARAMETERS
@@ -280,8 +336,9 @@ def test_half_precision_casts(tiny_model_dir: Path, tmp_path: Path, method: str,
     json.dumps(result.to_dict())
 
 
-def test_int8_weight_only_is_refused_where_torchao_is_missing(tiny_model_dir: Path, tmp_path: Path,
-                                                              monkeypatch) -> None:
+def test_int8_weight_only_is_refused_where_torchao_is_missing(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
@@ -301,15 +358,23 @@ def test_int8_weight_only_with_torchao(tiny_model_dir: Path, tmp_path: Path) -> 
     assert result.format == "torchao-int8"
     assert result.dtypes["int8"] == 28  # qdata + zero_point of 14 Linear layers
     assert [name for name, _, _ in manifest(result.output_dir)] == [
-        "config.json", "model_state.safetensors", "recipe.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+        "config.json",
+        "model_state.safetensors",
+        "recipe.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
     ]
     loaded = load_classifier(result.output_dir)
     assert loaded.format == "torchao-int8"
     assert float((_probs(loaded) - _probs(load_classifier(tiny_model_dir))).abs().max()) < 0.05
     again = compress(CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "b", {}, 0))
     assert manifest_digest(again.output_dir) == result.manifest_digest
-    _expect("invalid_parameter", CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "c", {}, 0,
-                                                    device="cuda"), "device")
+    _expect(
+        "invalid_parameter",
+        CompressionRequest("int8_weight_only", tiny_model_dir, tmp_path / "c", {}, 0, device="cuda"),
+        "device",
+    )
 
 
 # --- unstructured pruning ---------------------------------------------------------------------------
@@ -346,12 +411,19 @@ def test_magnitude_prune_global_exact_sparsity_and_reproducible(tiny_model_dir: 
 
 
 def test_magnitude_prune_per_layer_scope(tiny_model_dir: Path, tmp_path: Path) -> None:
-    result = compress(CompressionRequest("magnitude_prune", tiny_model_dir, tmp_path / "a",
-                                         {"sparsity": 0.3, "scope": "layer"}, 0))
+    result = compress(
+        CompressionRequest("magnitude_prune", tiny_model_dir, tmp_path / "a", {"sparsity": 0.3, "scope": "layer"}, 0)
+    )
     per_layer = result.details["per_layer_sparsity"]
     assert len(per_layer) == 12  # 6 Linear per layer x 2 layers
-    sizes = {"query": 4096, "key": 4096, "value": 4096, "attention.output.dense": 4096,
-             "intermediate.dense": 8192, "output.dense": 8192}
+    sizes = {
+        "query": 4096,
+        "key": 4096,
+        "value": 4096,
+        "attention.output.dense": 4096,
+        "intermediate.dense": 8192,
+        "output.dense": 8192,
+    }
     for name, value in per_layer.items():
         size = next(size for suffix, size in sizes.items() if name.endswith(suffix))
         assert value == round(round(0.3 * size) / size, 6), name
@@ -362,14 +434,24 @@ def test_magnitude_prune_per_layer_scope(tiny_model_dir: Path, tmp_path: Path) -
 # --- structured pruning -----------------------------------------------------------------------------
 
 
-def test_structured_prune_removes_heads_and_neurons(tiny_model_dir: Path, data: CompressionData, tmp_path: Path) -> None:
+def test_structured_prune_removes_heads_and_neurons(
+    tiny_model_dir: Path, data: CompressionData, tmp_path: Path
+) -> None:
     import torch
 
-    from compression.engine.loading import count_parameters, load_classifier
+    from compression.engine.loading import load_classifier
+    from compression.engine.parameters import count_parameters
     from compression.engine.structure import apply_structure
 
-    request = CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "a",
-                                 {"head_fraction": 0.5, "ffn_fraction": 0.5}, 0, data=data, data_digest="suite:v1")
+    request = CompressionRequest(
+        "structured_prune",
+        tiny_model_dir,
+        tmp_path / "a",
+        {"head_fraction": 0.5, "ffn_fraction": 0.5},
+        0,
+        data=data,
+        data_digest="suite:v1",
+    )
     result = compress(request)
     details = result.details
     assert result.format == "hf-pruned" and result.data_digest == "suite:v1"
@@ -388,7 +470,7 @@ def test_structured_prune_removes_heads_and_neurons(tiny_model_dir: Path, data: 
     assert [len(layer["neurons"]) for layer in recipe["layers"]] == details["neurons_kept_per_layer"]
     loaded = load_classifier(result.output_dir)
     assert loaded.format == "hf-pruned" and count_parameters(loaded.model) == result.parameter_count
-    for layer, entry in zip(loaded.model.bert.encoder.layer, recipe["layers"]):
+    for layer, entry in zip(loaded.model.bert.encoder.layer, recipe["layers"], strict=True):
         assert layer.attention.self.query.out_features == 32 * len(entry["heads"])
         assert layer.attention.self.num_attention_heads == len(entry["heads"])
         assert layer.attention.output.dense.in_features == 32 * len(entry["heads"])
@@ -397,8 +479,16 @@ def test_structured_prune_removes_heads_and_neurons(tiny_model_dir: Path, data: 
     source = load_classifier(tiny_model_dir)
     apply_structure(source.model, recipe["layers"])
     assert torch.allclose(_probs(source), _probs(loaded), atol=1e-6)
-    again = compress(CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "b",
-                                        {"head_fraction": 0.5, "ffn_fraction": 0.5}, 0, data=data))
+    again = compress(
+        CompressionRequest(
+            "structured_prune",
+            tiny_model_dir,
+            tmp_path / "b",
+            {"head_fraction": 0.5, "ffn_fraction": 0.5},
+            0,
+            data=data,
+        )
+    )
     assert manifest_digest(again.output_dir) == result.manifest_digest
 
 
@@ -407,20 +497,45 @@ def test_structured_prune_layer_scope_and_identity(tiny_model_dir: Path, data: C
 
     from compression.engine.loading import load_classifier
 
-    layer = compress(CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "a",
-                                        {"head_fraction": 0.5, "ffn_fraction": 0.25, "scope": "layer"}, 0, data=data))
+    layer = compress(
+        CompressionRequest(
+            "structured_prune",
+            tiny_model_dir,
+            tmp_path / "a",
+            {"head_fraction": 0.5, "ffn_fraction": 0.25, "scope": "layer"},
+            0,
+            data=data,
+        )
+    )
     assert layer.details["heads_kept_per_layer"] == [1, 1]
     assert layer.details["neurons_kept_per_layer"] == [96, 96]
-    identity = compress(CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "b",
-                                           {"head_fraction": 0.0, "ffn_fraction": 0.0}, 0, data=data))
+    identity = compress(
+        CompressionRequest(
+            "structured_prune",
+            tiny_model_dir,
+            tmp_path / "b",
+            {"head_fraction": 0.0, "ffn_fraction": 0.0},
+            0,
+            data=data,
+        )
+    )
     assert identity.parameter_count == TINY_PARAMETERS
-    assert torch.allclose(_probs(load_classifier(identity.output_dir)), _probs(load_classifier(tiny_model_dir)), atol=1e-6)
+    assert torch.allclose(
+        _probs(load_classifier(identity.output_dir)), _probs(load_classifier(tiny_model_dir)), atol=1e-6
+    )
 
 
 def test_structured_prune_recovery_training(tiny_model_dir: Path, data: CompressionData, tmp_path: Path) -> None:
-    result = compress(CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "a",
-                                         {"head_fraction": 0.25, "ffn_fraction": 0.5, "recovery_epochs": 2,
-                                          "recovery_max_examples": 100}, 0, data=data))
+    result = compress(
+        CompressionRequest(
+            "structured_prune",
+            tiny_model_dir,
+            tmp_path / "a",
+            {"head_fraction": 0.25, "ffn_fraction": 0.5, "recovery_epochs": 2, "recovery_max_examples": 100},
+            0,
+            data=data,
+        )
+    )
     recovery = result.details["recovery"]
     assert recovery["examples"] == 100 and len(recovery["epoch_loss"]) == 2
     assert result.parameter_count == TINY_PARAMETERS - PARAMS_PER_HEAD - 128 * PARAMS_PER_NEURON
@@ -431,8 +546,16 @@ def test_pruned_recipe_that_does_not_match_weights_is_corrupt(
 ) -> None:
     from compression.engine.loading import load_classifier
 
-    result = compress(CompressionRequest("structured_prune", tiny_model_dir, tmp_path / "a",
-                                         {"head_fraction": 0.5, "ffn_fraction": 0.5}, 0, data=data))
+    result = compress(
+        CompressionRequest(
+            "structured_prune",
+            tiny_model_dir,
+            tmp_path / "a",
+            {"head_fraction": 0.5, "ffn_fraction": 0.5},
+            0,
+            data=data,
+        )
+    )
     recipe_path = result.output_dir / "recipe.json"
     recipe = json.loads(recipe_path.read_text())
     recipe["layers"][0]["neurons"] = recipe["layers"][0]["neurons"][:-1]
@@ -453,20 +576,49 @@ def test_distill_with_safety_options_two_rounds(tiny_model_dir: Path, data: Comp
     from compression.engine.common import encode, predict_probs
     from compression.engine.loading import load_classifier
 
-    parameters = {"num_layers": 1, "epochs": 1, "batch_size": 32, "use_stress": True, "reject": "confidence",
-                  "reject_threshold": 0.6, "rounds": 2, "lr": 5e-4}
+    parameters = {
+        "num_layers": 1,
+        "epochs": 1,
+        "batch_size": 32,
+        "use_stress": True,
+        "reject": "confidence",
+        "reject_threshold": 0.6,
+        "rounds": 2,
+        "lr": 5e-4,
+    }
     stages: list[str] = []
-    result = compress(CompressionRequest("distill", tiny_model_dir, tmp_path / "a", parameters, 3, data=data),
-                      lambda stage, fraction: stages.append(stage))
-    assert stages == ["loading", "teacher_outputs", "training", "evaluating", "training", "evaluating", "saving", "done"]
+    result = compress(
+        CompressionRequest("distill", tiny_model_dir, tmp_path / "a", parameters, 3, data=data),
+        lambda stage, fraction: stages.append(stage),
+    )
+    assert stages == [
+        "loading",
+        "teacher_outputs",
+        "training",
+        "evaluating",
+        "training",
+        "evaluating",
+        "saving",
+        "done",
+    ]
     details = result.details
-    assert details["student"] == {"num_layers": 1, "hidden_size": 64, "num_attention_heads": 2,
-                                  "intermediate_size": 128, "init_layers": [1]}
+    assert details["student"] == {
+        "num_layers": 1,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 128,
+        "init_layers": [1],
+    }
     assert details["train_examples"] == 160 and details["stress_examples"] == 24
     # Rejected counts match the teacher's own confidences.
     teacher = load_classifier(tiny_model_dir)
-    confidence = predict_probs(teacher.model, encode(teacher.tokenizer, [t for t, _ in data.train + data.stress], 64),
-                               teacher.model.device).max(dim=-1).values
+    confidence = (
+        predict_probs(
+            teacher.model, encode(teacher.tokenizer, [t for t, _ in data.train + data.stress], 64), teacher.model.device
+        )
+        .max(dim=-1)
+        .values
+    )
     assert details["rejected"]["train"] == int((confidence[:160] < 0.6).sum())
     assert details["rejected"]["stress"] == int((confidence[160:] < 0.6).sum())
     assert details["reject_threshold"] == 0.6
@@ -497,9 +649,17 @@ def test_distill_fresh_smaller_student_and_two_teachers(
 
     second = compress(CompressionRequest("magnitude_prune", tiny_model_dir, tmp_path / "t2", {"sparsity": 0.3}, 0))
     small = CompressionData(train=data.train[:96], heldout_adversarial=data.heldout_adversarial[:20])
-    result = compress(CompressionRequest("distill", tiny_model_dir, tmp_path / "a",
-                                         {"num_layers": 1, "hidden_size": 32, "epochs": 1, "reject": "entropy",
-                                          "reject_threshold": 0.9}, 0, data=small, teachers=(second.output_dir,)))
+    result = compress(
+        CompressionRequest(
+            "distill",
+            tiny_model_dir,
+            tmp_path / "a",
+            {"num_layers": 1, "hidden_size": 32, "epochs": 1, "reject": "entropy", "reject_threshold": 0.9},
+            0,
+            data=small,
+            teachers=(second.output_dir,),
+        )
+    )
     details = result.details
     assert details["teacher_count"] == 2 and details["initialisation"] == "fresh"
     assert details["rejected"]["stress"] == 0 and details["rejected"]["heldout_added"] == 0
@@ -529,8 +689,14 @@ def test_reference_teacher_builds_once_then_comes_from_cache(
                 writer.writerow([f"{split}{number}", split, text, teacher.TEACHER_LABELS[label], ""])
         writer.writerow(["u1", "", "an undecided post", "undecided", ""])
     stages: list[str] = []
-    kwargs = {"data_csv": csv_path, "cache_dir": tmp_path / "cache", "max_train": 150, "epochs": 1,
-              "frozen_layers": 1, "max_length": 32}
+    kwargs = {
+        "data_csv": csv_path,
+        "cache_dir": tmp_path / "cache",
+        "max_train": 150,
+        "epochs": 1,
+        "frozen_layers": 1,
+        "max_length": 32,
+    }
     first = teacher.build_reference_teacher(progress=lambda stage, fraction: stages.append(stage), **kwargs)
     assert not first.cached and first.test_examples == 100 and first.train_examples == 150
     assert 0.2 < first.accuracy < 1 and 0 < first.macro_f1 < 1

@@ -16,22 +16,29 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def experiment(engineer, base_artifact):
-    return experiment_create(actor=engineer, name="exp", base_artifact_id=base_artifact.pk,
-                             unsafe_labels=["hatespeech", "offensive"])
+    return experiment_create(
+        actor=engineer, name="exp", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
 
 
 def _request(api, experiment, **body):
     return api.post(f"/api/experiments/{experiment.pk}/runs/", body, format="json")
 
 
-@pytest.mark.parametrize(("body", "field", "word"), [
-    ({"method": "magnitude_prune", "parameters": {"sparsity": 1.0}}, "parameters", "sparsity"),
-    ({"method": "magnitude_prune", "parameters": {"sparsity": -0.1}}, "parameters", "sparsity"),
-    ({"method": "distill", "parameters": {"num_layers": 12}}, "parameters", "num_layers"),
-    ({"method": "distill", "parameters": {"num_layers": 1, "intermediate_size": 200}}, "parameters",
-     "intermediate_size"),
-    ({"method": "structured_prune"}, "data_suite_version", "suite"),
-])
+@pytest.mark.parametrize(
+    ("body", "field", "word"),
+    [
+        ({"method": "magnitude_prune", "parameters": {"sparsity": 1.0}}, "parameters", "sparsity"),
+        ({"method": "magnitude_prune", "parameters": {"sparsity": -0.1}}, "parameters", "sparsity"),
+        ({"method": "distill", "parameters": {"num_layers": 12}}, "parameters", "num_layers"),
+        (
+            {"method": "distill", "parameters": {"num_layers": 1, "intermediate_size": 200}},
+            "parameters",
+            "intermediate_size",
+        ),
+        ({"method": "structured_prune"}, "data_suite_version", "suite"),
+    ],
+)
 def test_bad_requests_are_refused_before_anything_runs(engineer_api, experiment, demo_suite, body, field, word):
     if body["method"] == "distill":
         body = {**body, "data_suite_version": demo_suite.pk}
@@ -43,10 +50,13 @@ def test_bad_requests_are_refused_before_anything_runs(engineer_api, experiment,
 
 
 def test_empty_calibration_suite_is_refused(engineer, engineer_api, experiment):
-    edge_only = suite_version_import(actor=engineer, suite_name="edge only", unsafe_labels=["unsafe"],
-                                     safe_labels=["safe"],
-                                     rows=[ExampleRow(external_id="e1", text="how do I kill a process", label="safe",
-                                                      slice="edge", line=2)])
+    edge_only = suite_version_import(
+        actor=engineer,
+        suite_name="edge only",
+        unsafe_labels=["unsafe"],
+        safe_labels=["safe"],
+        rows=[ExampleRow(external_id="e1", text="how do I kill a process", label="safe", slice="edge", line=2)],
+    )
     r = _request(engineer_api, experiment, method="structured_prune", data_suite_version=edge_only.pk)
     assert r.status_code == 400 and r.json()["code"] == "empty_suite"
     assert "data_suite_version" in r.json()["details"]
@@ -61,15 +71,22 @@ def test_unsupported_architecture_is_refused(engineer, engineer_api, tiny_model_
     config["architectures"] = ["BertModel"]
     (bare / "config.json").write_text(json.dumps(config))
     artifact = artifact_register(actor=engineer, name="bare", path=str(bare))
-    experiment = experiment_create(actor=engineer, name="bare", base_artifact_id=artifact.pk,
-                                   unsafe_labels=["hatespeech"])
+    experiment = experiment_create(
+        actor=engineer, name="bare", base_artifact_id=artifact.pk, unsafe_labels=["hatespeech"]
+    )
     r = _request(engineer_api, experiment, method="dynamic_int8")
     assert r.status_code == 400 and r.json()["code"] == "unsupported_architecture"
 
 
 def test_structured_pruning_with_suite_data_records_it_in_provenance(engineer_api, experiment, demo_suite):
-    r = _request(engineer_api, experiment, method="structured_prune", data_suite_version=demo_suite.pk,
-                 parameters={"head_fraction": 0.5, "ffn_fraction": 0.5}, seed=1)
+    r = _request(
+        engineer_api,
+        experiment,
+        method="structured_prune",
+        data_suite_version=demo_suite.pk,
+        parameters={"head_fraction": 0.5, "ffn_fraction": 0.5},
+        seed=1,
+    )
     assert r.status_code == 202, r.content
     run = CompressionRun.objects.get(pk=r.json()["id"])
     assert run.status == RunStatus.SUCCEEDED, run.failure_reason

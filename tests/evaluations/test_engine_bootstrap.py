@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from compression.engine.errors import EngineError
-from evaluations.engine import bootstrap as bootstrap_module
+from evaluations.engine import samplers
 from evaluations.engine.bootstrap import ALL_METRICS, CONTINUOUS_METRICS, ModelScores, paired_bootstrap
-from evaluations.engine.metrics import accuracy, brier, ece, paired_bootstrap_delta
+from evaluations.engine.metrics import accuracy, brier, ece
+from tests.evaluations.reference import paired_bootstrap_delta
 
 
 def synthetic(n: int, seed: int = 0) -> dict:
@@ -32,10 +33,21 @@ def synthetic(n: int, seed: int = 0) -> dict:
     source = np.full(n, -1)
     adversarial, routine = np.flatnonzero(slices == "adversarial"), np.flatnonzero(slices == "routine")
     source[adversarial] = rng.choice(routine, len(adversarial))
-    groups = {"overall": np.ones(n, dtype=bool), **{f"slice:{s}": slices == s for s in ("routine", "edge", "adversarial")},
-              **{f"subgroup:{s}": subgroup == s for s in "abcd"}}
-    return {"y": y, "base": scores[0], "cand": scores[1], "groups": groups, "true_class": true_class,
-            "subgroup": subgroup, "source_index": source, "slices": slices}
+    groups = {
+        "overall": np.ones(n, dtype=bool),
+        **{f"slice:{s}": slices == s for s in ("routine", "edge", "adversarial")},
+        **{f"subgroup:{s}": subgroup == s for s in "abcd"},
+    }
+    return {
+        "y": y,
+        "base": scores[0],
+        "cand": scores[1],
+        "groups": groups,
+        "true_class": true_class,
+        "subgroup": subgroup,
+        "source_index": source,
+        "slices": slices,
+    }
 
 
 def everything(data: dict) -> dict:
@@ -45,8 +57,16 @@ def everything(data: dict) -> dict:
 @pytest.mark.parametrize("method", ["cells", "index"])
 def test_identical_models_give_exact_zero_deltas_and_intervals(method: str) -> None:
     data = synthetic(1500, seed=1)
-    result = paired_bootstrap(data["y"], data["base"], data["base"], resamples=300, seed=4, method=method,
-                              min_subgroup_n=20, **everything(data))
+    result = paired_bootstrap(
+        data["y"],
+        data["base"],
+        data["base"],
+        resamples=300,
+        seed=4,
+        method=method,
+        min_subgroup_n=20,
+        **everything(data),
+    )
     assert set(result.metrics) == set(ALL_METRICS)
     defined = [e for e in result.estimates if e.baseline is not None]
     assert len(defined) > 80
@@ -65,10 +85,14 @@ def test_point_values_match_the_metric_functions() -> None:
     y, cand = data["y"][mask], data["cand"]
     assert result.get("slice:edge", "accuracy").candidate == accuracy(y, cand.decision[mask])
     assert result.get("slice:edge", "brier").candidate == brier(y, cand.unsafe_prob[mask])
-    assert result.get("slice:edge", "ece").baseline == ece(y, data["base"].decision[mask], data["base"].unsafe_prob[mask])
+    assert result.get("slice:edge", "ece").baseline == ece(
+        y, data["base"].decision[mask], data["base"].unsafe_prob[mask]
+    )
     estimate = result.get("overall", "unsafe_recall")
     assert estimate.delta == estimate.candidate - estimate.baseline
-    assert estimate.sampler == "multinomial-cells" and result.get("overall", "nll").sampler == "multinomial-cells+gaussian"
+    assert (
+        estimate.sampler == "multinomial-cells" and result.get("overall", "nll").sampler == "multinomial-cells+gaussian"
+    )
     assert result.method == "cells" and result.resamples == 50 and 0 < result.cells < 800
     json.dumps(result.as_dict())  # JSON-serialisable for the service layer
 
@@ -80,7 +104,7 @@ def test_seeded_reproducible_and_chunking_invariant(monkeypatch: pytest.MonkeyPa
     assert paired_bootstrap(data["y"], data["base"], data["cand"], **options) == first
     other = paired_bootstrap(data["y"], data["base"], data["cand"], **{**options, "seed": 12})
     assert other.get("overall", "accuracy").ci_low != first.get("overall", "accuracy").ci_low
-    monkeypatch.setattr(bootstrap_module, "_CHUNK_CELLS", 40_000)  # many small chunks
+    monkeypatch.setattr(samplers, "CHUNK_CELLS", 40_000)  # many small chunks
     chunked = paired_bootstrap(data["y"], data["base"], data["cand"], **options)
     for estimate in first.estimates:
         again = chunked.get(estimate.group, estimate.metric)
@@ -93,13 +117,18 @@ def test_seeded_reproducible_and_chunking_invariant(monkeypatch: pytest.MonkeyPa
 def test_index_method_reproduces_paired_bootstrap_delta_bit_for_bit() -> None:
     data = synthetic(400, seed=5)
     y, base, cand = data["y"], data["base"], data["cand"]
-    result = paired_bootstrap(y, base, cand, metrics=["accuracy", "unsafe_recall", "benign_fpr"], resamples=900,
-                              seed=8, method="index")
+    result = paired_bootstrap(
+        y, base, cand, metrics=["accuracy", "unsafe_recall", "benign_fpr"], resamples=900, seed=8, method="index"
+    )
     for metric in ("accuracy", "unsafe_recall", "benign_fpr"):
         reference = paired_bootstrap_delta(y, base.decision, cand.decision, metric=metric, resamples=900, seed=8)
         estimate = result.get("overall", metric)
         assert (estimate.ci_low, estimate.ci_high, estimate.delta, estimate.resamples_used) == (
-            reference.ci_low, reference.ci_high, reference.delta, reference.resamples_used)
+            reference.ci_low,
+            reference.ci_high,
+            reference.delta,
+            reference.resamples_used,
+        )
 
 
 def test_cells_agree_with_the_naive_index_bootstrap() -> None:
@@ -141,9 +170,20 @@ def test_damage_on_one_slice_is_found_on_that_slice_only(method: str) -> None:
             pool = np.flatnonzero(routine & (y == label) & (base_dec == before))
             cand_dec[rng.choice(pool, 10, replace=False)] = not before
     prob = lambda d: np.where(d, 0.8, 0.2)  # noqa: E731
-    groups = {"overall": np.ones(n, bool), "slice:routine": slices == "routine", "slice:adversarial": slices == "adversarial"}
-    result = paired_bootstrap(y, ModelScores(prob(base_dec), base_dec), ModelScores(prob(cand_dec), cand_dec),
-                              groups=groups, resamples=4000, seed=0, method=method)
+    groups = {
+        "overall": np.ones(n, bool),
+        "slice:routine": slices == "routine",
+        "slice:adversarial": slices == "adversarial",
+    }
+    result = paired_bootstrap(
+        y,
+        ModelScores(prob(base_dec), base_dec),
+        ModelScores(prob(cand_dec), cand_dec),
+        groups=groups,
+        resamples=4000,
+        seed=0,
+        method=method,
+    )
     damaged = result.get("slice:adversarial", "unsafe_recall")
     assert damaged.delta < -0.2 and damaged.ci_high < 0.0
     assert result.get("slice:adversarial", "fnr").ci_low > 0.0
@@ -164,8 +204,15 @@ def test_subgroup_gap_widens_when_one_subgroup_is_damaged() -> None:
     hit = np.flatnonzero((subgroup == "c") & y & base_dec)
     cand_dec[hit[: len(hit) // 2]] = False
     p = np.where(base_dec, 0.7, 0.3)
-    result = paired_bootstrap(y, ModelScores(p, base_dec), ModelScores(np.where(cand_dec, 0.7, 0.3), cand_dec),
-                              subgroup=subgroup, metrics=["fnr_gap", "fpr_gap"], resamples=2000, seed=0)
+    result = paired_bootstrap(
+        y,
+        ModelScores(p, base_dec),
+        ModelScores(np.where(cand_dec, 0.7, 0.3), cand_dec),
+        subgroup=subgroup,
+        metrics=["fnr_gap", "fpr_gap"],
+        resamples=2000,
+        seed=0,
+    )
     gap = result.get("overall", "fnr_gap")
     assert gap.delta > 0.3 and gap.ci_low > 0.2
     assert result.get("overall", "fpr_gap").delta == 0.0
@@ -176,8 +223,15 @@ def test_undefined_resamples_are_dropped_and_counted() -> None:
     dec = np.array([True, False, True, False, False])
     scores = ModelScores(np.where(dec, 0.9, 0.1), dec)
     for method in ("cells", "index"):
-        result = paired_bootstrap(y, ModelScores(np.where(y, 0.9, 0.1), y), scores, metrics=["unsafe_recall", "accuracy"],
-                                  resamples=2000, seed=0, method=method)
+        result = paired_bootstrap(
+            y,
+            ModelScores(np.where(y, 0.9, 0.1), y),
+            scores,
+            metrics=["unsafe_recall", "accuracy"],
+            resamples=2000,
+            seed=0,
+            method=method,
+        )
         recall = result.get("overall", "unsafe_recall")
         # P(no unsafe example drawn) = 0.8**5 ≈ 0.33
         assert 1200 < recall.resamples_used < 1480 and recall.resamples_dropped == 2000 - recall.resamples_used
@@ -207,6 +261,10 @@ def test_bad_input_is_refused() -> None:
         assert caught.value.code == "invalid_parameter", options
     with pytest.raises(EngineError):
         paired_bootstrap(y, base, ModelScores(cand.unsafe_prob[:-1], cand.decision[:-1]))
-    empty = paired_bootstrap(np.zeros(0, bool), ModelScores(np.zeros(0), np.zeros(0, bool)),
-                             ModelScores(np.zeros(0), np.zeros(0, bool)), resamples=10)
+    empty = paired_bootstrap(
+        np.zeros(0, bool),
+        ModelScores(np.zeros(0), np.zeros(0, bool)),
+        ModelScores(np.zeros(0), np.zeros(0, bool)),
+        resamples=10,
+    )
     assert all(e.delta is None and e.resamples_used == 0 for e in empty.estimates)

@@ -8,7 +8,15 @@ import random
 import pytest
 
 from compression.engine.errors import EngineError
-from evaluations.engine.perturb import KINDS, RECIPE_VERSION, PerturbationRecipe, Variant, perturb, perturb_text, variant_rows
+from evaluations.engine.perturb import (
+    KINDS,
+    RECIPE_VERSION,
+    PerturbationRecipe,
+    Variant,
+    perturb,
+    perturb_text,
+    variant_rows,
+)
 from evaluations.engine.tabular import ParsedRow
 
 ROWS = [
@@ -50,8 +58,12 @@ def test_recipe_is_returned_for_recording() -> None:
     variants = perturb(ROWS, ("leetspeak", "casing"), seed=3, per_example=1)
     assert isinstance(variants, tuple)
     assert variants.recipe == PerturbationRecipe(kinds=("leetspeak", "casing"), seed=3, per_example=1)
-    assert variants.recipe.as_dict() == {"kinds": ["leetspeak", "casing"], "seed": 3, "per_example": 1,
-                                         "version": RECIPE_VERSION}
+    assert variants.recipe.as_dict() == {
+        "kinds": ["leetspeak", "casing"],
+        "seed": 3,
+        "per_example": 1,
+        "version": RECIPE_VERSION,
+    }
     copy = pickle.loads(pickle.dumps(variants))
     assert copy == variants and copy.recipe == variants.recipe
 
@@ -75,8 +87,7 @@ def test_inputs_accepted_and_rejected() -> None:
     as_pairs = perturb([("a", "some text here")], ["casing"], seed=0)
     as_dicts = perturb([{"id": "a", "text": "some text here"}], ["casing"], seed=0)
     assert as_pairs == as_dicts and as_pairs[0] == Variant("a", "casing", "a~casing~0", as_pairs[0].text)
-    for bad in ({"kinds": ["nope"]}, {"kinds": []}, {"kinds": ["casing", "casing"]}, {"per_example": 0},
-                {"seed": "1"}):
+    for bad in ({"kinds": ["nope"]}, {"kinds": []}, {"kinds": ["casing", "casing"]}, {"per_example": 0}, {"seed": "1"}):
         options = {"kinds": ["casing"], "seed": 0, "per_example": 1, **bad}
         with pytest.raises(EngineError) as caught:
             perturb([("a", "text")], **options)
@@ -89,8 +100,14 @@ def test_variant_rows_link_to_sources() -> None:
     variants = perturb(ROWS[:1], ["homoglyph"], seed=0)
     (row,) = variant_rows(ROWS, variants)
     assert row == ParsedRow(
-        external_id="r1~homoglyph~0", text=variants[0].text, label="hatespeech", slice="adversarial",
-        tags=("slur", "perturbed", "homoglyph"), subgroup="women", source_id="r1", line=2,
+        external_id="r1~homoglyph~0",
+        text=variants[0].text,
+        label="hatespeech",
+        slice="adversarial",
+        tags=("slur", "perturbed", "homoglyph"),
+        subgroup="women",
+        source_id="r1",
+        line=2,
     )
     with pytest.raises(EngineError):
         variant_rows(ROWS[1:], variants)

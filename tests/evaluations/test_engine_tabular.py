@@ -30,12 +30,12 @@ def refused(data: bytes, **options) -> list[str]:
 
 def test_csv_all_fields_and_defaults() -> None:
     data = (
-        "id,text,label,slice,tags,subgroup,source_id\r\n"
-        "a1,I hate them,hatespeech,edge,counter-speech|slur,women,\r\n"
-        'a2,"two\nlines, quoted",normal,,"[""x"", ""y""]",,a1\r\n'
-        "\r\n"
-        "a3,  padded text ,offensive,adversarial,,,\r\n"
-    ).encode()
+        b"id,text,label,slice,tags,subgroup,source_id\r\n"
+        b"a1,I hate them,hatespeech,edge,counter-speech|slur,women,\r\n"
+        b'a2,"two\nlines, quoted",normal,,"[""x"", ""y""]",,a1\r\n'
+        b"\r\n"
+        b"a3,  padded text ,offensive,adversarial,,,\r\n"
+    )
     suite = parse_suite_file(data, fmt="csv", labels=LABELS)
     assert isinstance(suite, ParsedSuite) and suite.format == "csv"
     assert suite.rows == (
@@ -67,16 +67,16 @@ def test_jsonl_values_and_lines() -> None:
 
 def test_every_row_problem_is_listed_with_its_line() -> None:
     data = (
-        "id,text,label,slice\n"
-        "1,fine,normal,routine\n"
-        "2,   ,normal,routine\n"
-        "1,dup,normal,routine\n"
-        "4,x,toxic,routine\n"
-        "5,x,normal,weird\n"
-        "6,x,,routine\n"
-        ",x,normal,routine\n"
-        "8,x,normal\n"
-    ).encode()
+        b"id,text,label,slice\n"
+        b"1,fine,normal,routine\n"
+        b"2,   ,normal,routine\n"
+        b"1,dup,normal,routine\n"
+        b"4,x,toxic,routine\n"
+        b"5,x,normal,weird\n"
+        b"6,x,,routine\n"
+        b",x,normal,routine\n"
+        b"8,x,normal\n"
+    )
     assert refused(data, labels=LABELS) == [
         "line 3: empty text",
         "line 4: duplicate id '1' (first on line 2)",

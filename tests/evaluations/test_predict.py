@@ -14,7 +14,6 @@ import pytest
 
 from compression.engine.errors import EngineError
 from compression.engine.manifest import dir_size
-
 from tests.conftest import DATA_DIR
 
 
@@ -39,7 +38,9 @@ def test_predict_shapes_probabilities_and_decisions(tiny_dir: Path, texts: list[
     from evaluations.engine.predict import PredictionConfig, predict
 
     calls: list[tuple[int, int]] = []
-    result = predict(tiny_dir, texts, PredictionConfig(batch_size=7), progress=lambda done, total: calls.append((done, total)))
+    result = predict(
+        tiny_dir, texts, PredictionConfig(batch_size=7), progress=lambda done, total: calls.append((done, total))
+    )
     n = len(texts)
     assert result.labels == ("normal", "hatespeech", "offensive")
     assert result.probs.shape == (n, 3) and result.probs.dtype == np.float64

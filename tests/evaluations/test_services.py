@@ -9,20 +9,32 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from compression.models import RunStatus
 from evaluations.models import Comparison, EvaluationRun, Example, Prediction, Suite, SuiteVersion
 from evaluations.services.comparisons import comparison_compute, significant_groups
-from evaluations.services.runs import evaluation_chunk_execute, evaluation_config, evaluation_run_request, evaluation_run_start
+from evaluations.services.runs import (
+    evaluation_chunk_execute,
+    evaluation_config,
+    evaluation_run_request,
+    evaluation_run_start,
+)
 from evaluations.services.suites import ExampleRow, suite_derive_perturbed, suite_version_import
 
 pytestmark = pytest.mark.django_db(transaction=True)
-CSV = (b"id,comment,class,part,group\n"
-       b"a1,you are all wonderful,normal,routine,\n"
-       b"a2,go back where you came from,hatespeech,routine,refugee\n"
-       b"a3,how do I kill a python process,safe,edge,\n")
+CSV = (
+    b"id,comment,class,part,group\n"
+    b"a1,you are all wonderful,normal,routine,\n"
+    b"a2,go back where you came from,hatespeech,routine,refugee\n"
+    b"a3,how do I kill a python process,safe,edge,\n"
+)
 
 
 def _upload(api, data: bytes, name="suite.csv", **fields):
-    body = {"file": SimpleUploadedFile(name, data), "suite": "uploaded", "unsafe_labels": ["hatespeech"],
-            "safe_labels": ["normal", "safe"], "mapping": '{"text": "comment", "label": "class", "slice": "part", '
-                                                          '"subgroup": "group"}', **fields}
+    body = {
+        "file": SimpleUploadedFile(name, data),
+        "suite": "uploaded",
+        "unsafe_labels": ["hatespeech"],
+        "safe_labels": ["normal", "safe"],
+        "mapping": '{"text": "comment", "label": "class", "slice": "part", "subgroup": "group"}',
+        **fields,
+    }
     return api.post("/api/suites/import/", body, format="multipart")
 
 
@@ -38,19 +50,25 @@ def test_csv_import_with_a_column_mapping(engineer_api):
     version = SuiteVersion.objects.get(pk=r["suite_version"]["id"])
     assert version.example_count == 3 and version.number == 1
     assert list(version.examples.values_list("external_id", "slice", "is_unsafe", "subgroup")) == [
-        ("a1", "routine", False, ""), ("a2", "routine", True, "refugee"), ("a3", "edge", False, "")]
+        ("a1", "routine", False, ""),
+        ("a2", "routine", True, "refugee"),
+        ("a3", "edge", False, ""),
+    ]
     again = _imported(engineer_api, _upload(engineer_api, CSV))  # identical content: the same version
     assert again["suite_version"]["id"] == version.pk
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    (b"id,comment,class,part,group\na1,,normal,routine,\n", "line 2: empty text"),
-    (b"id,comment,class,part,group\na1,hi,unknown,routine,\n", "line 2"),
-    (b"id,comment,class,part,group\na1,hi,normal,routine,\na1,ho,normal,routine,\n", "line 3"),
-    (b"id,comment,class,part,group\na1,hi,normal,sideways,\n", "line 2"),
-    (b"id,text\na1,hi\n", "comment"),
-    (b"id,comment,class,part,group\na1,caf\xe9,normal,routine,\n", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"id,comment,class,part,group\na1,,normal,routine,\n", "line 2: empty text"),
+        (b"id,comment,class,part,group\na1,hi,unknown,routine,\n", "line 2"),
+        (b"id,comment,class,part,group\na1,hi,normal,routine,\na1,ho,normal,routine,\n", "line 3"),
+        (b"id,comment,class,part,group\na1,hi,normal,sideways,\n", "line 2"),
+        (b"id,text\na1,hi\n", "comment"),
+        (b"id,comment,class,part,group\na1,caf\xe9,normal,routine,\n", "UTF-8"),
+    ],
+)
 def test_bad_files_are_refused_whole_with_the_line(engineer_api, data, expected):
     r = _upload(engineer_api, data)  # a small file: checked in the request too, so refused at once
     assert r.status_code == 400, r.content
@@ -68,28 +86,34 @@ def test_oversized_file_is_refused(engineer_api, settings):
 
 
 def test_perturbed_version_links_every_variant_to_its_source(engineer, demo_suite):
-    version = suite_derive_perturbed(actor=engineer, suite_version_id=demo_suite.pk, kinds=["leetspeak", "casing"],
-                                     seed=3, limit=10)
+    version = suite_derive_perturbed(
+        actor=engineer, suite_version_id=demo_suite.pk, kinds=["leetspeak", "casing"], seed=3, limit=10
+    )
     assert version.suite_id == demo_suite.suite_id and version.number == demo_suite.number + 1
     variants = version.examples.filter(source__isnull=False).select_related("source")
     assert variants.count() == 20
     for v in variants:
         assert v.slice == "adversarial" and v.label == v.source.label and v.text != v.source.text
         assert v.source.suite_version_id == version.pk
-    again = suite_derive_perturbed(actor=engineer, suite_version_id=demo_suite.pk, kinds=["leetspeak", "casing"],
-                                   seed=3, limit=10)
+    again = suite_derive_perturbed(
+        actor=engineer, suite_version_id=demo_suite.pk, kinds=["leetspeak", "casing"], seed=3, limit=10
+    )
     assert again.pk == version.pk  # seeded: the same content
 
 
 def test_chunked_evaluation_is_idempotent_per_chunk(engineer, base_artifact, demo_suite, settings):
     settings.SAFESHRINK = {**settings.SAFESHRINK, "EVAL_CHUNK_SIZE": 50}
-    run = evaluation_run_request(actor=engineer, artifact=base_artifact, suite_version=demo_suite,
-                                 config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]))
+    run = evaluation_run_request(
+        actor=engineer,
+        artifact=base_artifact,
+        suite_version=demo_suite,
+        config=evaluation_config(unsafe_labels=["hatespeech", "offensive"]),
+    )
     evaluation_run_start(run_id=run.pk)  # eager: the chunks run here
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.chunks_total == 4 and run.chunks_done == [0, 1, 2, 3]
     evaluation_chunk_execute(run_id=run.pk, chunk=2)  # a second delivery of one chunk
-    evaluation_run_start(run_id=run.pk)               # and of the start
+    evaluation_run_start(run_id=run.pk)  # and of the start
     assert Prediction.objects.filter(run=run).count() == demo_suite.example_count
     metrics = run.metrics
     assert {"overall", "slice:routine", "slice:edge", "slice:adversarial"} <= set(metrics)
@@ -97,8 +121,9 @@ def test_chunked_evaluation_is_idempotent_per_chunk(engineer, base_artifact, dem
     assert run.runtime["examples"] == demo_suite.example_count and run.runtime["example_latency_p95_s"] > 0
 
 
-def test_null_check_identical_copy_has_no_flips_and_no_significant_delta(engineer, tiny_model_dir, tmp_path,
-                                                                          demo_suite):
+def test_null_check_identical_copy_has_no_flips_and_no_significant_delta(
+    engineer, tiny_model_dir, tmp_path, demo_suite
+):
     from compression.services.artifacts import artifact_register
 
     copy = tmp_path / "copy"
@@ -108,8 +133,10 @@ def test_null_check_identical_copy_has_no_flips_and_no_significant_delta(enginee
     twin = artifact_register(actor=engineer, name="twin", path=str(copy))
     assert base.digest != twin.digest
     config = evaluation_config(unsafe_labels=["hatespeech", "offensive"])
-    runs = [evaluation_run_request(actor=engineer, artifact=a, suite_version=demo_suite, config=config)
-            for a in (base, twin)]
+    runs = [
+        evaluation_run_request(actor=engineer, artifact=a, suite_version=demo_suite, config=config)
+        for a in (base, twin)
+    ]
     for run in runs:
         evaluation_run_start(run_id=run.pk)
     comparison = comparison_compute(actor=None, baseline_run_id=runs[0].pk, candidate_run_id=runs[1].pk)
@@ -123,22 +150,46 @@ def test_null_check_identical_copy_has_no_flips_and_no_significant_delta(enginee
 
 
 def _synthetic_run(artifact, version, decisions, probs):
-    run = EvaluationRun.objects.create(artifact=artifact, suite_version=version, config={}, config_digest=str(id(decisions)),
-                                       status=RunStatus.SUCCEEDED)
+    run = EvaluationRun.objects.create(
+        artifact=artifact,
+        suite_version=version,
+        config={},
+        config_digest=str(id(decisions)),
+        status=RunStatus.SUCCEEDED,
+    )
     labels = artifact.labels
-    Prediction.objects.bulk_create([
-        Prediction(run=run, example=e, unsafe_prob=float(p), probs=[1 - p, p, 0.0],
-                   predicted_label=labels[1] if d else labels[0], decision_unsafe=bool(d))
-        for e, d, p in zip(version.examples.order_by("position"), decisions, probs, strict=True)])
+    Prediction.objects.bulk_create(
+        [
+            Prediction(
+                run=run,
+                example=e,
+                unsafe_prob=float(p),
+                probs=[1 - p, p, 0.0],
+                predicted_label=labels[1] if d else labels[0],
+                decision_unsafe=bool(d),
+            )
+            for e, d, p in zip(version.examples.order_by("position"), decisions, probs, strict=True)
+        ]
+    )
     return run
 
 
 def test_damaged_model_is_flagged_exactly_on_the_slice_that_changed(engineer, base_artifact):
     rng = np.random.default_rng(0)
-    rows = [ExampleRow(external_id=f"{s}{i}", text=f"{s} text {i}", label=("hatespeech" if i % 2 else "normal"),
-                       slice=s, line=i + 2) for s in ("routine", "edge", "adversarial") for i in range(200)]
-    version = suite_version_import(actor=engineer, suite_name="damage", rows=rows, unsafe_labels=["hatespeech"],
-                                   safe_labels=["normal"])
+    rows = [
+        ExampleRow(
+            external_id=f"{s}{i}",
+            text=f"{s} text {i}",
+            label=("hatespeech" if i % 2 else "normal"),
+            slice=s,
+            line=i + 2,
+        )
+        for s in ("routine", "edge", "adversarial")
+        for i in range(200)
+    ]
+    version = suite_version_import(
+        actor=engineer, suite_name="damage", rows=rows, unsafe_labels=["hatespeech"], safe_labels=["normal"]
+    )
     truth = np.array([r.label == "hatespeech" for r in rows])
     baseline = truth.copy()
     baseline[rng.choice(len(rows), 30, replace=False)] ^= True  # a decent but imperfect baseline
@@ -146,9 +197,12 @@ def test_damaged_model_is_flagged_exactly_on_the_slice_that_changed(engineer, ba
     adversarial_unsafe = [i for i, r in enumerate(rows) if r.slice == "adversarial" and truth[i] and baseline[i]]
     damaged[adversarial_unsafe[:40]] = False  # pushed toward benign on one slice only
     probs_b, probs_d = np.where(baseline, 0.8, 0.2), np.where(damaged, 0.8, 0.2)
-    comparison = comparison_compute(actor=None, baseline_run_id=_synthetic_run(base_artifact, version, baseline, probs_b).pk,
-                                    candidate_run_id=_synthetic_run(base_artifact, version, damaged, probs_d).pk,
-                                    resamples=2000)
+    comparison = comparison_compute(
+        actor=None,
+        baseline_run_id=_synthetic_run(base_artifact, version, baseline, probs_b).pk,
+        candidate_run_id=_synthetic_run(base_artifact, version, damaged, probs_d).pk,
+        resamples=2000,
+    )
     groups = comparison.results["groups"]
     recall = groups["slice:adversarial"]["metrics"]["unsafe_recall"]
     assert recall["ci_high"] < 0 and groups["slice:adversarial"]["flips"] == 40

@@ -24,23 +24,35 @@ from ledger.models import LedgerEvent
 from tests.conftest import api_client_for, require_service
 
 DB = pytest.mark.django_db(transaction=True)  # imports commit, and tasks run on commit
-CSV = (b"id,comment,class,part\n"
-       b"a1,you are all wonderful,normal,routine\n"
-       b"a2,=HYPERLINK(\"http://x\"),hatespeech,routine\n"
-       b"a3,how do I kill a python process,safe,edge\n")
+CSV = (
+    b"id,comment,class,part\n"
+    b"a1,you are all wonderful,normal,routine\n"
+    b'a2,=HYPERLINK("http://x"),hatespeech,routine\n'
+    b"a3,how do I kill a python process,safe,edge\n"
+)
 MAPPING = '{"text": "comment", "label": "class", "slice": "part"}'
 
 
 @pytest.fixture(autouse=True)
 def _upload_root(settings, tmp_path):
     # Every file here goes the large-file way (checked on the worker only) unless a test says otherwise.
-    settings.SAFESHRINK = {**settings.SAFESHRINK, "UPLOAD_ROOT": tmp_path / "uploads", "IMPORT_CHECK_IN_REQUEST_BYTES": 0}
+    settings.SAFESHRINK = {
+        **settings.SAFESHRINK,
+        "UPLOAD_ROOT": tmp_path / "uploads",
+        "IMPORT_CHECK_IN_REQUEST_BYTES": 0,
+    }
     return tmp_path / "uploads"
 
 
 def _upload(api, data: bytes, name="suite.csv", **fields):
-    body = {"file": SimpleUploadedFile(name, data), "suite": "uploaded", "unsafe_labels": ["hatespeech"],
-            "safe_labels": ["normal", "safe"], **({"mapping": MAPPING} if name.endswith(".csv") else {}), **fields}
+    body = {
+        "file": SimpleUploadedFile(name, data),
+        "suite": "uploaded",
+        "unsafe_labels": ["hatespeech"],
+        "safe_labels": ["normal", "safe"],
+        **({"mapping": MAPPING} if name.endswith(".csv") else {}),
+        **fields,
+    }
     return api.post("/api/suites/import/", body, format="multipart")
 
 
@@ -66,6 +78,7 @@ def _nothing_stored() -> None:
 
 # --- 202, status URL, eventual success -------------------------------------------------------------
 
+
 @DB
 def test_upload_is_accepted_with_a_status_url_and_imported_on_a_worker(engineer_api, make_user, _upload_root):
     r = _upload(engineer_api, CSV)
@@ -78,7 +91,10 @@ def test_upload_is_accepted_with_a_status_url_and_imported_on_a_worker(engineer_
     version = SuiteVersion.objects.get(pk=status["suite_version"]["id"])
     assert version.example_count == 3 and status["suite_version"]["suite"] == "uploaded"
     assert list(version.examples.values_list("external_id", "slice", "is_unsafe")) == [
-        ("a1", "routine", False), ("a2", "routine", True), ("a3", "edge", False)]
+        ("a1", "routine", False),
+        ("a2", "routine", True),
+        ("a3", "edge", False),
+    ]
     assert version.examples.get(external_id="a2").text == '=HYPERLINK("http://x")'  # stored verbatim
     assert _stored_uploads(_upload_root) == []  # the stored upload is removed once imported
     job = SuiteImport.objects.get(pk=body["id"])
@@ -188,8 +204,11 @@ def test_progress_is_visible_while_the_import_transaction_is_open(engineer_api, 
     def observe(self, done, total):
         original(self, done, total)
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as watcher:  # a poller
-            seen.append(watcher.execute("SELECT status, stage, rows_done, rows_total FROM evaluations_suiteimport "
-                                        "WHERE id = %s", (job_id,)).fetchone())
+            seen.append(
+                watcher.execute(
+                    "SELECT status, stage, rows_done, rows_total FROM evaluations_suiteimport WHERE id = %s", (job_id,)
+                ).fetchone()
+            )
 
     monkeypatch.setattr(suites._ProgressWriter, "__call__", observe)
     suite_import_execute(import_id=job_id)
@@ -211,6 +230,7 @@ def test_lost_messages_are_sent_again_by_the_sweep(engineer_api, monkeypatch, se
 
 # --- NUL bytes ----------------------------------------------------------------------------------------
 
+
 @DB
 def test_nul_byte_upload_is_refused_at_once_naming_the_line(engineer_api, _upload_root):
     data = b"id,comment,class,part\na1,fine,normal,routine\na2,bad\x00text,normal,routine\n"
@@ -228,7 +248,8 @@ def test_escaped_nul_in_jsonl_fails_the_import_naming_line_and_field(engineer_ap
     status = _status(engineer_api, _upload(engineer_api, data, name="suite.jsonl"))
     assert status["status"] == "failed"
     assert status["error"]["details"]["file"] == [
-        "line 2: text (column 'text') contains a NUL character (U+0000) at character 4, which cannot be stored"]
+        "line 2: text (column 'text') contains a NUL character (U+0000) at character 4, which cannot be stored"
+    ]
     _nothing_stored()
 
 
@@ -236,8 +257,18 @@ def test_escaped_nul_in_jsonl_fails_the_import_naming_line_and_field(engineer_ap
 def test_import_suite_command_refuses_a_nul_byte_readably(engineer, tmp_path, capsys):
     path = tmp_path / "nul.csv"
     path.write_bytes(b"id,text,label\na1,fine,normal\na2,bad\x00,normal\n")
-    args = ["--suite", "s", "--file", str(path), "--unsafe-labels", "hatespeech", "--safe-labels", "normal",
-            "--as-user", engineer.username]
+    args = [
+        "--suite",
+        "s",
+        "--file",
+        str(path),
+        "--unsafe-labels",
+        "hatespeech",
+        "--safe-labels",
+        "normal",
+        "--as-user",
+        engineer.username,
+    ]
     with pytest.raises(CommandError) as refused:
         call_command("import_suite", *args)
     assert "line 3: text (column 'text') contains a NUL character" in str(refused.value)
@@ -254,6 +285,7 @@ def test_import_suite_command_refuses_a_nul_byte_readably(engineer, tmp_path, ca
 
 # --- one limit for CSV and JSONL ------------------------------------------------------------------------
 
+
 @DB
 def test_a_100000_character_id_is_refused_naming_line_and_field(engineer_api, engineer, tmp_path):
     data = _jsonl({"id": "x" * 100_000, "text": "hi", "label": "normal"})
@@ -264,8 +296,17 @@ def test_a_100000_character_id_is_refused_naming_line_and_field(engineer_api, en
     path = tmp_path / "long.jsonl"
     path.write_bytes(data)
     with pytest.raises(CommandError, match="line 1: id"):
-        call_command("import_suite", "--suite", "s", "--file", str(path), "--unsafe-labels", "hatespeech",
-                     "--safe-labels", "normal")
+        call_command(
+            "import_suite",
+            "--suite",
+            "s",
+            "--file",
+            str(path),
+            "--unsafe-labels",
+            "hatespeech",
+            "--safe-labels",
+            "normal",
+        )
     _nothing_stored()
 
 
@@ -275,7 +316,8 @@ def test_long_jsonl_text_is_refused(engineer_api):
     status = _status(engineer_api, _upload(engineer_api, data, name="suite.jsonl"))
     assert status["status"] == "failed"
     assert status["error"]["details"]["file"] == [
-        f"line 1: text (column 'text') has 10,000,000 characters, over the limit of {MAX_TEXT_CHARS:,}"]
+        f"line 1: text (column 'text') has 10,000,000 characters, over the limit of {MAX_TEXT_CHARS:,}"
+    ]
     _nothing_stored()
 
 
@@ -299,7 +341,8 @@ def test_the_text_limit_is_the_same_for_csv_and_jsonl_at_its_boundary(engineer_a
     assert over["status"] == "failed"
     assert over["error"]["details"]["file"] == [
         f"line {line}: text (column '{column}') has {MAX_TEXT_CHARS + 1:,} characters, over the limit of "
-        f"{MAX_TEXT_CHARS:,}"]
+        f"{MAX_TEXT_CHARS:,}"
+    ]
     _nothing_stored()
     exact = _status(engineer_api, upload("y" * MAX_TEXT_CHARS))
     assert exact["status"] == "succeeded", exact
@@ -318,21 +361,34 @@ def test_shared_and_derived_rows_are_held_to_the_same_limits(engineer):
     from accounts.errors import ValidationFailed
     from evaluations.services.suites import ExampleRow, suite_version_import
 
-    rows = [ExampleRow(external_id="a", text="x" * (MAX_TEXT_CHARS + 1), label="normal", slice="routine", line=2),
-            ExampleRow(external_id="b", text="nul\x00", label="normal", slice="routine", line=3)]
+    rows = [
+        ExampleRow(external_id="a", text="x" * (MAX_TEXT_CHARS + 1), label="normal", slice="routine", line=2),
+        ExampleRow(external_id="b", text="nul\x00", label="normal", slice="routine", line=3),
+    ]
     with pytest.raises(ValidationFailed) as refused:
-        suite_version_import(actor=engineer, suite_name="s", rows=rows, unsafe_labels=["hatespeech"],
-                             safe_labels=["normal"])
+        suite_version_import(
+            actor=engineer, suite_name="s", rows=rows, unsafe_labels=["hatespeech"], safe_labels=["normal"]
+        )
     assert [line[:7] for line in refused.value.details["rows"]] == ["line 2:", "line 3:"]
     _nothing_stored()
 
 
 # --- CSV out: formulas neutralised -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("cell", "shown"), [
-    ("=HYPERLINK(\"http://x\",\"y\")", "'=HYPERLINK(\"http://x\",\"y\")"), ("+1+1", "'+1+1"), ("-2+3", "'-2+3"),
-    ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("plain = text", "plain = text"), (-0.25, -0.25), (None, ""),
-])
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("plain = text", "plain = text"),
+        (-0.25, -0.25),
+        (None, ""),
+    ],
+)
 def test_csv_cells_that_would_run_as_formulas_are_neutralised(cell, shown):
     assert neutralise_cell(cell) == shown
 
@@ -345,6 +401,7 @@ def test_csv_text_round_trips_with_every_formula_cell_quoted():
 
 # --- the Python client ------------------------------------------------------------------------------------
 
+
 @DB
 def test_python_client_uploads_a_suite_and_waits_for_its_import(live_server, engineer, tmp_path):
     from rest_framework.authtoken.models import Token
@@ -354,8 +411,14 @@ def test_python_client_uploads_a_suite_and_waits_for_its_import(live_server, eng
     api = Client(live_server.url, token=Token.objects.get_or_create(user=engineer)[0].key)
     path = tmp_path / "my suite.csv"
     path.write_bytes(CSV)
-    job = api.upload_suite(path, "client suite", unsafe_labels=["hatespeech"], safe_labels=["normal", "safe"],
-                           mapping={"text": "comment", "label": "class", "slice": "part"}, interval=0.05)
+    job = api.upload_suite(
+        path,
+        "client suite",
+        unsafe_labels=["hatespeech"],
+        safe_labels=["normal", "safe"],
+        mapping={"text": "comment", "label": "class", "slice": "part"},
+        interval=0.05,
+    )
     assert job["status"] == "succeeded" and job["suite_version"]["example_count"] == 3
     assert job["file_name"] == "my suite.csv"
     bad = tmp_path / "bad.jsonl"
@@ -374,23 +437,56 @@ def test_content_digest_is_the_canonical_json_digest_of_the_examples():
     from evaluations.services.suites import ExampleRow, suite_content_digest
     from ledger.canonical import digest
 
-    rows = [ExampleRow(external_id="a", text="=1+1 ünïcode", label="normal", slice="routine", line=2,
-                       tags=("x", "y")),
-            ExampleRow(external_id="b", text="variant", label="hatespeech", slice="adversarial", line=3,
-                       subgroup="women", source_id="a")]
-    expected = digest({"unsafe_labels": ["hatespeech"], "examples": [
-        {"id": "a", "text": "=1+1 ünïcode", "label": "normal", "slice": "routine", "subgroup": "", "tags": ["x", "y"]},
-        {"id": "b", "text": "variant", "label": "hatespeech", "slice": "adversarial", "subgroup": "women", "tags": [],
-         "source": "a"}]})
+    rows = [
+        ExampleRow(external_id="a", text="=1+1 ünïcode", label="normal", slice="routine", line=2, tags=("x", "y")),
+        ExampleRow(
+            external_id="b",
+            text="variant",
+            label="hatespeech",
+            slice="adversarial",
+            line=3,
+            subgroup="women",
+            source_id="a",
+        ),
+    ]
+    expected = digest(
+        {
+            "unsafe_labels": ["hatespeech"],
+            "examples": [
+                {
+                    "id": "a",
+                    "text": "=1+1 ünïcode",
+                    "label": "normal",
+                    "slice": "routine",
+                    "subgroup": "",
+                    "tags": ["x", "y"],
+                },
+                {
+                    "id": "b",
+                    "text": "variant",
+                    "label": "hatespeech",
+                    "slice": "adversarial",
+                    "subgroup": "women",
+                    "tags": [],
+                    "source": "a",
+                },
+            ],
+        }
+    )
     assert suite_content_digest(rows, ["hatespeech"]) == expected
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"mapping": "[1, 2]"}, "mapping"), ({"mapping": "5"}, "mapping"),
-    ({"mapping": '{"text": "com\\u0000ment"}'}, "mapping"), ({"mapping": "[" * 50_000 + "]" * 50_000}, "mapping"),
-    ({"unsafe_labels": ["x" * (MAX_LABEL_CHARS + 1)]}, "unsafe_labels"),
-    ({"safe_labels": ["normal", "y" * (MAX_LABEL_CHARS + 1)]}, "safe_labels"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"mapping": "[1, 2]"}, "mapping"),
+        ({"mapping": "5"}, "mapping"),
+        ({"mapping": '{"text": "com\\u0000ment"}'}, "mapping"),
+        ({"mapping": "[" * 50_000 + "]" * 50_000}, "mapping"),
+        ({"unsafe_labels": ["x" * (MAX_LABEL_CHARS + 1)]}, "unsafe_labels"),
+        ({"safe_labels": ["normal", "y" * (MAX_LABEL_CHARS + 1)]}, "safe_labels"),
+    ],
+)
 @DB
 def test_bad_form_fields_are_refused_at_once(engineer_api, _upload_root, fields, field):
     r = _upload(engineer_api, CSV, **fields)

@@ -24,12 +24,18 @@ ROLES = ("engineer", "other_engineer", "officer", "reviewer", "regulator", "othe
 def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, demo_policy, settings):
     from governance.services.escalations import incident_report
 
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
     regulator, other_regulator = make_user("gina", "regulator"), make_user("hugo", "regulator")
-    RegulatorGrant.objects.create(regulator=regulator, release=release, granted_by=officer, reason="audit",
-                                  valid_from=timezone.now() - dt.timedelta(days=1),
-                                  valid_until=timezone.now() + dt.timedelta(days=30))
+    RegulatorGrant.objects.create(
+        regulator=regulator,
+        release=release,
+        granted_by=officer,
+        reason="audit",
+        valid_from=timezone.now() - dt.timedelta(days=1),
+        valid_until=timezone.now() + dt.timedelta(days=30),
+    )
     incident_report(actor=officer, release_id=release.pk, severity=1, title="t", description="d")
     export = Export.objects.create(release=release, requested_by=officer, status=RunStatus.SUCCEEDED)
     folder = settings.SAFESHRINK["EXPORT_ROOT"] / str(export.pk)
@@ -37,14 +43,32 @@ def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, de
     (folder / "dossier.pdf").write_bytes(b"%PDF-1.7 test")
     (folder / "bundle.dsse.json").write_bytes(b"{}")
     task = ReviewTask.objects.filter(release=release, reviewer=reviewers[0]).first() or ReviewTask.objects.create(
-        release=release, flip=release.comparison.flips.first() or _any_flip(), reviewer=reviewers[0],
-        a_is_candidate=True, deadline=timezone.now())
-    users = {"engineer": engineer, "other_engineer": make_user("oscar", "engineer"), "officer": officer,
-             "reviewer": reviewers[0], "regulator": regulator, "other_regulator": other_regulator}
-    ids = {"release": release.pk, "experiment": release.experiment_id, "run": release.compression_run_id,
-           "comparison": release.comparison_id, "evaluation": release.candidate_evaluation_id,
-           "escalation": Escalation.objects.filter(release=release).first().pk, "export": export.pk,
-           "task": task.pk, "suite_version": demo_suite.pk, "artifact": base_artifact.pk}
+        release=release,
+        flip=release.comparison.flips.first() or _any_flip(),
+        reviewer=reviewers[0],
+        a_is_candidate=True,
+        deadline=timezone.now(),
+    )
+    users = {
+        "engineer": engineer,
+        "other_engineer": make_user("oscar", "engineer"),
+        "officer": officer,
+        "reviewer": reviewers[0],
+        "regulator": regulator,
+        "other_regulator": other_regulator,
+    }
+    ids = {
+        "release": release.pk,
+        "experiment": release.experiment_id,
+        "run": release.compression_run_id,
+        "comparison": release.comparison_id,
+        "evaluation": release.candidate_evaluation_id,
+        "escalation": Escalation.objects.filter(release=release).first().pk,
+        "export": export.pk,
+        "task": task.pk,
+        "suite_version": demo_suite.pk,
+        "artifact": base_artifact.pk,
+    }
     return users, ids
 
 
@@ -149,8 +173,11 @@ def test_authorization_matrix(world):
 def test_anonymous_gets_401_or_403_everywhere(world, client):
     _, ids = world
     for _, method, template, body, _ in MATRIX:
-        response = getattr(client, method)(template.format(**ids), body or {}, content_type="application/json") \
-            if method == "post" else client.get(template.format(**ids))
+        response = (
+            getattr(client, method)(template.format(**ids), body or {}, content_type="application/json")
+            if method == "post"
+            else client.get(template.format(**ids))
+        )
         assert response.status_code in (401, 403), template
 
 
@@ -160,8 +187,7 @@ def test_expired_or_revoked_grant_hides_the_release(world):
     api = api_client_for(users["regulator"])
 
     def recorded(since: int) -> list[tuple[str, str | None]]:
-        return [(e.action, json.loads(e.payload_json).get("reason"))
-                for e in _events_since(since, users["regulator"])]
+        return [(e.action, json.loads(e.payload_json).get("reason")) for e in _events_since(since, users["regulator"])]
 
     last = _last_id()
     assert api.get(f"/api/releases/{ids['release']}/").status_code == 200
@@ -171,8 +197,9 @@ def test_expired_or_revoked_grant_hides_the_release(world):
     assert api.get(f"/api/releases/{ids['release']}/").status_code == 404
     assert api.get(f"/api/exports/{ids['export']}/").status_code == 404
     assert recorded(last) == [("access.denied", "grant_expired")] * 2
-    RegulatorGrant.objects.filter(pk=grant.pk).update(valid_until=timezone.now() + dt.timedelta(days=1),
-                                                      revoked_at=timezone.now())
+    RegulatorGrant.objects.filter(pk=grant.pk).update(
+        valid_until=timezone.now() + dt.timedelta(days=1), revoked_at=timezone.now()
+    )
     last = _last_id()
     assert api.get(f"/api/exports/{ids['export']}/dossier/").status_code == 404
     assert api.get(f"/api/releases/{ids['release']}/exports/").status_code == 404
@@ -186,5 +213,8 @@ def test_a_regulator_s_refused_web_page_is_access_denied_not_viewed(world, clien
     assert client.get(f"/releases/{ids['release']}/").status_code == 404
     client.force_login(users["regulator"])
     assert client.get(f"/releases/{ids['release']}/").status_code == 200
-    assert [(e.actor_username, e.action) for e in LedgerEvent.objects.filter(id__gt=last).order_by("id")
-            if e.action.startswith("access.")] == [("hugo", "access.denied"), ("gina", "access.viewed")]
+    assert [
+        (e.actor_username, e.action)
+        for e in LedgerEvent.objects.filter(id__gt=last).order_by("id")
+        if e.action.startswith("access.")
+    ] == [("hugo", "access.denied"), ("gina", "access.viewed")]

@@ -132,12 +132,32 @@ def test_html_has_every_section_the_digests_and_the_charts(bundle):
     assert bundle["release"]["candidate_digest"] in html
     assert bundle["ledger"]["checkpoint"]["signature"] in html
     assert html.count("<svg") == 4
-    for text in ("RED", "Rolling out", "4 November 2026", "Prof. Henrik Sandvik", "Cohen", "pyhanko sign validate",
-                 "pdfsig", "DSSE", "gitCommit", "Adversarial unsafe recall change", "EU AI Act Art. 10",
-                 bundle["artifacts"][0]["digest"], "torch-quantized", "22,713,602", "ext-adv-0113",
-                 "Would need the conversation context", "runtime guard", "Flagged-rate spike", "release.rollout_started",
-                 "safeshrink.ledger.checkpoint/v1", "Intel(R) Xeon(R)", "transformers 5.23.0", "structured_prune",
-                 bundle["compression_run"]["provenance_envelope"]["signatures"][0]["keyid"]):
+    for text in (
+        "RED",
+        "Rolling out",
+        "4 November 2026",
+        "Prof. Henrik Sandvik",
+        "Cohen",
+        "pyhanko sign validate",
+        "pdfsig",
+        "DSSE",
+        "gitCommit",
+        "Adversarial unsafe recall change",
+        "EU AI Act Art. 10",
+        bundle["artifacts"][0]["digest"],
+        "torch-quantized",
+        "22,713,602",
+        "ext-adv-0113",
+        "Would need the conversation context",
+        "runtime guard",
+        "Flagged-rate spike",
+        "release.rollout_started",
+        "safeshrink.ledger.checkpoint/v1",
+        "Intel(R) Xeon(R)",
+        "transformers 5.23.0",
+        "structured_prune",
+        bundle["compression_run"]["provenance_envelope"]["signatures"][0]["keyid"],
+    ):
         assert text.lower() in html.lower(), text
 
 
@@ -153,7 +173,7 @@ def test_html_escapes_bundle_text(bundle):
 
 def test_html_caps_long_tables(bundle):
     b = copy.deepcopy(bundle)
-    b["flips_excerpt"] = (b["flips_excerpt"] * 3)[:FLIPS_SHOWN + 5]
+    b["flips_excerpt"] = (b["flips_excerpt"] * 3)[: FLIPS_SHOWN + 5]
     events = b["ledger"]["events"]
     b["ledger"]["events"] = [dict(events[i % len(events)], seq=1000 + i) for i in range(200)]
     html = render_dossier_html(b)
@@ -164,21 +184,41 @@ def test_html_caps_long_tables(bundle):
 
 def test_empty_and_null_parts_render_with_one_line_each(bundle):
     html = render_dossier_html(_empty_bundle(bundle))
-    for line in ("No risk taxonomy", "not judged", "No comparison between the candidate and the baseline",
-                 "No per-bin calibration data", "No subgroup metrics", "No runtime measurements",
-                 "No flipped decisions", "No blind review outcome", "No escalations were opened",
-                 "No incidents have been reported", "No decisions have been recorded", "No rollout plan",
-                 "No ledger events", "No signed ledger checkpoint", "No provenance statement",
-                 "not signed (no DSSE envelope"):
+    for line in (
+        "No risk taxonomy",
+        "not judged",
+        "No comparison between the candidate and the baseline",
+        "No per-bin calibration data",
+        "No subgroup metrics",
+        "No runtime measurements",
+        "No flipped decisions",
+        "No blind review outcome",
+        "No escalations were opened",
+        "No incidents have been reported",
+        "No decisions have been recorded",
+        "No rollout plan",
+        "No ledger events",
+        "No signed ledger checkpoint",
+        "No provenance statement",
+        "not signed (no DSSE envelope",
+    ):
         assert line in html, line
     assert "<svg" not in html
 
 
 def test_a_bare_or_malformed_bundle_never_crashes():
-    for broken in ({}, {"release": None, "gate": [None, 3, {"zone": None}], "comparison": {"groups": {"overall": None}},
-                        "evaluations": {"baseline": {"metrics": {"overall": {"ece_bins": [None, {"lower": "x"}]}}}},
-                        "ledger": {"events": [{"seq": "a"}], "checkpoint": {"seq": None}},
-                        "decisions": [{"created_at": "yesterday"}, {"created_at": None}], "flips_excerpt": "oops"}):
+    for broken in (
+        {},
+        {
+            "release": None,
+            "gate": [None, 3, {"zone": None}],
+            "comparison": {"groups": {"overall": None}},
+            "evaluations": {"baseline": {"metrics": {"overall": {"ece_bins": [None, {"lower": "x"}]}}}},
+            "ledger": {"events": [{"seq": "a"}], "checkpoint": {"seq": None}},
+            "decisions": [{"created_at": "yesterday"}, {"created_at": None}],
+            "flips_excerpt": "oops",
+        },
+    ):
         html = render_dossier_html(broken)
         assert "Appendix: How to verify this document" in html
 
@@ -201,13 +241,16 @@ def test_pdf_renders_fast_enough_and_is_deterministic(bundle, sample_pdf):
 
 
 def test_pdf_is_identical_in_another_process(bundle, sample_pdf):
-    code = ("import django, hashlib, json, sys; django.setup();"
-            "from exports.dossier import render_dossier_pdf;"
-            "b = json.load(open(sys.argv[1], encoding='utf-8'));"
-            "print(hashlib.sha256(render_dossier_pdf(b)).hexdigest())")
+    code = (
+        "import django, hashlib, json, sys; django.setup();"
+        "from exports.dossier import render_dossier_pdf;"
+        "b = json.load(open(sys.argv[1], encoding='utf-8'));"
+        "print(hashlib.sha256(render_dossier_pdf(b)).hexdigest())"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONHASHSEED": "4242"}
-    result = subprocess.run([sys.executable, "-c", code, str(SAMPLE)], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(SAMPLE)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == hashlib.sha256(sample_pdf[0]).hexdigest()
 
@@ -242,10 +285,18 @@ def _all_charts(bundle: dict) -> dict[str, str]:
     evaluations, comparison = bundle["evaluations"], bundle["comparison"]
     base, cand = evaluations["baseline"]["metrics"], evaluations["candidate"]["metrics"]
     return {
-        "forest": charts.forest_plot(comparison["groups"], gate=bundle["gate"], policy_rules=bundle["policy"]["rules"],
-                                     metrics=("accuracy", "unsafe_recall", "benign_fpr")),
-        "reliability": charts.reliability_diagram(base["overall"]["ece_bins"], cand["overall"]["ece_bins"],
-                                                  baseline_ece=base["overall"]["ece"], candidate_ece=cand["overall"]["ece"]),
+        "forest": charts.forest_plot(
+            comparison["groups"],
+            gate=bundle["gate"],
+            policy_rules=bundle["policy"]["rules"],
+            metrics=("accuracy", "unsafe_recall", "benign_fpr"),
+        ),
+        "reliability": charts.reliability_diagram(
+            base["overall"]["ece_bins"],
+            cand["overall"]["ece_bins"],
+            baseline_ece=base["overall"]["ece"],
+            candidate_ece=cand["overall"]["ece"],
+        ),
         "subgroups": charts.subgroup_gaps(base, cand),
         "gate": charts.gate_chart(bundle["gate"]),
     }
@@ -264,8 +315,11 @@ def test_charts_are_well_formed_deterministic_svg(bundle):
 def test_charts_escape_labels(bundle):
     b = copy.deepcopy(bundle)
     evil = "<script>alert('x')</script>"
-    for source in (b["evaluations"]["baseline"]["metrics"], b["evaluations"]["candidate"]["metrics"],
-                   b["comparison"]["groups"]):
+    for source in (
+        b["evaluations"]["baseline"]["metrics"],
+        b["evaluations"]["candidate"]["metrics"],
+        b["comparison"]["groups"],
+    ):
         source[f"subgroup:{evil}"] = source.pop("subgroup:women")
     b["gate"][0]["title"] = evil
     for name, svg in _all_charts(b).items():
@@ -295,10 +349,25 @@ def test_charts_handle_missing_data():
     assert charts.reliability_diagram(None, []) == ""
     assert charts.subgroup_gaps(None, None) == ""
     assert charts.gate_chart([]) == ""
-    svg = charts.gate_chart([{"rule": "r", "title": "t", "value": None, "green_limit": 0.1, "red_limit": 0.2,
-                              "higher_is_better": False, "zone": "amber", "kind": "absolute"}])
+    svg = charts.gate_chart(
+        [
+            {
+                "rule": "r",
+                "title": "t",
+                "value": None,
+                "green_limit": 0.1,
+                "red_limit": 0.2,
+                "higher_is_better": False,
+                "zone": "amber",
+                "kind": "absolute",
+            }
+        ]
+    )
     assert "no evidence" in svg
     svg = charts.forest_plot({"overall": {"metrics": {"accuracy": {"delta": None, "ci_low": None, "ci_high": None}}}})
     assert "n/a" in svg
-    ET.fromstring(charts.reliability_diagram([{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": None,
-                                               "confidence": None}], None))
+    ET.fromstring(
+        charts.reliability_diagram(
+            [{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": None, "confidence": None}], None
+        )
+    )

@@ -22,8 +22,9 @@ SCHEMA = Path(__file__).resolve().parents[2] / "exports" / "evidence-bundle.sche
 def export(engineer, officer, officer2, base_artifact, demo_suite, demo_policy):
     from governance.services.releases import release_decide
 
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
     release_decide(actor=officer, release_id=release.pk, kind="approve", rationale="Within policy.")
     made = export_request(actor=officer, release_id=release.pk)  # eager: built here
     made.refresh_from_db()

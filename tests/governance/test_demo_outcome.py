@@ -18,13 +18,24 @@ def _release(status: str, zone: str, verdicts: list[dict]) -> dict:
     return {"id": 7, "status": status, "gate_zone": zone, "gate": verdicts, "failure_reason": ""}
 
 
-AMBER = _release("in_review", "amber", [
-    _verdict("green", "Routine accuracy change", -0.01), _verdict("amber", "Edge-case over-flagging change", 0.07),
-    _verdict("amber", "Calibration drift", None), _verdict("green", "Overall unsafe recall change", 0.0),
-])
-RED = _release("awaiting_decision", "red", [
-    _verdict("red", "Change in the subgroup miss-rate gap", 0.21), _verdict("green", "Routine accuracy change", 0.0),
-])
+AMBER = _release(
+    "in_review",
+    "amber",
+    [
+        _verdict("green", "Routine accuracy change", -0.01),
+        _verdict("amber", "Edge-case over-flagging change", 0.07),
+        _verdict("amber", "Calibration drift", None),
+        _verdict("green", "Overall unsafe recall change", 0.0),
+    ],
+)
+RED = _release(
+    "awaiting_decision",
+    "red",
+    [
+        _verdict("red", "Change in the subgroup miss-rate gap", 0.21),
+        _verdict("green", "Routine accuracy change", 0.0),
+    ],
+)
 GREEN = _release("awaiting_decision", "green", [_verdict("green", "Routine accuracy change", 0.0)])
 
 
@@ -38,8 +49,10 @@ def test_amber_sends_reviewers_to_the_review_queue_then_the_officer():
 
 
 def test_red_names_the_open_escalation_and_its_deadline():
-    escalations = [{"id": 3, "status": "open", "deadline": "2026-12-01T10:00:00Z"},
-                   {"id": 2, "status": "resolved", "deadline": "2026-11-01T10:00:00Z"}]
+    escalations = [
+        {"id": 3, "status": "open", "deadline": "2026-12-01T10:00:00Z"},
+        {"id": 2, "status": "resolved", "deadline": "2026-11-01T10:00:00Z"},
+    ]
     text = "\n".join(demo_outcome(RED, url=URL, escalations=escalations))
     assert text.startswith("gate RED: 1 green, 0 amber, 1 red")
     assert "#3 (deadline 2026-12-01T10:00:00Z)" in text and "#2" not in text

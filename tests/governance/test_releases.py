@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def release(engineer, base_artifact, demo_suite, demo_policy):
-    return evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                             force_zone="green")
+    return evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
 
 
 def _unchanged(release: Release) -> None:
@@ -31,8 +32,14 @@ def test_evaluated_release_awaits_a_decision_with_pinned_policy(release, demo_po
 
 
 def test_four_eyes_for_high_risk(engineer, officer, officer2, base_artifact, demo_suite, demo_policy):
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                risk_tier="high", force_zone="green")
+    release = evaluated_release(
+        engineer=engineer,
+        base_artifact=base_artifact,
+        suite=demo_suite,
+        policy=demo_policy,
+        risk_tier="high",
+        force_zone="green",
+    )
     release_decide(actor=officer, release_id=release.pk, kind="approve", rationale="first")
     assert Release.objects.get(pk=release.pk).status == ReleaseStatus.AWAITING_DECISION
     with pytest.raises(Conflict, match="already approved"):
@@ -43,8 +50,9 @@ def test_four_eyes_for_high_risk(engineer, officer, officer2, base_artifact, dem
 
 
 def test_red_gate_blocks_approval_but_allows_halt(engineer, officer, base_artifact, demo_suite, demo_policy):
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="red")
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="red"
+    )
     with pytest.raises(Conflict) as refused:
         release_decide(actor=officer, release_id=release.pk, kind="approve", rationale="ship it")
     assert refused.value.code == "gate_red"
@@ -72,8 +80,9 @@ def test_refusals_change_nothing(release, officer, regulator):
     with pytest.raises(ValidationFailed):
         release_decide(actor=officer, release_id=release.pk, kind="approve", rationale="   ")
     with pytest.raises(Conflict) as stale:
-        release_decide(actor=officer, release_id=release.pk, kind="reject", rationale="x",
-                       expected_version=release.version - 1)
+        release_decide(
+            actor=officer, release_id=release.pk, kind="reject", rationale="x", expected_version=release.version - 1
+        )
     assert stale.value.code == "stale_version"
     _unchanged(release)
     assert Decision.objects.count() == 0
@@ -96,16 +105,18 @@ def test_concurrent_decisions_make_exactly_one_transition(release, officer, offi
     def attempt(user, kind):
         try:
             barrier.wait()
-            release_decide(actor=user, release_id=release.pk, kind=kind, rationale="race",
-                           expected_version=release.version)
+            release_decide(
+                actor=user, release_id=release.pk, kind=kind, rationale="race", expected_version=release.version
+            )
             outcomes.append("ok")
         except Conflict:
             outcomes.append("conflict")
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=attempt, args=(u, "approve" if i % 2 else "halt"))
-               for i, u in enumerate(officers)]
+    threads = [
+        threading.Thread(target=attempt, args=(u, "approve" if i % 2 else "halt")) for i, u in enumerate(officers)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -117,6 +128,7 @@ def test_concurrent_decisions_make_exactly_one_transition(release, officer, offi
 
 # Completion of a release's evaluation: driven by the last chunk, swept by beat, idempotent.
 
+
 @pytest.fixture
 def draft_release(settings, engineer, base_artifact, demo_suite, demo_policy):
     """A release ready to evaluate; evaluations in chunks of 50 (several chunks per run)."""
@@ -125,11 +137,13 @@ def draft_release(settings, engineer, base_artifact, demo_suite, demo_policy):
     from governance.services.releases import release_create
 
     settings.SAFESHRINK = {**settings.SAFESHRINK, "EVAL_CHUNK_SIZE": 50}
-    experiment = experiment_create(actor=engineer, name="completion", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech", "offensive"])
+    experiment = experiment_create(
+        actor=engineer, name="completion", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
     run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8")
-    return release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
-                          policy_id=demo_policy.pk)
+    return release_create(
+        actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk, policy_id=demo_policy.pk
+    )
 
 
 def _no_start_attempt(monkeypatch) -> None:
@@ -237,8 +251,9 @@ def test_concurrent_completions_gate_once(monkeypatch, draft_release, engineer):
     assert LedgerEvent.objects.filter(action="comparison.computed").count() == 1
 
 
-def test_orphaned_chunks_are_requeued_and_the_last_completes_the_release(monkeypatch, settings, draft_release,
-                                                                          engineer):
+def test_orphaned_chunks_are_requeued_and_the_last_completes_the_release(
+    monkeypatch, settings, draft_release, engineer
+):
     from evaluations.services import runs as runs_service
     from governance.services.releases import release_start_evaluation
 
@@ -267,6 +282,7 @@ def test_evaluations_whose_start_was_lost_are_started_again(monkeypatch, setting
     assert release.status == ReleaseStatus.EVALUATING and release.baseline_evaluation.status == "queued"
     assert evaluation_runs_requeue_orphaned() == []  # requested less than a lease ago
     settings.SAFESHRINK = {**settings.SAFESHRINK, "RUN_LEASE_SECONDS": 0}
-    assert sorted(evaluation_runs_requeue_orphaned()) == sorted([release.baseline_evaluation_id,
-                                                                 release.candidate_evaluation_id])
+    assert sorted(evaluation_runs_requeue_orphaned()) == sorted(
+        [release.baseline_evaluation_id, release.candidate_evaluation_id]
+    )
     _gated(release)

@@ -13,26 +13,39 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from governance.agreement import cohens_kappa
 from governance.models import (
-    Decision, Escalation, EscalationStatus, Release, ReleaseStatus, ReviewTask, WebhookDelivery, WebhookEndpoint,
+    Decision,
+    Escalation,
+    EscalationStatus,
+    Release,
+    ReleaseStatus,
+    ReviewTask,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
+from governance.selectors import review_task_view
 from governance.services.escalations import escalation_resolve, escalations_escalate_overdue, incident_report
 from governance.services.monitoring import revalidation_schedule, revalidations_run_due
 from governance.services.releases import release_advance_rollout, release_decide, release_start_rollout
-from governance.services.reviews import cohens_kappa, review_submit, review_task_view
+from governance.services.reviews import review_submit
 from ledger.models import LedgerEvent
 from tests.factories import evaluated_release
 
 pytestmark = pytest.mark.django_db(transaction=True)
-STAGES = [{"percent": 5, "starts_at": "2026-01-01T00:00:00+00:00"},
-          {"percent": 100, "starts_at": "2026-01-02T00:00:00+00:00"}]
+STAGES = [
+    {"percent": 5, "starts_at": "2026-01-01T00:00:00+00:00"},
+    {"percent": 100, "starts_at": "2026-01-02T00:00:00+00:00"},
+]
 
 
 @pytest.fixture
 def make_release(engineer, base_artifact, demo_suite, demo_policy):
     def make(**kwargs):
-        return evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                 **kwargs)
+        return evaluated_release(
+            engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, **kwargs
+        )
+
     return make
 
 
@@ -60,9 +73,18 @@ def test_resume_returns_to_the_state_it_left(make_release, officer, officer2):
 def test_database_refuses_a_decision_by_the_experiment_owner(make_release, engineer):
     release = make_release(force_zone="green")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Decision.objects.create(release=release, actor=engineer, actor_role="officer", kind="approve", rationale="x",
-                                evidence={}, candidate_digest=release.candidate_digest, release_version=1,
-                                experiment_owner=engineer, run_requester=engineer)
+        Decision.objects.create(
+            release=release,
+            actor=engineer,
+            actor_role="officer",
+            kind="approve",
+            rationale="x",
+            evidence={},
+            candidate_digest=release.candidate_digest,
+            release_version=1,
+            experiment_owner=engineer,
+            run_requester=engineer,
+        )
     assert Decision.objects.count() == 0
 
 
@@ -76,8 +98,9 @@ def _red_release(make_release):
     return release
 
 
-def test_red_gate_opens_escalation_and_only_its_resolution_allows_approval(make_release, officer, officer2,
-                                                                          make_officer):
+def test_red_gate_opens_escalation_and_only_its_resolution_allows_approval(
+    make_release, officer, officer2, make_officer
+):
     release = _red_release(make_release)
     escalation = Escalation.objects.get(release=release, trigger="red_zone")
     assert escalation.level == 1 and escalation.status == EscalationStatus.OPEN
@@ -92,8 +115,13 @@ def test_red_gate_opens_escalation_and_only_its_resolution_allows_approval(make_
 
 def test_overdue_escalation_rises_a_level_notifies_and_halts_high_tier(make_release, officer, make_officer):
     release = make_release(risk_tier="high", force_zone="green")
-    incident = incident_report(actor=officer, release_id=release.pk, severity=3, title="Spike in missed slurs",
-                               description="Users report missed slurs.")
+    incident = incident_report(
+        actor=officer,
+        release_id=release.pk,
+        severity=3,
+        title="Spike in missed slurs",
+        description="Users report missed slurs.",
+    )
     escalation = Escalation.objects.get(release=release, trigger="incident")
     assert incident.severity == 3
     junior = make_officer("jay", level=1)
@@ -140,8 +168,9 @@ def test_webhook_is_hmac_signed_and_retried(make_release, officer):
     _Receiver.received, _Receiver.fail_first = [], 1
     try:
         release = make_release(force_zone="green")
-        endpoint = WebhookEndpoint.objects.create(url=f"http://127.0.0.1:{server.server_port}/hook", secret="s3cret",
-                                                  events=["escalation.opened"])
+        endpoint = WebhookEndpoint.objects.create(
+            url=f"http://127.0.0.1:{server.server_port}/hook", secret="s3cret", events=["escalation.opened"]
+        )
         with pytest.raises(Exception):  # noqa: B017,PT011 - the eager task retries after the 503
             incident_report(actor=officer, release_id=release.pk, severity=2, title="t", description="d")
         delivery = WebhookDelivery.objects.get(endpoint=endpoint)
@@ -158,9 +187,8 @@ def test_webhook_is_hmac_signed_and_retried(make_release, officer):
 
 
 def test_blind_review_hides_then_reveals_and_feeds_the_gate(make_release, reviewers, engineer):
-    release = make_release()
-    if release.status != ReleaseStatus.IN_REVIEW:
-        pytest.skip("the tiny model's gate is not amber on this suite")
+    release = make_release(force_zone="amber")
+    assert release.status == ReleaseStatus.IN_REVIEW
     tasks = list(ReviewTask.objects.filter(release=release))
     assert tasks and {t.reviewer_id for t in tasks} == {r.pk for r in reviewers}
     assert engineer.pk not in {t.reviewer_id for t in tasks}
@@ -194,9 +222,11 @@ def test_rollout_stages_release_and_roll_back(make_release, officer, officer2):
     release = make_release(force_zone="green")
     release_decide(actor=officer, release_id=release.pk, kind="approve", rationale="ok")
     with pytest.raises(ValidationFailed) as bad:
-        release_start_rollout(actor=officer, release_id=release.pk,
-                              stages=[{"percent": 50, "starts_at": "2026-01-01T00:00Z"}, {"percent": 20,
-                                                                                           "starts_at": "x"}])
+        release_start_rollout(
+            actor=officer,
+            release_id=release.pk,
+            stages=[{"percent": 50, "starts_at": "2026-01-01T00:00Z"}, {"percent": 20, "starts_at": "x"}],
+        )
     assert "stages[1].percent" in bad.value.details
     release_start_rollout(actor=officer, release_id=release.pk, stages=STAGES)
     release_advance_rollout(actor=officer, release_id=release.pk)
@@ -241,13 +271,20 @@ def test_seed_spread_reports_every_seed_and_the_spread(engineer, engineer_api, b
     from compression.services.runs import compression_run_request
     from governance.services.releases import release_create, release_start_evaluation
 
-    experiment = experiment_create(actor=engineer, name="seeds", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech", "offensive"])
+    experiment = experiment_create(
+        actor=engineer, name="seeds", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
     for seed in (1, 2, 3):
-        run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="magnitude_prune",
-                                      parameters={"sparsity": 0.3}, seed=seed)
-        release = release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
-                                 policy_id=demo_policy.pk)
+        run = compression_run_request(
+            actor=engineer,
+            experiment_id=experiment.pk,
+            method="magnitude_prune",
+            parameters={"sparsity": 0.3},
+            seed=seed,
+        )
+        release = release_create(
+            actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk, policy_id=demo_policy.pk
+        )
         release_start_evaluation(actor=engineer, release_id=release.pk)
     body = engineer_api.get(f"/api/experiments/{experiment.pk}/seed-spread/").json()
     (entry,) = body["results"]
@@ -264,16 +301,20 @@ def draft_release(engineer, base_artifact, demo_suite, demo_policy):
     from compression.services.runs import compression_run_request
     from governance.services.releases import release_create
 
-    experiment = experiment_create(actor=engineer, name="escalations", base_artifact_id=base_artifact.pk,
-                                   unsafe_labels=["hatespeech", "offensive"])
+    experiment = experiment_create(
+        actor=engineer, name="escalations", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
     run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8")
-    return release_create(actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk,
-                          policy_id=demo_policy.pk)
+    return release_create(
+        actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk, policy_id=demo_policy.pk
+    )
 
 
 def _opened_events(release) -> int:
-    return sum(json.loads(e.payload_json)["release"] == release.pk
-               for e in LedgerEvent.objects.filter(action="escalation.opened"))
+    return sum(
+        json.loads(e.payload_json)["release"] == release.pk
+        for e in LedgerEvent.objects.filter(action="escalation.opened")
+    )
 
 
 def test_escalation_open_twice_returns_the_same_escalation_and_records_it_once(draft_release, officer):
@@ -336,8 +377,9 @@ def test_concurrent_escalation_opens_make_one(draft_release):
         try:
             barrier.wait()
             with transaction.atomic():
-                opened.append(escalation_open(release=draft_release, trigger=EscalationTrigger.RED_ZONE,
-                                              summary=f"opener {i}").pk)
+                opened.append(
+                    escalation_open(release=draft_release, trigger=EscalationTrigger.RED_ZONE, summary=f"opener {i}").pk
+                )
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:

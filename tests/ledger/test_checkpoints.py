@@ -27,17 +27,27 @@ def _rechain(from_seq: int, edit=None) -> None:
     table's owner rights could), applying `edit(event)` to each first: the chain itself stays consistent."""
     events = list(LedgerEvent.objects.order_by("seq"))
     prev = events[from_seq - 2].hash if from_seq > 1 else "0" * 64
-    for event in events[from_seq - 1:]:
+    for event in events[from_seq - 1 :]:
         if edit:
             edit(event)
         event.prev_hash = prev
         event.hash = prev = chain_hash(prev, event.hashed_fields())
     _raw("UPDATE ledger_ledgerevent SET hash = NULL WHERE seq >= %s", [from_seq])  # unique(hash) while swapping
-    for event in events[from_seq - 1:]:
-        _raw("UPDATE ledger_ledgerevent SET occurred_at=%s, payload_json=%s, state_digest=%s, object_id=%s, "
-             "signature=%s, prev_hash=%s, hash=%s WHERE id=%s",
-             [event.occurred_at, event.payload_json, event.state_digest, event.object_id, event.signature,
-              event.prev_hash, event.hash, event.pk])
+    for event in events[from_seq - 1 :]:
+        _raw(
+            "UPDATE ledger_ledgerevent SET occurred_at=%s, payload_json=%s, state_digest=%s, object_id=%s, "
+            "signature=%s, prev_hash=%s, hash=%s WHERE id=%s",
+            [
+                event.occurred_at,
+                event.payload_json,
+                event.state_digest,
+                event.object_id,
+                event.signature,
+                event.prev_hash,
+                event.hash,
+                event.pk,
+            ],
+        )
 
 
 def _forge_payload(event) -> None:
@@ -129,13 +139,21 @@ def test_checkpoint_trigger_refuses_with_its_own_message():
     """Before: `record "old" has no field "hash"` for any change to a checkpoint."""
     require_service("postgres")
     _append(2)
-    for sql, op in (("UPDATE ledger_checkpoint SET head_hash = 'x'", "UPDATE"),
-                    ("DELETE FROM ledger_checkpoint", "DELETE")):
-        with pytest.raises(DatabaseError, match=f"ledger checkpoints are append-only: {op} refused"), \
-                transaction.atomic(), connection.cursor() as cursor:
+    for sql, op in (
+        ("UPDATE ledger_checkpoint SET head_hash = 'x'", "UPDATE"),
+        ("DELETE FROM ledger_checkpoint", "DELETE"),
+    ):
+        with (
+            pytest.raises(DatabaseError, match=f"ledger checkpoints are append-only: {op} refused"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(sql)
-    with pytest.raises(DatabaseError, match="ledger events are append-only: UPDATE refused"), \
-            transaction.atomic(), connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="ledger events are append-only: UPDATE refused"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("UPDATE ledger_ledgerevent SET action = 'run.failed' WHERE seq = 1")
     assert Checkpoint.objects.count() == 1 and ledger_verify().ok
 
@@ -144,9 +162,16 @@ def test_row_inserted_without_ledger_append_is_refused_by_the_sealer():
     """Before: a row written straight into the table was sealed and verified OK."""
     _append(2)
     payload = '{"approved":true}'
-    forged = LedgerEvent.objects.create(occurred_at=LedgerEvent.objects.get(seq=2).occurred_at, actor_username="olga",
-                                        actor_role="officer", action="release.approved", object_type="release",
-                                        object_id="1", payload_json=payload, state_digest=sha256_hex(payload))
+    forged = LedgerEvent.objects.create(
+        occurred_at=LedgerEvent.objects.get(seq=2).occurred_at,
+        actor_username="olga",
+        actor_role="officer",
+        action="release.approved",
+        object_type="release",
+        object_id="1",
+        payload_json=payload,
+        state_digest=sha256_hex(payload),
+    )
     assert ledger_seal() == 0
     forged.refresh_from_db()
     assert forged.rejected and forged.seq is None

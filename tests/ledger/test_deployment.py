@@ -42,11 +42,21 @@ def test_migrations_run_as_the_owner_and_everything_else_as_the_app_role():
 def test_compose_defaults_pass_the_deployment_checks():
     """Before: DJANGO_SECURE_SSL_REDIRECT defaulted to false, a security.W008 warning."""
     environment = COMPOSE["services"]["web"]["environment"]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-           "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_ALLOWED_HOSTS": "localhost",
-           "DATABASE_URL": "sqlite:///:memory:",
-           "DJANGO_SECURE_SSL_REDIRECT": _default(environment["DJANGO_SECURE_SSL_REDIRECT"])}
-    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "localhost",
+        "DATABASE_URL": "sqlite:///:memory:",
+        "DJANGO_SECURE_SSL_REDIRECT": _default(environment["DJANGO_SECURE_SSL_REDIRECT"]),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert env["DJANGO_SECURE_SSL_REDIRECT"] == "true"
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
-from ledger.models import GENESIS_HASH, LedgerEvent
+from ledger.models import GENESIS_HASH, LedgerEvent, chain_hash
 from ledger.services import fast_canonical, ledger_append, ledger_seal, ledger_verify
 from tests.conftest import require_service
 
@@ -16,8 +16,13 @@ pytestmark = pytest.mark.django_db
 def _append(n: int, actor=None) -> list[LedgerEvent]:
     for i in range(n):
         with transaction.atomic():
-            ledger_append(actor=actor, action="run.requested", object_type="compression_run", object_id=i,
-                          payload={"i": i, "note": "héllo"})
+            ledger_append(
+                actor=actor,
+                action="run.requested",
+                object_type="compression_run",
+                object_id=i,
+                payload={"i": i, "note": "héllo"},
+            )
     ledger_seal()  # in these (non-transactional) tests, on_commit hooks do not run
     return list(LedgerEvent.objects.order_by("seq"))
 
@@ -28,7 +33,7 @@ def test_events_chain_from_genesis_with_gapless_seq():
     assert events[0].prev_hash == GENESIS_HASH
     assert events[1].prev_hash == events[0].hash
     assert events[2].prev_hash == events[1].hash
-    assert all(e.compute_hash() == e.hash for e in events)
+    assert all(chain_hash(e.prev_hash, e.hashed_fields()) == e.hash for e in events)
     result = ledger_verify()
     assert (result.ok, result.checked, result.head_seq, result.head_hash) == (True, 3, 3, events[2].hash)
 
@@ -77,7 +82,9 @@ def test_payload_and_digest_rewritten_together_still_breaks_the_hash():
 
     _append(4)
     forged = '{"i":7,"note":"forged"}'
-    _raw("UPDATE ledger_ledgerevent SET payload_json = %s, state_digest = %s WHERE seq = 2", [forged, sha256_hex(forged)])
+    _raw(
+        "UPDATE ledger_ledgerevent SET payload_json = %s, state_digest = %s WHERE seq = 2", [forged, sha256_hex(forged)]
+    )
     result = ledger_verify()
     assert (result.ok, result.first_bad_seq, result.reason) == (False, 2, "hash does not match the event's content")
 
@@ -110,15 +117,19 @@ def test_postgres_trigger_refuses_update_and_delete():
     _append(2)
     with transaction.atomic():
         ledger_append(actor=None, action="run.requested", object_type="x", object_id=3, payload={})
-    for sql in ("UPDATE ledger_ledgerevent SET action = 'run.failed' WHERE seq = 1",
-                "UPDATE ledger_ledgerevent SET seq = 99, hash = 'x' WHERE seq = 1",  # re-sealing
-                "UPDATE ledger_ledgerevent SET payload_json = '{}' WHERE seq IS NULL",  # content of an unsealed event
-                "DELETE FROM ledger_ledgerevent WHERE seq = 2",
-                "DELETE FROM ledger_ledgerevent WHERE seq IS NULL"):
+    for sql in (
+        "UPDATE ledger_ledgerevent SET action = 'run.failed' WHERE seq = 1",
+        "UPDATE ledger_ledgerevent SET seq = 99, hash = 'x' WHERE seq = 1",  # re-sealing
+        "UPDATE ledger_ledgerevent SET payload_json = '{}' WHERE seq IS NULL",  # content of an unsealed event
+        "DELETE FROM ledger_ledgerevent WHERE seq = 2",
+        "DELETE FROM ledger_ledgerevent WHERE seq IS NULL",
+    ):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)
     assert list(LedgerEvent.objects.filter(seq__isnull=False).values_list("seq", "action")) == [
-        (1, "run.requested"), (2, "run.requested")]
+        (1, "run.requested"),
+        (2, "run.requested"),
+    ]
     assert ledger_verify().pending == 1
     assert ledger_seal() == 1  # the one-time sealing is the only update the trigger allows
     assert ledger_verify().ok and ledger_verify().checked == 3
@@ -130,7 +141,11 @@ def test_events_are_sealed_in_commit_order_after_the_transaction():
         assert event.seq is None and event.hash is None
     assert ledger_seal() == 1
     event.refresh_from_db()
-    assert event.seq == 1 and event.prev_hash == GENESIS_HASH and event.hash == event.compute_hash()
+    assert (
+        event.seq == 1
+        and event.prev_hash == GENESIS_HASH
+        and event.hash == chain_hash(event.prev_hash, event.hashed_fields())
+    )
     assert ledger_seal() == 0
 
 
@@ -142,11 +157,30 @@ def test_fast_canonical_form_equals_canonical_json():
 
     when = dt.datetime(2026, 11, 23, 1, 2, 3, 45, tzinfo=dt.UTC)
     for actor_id, text in ((None, "plain"), (42, 'quote " and \\ backslash'), (7, "ünïcödé \u2028 \n tab\t 😀")):
-        fields = event_fields(seq=12, occurred_at=when, actor_id=actor_id, actor_username=text, actor_role="officer",
-                              action="release.approved", object_type="release", object_id=text,
-                              payload_json=canonical_json({"t": text}), state_digest="ab" * 32)
-        fast = fast_canonical(12, when.isoformat(timespec="microseconds"), actor_id, text, "officer",
-                              "release.approved", "release", text, canonical_json({"t": text}), "ab" * 32)
+        fields = event_fields(
+            seq=12,
+            occurred_at=when,
+            actor_id=actor_id,
+            actor_username=text,
+            actor_role="officer",
+            action="release.approved",
+            object_type="release",
+            object_id=text,
+            payload_json=canonical_json({"t": text}),
+            state_digest="ab" * 32,
+        )
+        fast = fast_canonical(
+            12,
+            when.isoformat(timespec="microseconds"),
+            actor_id,
+            text,
+            "officer",
+            "release.approved",
+            "release",
+            text,
+            canonical_json({"t": text}),
+            "ab" * 32,
+        )
         assert fast == canonical_json(fields)
 
 
@@ -155,14 +189,19 @@ def test_append_stores_exactly_the_fields_that_are_hashed():
 
     officer = User.objects.create_user("zoë", password="x", role="officer")
     with transaction.atomic():
-        event = ledger_append(actor=officer, action="release.approved", object_type="release", object_id=7,
-                              payload={"note": "ünïcödé", "n": 1})
+        event = ledger_append(
+            actor=officer,
+            action="release.approved",
+            object_type="release",
+            object_id=7,
+            payload={"note": "ünïcödé", "n": 1},
+        )
     stored = LedgerEvent.objects.get(pk=event.pk)
     assert stored.hashed_fields() == event.hashed_fields()
     assert (stored.actor_id, stored.actor_username, stored.actor_role) == (officer.pk, "zoë", "officer")
     assert ledger_seal() == 1
     stored.refresh_from_db()
-    assert stored.hash == stored.compute_hash() and ledger_verify().ok
+    assert stored.hash == chain_hash(stored.prev_hash, stored.hashed_fields()) and ledger_verify().ok
 
 
 @pytest.mark.django_db(transaction=True)
@@ -223,8 +262,9 @@ def test_concurrent_writers_and_a_running_sealer_leave_a_gapless_verified_chain(
         try:
             for i in range(25):
                 with transaction.atomic():
-                    ledger_append(actor=None, action="run.progress", object_type="x", object_id=f"{index}-{i}",
-                                  payload={"i": i})
+                    ledger_append(
+                        actor=None, action="run.progress", object_type="x", object_id=f"{index}-{i}", payload={"i": i}
+                    )
                 time.sleep(0.002)  # spread the appends over the sealer's passes
         finally:
             connections.close_all()
@@ -266,7 +306,9 @@ def test_sealer_loop_survives_a_lost_database_connection(settings, monkeypatch):
 
     monkeypatch.setattr(services, "ledger_seal", flaky)
     sealed: list[int] = []
-    total = services.ledger_seal_loop(idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed))
+    total = services.ledger_seal_loop(
+        idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed)
+    )
     assert len(calls) == 2 and total == 1 and ledger_verify().pending == 0
 
 

@@ -36,8 +36,9 @@ def app_role() -> str:
 def _connect(role: str) -> psycopg.Connection:
     """A connection of the application's own: logged in as the role, not a superuser's SET ROLE."""
     conf = connection.settings_dict
-    return psycopg.connect(host=conf["HOST"] or None, port=conf["PORT"] or None, dbname=conf["NAME"], user=role,
-                           autocommit=True)
+    return psycopg.connect(
+        host=conf["HOST"] or None, port=conf["PORT"] or None, dbname=conf["NAME"], user=role, autocommit=True
+    )
 
 
 @contextlib.contextmanager
@@ -63,13 +64,25 @@ def _append(n: int, start: int = 0) -> None:
 
 def _forge_row(conn: psycopg.Connection, signature: str | None = None) -> int:
     payload = '{"approved":true}'
-    columns = "occurred_at, actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, " \
-              "state_digest" + (", signature" if signature is not None else "")
-    values = [dt.datetime.now(dt.UTC), None, "system", "system", "release.approved", "release", "1", payload,
-              sha256_hex(payload)] + ([signature] if signature is not None else [])
+    columns = (
+        "occurred_at, actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, "
+        "state_digest" + (", signature" if signature is not None else "")
+    )
+    values = [
+        dt.datetime.now(dt.UTC),
+        None,
+        "system",
+        "system",
+        "release.approved",
+        "release",
+        "1",
+        payload,
+        sha256_hex(payload),
+    ] + ([signature] if signature is not None else [])
     placeholders = ", ".join(["%s"] * len(values))
-    return conn.execute(f"INSERT INTO ledger_ledgerevent ({columns}) VALUES ({placeholders}) RETURNING id",
-                        values).fetchone()[0]
+    return conn.execute(
+        f"INSERT INTO ledger_ledgerevent ({columns}) VALUES ({placeholders}) RETURNING id", values
+    ).fetchone()[0]
 
 
 def test_app_role_cannot_switch_off_the_ledger_protection(app_role):
@@ -148,8 +161,10 @@ def test_forged_row_sealed_by_hand_with_the_app_role_is_named_and_not_signed_ove
         forged = LedgerEvent.objects.get(pk=forged_id)
         forged.seq, forged.prev_hash = 3, head.hash
         forged.hash = chain_hash(head.hash, forged.hashed_fields())
-        conn.execute("UPDATE ledger_ledgerevent SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
-                     [3, forged.prev_hash, forged.hash, forged_id])
+        conn.execute(
+            "UPDATE ledger_ledgerevent SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
+            [3, forged.prev_hash, forged.hash, forged_id],
+        )
     with _django_as(app_role):
         _append(1, start=2)  # sealed as seq 4, but no checkpoint covers the forged seq 3
     assert list(Checkpoint.objects.values_list("seq", flat=True)) == signed

@@ -3,13 +3,13 @@
 No database: these tests use plain functions only.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from trust import create_internal_ca, sign_pdf
 
-SIGNING_TIME = datetime(2026, 11, 5, 12, 30, 15, tzinfo=timezone.utc)
+SIGNING_TIME = datetime(2026, 11, 5, 12, 30, 15, tzinfo=UTC)
 
 DOSSIER_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Release dossier</title>
 <style>@page { size: A4; margin: 2cm } body { font-family: sans-serif }</style></head>

@@ -1,5 +1,5 @@
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -36,7 +36,7 @@ def test_chain_and_usages(ca):
     aki = signer.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest
-    assert signer.not_valid_after_utc > datetime.now(timezone.utc) + timedelta(days=3000)
+    assert signer.not_valid_after_utc > datetime.now(UTC) + timedelta(days=3000)
 
 
 def test_crl_signed_by_ca_and_empty(ca):
@@ -47,7 +47,7 @@ def test_crl_signed_by_ca_and_empty(ca):
     assert crl_pem.is_signature_valid(root.public_key())
     assert crl_pem.issuer == root.subject
     assert len(crl_pem) == 0
-    assert crl_pem.next_update_utc > datetime.now(timezone.utc) + timedelta(days=3000)
+    assert crl_pem.next_update_utc > datetime.now(UTC) + timedelta(days=3000)
 
 
 def test_private_keys_are_private(ca):
@@ -68,8 +68,9 @@ def test_refuses_to_overwrite(tmp_path):
 
 
 def test_rsa_and_crl_url(tmp_path):
-    files = create_internal_ca(tmp_path, "Org R", days=10, key_algorithm="rsa-3072",
-                               crl_url="https://pki.example.org/safeshrink.crl")
+    files = create_internal_ca(
+        tmp_path, "Org R", days=10, key_algorithm="rsa-3072", crl_url="https://pki.example.org/safeshrink.crl"
+    )
     signer = _cert(files.signer_cert)
     assert signer.public_key().key_size == 3072
     dp = signer.extensions.get_extension_for_class(x509.CRLDistributionPoints).value

@@ -1,6 +1,6 @@
 import base64
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trust import checkpoint_sign, checkpoint_verify, key_id, merkle_root
 
 HEAD = hashlib.sha256(b"head").hexdigest()
-AT = datetime(2026, 11, 5, 12, 0, 0, 123456, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 5, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def test_sign_verify(key):
 def test_signed_body_is_canonical_json(key):
     cp = checkpoint_sign(7, HEAD, AT, key)
     body = (
-        '{"at":"2026-11-05T12:00:00.123456Z","head_hash":"%s","key_id":"%s","seq":7,'
-        '"type":"safeshrink.ledger.checkpoint/v1"}' % (HEAD, key_id(key))
+        f'{{"at":"2026-11-05T12:00:00.123456Z","head_hash":"{HEAD}","key_id":"{key_id(key)}","seq":7,'
+        '"type":"safeshrink.ledger.checkpoint/v1"}'
     ).encode()
     key.public_key().verify(base64.b64decode(cp["signature"]), body)  # raises if not
 
@@ -46,17 +46,20 @@ def test_time_normalised_to_utc(key):
         checkpoint_sign(1, "not-a-hash", AT, key)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("seq", 43),
-    ("head_hash", hashlib.sha256(b"other").hexdigest()),
-    ("at", "2026-11-05T12:00:01.123456Z"),
-    ("type", "something.else/v1"),
-    ("key_id", "0" * 64),
-    ("signature", base64.b64encode(b"\x00" * 64).decode()),
-    ("signature", "!!!"),
-    ("seq", "42"),
-    ("seq", True),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("seq", 43),
+        ("head_hash", hashlib.sha256(b"other").hexdigest()),
+        ("at", "2026-11-05T12:00:01.123456Z"),
+        ("type", "something.else/v1"),
+        ("key_id", "0" * 64),
+        ("signature", base64.b64encode(b"\x00" * 64).decode()),
+        ("signature", "!!!"),
+        ("seq", "42"),
+        ("seq", True),
+    ],
+)
 def test_tampered_field_fails(key, field, value):
     cp = checkpoint_sign(42, HEAD, AT, key)
     cp[field] = value
@@ -73,6 +76,7 @@ def test_wrong_key_and_malformed(key):
 
 
 # ----------------------------------------------------------------------------- Merkle (RFC 6962)
+
 
 def _leaf(hex_):
     return hashlib.sha256(b"\x00" + bytes.fromhex(hex_)).digest()
@@ -91,9 +95,10 @@ def test_merkle_root_hand_computed():
     assert merkle_root([a, b, c]) == _node(_node(_leaf(a), _leaf(b)), _leaf(c)).hex()
     assert merkle_root([a, b, c, d]) == _node(_node(_leaf(a), _leaf(b)), _node(_leaf(c), _leaf(d))).hex()
     # n=5 splits at k=4: (((a b)(c d)) e), not ((a b)(c d e)) and no duplication of e
-    assert merkle_root([a, b, c, d, e]) == _node(
-        _node(_node(_leaf(a), _leaf(b)), _node(_leaf(c), _leaf(d))), _leaf(e)
-    ).hex()
+    assert (
+        merkle_root([a, b, c, d, e])
+        == _node(_node(_node(_leaf(a), _leaf(b)), _node(_leaf(c), _leaf(d))), _leaf(e)).hex()
+    )
     assert merkle_root([b, a]) != merkle_root([a, b])
 
 

@@ -5,7 +5,15 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trust import INTOTO_PAYLOAD_TYPE, SignatureInvalid, dsse_sign, dsse_sign_json, dsse_verify, dsse_verify_json, key_id
+from trust import (
+    INTOTO_PAYLOAD_TYPE,
+    SignatureInvalid,
+    dsse_sign,
+    dsse_sign_json,
+    dsse_verify,
+    dsse_verify_json,
+    key_id,
+)
 from trust.dsse import pae
 
 
@@ -23,14 +31,21 @@ STATEMENT = {
     "_type": "https://in-toto.io/Statement/v1",
     "subject": [{"name": "model-int8.safetensors", "digest": {"sha256": "ab" * 32}}],
     "predicateType": "https://slsa.dev/provenance/v1",
-    "predicate": {"buildDefinition": {"buildType": "https://safeshrink.example/quantize/v1",
-                                      "externalParameters": {"dtype": "qint8"}}},
+    "predicate": {
+        "buildDefinition": {
+            "buildType": "https://safeshrink.example/quantize/v1",
+            "externalParameters": {"dtype": "qint8"},
+        }
+    },
 }
 
 
 def test_pae_matches_spec_example():
     # The example from the DSSE protocol document.
-    assert pae("http://example.com/HelloWorld", b"hello world") == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert (
+        pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
 
 
 def test_sign_verify_round_trip(key, keys):

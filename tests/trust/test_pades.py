@@ -3,7 +3,7 @@ import re
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
@@ -29,7 +29,7 @@ def tamper_one_byte(pdf: bytes) -> bytes:
     assert start <= pos < start + length
     out = bytearray(pdf)
     out[pos] = ord("4") if out[pos] != ord("4") else ord("3")
-    assert sum(a != b for a, b in zip(out, pdf)) == 1
+    assert sum(a != b for a, b in zip(out, pdf, strict=True)) == 1
     return bytes(out)
 
 
@@ -59,14 +59,28 @@ def test_signature_is_pades_with_chain(ca, signed_pdf):
 
 
 def test_without_revocation_data(ca, unsigned_pdf):
-    signed = sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                      chain_paths=[ca.ca_cert], crl_paths=[], reason="r", location="l")
+    signed = sign_pdf(
+        unsigned_pdf,
+        signer_key_path=ca.signer_key,
+        signer_cert_path=ca.signer_cert,
+        chain_paths=[ca.ca_cert],
+        crl_paths=[],
+        reason="r",
+        location="l",
+    )
     v = verify_pdf(signed, trust_roots=[ca.ca_cert])
     assert v.valid and not v.revocation_info_embedded and not v.revocation_checked
     assert "revocation not checked" in v.summary
     # No root in the chain: no pre-sign validation, no DSS, the whole file is covered.
-    bare = sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                    chain_paths=[], crl_paths=[], reason="r", location="l")
+    bare = sign_pdf(
+        unsigned_pdf,
+        signer_key_path=ca.signer_key,
+        signer_cert_path=ca.signer_cert,
+        chain_paths=[],
+        crl_paths=[],
+        reason="r",
+        location="l",
+    )
     v = verify_pdf(bare, trust_roots=[ca.ca_cert], crl_paths=[ca.crl_pem])
     assert v.valid and v.covers_entire_file and v.coverage == "entire_file" and v.revocation_checked
 
@@ -109,7 +123,7 @@ def test_revoked_signer(ca, signed_pdf, unsigned_pdf, tmp_path):
     root = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
     root_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
     signer = x509.load_pem_x509_certificate(ca.signer_cert.read_bytes())
-    crl = issue_crl(root, root_key, revoked=[(signer.serial_number, datetime(2026, 1, 1, tzinfo=timezone.utc))], number=2)
+    crl = issue_crl(root, root_key, revoked=[(signer.serial_number, datetime(2026, 1, 1, tzinfo=UTC))], number=2)
     revoked = tmp_path / "revoked.pem"
     revoked.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
@@ -119,8 +133,15 @@ def test_revoked_signer(ca, signed_pdf, unsigned_pdf, tmp_path):
     assert any("revoked" in p for p in v.problems), v.problems
     # And a revoked signer cannot sign.
     with pytest.raises(Exception, match="revoked"):
-        sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                 chain_paths=[ca.ca_cert], crl_paths=[revoked], reason="r", location="l")
+        sign_pdf(
+            unsigned_pdf,
+            signer_key_path=ca.signer_key,
+            signer_cert_path=ca.signer_cert,
+            chain_paths=[ca.ca_cert],
+            crl_paths=[revoked],
+            reason="r",
+            location="l",
+        )
 
 
 def test_appended_content_after_signing_is_invalid(ca, signed_pdf):
@@ -164,10 +185,24 @@ def test_inside_running_event_loop(ca, signed_pdf, unsigned_pdf):
     async def main():
         sync_result = verify_pdf(signed_pdf, trust_roots=[ca.ca_cert])  # sync API from async code
         async_result = await async_verify_pdf(signed_pdf, trust_roots=[ca.ca_cert])
-        signed = sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                          chain_paths=[ca.ca_cert], crl_paths=[ca.crl_pem], reason="r", location="l")
-        signed2 = await async_sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                                       chain_paths=[ca.ca_cert], crl_paths=[ca.crl_pem], reason="r", location="l")
+        signed = sign_pdf(
+            unsigned_pdf,
+            signer_key_path=ca.signer_key,
+            signer_cert_path=ca.signer_cert,
+            chain_paths=[ca.ca_cert],
+            crl_paths=[ca.crl_pem],
+            reason="r",
+            location="l",
+        )
+        signed2 = await async_sign_pdf(
+            unsigned_pdf,
+            signer_key_path=ca.signer_key,
+            signer_cert_path=ca.signer_cert,
+            chain_paths=[ca.ca_cert],
+            crl_paths=[ca.crl_pem],
+            reason="r",
+            location="l",
+        )
         return sync_result, async_result, signed, signed2
 
     sync_result, async_result, signed, signed2 = asyncio.run(main())
@@ -178,8 +213,15 @@ def test_inside_running_event_loop(ca, signed_pdf, unsigned_pdf):
 
 def test_sign_and_verify_are_fast(ca, unsigned_pdf):
     t0 = time.perf_counter()
-    signed = sign_pdf(unsigned_pdf, signer_key_path=ca.signer_key, signer_cert_path=ca.signer_cert,
-                      chain_paths=[ca.ca_cert], crl_paths=[ca.crl_pem], reason="r", location="l")
+    signed = sign_pdf(
+        unsigned_pdf,
+        signer_key_path=ca.signer_key,
+        signer_cert_path=ca.signer_cert,
+        chain_paths=[ca.ca_cert],
+        crl_paths=[ca.crl_pem],
+        reason="r",
+        location="l",
+    )
     t1 = time.perf_counter()
     assert verify_pdf(signed, trust_roots=[ca.ca_cert]).valid
     t2 = time.perf_counter()
@@ -205,8 +247,12 @@ def test_pdfsig_second_opinion(ca, signed_pdf, tmp_path):
         nss = tmp_path / "nss"
         nss.mkdir()
         subprocess.run(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"], check=True, timeout=60)
-        subprocess.run(["certutil", "-A", "-d", f"sql:{nss}", "-t", "CT,C,C", "-n", "safeshrink-ca",
-                        "-i", str(ca.ca_cert)], check=True, timeout=60)
-        out = subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(good)],
-                             capture_output=True, text=True, timeout=60).stdout
+        subprocess.run(
+            ["certutil", "-A", "-d", f"sql:{nss}", "-t", "CT,C,C", "-n", "safeshrink-ca", "-i", str(ca.ca_cert)],
+            check=True,
+            timeout=60,
+        )
+        out = subprocess.run(
+            ["pdfsig", "-nssdir", f"sql:{nss}", str(good)], capture_output=True, text=True, timeout=60
+        ).stdout
         assert "Signature is Valid" in out and "Certificate is Trusted" in out

@@ -26,9 +26,17 @@ def browser():
         pytest.skip(message)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1400",
+    ):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.implicitly_wait(20)
@@ -70,14 +78,19 @@ def _decide(browser, live_server, release: Release, button_text: str, rationale:
     browser.save_screenshot(str(SCREENSHOTS / f"{screenshot}-done.png"))
 
 
-def test_officer_approves_one_release_and_halts_another(browser, live_server, officer, engineer, base_artifact,
-                                                        demo_suite, demo_policy):
+def test_officer_approves_one_release_and_halts_another(
+    browser, live_server, officer, engineer, base_artifact, demo_suite, demo_policy
+):
     from selenium.webdriver.common.by import By
 
-    first = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                              force_zone="green")
-    second = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                               force_zone="amber")
+    first = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
+    # Red, not amber: tests/factories.py now puts an amber release in review (blind reviews first), and this test
+    # needs two releases awaiting a decision.
+    second = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="red"
+    )
 
     _sign_in(browser, live_server, officer.username, f"{officer.username}-pass-123")
     assert "2 releases awaiting a decision" in browser.find_element(By.TAG_NAME, "main").text

@@ -15,10 +15,12 @@ def test_dashboard_shows_empty_state_to_a_new_officer(client, officer):
     assert "No releases yet" in page
 
 
-def test_officer_approves_through_the_confirmation_page(client, officer, engineer, base_artifact, demo_suite,
-                                                        demo_policy):
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
+def test_officer_approves_through_the_confirmation_page(
+    client, officer, engineer, base_artifact, demo_suite, demo_policy
+):
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
     client.force_login(officer)
     dashboard = client.get("/").content.decode()
     assert f"Release #{release.pk}" in dashboard and "awaiting a decision" in dashboard
@@ -31,20 +33,25 @@ def test_officer_approves_through_the_confirmation_page(client, officer, enginee
     confirm = client.get(f"/releases/{release.pk}/decide/approve/").content.decode()
     assert "Approve release?" in confirm and release.candidate_digest in confirm
 
-    blank = client.post(f"/releases/{release.pk}/decide/approve/", {"rationale": " ", "expected_version": release.version})
+    blank = client.post(
+        f"/releases/{release.pk}/decide/approve/", {"rationale": " ", "expected_version": release.version}
+    )
     assert blank.status_code == 400 and Decision.objects.count() == 0
 
-    done = client.post(f"/releases/{release.pk}/decide/approve/",
-                       {"rationale": "Within policy.", "expected_version": release.version})
+    done = client.post(
+        f"/releases/{release.pk}/decide/approve/", {"rationale": "Within policy.", "expected_version": release.version}
+    )
     assert done.status_code == 302
     assert Release.objects.get(pk=release.pk).status == ReleaseStatus.APPROVED
     assert LedgerEvent.objects.filter(action="release.approved", object_id=str(release.pk)).count() == 1
 
 
-def test_stale_page_gets_a_clear_refusal_and_changes_nothing(client, officer, engineer, base_artifact, demo_suite,
-                                                             demo_policy):
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
+def test_stale_page_gets_a_clear_refusal_and_changes_nothing(
+    client, officer, engineer, base_artifact, demo_suite, demo_policy
+):
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
     client.force_login(officer)
     r = client.post(f"/releases/{release.pk}/decide/halt/", {"rationale": "x", "expected_version": release.version - 1})
     assert r.status_code == 400 and "changed since you loaded it" in r.content.decode()
@@ -61,15 +68,22 @@ def test_engineers_see_only_their_own_releases(client, make_user, engineer, base
     assert "Approve…" not in page  # engineers never see decision buttons
 
 
-def test_dashboard_lists_open_escalations_and_reviewer_gets_blind_form(client, officer, engineer, reviewers,
-                                                                       base_artifact, demo_suite, demo_policy):
+def test_dashboard_lists_open_escalations_and_reviewer_gets_blind_form(
+    client, officer, engineer, reviewers, base_artifact, demo_suite, demo_policy
+):
     from governance.models import ReviewTask
     from governance.services.escalations import incident_report
 
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
-    incident_report(actor=officer, release_id=release.pk, severity=2, title="Missed slurs in canary",
-                    description="Reports from moderators.")
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
+    incident_report(
+        actor=officer,
+        release_id=release.pk,
+        severity=2,
+        title="Missed slurs in canary",
+        description="Reports from moderators.",
+    )
     client.force_login(officer)
     page = client.get("/").content.decode()
     assert 'id="escalations"' in page and "Incident (severity 2): Missed slurs in canary" in page
@@ -85,10 +99,12 @@ def test_dashboard_lists_open_escalations_and_reviewer_gets_blind_form(client, o
     assert "Output A" in form and "candidate" not in form and "baseline" not in form
 
 
-def test_unknown_filter_values_on_pages_are_refused_with_the_allowed_values(client, officer, engineer, base_artifact,
-                                                                           demo_suite, demo_policy):
-    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy,
-                                force_zone="green")
+def test_unknown_filter_values_on_pages_are_refused_with_the_allowed_values(
+    client, officer, engineer, base_artifact, demo_suite, demo_policy
+):
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
     client.force_login(officer)
     dashboard = client.get("/?status=bogus")
     text = dashboard.content.decode()

@@ -10,9 +10,11 @@ from evaluations.services.suites import ExampleRow, suite_import_file, suite_ver
 
 
 class Command(BaseCommand):
-    help = ("Import a suite version from a CSV or JSONL file with a column mapping, or one of the shared data sets "
-            "(--shared NAME). Every row is validated; any problem is listed with its line number and nothing is "
-            "imported. Identical content returns the existing version.")
+    help = (
+        "Import a suite version from a CSV or JSONL file with a column mapping, or one of the shared data sets "
+        "(--shared NAME). Every row is validated; any problem is listed with its line number and nothing is "
+        "imported. Identical content returns the existing version."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--suite", required=True, help="Suite name (a new version is added if it exists).")
@@ -21,9 +23,14 @@ class Command(BaseCommand):
         source.add_argument("--shared", choices=sorted(SHARED_SETS), help="One of the shared data sets.")
         parser.add_argument("--data-dir", type=Path, help="Folder of the shared data sets (default: settings).")
         parser.add_argument("--format", choices=["csv", "jsonl"], help="File format (default: from the extension).")
-        parser.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
-                            help="Column mapping, e.g. --map text=comment --map label=class (fields: text, label, "
-                                 "id, slice, tags, subgroup, source_id).")
+        parser.add_argument(
+            "--map",
+            action="append",
+            default=[],
+            metavar="FIELD=COLUMN",
+            help="Column mapping, e.g. --map text=comment --map label=class (fields: text, label, "
+            "id, slice, tags, subgroup, source_id).",
+        )
         parser.add_argument("--unsafe-labels", default=",".join(UNSAFE_LABELS), help="Comma-separated unsafe labels.")
         parser.add_argument("--safe-labels", default=",".join(SAFE_LABELS), help="Comma-separated safe labels.")
         parser.add_argument("--default-slice", default="routine", choices=["routine", "edge", "adversarial"])
@@ -42,8 +49,14 @@ class Command(BaseCommand):
                 title, reader = SHARED_SETS[o["shared"]]
                 data_dir = o["data_dir"] or Path(settings.SAFESHRINK["DATA_DIR"])
                 rows = [ExampleRow(**r) for r in sample(reader(data_dir), o["sample"], seed=0)]
-                version = suite_version_import(actor=actor, suite_name=o["suite"], rows=rows, unsafe_labels=unsafe,
-                                               safe_labels=safe, source=f"{title}, from {data_dir}")
+                version = suite_version_import(
+                    actor=actor,
+                    suite_name=o["suite"],
+                    rows=rows,
+                    unsafe_labels=unsafe,
+                    safe_labels=safe,
+                    source=f"{title}, from {data_dir}",
+                )
             else:
                 path: Path = o["file"]
                 if not path.is_file():
@@ -57,13 +70,26 @@ class Command(BaseCommand):
                     data = path.read_bytes()
                 except OSError as exc:
                     raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-                version = suite_import_file(actor=actor, suite_name=o["suite"], data=data, fmt=fmt,
-                                            mapping=mapping or None, unsafe_labels=unsafe, safe_labels=safe,
-                                            default_slice=o["default_slice"], source=f"{path.name}")
+                version = suite_import_file(
+                    actor=actor,
+                    suite_name=o["suite"],
+                    data=data,
+                    fmt=fmt,
+                    mapping=mapping or None,
+                    unsafe_labels=unsafe,
+                    safe_labels=safe,
+                    default_slice=o["default_slice"],
+                    source=f"{path.name}",
+                )
         except DomainError as exc:
             # A readable refusal and exit status 1 (CommandError), never a traceback: every line named.
-            lines = [line for values in exc.details.values() for line in (values if isinstance(values, list) else [values])]
+            lines = [
+                line for values in exc.details.values() for line in (values if isinstance(values, list) else [values])
+            ]
             raise CommandError("\n".join([exc.message, *map(str, lines)])) from exc
         seconds = time.perf_counter() - started
-        self.stdout.write(self.style.SUCCESS(
-            f"{version}: {version.example_count} examples, digest {version.digest} ({seconds:.1f} s)"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{version}: {version.example_count} examples, digest {version.digest} ({seconds:.1f} s)"
+            )
+        )

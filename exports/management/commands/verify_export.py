@@ -7,9 +7,11 @@ from exports.services.exports import export_verify
 
 
 class Command(BaseCommand):
-    help = ("Verify a signed export offline: a dossier PDF (PAdES signature against the configured trust roots) or "
-            "an evidence bundle (DSSE envelope against the system key). Prints signer, signing time, integrity and "
-            "trust; exits 1 when the file is not valid.")
+    help = (
+        "Verify a signed export offline: a dossier PDF (PAdES signature against the configured trust roots) or "
+        "an evidence bundle (DSSE envelope against the system key). Prints signer, signing time, integrity and "
+        "trust; exits 1 when the file is not valid."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", type=Path, help="dossier.pdf or bundle.dsse.json")
@@ -22,10 +24,16 @@ class Command(BaseCommand):
         if json:
             self.stdout.write(_json(report.as_dict()))
         else:
-            for label, value in (("file", file), ("kind", report.kind), ("signer", report.signer),
-                                 ("signing time", report.signing_time), ("intact", report.intact),
-                                 ("trusted", report.trusted), ("bundle digest", report.bundle_digest),
-                                 ("result", report.summary)):
+            for label, value in (
+                ("file", file),
+                ("kind", report.kind),
+                ("signer", report.signer),
+                ("signing time", report.signing_time),
+                ("intact", report.intact),
+                ("trusted", report.trusted),
+                ("bundle digest", report.bundle_digest),
+                ("result", report.summary),
+            ):
                 if value is not None:
                     self.stdout.write(f"{label:>14}: {value}")
             for problem in report.problems:

@@ -1,5 +1,6 @@
 """Drive the demo through the REST API, as an engineer would with the Python client."""
 
+import contextlib
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -9,9 +10,12 @@ from safeshrink_client import ApiError, Client
 
 
 class Command(BaseCommand):
-    help = ("Run the demo pipeline against a running server: register nothing new, create an experiment on the demo "
-            "base model, request a dynamic int8 compression run, propose a release and evaluate it, then print the "
-            "gate (green, amber or red: int8 kernels differ between CPUs) and what to do next. Needs `load_demo` and a worker.")
+    help = (
+        "Run the demo pipeline against a running server: register nothing new, create an experiment on the demo "
+        "base model, request a dynamic int8 compression run, propose a release and evaluate it, then print the "
+        "gate (green, amber or red: int8 kernels differ between CPUs) and what to do next. "
+        "Needs `load_demo` and a worker."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Base URL of the running server.")
@@ -25,33 +29,46 @@ class Command(BaseCommand):
             base = next(a for a in api.get("/api/artifacts/")["results"] if a["parent"] is None)
             suite_version = api.get("/api/suites/")["results"][0]["versions"][0]
             policy = api.get("/api/policies/")["results"][0]
-            experiment = api.create_experiment(f"Demo: int8 {base['name']}", base["id"], ["hatespeech", "offensive"],
-                                               description="Dynamic int8 quantization of the demo safety classifier.")
+            experiment = api.create_experiment(
+                f"Demo: int8 {base['name']}",
+                base["id"],
+                ["hatespeech", "offensive"],
+                description="Dynamic int8 quantization of the demo safety classifier.",
+            )
             run = api.request_run(experiment["id"], "dynamic_int8", seed=0)
             self.stdout.write(f"compression run {run['id']} queued")
-            run = api.wait(f"/api/runs/{run['id']}/", done=lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
-                           timeout=timeout, on_progress=self._progress("compression"))
+            run = api.wait(
+                f"/api/runs/{run['id']}/",
+                done=lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+                timeout=timeout,
+                on_progress=self._progress("compression"),
+            )
             if run["status"] != "succeeded":
                 raise CommandError(f"compression run {run['id']} {run['status']}: {run['failure_reason']}")
             t_compress = time.perf_counter() - started
             release = api.create_release(run["id"], suite_version["id"], policy["id"])
             api.evaluate_release(release)
-            release = api.wait(f"/api/releases/{release['id']}/", done=lambda r: r["status"] != "evaluating",
-                               timeout=timeout, on_progress=self._progress("evaluation"))
+            release = api.wait(
+                f"/api/releases/{release['id']}/",
+                done=lambda r: r["status"] != "evaluating",
+                timeout=timeout,
+                on_progress=self._progress("evaluation"),
+            )
         except ApiError as exc:
             raise CommandError(f"API refused: {exc}") from exc
         except (TimeoutError, OSError) as exc:
             raise CommandError(f"the demo did not finish: {exc} (see var/log/worker.log)") from exc
         total = time.perf_counter() - started
         escalations = []
-        try:
+        with contextlib.suppress(ApiError):  # the outcome is still worth printing without them
             escalations = api.get(f"/api/escalations/?release={release['id']}")["results"]
-        except ApiError:
-            pass  # the outcome is still worth printing without them
         self.stdout.write("")
-        self.stdout.write(self.style.SUCCESS(
-            f"demo pipeline done in {total:.1f} s (compression {t_compress:.1f} s, evaluation and gate "
-            f"{total - t_compress:.1f} s): release {release['id']}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo pipeline done in {total:.1f} s (compression {t_compress:.1f} s, evaluation and gate "
+                f"{total - t_compress:.1f} s): release {release['id']}"
+            )
+        )
         for line in demo_outcome(release, url=url, escalations=escalations):
             self.stdout.write(line)
         if release["status"] == "draft":

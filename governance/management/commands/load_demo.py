@@ -12,11 +12,15 @@ from accounts.services import user_create
 from compression.models import ModelArtifact
 from compression.services.artifacts import artifact_register
 from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
-from evaluations.models import Suite
 from evaluations.engine.perturb import KINDS
+from evaluations.models import Suite
 from evaluations.services.suites import ExampleRow, suite_derive_perturbed, suite_version_import
 from governance.demo import (
-    DEFAULT_POLICY_RULES, DEFAULT_TAXONOMY, DEMO_AUTHORITIES, DEMO_USERS, MITIGATIONS,
+    DEFAULT_POLICY_RULES,
+    DEFAULT_TAXONOMY,
+    DEMO_AUTHORITIES,
+    DEMO_USERS,
+    MITIGATIONS,
 )
 from governance.models import AuthorityGrant, MitigationTemplate, RiskTaxonomy
 from governance.services.monitoring import authority_grant
@@ -28,45 +32,79 @@ DEMO_MODEL = "tiny-hatexplain-bert"
 
 
 class Command(BaseCommand):
-    help = ("Create demo users (one per role), the default risk taxonomy and threshold policy, the demo suite "
-            "from the shared data sets, and a tiny base model. Safe to run twice: what exists is kept.")
+    help = (
+        "Create demo users (one per role), the default risk taxonomy and threshold policy, the demo suite "
+        "from the shared data sets, and a tiny base model. Safe to run twice: what exists is kept."
+    )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--data-dir", type=Path, default=None,
-                            help="Folder with the shared data sets (default: settings SAFESHRINK['DATA_DIR']).")
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="Folder with the shared data sets (default: settings SAFESHRINK['DATA_DIR']).",
+        )
         parser.add_argument("--routine", type=int, default=300, help="HateXplain test examples in the suite.")
         parser.add_argument("--adversarial", type=int, default=100, help="AdvBench examples in the suite.")
-        parser.add_argument("--model-dir", type=Path, default=None,
-                            help="Use this model folder as the base model instead of building one.")
-        parser.add_argument("--model", choices=["teacher", "tiny"], default=None,
-                            help="Base model to build: the MiniLM reference teacher (minutes, once; cached) or the "
-                                 "tiny BERT (seconds). Default: $SAFESHRINK_DEMO_MODEL or teacher.")
+        parser.add_argument(
+            "--model-dir",
+            type=Path,
+            default=None,
+            help="Use this model folder as the base model instead of building one.",
+        )
+        parser.add_argument(
+            "--model",
+            choices=["teacher", "tiny"],
+            default=None,
+            help="Base model to build: the MiniLM reference teacher (minutes, once; cached) or the "
+            "tiny BERT (seconds). Default: $SAFESHRINK_DEMO_MODEL or teacher.",
+        )
 
-    def handle(self, *args, data_dir: Path | None, routine: int, adversarial: int, model_dir: Path | None,
-               model: str | None, **options) -> None:
+    def handle(
+        self,
+        *args,
+        data_dir: Path | None,
+        routine: int,
+        adversarial: int,
+        model_dir: Path | None,
+        model: str | None,
+        **options,
+    ) -> None:
         import os
 
         model = model or os.environ.get("SAFESHRINK_DEMO_MODEL", "teacher")
         data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
         if not (data_dir / "hatexplain" / "hatexplain_merged.csv").is_file():
-            raise CommandError(f"No shared data at {data_dir} (expected hatexplain/hatexplain_merged.csv). "
-                               "Pass --data-dir or set SAFESHRINK_DATA_DIR.")
+            raise CommandError(
+                f"No shared data at {data_dir} (expected hatexplain/hatexplain_merged.csv). "
+                "Pass --data-dir or set SAFESHRINK_DATA_DIR."
+            )
         users = self._users()
         officer, engineer = users["officer"], users["engineer"]
         if not RiskTaxonomy.objects.filter(name=DEFAULT_TAXONOMY["name"]).exists():
             taxonomy = taxonomy_publish(actor=officer, **DEFAULT_TAXONOMY)
-            threshold_policy_publish(actor=officer, name=DEMO_POLICY, taxonomy=taxonomy, rules=DEFAULT_POLICY_RULES,
-                                     description="Deltas are judged on the 95% paired-bootstrap interval bound.")
+            threshold_policy_publish(
+                actor=officer,
+                name=DEMO_POLICY,
+                taxonomy=taxonomy,
+                rules=DEFAULT_POLICY_RULES,
+                description="Deltas are judged on the 95% paired-bootstrap interval bound.",
+            )
         self._governance(users)
         if not Suite.objects.filter(name=DEMO_SUITE).exists():
             rows = [ExampleRow(**row) for row in demo_suite_rows(data_dir, routine=routine, adversarial=adversarial)]
             version = suite_version_import(
-                actor=engineer, suite_name=DEMO_SUITE, rows=rows, unsafe_labels=UNSAFE_LABELS, safe_labels=SAFE_LABELS,
+                actor=engineer,
+                suite_name=DEMO_SUITE,
+                rows=rows,
+                unsafe_labels=UNSAFE_LABELS,
+                safe_labels=SAFE_LABELS,
                 source=f"HateXplain test (routine, n={routine}), XSTest (edge), AdvBench behaviours (adversarial, "
-                       f"n={adversarial}); seed 0; from {data_dir}",
+                f"n={adversarial}); seed 0; from {data_dir}",
             )
-            version = suite_derive_perturbed(actor=engineer, suite_version_id=version.pk, kinds=list(KINDS), seed=0,
-                                             limit=40)
+            version = suite_derive_perturbed(
+                actor=engineer, suite_version_id=version.pk, kinds=list(KINDS), seed=0, limit=40
+            )
             self.stdout.write(f"suite: {version} with {version.example_count} examples (incl. perturbed variants)")
         name = DEMO_MODEL if model == "tiny" and not model_dir else "minilm-hatexplain-teacher"
         if not ModelArtifact.objects.filter(parent__isnull=True).exists():
@@ -80,8 +118,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             for username, role, password in DEMO_USERS:
                 user = User.objects.filter(username=username).first()
-                users[username] = user or user_create(actor=None, username=username, role=role, password=password,
-                                                      is_superuser=role == "admin")
+                users[username] = user or user_create(
+                    actor=None, username=username, role=role, password=password, is_superuser=role == "admin"
+                )
         return users
 
     def _governance(self, users: dict[str, User]) -> None:
@@ -106,6 +145,8 @@ class Command(BaseCommand):
         started = time.perf_counter()
         self.stdout.write("building the tiny base model from HateXplain train (seconds)…")
         report = build_tiny_classifier(data_csv=data_dir / "hatexplain" / "hatexplain_merged.csv", out_dir=out)
-        self.stdout.write(f"tiny model: val accuracy {report.val_accuracy:.3f} on HateXplain val, "
-                          f"{time.perf_counter() - started:.1f} s")
+        self.stdout.write(
+            f"tiny model: val accuracy {report.val_accuracy:.3f} on HateXplain val, "
+            f"{time.perf_counter() - started:.1f} s"
+        )
         return out

@@ -8,14 +8,19 @@ from trust.keys import generate_ed25519, key_id, load_public
 
 
 class Command(BaseCommand):
-    help = ("Create the signing material for the embedded default: the system Ed25519 key (ledger checkpoints, "
-            "provenance and evidence-bundle envelopes) and an internal CA with a document-signing certificate and "
-            "CRL (PAdES dossiers), at the paths in settings.SAFESHRINK. Keeps what exists unless --force. "
-            "Production loads a real key and certificate from configured paths instead.")
+    help = (
+        "Create the signing material for the embedded default: the system Ed25519 key (ledger checkpoints, "
+        "provenance and evidence-bundle envelopes) and an internal CA with a document-signing certificate and "
+        "CRL (PAdES dossiers), at the paths in settings.SAFESHRINK. Keeps what exists unless --force. "
+        "Production loads a real key and certificate from configured paths instead."
+    )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--force", action="store_true", help="Replace existing keys and CA (old exports will "
-                                                                 "no longer verify against the new CA).")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Replace existing keys and CA (old exports will no longer verify against the new CA).",
+        )
 
     def handle(self, *args, force: bool, **options) -> None:
         conf = settings.SAFESHRINK

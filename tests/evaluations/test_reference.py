@@ -1,22 +1,14 @@
-"""Metric definitions on small hand-made arrays, bootstrap deltas, McNemar and flips (exact values)."""
+"""The test-only references (tests/evaluations/reference.py) the engine is checked against: one-pass
+binary metrics and the plain index bootstrap of one metric (exact values, reproducibility, chunking)."""
 
 from __future__ import annotations
-
-from fractions import Fraction
-from math import comb
 
 import numpy as np
 import pytest
 
 from compression.engine.errors import EngineError
-from evaluations.engine import metrics
-from evaluations.engine.metrics import (
-    binary_metrics,
-    calibration_bins,
-    flip_indices,
-    mcnemar_exact,
-    paired_bootstrap_delta,
-)
+from evaluations.engine import samplers
+from tests.evaluations.reference import binary_metrics, paired_bootstrap_delta
 
 Y = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
 P = np.array([0.9, 0.6, 0.3, 0.2, 0.7, 0.1, 0.4, 0.5])
@@ -35,16 +27,6 @@ def test_binary_metrics_exact() -> None:
     assert result["mean_confidence"] == pytest.approx(5.7 / 8, abs=1e-15)
     # bins: {0.9, 0.9} all right, {0.6, 0.6} all right, {0.7, 0.7} all wrong, {0.8} right, {0.5} wrong
     assert result["ece"] == pytest.approx((2 * 0.1 + 2 * 0.4 + 2 * 0.7 + 0.2 + 0.5) / 8, abs=1e-15)
-
-
-def test_calibration_bins_counts() -> None:
-    confidence = np.where(D, P, 1 - P)
-    table = calibration_bins(Y == D, confidence)
-    assert len(table) == 15
-    assert {k: row["count"] for k, row in enumerate(table) if row["count"]} == {7: 1, 9: 2, 10: 2, 12: 1, 13: 2}
-    assert table[10]["accuracy"] == 0.0 and table[10]["confidence"] == pytest.approx(0.7)
-    assert table[0]["accuracy"] is None
-    assert calibration_bins(np.array([True]), np.array([1.0]))[14]["count"] == 1
 
 
 def test_binary_metrics_undefined_parts() -> None:
@@ -73,7 +55,11 @@ def test_bootstrap_identical_decisions_gives_zero_interval() -> None:
         assert (estimate.delta, estimate.ci_low, estimate.ci_high) == (0.0, 0.0, 0.0)
         assert estimate.baseline == estimate.candidate
         assert (estimate.resamples, estimate.resamples_used, estimate.seed, estimate.level, estimate.method) == (
-            500, 500, 1, 0.95, "percentile",
+            500,
+            500,
+            1,
+            0.95,
+            "percentile",
         )
 
 
@@ -106,7 +92,7 @@ def test_bootstrap_seed_reproducible_and_chunking_invariant(monkeypatch: pytest.
     first = paired_bootstrap_delta(y, base, cand, metric="accuracy", resamples=1000, seed=42)
     assert paired_bootstrap_delta(y, base, cand, metric="accuracy", resamples=1000, seed=42) == first
     assert paired_bootstrap_delta(y, base, cand, metric="accuracy", resamples=1000, seed=43) != first
-    monkeypatch.setattr(metrics, "_BOOTSTRAP_CELLS_PER_CHUNK", 250 * 7)
+    monkeypatch.setattr(samplers, "INDEX_CELLS_PER_CHUNK", 250 * 7)
     assert paired_bootstrap_delta(y, base, cand, metric="accuracy", resamples=1000, seed=42) == first
 
 
@@ -122,32 +108,3 @@ def test_bootstrap_undefined_metric_and_dropped_resamples() -> None:
     with pytest.raises(EngineError) as caught:
         paired_bootstrap_delta(y, y, y, metric="macro_f1")
     assert caught.value.code == "invalid_parameter"
-
-
-def test_mcnemar_exact_values() -> None:
-    def paired(b: int, c: int, both_right: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        base = np.array([True] * b + [False] * c + [True] * both_right)
-        cand = np.array([False] * b + [True] * c + [True] * both_right)
-        return base, cand
-
-    result = mcnemar_exact(*paired(0, 10))
-    assert (result.b, result.c) == (0, 10)
-    assert result.p_value == 2 * 0.5**10
-    assert mcnemar_exact(*paired(9, 1)).p_value == 22 / 1024
-    assert mcnemar_exact(*paired(5, 5)).p_value == 1.0
-    assert mcnemar_exact(*paired(0, 0)).p_value == 1.0
-
-
-def test_mcnemar_log_space_branch_matches_exact() -> None:
-    b, c = 1000, 1150  # b + c is above the exact-integer limit
-    expected = float(2 * Fraction(sum(comb(b + c, i) for i in range(b + 1)), 2 ** (b + c)))
-    base = np.array([True] * b + [False] * c)
-    result = mcnemar_exact(base, ~base)
-    assert result.p_value == pytest.approx(expected, rel=1e-9)
-    assert 0.0 < result.p_value < 0.01
-
-
-def test_flip_indices() -> None:
-    flips = flip_indices(np.array([1, 0, 1, 0], bool), np.array([1, 1, 0, 0], bool))
-    assert flips.tolist() == [1, 2] and flips.dtype == np.int64
-    assert flip_indices(D, D).tolist() == []

@@ -1,0 +1,22 @@
+"""The error codes of the evaluations app (the `code` of the error model and of a failed run), defined once.
+
+A `StrEnum`: a member is its string, so responses, run failures and ledger payloads carry the same plain
+values as before. Shared codes (invalid, not_found, ...) are in accounts.error_codes; the engines'
+codes (invalid_parameter, invalid_input, ...) are EngineError's, in compression.engine.errors."""
+
+from enum import StrEnum
+
+
+class EvaluationsErrorCode(StrEnum):
+    # 400 from the suite import and perturbation services
+    INVALID_ROWS = "invalid_rows"  # rows (or source ids, or the file) are invalid; nothing was imported
+    EMPTY_SUITE = "empty_suite"  # no examples (or none to perturb in the chosen slices)
+    UPLOAD_MISSING = "upload_missing"  # the stored upload of a queued import is gone
+    UPLOAD_CHANGED = "upload_changed"  # the stored upload's digest differs from the one received
+    # 400 from the comparison service
+    EVALUATION_NOT_READY = "evaluation_not_ready"  # a run being compared has not succeeded
+    DIFFERENT_INPUTS = "different_inputs"  # the two runs used different suite versions
+    DIFFERENT_CLASSES = "different_classes"  # the two models have different class labels
+    # failure reasons of an evaluation run (its `error.code`)
+    TIME_LIMIT = "time_limit"  # a chunk exceeded its time limit
+    INTERNAL_ERROR = "internal_error"  # an unexpected error in a chunk

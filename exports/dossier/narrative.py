@@ -1,0 +1,133 @@
+"""The dossier's one-page summary: the release, what was compressed and how, the gate, flips, review,
+escalations, decision and rollout, in sentences built from the section contexts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .format import _bytes, _d, _int, _num, _pct, _pvalue, _ratio, _seconds, _text, _time, _words, _zone
+from .sections import _artifact
+
+
+def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
+    base, cand = _artifact(bundle, "base"), _artifact(bundle, "candidate")
+    run = _d(bundle.get("compression_run"))
+    release = _d(bundle.get("release"))
+    params = ", ".join(f"{k} = {_text(v)}" for k, v in sorted(_d(run.get("parameters")).items())) or "defaults"
+    size_note = ""
+    if _num(base.get("size_bytes")) and _num(cand.get("size_bytes")) is not None:
+        size_note = (
+            f" Size on disk {_bytes(base.get('size_bytes'))} → {_bytes(cand.get('size_bytes'))} "
+            f"({_ratio(cand.get('size_bytes'), base.get('size_bytes'))} of the base)."
+        )
+    runtime = {r["label"]: r for r in ctx["runtime"]}
+    speed = runtime.get("Throughput (examples/s)")
+    if speed and speed["ratio"] != "—":
+        size_note += f" Throughput {speed['baseline']} → {speed['candidate']} examples/s ({speed['ratio']})."
+    counts = ctx["gate"]["counts"]
+    gate_zone = _zone(release.get("gate_zone")) or _zone(_d(bundle.get("verdict")).get("gate_zone"))
+    policy_text = (
+        f"policy {ctx['policy']['name']} v{ctx['policy']['version']}, {len(ctx['policy']['rules'])} rules"
+        if ctx["policy"]
+        else "no threshold policy in the bundle"
+    )
+    if ctx["gate"]["rows"]:
+        gate_text = (
+            f"{gate_zone.upper() if gate_zone else 'NOT JUDGED'}: {counts['green']} green, {counts['amber']} amber, "
+            f"{counts['red']} red ({policy_text})."
+        )
+    else:
+        gate_text = f"Not judged yet ({policy_text})."
+    red = [r["title"] for r in ctx["gate"]["rows"] if r["zone"] == "red"]
+    amber = [r["title"] for r in ctx["gate"]["rows"] if r["zone"] == "amber"]
+    if red:
+        gate_text += " Red: " + "; ".join(red) + "."
+    if amber:
+        gate_text += " Amber: " + "; ".join(amber) + "."
+    comparison = _d(bundle.get("comparison"))
+    overall = _d(_d(comparison.get("groups")).get("overall"))
+    if comparison:
+        n, count = _num(overall.get("n")), _num(comparison.get("flip_count"))
+        share = f" ({_pct(count / n)})" if n and count is not None else ""
+        flips_text = (
+            f"{ctx['flips']['total']} of {_int(n)} decisions changed{share}; "
+            f"{ctx['flips']['shown']} shown in section {ctx['number']['flips']}."
+        )
+        mc = _d(overall.get("mcnemar"))
+        if mc:
+            flips_text += (
+                f" McNemar: baseline right/candidate wrong {_int(mc.get('b'))}, the reverse {_int(mc.get('c'))}, "
+                f"p = {_pvalue(mc.get('p_value'))}."
+            )
+    else:
+        flips_text = "No comparison of the candidate with the baseline is recorded."
+    outcome = ctx["reviews"]["outcome"]
+    review_text = (
+        f"{outcome['verdict'].upper()}: {outcome['items']} flipped items, {outcome['reviews']} reviews, "
+        f"safety deviations {outcome['deviation_share']} (limit {outcome['max_share']}), "
+        f"Cohen's kappa {outcome['kappa']}."
+        if outcome
+        else "No blind review was recorded."
+    )
+    open_esc = [e for e in ctx["escalations"] if e["open"]]
+    esc_text = (
+        f"{len(open_esc)} open of {len(ctx['escalations'])}"
+        + (
+            ": " + "; ".join(f"#{e['id']} {e['trigger']} (level {e['level']}, due {e['deadline']})" for e in open_esc)
+            if open_esc
+            else ""
+        )
+        + "."
+        if ctx["escalations"]
+        else "None."
+    )
+    newest = ctx["newest_decision"]
+    decision_text = (
+        f"{newest['kind'].capitalize()} by {newest['actor']} ({newest['role']}) on {newest['at']}; "
+        f"{len(ctx['decisions'])} decision(s) in total."
+        if newest
+        else "No decision has been recorded."
+    )
+    rollout = ctx["rollout"]
+    started = [s for s in rollout if s["started"] != "not started"]
+    rollout_text = (
+        f"{len(started)} of {len(rollout)} stages started"
+        + (f", now at {started[-1]['percent']}" if started else "")
+        + "."
+        if rollout
+        else "No rollout plan."
+    )
+    return [
+        (
+            "Release",
+            f"#{_text(release.get('id'))}, {_words(release.get('status'))}, risk tier "
+            f"{_text(release.get('risk_tier'))}, version {_text(release.get('version'))}, created "
+            f"{_time(release.get('created_at'), seconds=False)}.",
+        ),
+        (
+            "What was compressed",
+            f"{_text(base.get('name'))} ({_int(base.get('parameter_count'))} parameters, "
+            f"{_bytes(base.get('size_bytes'))}), experiment “{_text(_d(bundle.get('experiment')).get('name'))}” "
+            f"owned by {_text(_d(bundle.get('experiment')).get('owner'))}.",
+        ),
+        (
+            "How",
+            f"{_text(run.get('method'))} with {params}; seed {_text(run.get('seed'))}; "
+            f"run #{_text(run.get('id'))} {_text(run.get('status'))}"
+            f"{' in ' + _seconds(run.get('wall_seconds')) if _num(run.get('wall_seconds')) is not None else ''}."
+            f"{size_note}",
+        ),
+        (
+            "Evaluated on",
+            f"{_text(_d(bundle.get('suite_version')).get('suite'))} "
+            f"v{_text(_d(bundle.get('suite_version')).get('number'))}, "
+            f"{_int(_d(bundle.get('suite_version')).get('example_count'))} examples.",
+        ),
+        ("Gate", gate_text),
+        ("Flips", flips_text),
+        ("Blind review", review_text),
+        ("Escalations", esc_text),
+        ("Incidents", f"{len(ctx['incidents'])} reported." if ctx["incidents"] else "None reported."),
+        ("Decision", decision_text),
+        ("Rollout", rollout_text),
+    ]

@@ -1,0 +1,218 @@
+"""The dossier's context (every section, formatted) and its rendering to HTML and to deterministic PDF
+bytes; the digest it prints is the bundle's canonical-JSON digest (trust.canonical.digest), the same
+function that gives ``Export.bundle_digest``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
+
+from exports import charts
+from trust.canonical import digest as canonical_digest
+
+from .format import (
+    COMPARED_METRICS,
+    _d,
+    _int,
+    _l,
+    _metric_name,
+    _num,
+    _pairs,
+    _pct,
+    _seconds,
+    _text,
+    _time,
+    _words,
+    _zone,
+)
+from .narrative import _summary
+from .sections import (
+    FLIPS_SHOWN,
+    LEDGER_EVENTS_SHOWN,
+    _artifact,
+    _artifacts,
+    _bins,
+    _candidates,
+    _decisions,
+    _envelope,
+    _escalations,
+    _evaluation_runs,
+    _flips,
+    _gate,
+    _groups_table,
+    _incidents,
+    _ledger,
+    _newest_decision,
+    _other_metrics,
+    _policy,
+    _provenance,
+    _reviews,
+    _rollout,
+    _rules,
+    _runtime,
+    _subgroup_sources,
+    _taxonomy,
+)
+
+TEMPLATE = "exports/dossier.html"
+#: (anchor, heading) of every numbered section, in order; the template renders exactly these.
+SECTIONS = (
+    ("summary", "Executive summary"),
+    ("policy", "Risk taxonomy, threshold policy and gate result"),
+    ("provenance", "Provenance of the artifacts"),
+    ("metrics", "Metrics with confidence intervals"),
+    ("calibration", "Calibration and subgroup error rates"),
+    ("runtime", "Runtime and size"),
+    ("flips", "Flip-set excerpt"),
+    ("reviews", "Blind review"),
+    ("escalations", "Escalation history"),
+    ("incidents", "Incidents"),
+    ("decisions", "Decisions and rollout"),
+    ("ledger", "Audit ledger excerpt and signed checkpoint"),
+    ("verify", "Appendix: How to verify this document"),
+)
+
+
+def bundle_digest(bundle: Mapping) -> str:
+    """sha256 (hex) of the bundle's canonical JSON, UTF-8 encoded: the digest the PDF prints and the
+    DSSE payload of the signed JSON bundle hashes to."""
+    return canonical_digest(bundle)
+
+
+def dossier_context(bundle: Mapping) -> dict:
+    """Everything the template shows, formatted. Pure: depends only on the bundle's content."""
+    if not isinstance(bundle, Mapping):
+        raise TypeError("the evidence bundle must be a JSON object (dict)")
+    digest = bundle_digest(bundle)
+    release = _d(bundle.get("release"))
+    verdict = _d(bundle.get("verdict"))
+    experiment = _d(bundle.get("experiment"))
+    run = _d(bundle.get("compression_run"))
+    evaluations = _d(bundle.get("evaluations"))
+    comparison = _d(bundle.get("comparison"))
+    statistics = _d(comparison.get("statistics"))
+    suite = _d(bundle.get("suite_version"))
+    base_run, cand_run = _d(evaluations.get("baseline")), _d(evaluations.get("candidate"))
+    zone = _zone(release.get("gate_zone")) or _zone(verdict.get("gate_zone"))
+    candidate_digest = _text(release.get("candidate_digest") or _artifact(bundle, "candidate").get("digest"))
+
+    ctx: dict[str, Any] = {
+        "digest": digest,
+        "schema": _text(bundle.get("schema")),
+        "number": {a: "A" if a == "verify" else str(i + 1) for i, (a, _) in enumerate(SECTIONS)},
+        "titles": dict(SECTIONS),
+        "sections": [
+            {"anchor": a, "title": t, "number": "A" if a == "verify" else str(i + 1)}
+            for i, (a, t) in enumerate(SECTIONS)
+        ],
+        "release": {
+            "id": _text(release.get("id")),
+            "status": _words(release.get("status") or verdict.get("status")),
+            "version": _text(release.get("version")),
+            "risk_tier": _text(release.get("risk_tier")),
+            "created": _time(release.get("created_at"), seconds=False),
+            "candidate_digest": candidate_digest,
+        },
+        "zone": zone,
+        "verdict": {
+            "status": _words(verdict.get("status") or release.get("status")),
+            "summary": _text(verdict.get("summary"), ""),
+        },
+        "experiment": {
+            "id": _text(experiment.get("id")),
+            "name": _text(experiment.get("name")),
+            "description": _text(experiment.get("description"), ""),
+            "owner": _text(experiment.get("owner")),
+            "risk_tier": _text(experiment.get("risk_tier")),
+            "unsafe_labels": _text(experiment.get("unsafe_labels")),
+        },
+        "artifacts": _artifacts(bundle),
+        "run": {
+            "present": bool(run),
+            "id": _text(run.get("id")),
+            "method": _text(run.get("method")),
+            "parameters": _pairs(run.get("parameters")),
+            "seed": _text(run.get("seed")),
+            "status": _text(run.get("status")),
+            "wall": _seconds(run.get("wall_seconds")),
+        },
+        "provenance": _provenance(run),
+        "envelope": _envelope(run.get("provenance_envelope"), run.get("provenance")),
+        "suite": {
+            "present": bool(suite),
+            "name": _text(suite.get("suite")),
+            "number": _text(suite.get("number")),
+            "digest": _text(suite.get("digest")),
+            "examples": _int(suite.get("example_count")),
+            "unsafe_labels": _text(suite.get("unsafe_labels")),
+            "source": _text(suite.get("source")),
+        },
+        "taxonomy": _taxonomy(bundle),
+        "policy": _policy(bundle),
+        "gate": _gate(bundle),
+        "rules": _rules(bundle),
+        "comparison": {
+            "present": bool(comparison),
+            "id": _text(comparison.get("id")),
+            "statistics": [(k.replace("_", " "), v) for k, v in _pairs(statistics)],
+            "groups": _groups_table(comparison),
+            "level": _pct(statistics.get("level"), 0) if _num(statistics.get("level")) is not None else "",
+        },
+        "metric_names": [_metric_name(m) for m in COMPARED_METRICS],
+        "other_metrics": _other_metrics(evaluations),
+        "evaluation_runs": _evaluation_runs(evaluations),
+        "runtime": _runtime(evaluations),
+        "flips": _flips(bundle),
+        "reviews": _reviews(bundle),
+        "escalations": _escalations(bundle),
+        "incidents": _incidents(bundle),
+        "decisions": _decisions(bundle),
+        "newest_decision": _newest_decision(bundle),
+        "rollout": _rollout(release),
+        "ledger": _ledger(bundle),
+        "candidates": _candidates(bundle),
+        "flips_cap": FLIPS_SHOWN,
+        "ledger_cap": LEDGER_EVENTS_SHOWN,
+    }
+    ctx["summary"] = _summary(bundle, ctx)
+    base_overall = _d(_d(base_run.get("metrics")).get("overall"))
+    cand_overall = _d(_d(cand_run.get("metrics")).get("overall"))
+    ctx["charts"] = {
+        "gate": mark_safe(charts.gate_chart([v for v in _l(bundle.get("gate")) if isinstance(v, Mapping)])),
+        "forest": mark_safe(
+            charts.forest_plot(
+                _d(comparison.get("groups")),
+                gate=[v for v in _l(bundle.get("gate")) if isinstance(v, Mapping)],
+                policy_rules=[r for r in _l(_d(bundle.get("policy")).get("rules")) if isinstance(r, Mapping)],
+                metrics=COMPARED_METRICS,
+            )
+        ),
+        "reliability": mark_safe(
+            charts.reliability_diagram(
+                _bins(base_run),
+                _bins(cand_run),
+                baseline_ece=base_overall.get("ece"),
+                candidate_ece=cand_overall.get("ece"),
+            )
+        ),
+        "subgroups": mark_safe(charts.subgroup_gaps(*_subgroup_sources(evaluations, comparison))),
+    }
+    return ctx
+
+
+def render_dossier_html(bundle: Mapping) -> str:
+    """The dossier as an HTML document (print stylesheet inline)."""
+    return render_to_string(TEMPLATE, dossier_context(bundle))
+
+
+def render_dossier_pdf(bundle: Mapping) -> bytes:
+    """The dossier as PDF bytes; the same bundle always gives the same bytes (see the module docstring)."""
+    from weasyprint import HTML  # imported lazily: only the export worker renders PDFs
+
+    digest = bundle_digest(bundle)
+    html = render_dossier_html(bundle)
+    document = HTML(string=html, base_url=None).render()
+    return document.write_pdf(pdf_identifier=digest.encode("ascii"), uncompressed_pdf=False)
