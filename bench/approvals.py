@@ -98,7 +98,7 @@ def run() -> dict:
     from governance.models import Decision, Release
     from governance.services import releases as release_services
     from ledger.models import LedgerEvent
-    from ledger.services import ledger_verify
+    from ledger.verification import ledger_verify
 
     try:
         call_command("migrate", verbosity=0)

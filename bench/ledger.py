@@ -106,7 +106,8 @@ def _appends(url: str, sealing: str) -> dict:
     from django.db import connections
 
     from ledger.models import Checkpoint, LedgerEvent
-    from ledger.services import ledger_seal, ledger_verify
+    from ledger.services import ledger_seal
+    from ledger.verification import ledger_verify
 
     connections.close_all()
     with psycopg_connect(url) as conn:
@@ -262,7 +263,7 @@ def run() -> dict:
     from django.core.management import call_command
     from django.db import connections
 
-    from ledger.services import ledger_verify
+    from ledger.verification import ledger_verify
 
     try:
         call_command("migrate", verbosity=0)  # as the owner (DATABASE_URL's role) ...

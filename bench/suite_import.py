@@ -88,7 +88,7 @@ def run() -> dict:
         call_command("migrate", verbosity=0)
         from accounts.services import user_create
         from evaluations.models import SuiteImport, SuiteVersion
-        from evaluations.services import suites
+        from evaluations.services import suite_imports, suites
 
         engineer = user_create(actor=None, username="bench", role="engineer", password="bench-pass-123")
         path = tmp / "suite.csv"
@@ -141,12 +141,12 @@ def run() -> dict:
         median = sorted(trials, key=lambda t: t["seconds"])[len(trials) // 2]
 
         queued = []
-        original = suites._enqueue_import
-        suites._enqueue_import = queued.append  # the bench plays the worker (eager tasks would run it inline)
+        original = suite_imports._enqueue_import
+        suite_imports._enqueue_import = queued.append  # the bench plays the worker (eager tasks would run it inline)
         try:
             started = time.perf_counter()
             with path.open("rb") as handle:
-                job = suites.suite_import_request(
+                job = suite_imports.suite_import_request(
                     actor=engineer,
                     chunks=iter(lambda: handle.read(64 * 1024), b""),
                     file_name=path.name,
@@ -158,9 +158,9 @@ def run() -> dict:
                 )
             request_seconds = time.perf_counter() - started
         finally:
-            suites._enqueue_import = original
+            suite_imports._enqueue_import = original
         started = time.perf_counter()
-        suites.suite_import_execute(import_id=job.pk)
+        suite_imports.suite_import_execute(import_id=job.pk)
         worker_seconds = time.perf_counter() - started
         job = SuiteImport.objects.get(pk=job.pk)
         assert job.status == "succeeded" and job.rows_done == rows, (job.status, job.error)

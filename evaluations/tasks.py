@@ -22,13 +22,13 @@ def requeue_orphaned_runs() -> list[int]:
 
 @shared_task(name="evaluations.import_suite_file")
 def import_suite_file(import_id: int) -> None:
-    from evaluations.services.suites import suite_import_execute
+    from evaluations.services.suite_imports import suite_import_execute
 
     suite_import_execute(import_id=import_id)
 
 
 @shared_task(name="evaluations.requeue_stale_suite_imports")
 def requeue_stale_suite_imports() -> list[int]:
-    from evaluations.services.suites import suite_imports_requeue_stale
+    from evaluations.services.suite_imports import suite_imports_requeue_stale
 
     return suite_imports_requeue_stale()

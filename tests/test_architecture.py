@@ -127,3 +127,27 @@ def test_trust_is_the_library_at_the_bottom_that_engines_may_use():
         if name.split(".")[0] == "trust"
     }
     assert engine_uses == {"trust.canonical"}  # the engines use the canonical JSON, nothing else of trust
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_outside_tests_and_migrations_is_over_600_lines():
+    """Rooms of one job: a module that grows past this is doing more than one thing; split it by job."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    files = [
+        ROOT / name
+        for name in listed.stdout.split()
+        if not name.startswith("tests/") and "/migrations/" not in name and (ROOT / name).is_file()
+    ]
+    assert len(files) > 50, "git ls-files found too few modules"
+    too_long = {
+        f.relative_to(ROOT).as_posix(): n for f in files if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"

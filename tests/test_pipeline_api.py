@@ -7,7 +7,7 @@ from compression.models import CompressionRun, ModelArtifact, RunStatus
 from evaluations.models import Flip, Prediction
 from governance.models import Decision, Release
 from ledger.models import LedgerEvent
-from ledger.services import ledger_verify
+from ledger.verification import ledger_verify
 from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

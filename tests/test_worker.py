@@ -15,7 +15,7 @@ from django.db import connection
 from compression.models import CompressionRun, ModelArtifact, RunStatus
 from governance.models import Release, ReleaseStatus
 from ledger.models import LedgerEvent
-from ledger.services import ledger_verify
+from ledger.verification import ledger_verify
 from tests.conftest import require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -11,7 +11,8 @@ from accounts.errors import ValidationFailed
 from accounts.models import Role
 from evaluations import selectors
 from evaluations.models import FlipDirection, Slice
-from evaluations.services.suites import suite_derive_perturbed, suite_import_request
+from evaluations.services.suite_imports import suite_import_request
+from evaluations.services.suites import suite_derive_perturbed
 
 from .serializers import (
     ComparisonOutput,

@@ -14,14 +14,17 @@ same digests.
 A missing part of the bundle (no taxonomy, no comparison, no reviews, ...) is stated in one line; it
 never makes rendering fail.
 
-Modules: ``format`` (formatters, metric titles and directions from the catalogue), ``sections`` (one
-builder per section), ``narrative`` (the executive summary) and ``render`` (context, HTML, PDF).
+Modules: ``format`` (formatters, metric titles and directions from the catalogue), ``evidence_sections``
+(taxonomy, policy, gate, comparisons, runtime, flips, calibration, subgroups), ``governance_sections``
+(artifacts and provenance, reviews, escalations, incidents, decisions, rollout, ledger excerpt), ``narrative``
+(the executive summary) and ``render`` (context, HTML, PDF).
 """
 
 from __future__ import annotations
 
+from .evidence_sections import FLIPS_SHOWN
+from .governance_sections import LEDGER_EVENTS_SHOWN
 from .render import SECTIONS, TEMPLATE, bundle_digest, dossier_context, render_dossier_html, render_dossier_pdf
-from .sections import FLIPS_SHOWN, LEDGER_EVENTS_SHOWN
 
 __all__ = [
     "FLIPS_SHOWN",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .format import _bytes, _d, _int, _num, _pct, _pvalue, _ratio, _seconds, _text, _time, _words, _zone
-from .sections import _artifact
+from .governance_sections import _artifact
 
 
 def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:

@@ -13,6 +13,21 @@ from django.utils.safestring import mark_safe
 from exports import charts
 from trust.canonical import digest as canonical_digest
 
+from .evidence_sections import (
+    FLIPS_SHOWN,
+    _bins,
+    _candidates,
+    _evaluation_runs,
+    _flips,
+    _gate,
+    _groups_table,
+    _other_metrics,
+    _policy,
+    _rules,
+    _runtime,
+    _subgroup_sources,
+    _taxonomy,
+)
 from .format import (
     COMPARED_METRICS,
     _d,
@@ -28,34 +43,21 @@ from .format import (
     _words,
     _zone,
 )
-from .narrative import _summary
-from .sections import (
-    FLIPS_SHOWN,
+from .governance_sections import (
     LEDGER_EVENTS_SHOWN,
     _artifact,
     _artifacts,
-    _bins,
-    _candidates,
     _decisions,
     _envelope,
     _escalations,
-    _evaluation_runs,
-    _flips,
-    _gate,
-    _groups_table,
     _incidents,
     _ledger,
     _newest_decision,
-    _other_metrics,
-    _policy,
     _provenance,
     _reviews,
     _rollout,
-    _rules,
-    _runtime,
-    _subgroup_sources,
-    _taxonomy,
 )
+from .narrative import _summary
 
 TEMPLATE = "exports/dossier.html"
 #: (anchor, heading) of every numbered section, in order; the template renders exactly these.

@@ -9,7 +9,7 @@ from accounts.errors import ValidationFailed
 from accounts.models import Role
 from ledger.actions import ACTIONS
 from ledger.models import LedgerEvent
-from ledger.services import ledger_verify
+from ledger.verification import ledger_verify
 
 
 class LedgerEventOutput(serializers.ModelSerializer):

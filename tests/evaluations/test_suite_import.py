@@ -16,8 +16,8 @@ from django.utils import timezone
 from evaluations.engine import tabular
 from evaluations.engine.tabular import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_SUBGROUP_CHARS, MAX_TEXT_CHARS
 from evaluations.models import Example, Suite, SuiteImport, SuiteVersion
-from evaluations.services import suites
-from evaluations.services.suites import suite_import_execute, suite_imports_requeue_stale
+from evaluations.services import suite_imports, suites
+from evaluations.services.suite_imports import suite_import_execute, suite_imports_requeue_stale
 from evaluations.spreadsheet import csv_text, neutralise_cell
 from evaluations.tasks import import_suite_file
 from ledger.models import LedgerEvent
@@ -146,7 +146,8 @@ def test_a_failure_while_storing_the_last_row_stores_nothing(engineer, engineer_
     # Let a 100-character label past the checks so that PostgreSQL itself refuses the last row.
     monkeypatch.setattr(tabular, "MAX_LABEL_CHARS", 1000)
     monkeypatch.setattr(suites, "MAX_LABEL_CHARS", 1000)
-    monkeypatch.setattr(suites, "_enqueue_import", lambda pk: None)  # the test plays the worker
+    monkeypatch.setattr(suite_imports, "MAX_LABEL_CHARS", 1000)
+    monkeypatch.setattr(suite_imports, "_enqueue_import", lambda pk: None)  # the test plays the worker
     long_label = "x" * 100
     rows = [{"id": f"r{i}", "text": f"text {i}", "label": "normal"} for i in range(50)]
     rows.append({"id": "last", "text": "the last one", "label": long_label})
@@ -176,10 +177,10 @@ def test_a_delivery_while_another_worker_runs_the_import_does_nothing(engineer_a
     require_service("postgres")
     import psycopg
 
-    monkeypatch.setattr(suites, "_enqueue_import", lambda pk: None)
+    monkeypatch.setattr(suite_imports, "_enqueue_import", lambda pk: None)
     job_id = _upload(engineer_api, CSV).json()["id"]
     with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:  # "the other worker"
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (suites._LOCK_CLASS, job_id))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (suite_imports._LOCK_CLASS, job_id))
         suite_import_execute(import_id=job_id)
         assert SuiteImport.objects.get(pk=job_id).status == "queued" and Example.objects.count() == 0
     # that worker died (its connection, and so its lock, are gone) while running: a redelivery takes over
@@ -194,12 +195,12 @@ def test_progress_is_visible_while_the_import_transaction_is_open(engineer_api, 
     require_service("postgres")
     import psycopg
 
-    monkeypatch.setattr(suites, "_enqueue_import", lambda pk: None)
+    monkeypatch.setattr(suite_imports, "_enqueue_import", lambda pk: None)
     monkeypatch.setattr(suites, "PROGRESS_EVERY", 2)
     rows = [{"id": f"r{i}", "text": f"text {i}", "label": "normal"} for i in range(7)]
     job_id = _upload(engineer_api, _jsonl(*rows), name="suite.jsonl").json()["id"]
     seen = []
-    original = suites._ProgressWriter.__call__
+    original = suite_imports._ProgressWriter.__call__
 
     def observe(self, done, total):
         original(self, done, total)
@@ -210,7 +211,7 @@ def test_progress_is_visible_while_the_import_transaction_is_open(engineer_api, 
                 ).fetchone()
             )
 
-    monkeypatch.setattr(suites._ProgressWriter, "__call__", observe)
+    monkeypatch.setattr(suite_imports._ProgressWriter, "__call__", observe)
     suite_import_execute(import_id=job_id)
     assert seen == [("running", "storing", n, 7) for n in (2, 4, 6, 7)]
     assert SuiteImport.objects.get(pk=job_id).status == "succeeded"
@@ -218,7 +219,7 @@ def test_progress_is_visible_while_the_import_transaction_is_open(engineer_api, 
 
 @DB
 def test_lost_messages_are_sent_again_by_the_sweep(engineer_api, monkeypatch, settings):
-    monkeypatch.setattr(suites, "_enqueue_import", lambda pk: None)
+    monkeypatch.setattr(suite_imports, "_enqueue_import", lambda pk: None)
     job_id = _upload(engineer_api, CSV).json()["id"]  # queued, and its message lost
     assert suite_imports_requeue_stale() == []  # younger than the lease
     lease = dt.timedelta(seconds=settings.SAFESHRINK["RUN_LEASE_SECONDS"])

@@ -7,7 +7,8 @@ from django.db import DatabaseError, connection, transaction
 
 from ledger.canonical import sha256_hex
 from ledger.models import Checkpoint, LedgerEvent, chain_hash
-from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal, ledger_verify
+from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal
+from ledger.verification import ledger_verify
 from tests.conftest import require_service
 from tests.ledger.test_ledger import _raw
 

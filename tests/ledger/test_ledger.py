@@ -7,7 +7,8 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 
 from ledger.models import GENESIS_HASH, LedgerEvent, chain_hash
-from ledger.services import fast_canonical, ledger_append, ledger_seal, ledger_verify
+from ledger.services import ledger_append, ledger_seal
+from ledger.verification import fast_canonical, ledger_verify
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,8 @@ from django.db import connection, transaction
 
 from ledger.canonical import sha256_hex
 from ledger.models import Checkpoint, LedgerEvent, chain_hash
-from ledger.services import LedgerNotAttested, checkpoint_latest_covering, ledger_append, ledger_seal, ledger_verify
+from ledger.services import LedgerNotAttested, checkpoint_latest_covering, ledger_append, ledger_seal
+from ledger.verification import ledger_verify
 from tests.conftest import require_service
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

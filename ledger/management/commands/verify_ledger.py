@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from ledger.services import ledger_verify
+from ledger.verification import ledger_verify
 
 
 class Command(BaseCommand):
