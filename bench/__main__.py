@@ -5,7 +5,6 @@ python -m bench pipeline   # one
 """
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -30,30 +29,15 @@ SUITES = [
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "isa": instruction_sets()}
+    """The machine a figure came from, with the instruction sets that choose its int8 and fp32 kernels."""
+    from compression.engine.cpu import cpu_instruction_sets, cpu_model
 
-
-# The instruction sets that change int8 and fp32 kernels (and so speeds, and even int8 decisions).
-KERNEL_ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def instruction_sets() -> list[str]:
-    try:
-        flags = next(
-            line.split(":", 1)[1].split()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        return []
-    return [name for name in KERNEL_ISA if name in flags]
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "isa": cpu_instruction_sets(),
+    }
 
 
 def _run_isolated(name: str) -> dict:

@@ -3,8 +3,9 @@ gate, decision. Celery runs eagerly here; tests/test_worker.py runs the same pat
 
 import pytest
 
+from compression.engine.cpu import cpu_instruction_sets
 from compression.models import CompressionRun, ModelArtifact, RunStatus
-from evaluations.models import Flip, Prediction
+from evaluations.models import EvaluationRun, Flip, Prediction
 from governance.models import Decision, Release
 from ledger.models import LedgerEvent
 from ledger.verification import ledger_verify
@@ -88,6 +89,12 @@ def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model
         statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] == artifact["digest"]
     )
     assert statement["predicate"]["buildDefinition"]["internalParameters"]["seed"] == 7
+    # Every run and evaluation records the CPU's kernel instruction sets (int8 results differ between CPUs).
+    (environment,) = [b["content"] for b in statement["predicate"]["runDetails"]["byproducts"]]
+    assert environment["hardware"]["isa"] == cpu_instruction_sets() and environment["hardware"]["quantized_engine"]
+    for evaluation_id in (release["baseline_evaluation"], release["candidate_evaluation"]):
+        (platform,) = EvaluationRun.objects.get(pk=evaluation_id).runtime["platforms"]
+        assert platform["isa"] == cpu_instruction_sets() and platform["quantized_engine"] and platform["cpu_model"]
 
     assert release["status"] == "awaiting_decision", release
     assert release["gate_zone"] in ("green", "amber", "red")

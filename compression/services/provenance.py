@@ -47,25 +47,16 @@ def package_versions() -> dict:
     return versions
 
 
-@functools.cache
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware(device: str, threads: int) -> dict:
+    from compression.engine.cpu import compute_platform
+
     return {
         "host": socket.gethostname(),
-        "cpu_model": _cpu_model(),
+        # CPU model, kernel instruction sets and torch's quantized engine (compression/engine/cpu.py).
+        **{k: v for k, v in compute_platform(device).items() if k != "device"},
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "device": device,
-        "machine": platform.machine(),
     }
 
 

@@ -14,6 +14,7 @@ Beat re-enqueues whatever a killed worker lost (`evaluation_runs_requeue_orphane
 import datetime as dt
 import logging
 import math
+from typing import Any
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from compression.engine.cpu import compute_platform
 from compression.engine.errors import EngineError
 from compression.models import ModelArtifact, RunStatus
 from compression.selectors import jobs_orphaned
@@ -31,7 +33,7 @@ from compression.services.provenance import torch_settings
 from evaluations.engine.metrics import metrics_by_group, runtime_summary
 from evaluations.error_codes import EvaluationsErrorCode
 from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
-from ledger.canonical import digest
+from ledger.canonical import canonical_json, digest
 from ledger.services import ledger_append
 
 logger = logging.getLogger(__name__)
@@ -199,6 +201,7 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
         ignore_conflicts=True,
     )
     return {
+        "platform": compute_platform(cfg["device"]),
         "latencies": list(result.batch_latencies_s),
         "sizes": list(result.batch_sizes),
         "load_seconds": result.load_seconds,
@@ -263,6 +266,14 @@ def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.nda
     }
 
 
+def _distinct(records: list[dict]) -> list[dict]:
+    """The distinct records, in first-seen order (chunks of one run may run on several machines)."""
+    seen: dict[str, dict] = {}
+    for record in records:
+        seen.setdefault(canonical_json(record), record)
+    return list(seen.values())
+
+
 def _finish(run: EvaluationRun) -> None:
     """Compute every metric per group from the stored predictions; the run succeeds. (Locked row.)"""
     labels = run.artifact.labels
@@ -284,7 +295,7 @@ def _finish(run: EvaluationRun) -> None:
     timings = list(run.chunk_timings.values())
     latencies = [x for t in timings for x in t["latencies"]]
     sizes = [x for t in timings for x in t["sizes"]]
-    runtime = runtime_summary(latencies, sizes)
+    runtime: dict[str, Any] = dict(runtime_summary(latencies, sizes))
     runtime.update(
         {
             "chunks": run.chunks_total,
@@ -292,6 +303,8 @@ def _finish(run: EvaluationRun) -> None:
             "peak_rss_bytes": max((t["peak_rss_bytes"] for t in timings), default=0),
             "parameter_count": next((t["parameter_count"] for t in timings if "parameter_count" in t), None),
             "size_bytes": next((t["size_bytes"] for t in timings if "size_bytes" in t), run.artifact.size_bytes),
+            # Where the predictions were computed: int8 kernels (and some int8 decisions) differ by CPU.
+            "platforms": _distinct([t["platform"] for t in timings if "platform" in t]),
         }
     )
     now = timezone.now()

@@ -286,6 +286,13 @@ def _runtime(evaluations: Mapping) -> list[dict]:
     return rows
 
 
+def _platform_text(platform: Mapping) -> str:
+    """ "AMD EPYC (avx2, avx512f, avx512_vnni; torch quantized engine x86)": where the predictions were computed."""
+    isa = ", ".join(_text(x) for x in _l(platform.get("isa"))) or "no listed int8/fp32 extensions"
+    engine = platform.get("quantized_engine")
+    return f"{_text(platform.get('cpu_model'))} ({isa}{f'; torch quantized engine {_text(engine)}' if engine else ''})"
+
+
 def _evaluation_runs(evaluations: Mapping) -> list[dict]:
     out = []
     for role in ("baseline", "candidate"):
@@ -300,6 +307,9 @@ def _evaluation_runs(evaluations: Mapping) -> list[dict]:
                 "id": _text(run.get("id")),
                 "digest": _text(run.get("artifact_digest")),
                 "config": _pairs(run.get("config")),
+                "platforms": [
+                    _platform_text(p) for p in _l(_d(run.get("runtime")).get("platforms")) if isinstance(p, Mapping)
+                ],
             }
         )
     return out

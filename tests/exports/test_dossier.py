@@ -371,3 +371,20 @@ def test_charts_handle_missing_data():
             [{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": None, "confidence": None}], None
         )
     )
+
+
+def test_the_evaluation_runs_table_names_the_cpu_and_its_int8_kernels(bundle):
+    from exports.dossier.evidence_sections import _evaluation_runs
+
+    platform = {"cpu_model": "AMD EPYC", "isa": ["avx2", "fma"], "quantized_engine": "x86", "device": "cpu"}
+    evaluations = {
+        role: {**run, "runtime": {**(run.get("runtime") or {}), "platforms": [platform]}}
+        for role, run in bundle["evaluations"].items()
+        if isinstance(run, dict)
+    }
+    rows = _evaluation_runs(evaluations)
+    assert [r["platforms"] for r in rows if not r["missing"]] == [
+        ["AMD EPYC (avx2, fma; torch quantized engine x86)"]
+    ] * len(evaluations)
+    bare = _evaluation_runs({role: {**run, "runtime": {}} for role, run in evaluations.items()})
+    assert all(r["platforms"] == [] for r in bare if not r["missing"])  # older bundles: nothing claimed
