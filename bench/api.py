@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.databases import database_drop, database_recreate, postgres_server
+
 DB_NAME = "safeshrink_bench_api"
 CLIENTS = 16
 WORKERS = int(os.environ.get("SAFESHRINK_BENCH_API_WORKERS", str(2 * (os.cpu_count() or 1) + 1)))
@@ -33,29 +35,6 @@ DURATION = 8.0
 SEQUENTIAL_REQUESTS = 100
 ENDPOINTS = ("/api/releases/", "/api/runs/", "/api/escalations/", "/api/experiments/", "/api/artifacts/")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _server_url() -> str:
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    if not base.startswith("postgres"):
-        raise RuntimeError("bench/api.py needs DATABASE_URL to point at PostgreSQL")
-    return base.rsplit("/", 1)[0]
-
-
-def _recreate(server: str) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    return f"{server}/{DB_NAME}"
-
-
-def _drop(server: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
 
 
 def _digest(text: str) -> str:
@@ -279,8 +258,8 @@ def _measure(port: int, path: str, token: str) -> dict:
 
 
 def run() -> dict:
-    server = _server_url()
-    url = _recreate(server)
+    server = postgres_server("api")
+    url = database_recreate(server, DB_NAME)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     import django
@@ -342,7 +321,7 @@ def run() -> dict:
         from django.db import connections
 
         connections.close_all()
-        _drop(server)
+        database_drop(server, DB_NAME)
 
 
 if __name__ == "__main__":

@@ -12,31 +12,13 @@ import os
 import threading
 import time
 
+from bench.databases import database_drop, database_recreate, postgres_server
+
 ATTEMPTS = 200
 # PostgreSQL allows 100 connections by default: 90 threads, each making its attempts in turn,
 # all released at once by a barrier.
 THREADS = 90
 DB_NAME = "safeshrink_bench_approvals"
-
-
-def _setup_database() -> str:
-    import psycopg
-
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    if not base.startswith("postgres"):
-        raise RuntimeError("bench/approvals.py needs DATABASE_URL to point at PostgreSQL")
-    server = base.rsplit("/", 1)[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    return f"{server}/{DB_NAME}"
-
-
-def _drop_database(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
 
 
 def _fixture():
@@ -85,7 +67,8 @@ def _fixture():
 
 
 def run() -> dict:
-    url = _setup_database()
+    server = postgres_server("approvals")
+    url = database_recreate(server, DB_NAME)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     import django
@@ -168,4 +151,4 @@ def run() -> dict:
     finally:
         connection.close()
         connections.close_all()
-        _drop_database(url)
+        database_drop(server, DB_NAME)

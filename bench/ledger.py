@@ -22,6 +22,8 @@ import shutil
 import tempfile
 import time
 
+from bench.databases import database_recreate, postgres_server
+
 DB_NAME = "safeshrink_bench_ledger"
 WRITERS = 8
 APPENDS_PER_WRITER = 500
@@ -29,22 +31,6 @@ TRIALS = 5
 VERIFY_EVENTS = 1_000_000
 CHECKPOINT_SPACING = 1_000
 APP_ROLE = f"{DB_NAME}_app"
-
-
-def _server_url() -> str:
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    if not base.startswith("postgres"):
-        raise RuntimeError("bench/ledger.py needs DATABASE_URL to point at PostgreSQL")
-    return base.rsplit("/", 1)[0]
-
-
-def _recreate(server: str) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    return f"{server}/{DB_NAME}"
 
 
 def _django(url: str, sealing: str) -> None:
@@ -246,8 +232,8 @@ def _load_million(url: str) -> float:
 
 
 def run() -> dict:
-    server = _server_url()
-    url = _recreate(server)
+    server = postgres_server("ledger")
+    url = database_recreate(server, DB_NAME)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     keys = tempfile.mkdtemp(prefix="safeshrink-bench-keys-")
