@@ -17,6 +17,10 @@ class EvaluationsErrorCode(StrEnum):
     EVALUATION_NOT_READY = "evaluation_not_ready"  # a run being compared has not succeeded
     DIFFERENT_INPUTS = "different_inputs"  # the two runs used different suite versions
     DIFFERENT_CLASSES = "different_classes"  # the two models have different class labels
+    DIFFERENT_PROFILES = "different_profiles"  # the two runs used different deployment profiles
+    # 400 when an evaluation is requested
+    INVALID_PROFILE = "invalid_profile"  # a deployment-profile field is malformed or unknown
+    PROFILE_NOT_ALLOWED = "profile_not_allowed"  # the policy requires another deployment profile
     # failure reasons of an evaluation run (its `error.code`)
     TIME_LIMIT = "time_limit"  # a chunk exceeded its time limit
     INTERNAL_ERROR = "internal_error"  # an unexpected error in a chunk

@@ -83,6 +83,11 @@ class EvaluationRun(JobFields):
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.JSONField(default=list, help_text="Indexes of the chunks whose predictions are stored.")
     chunk_timings = models.JSONField(default=dict, help_text="Per chunk: batch latencies and sizes, load time.")
+    stability = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The stability pass: decisions that changed when the batches were recomposed, overall and per group.",
+    )
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
@@ -102,6 +107,12 @@ class Prediction(models.Model):
     probs = models.JSONField()
     predicted_label = models.CharField(max_length=64)
     decision_unsafe = models.BooleanField()
+    recomposed_unsafe_prob = models.FloatField(
+        null=True, blank=True, help_text="The stability pass's unsafe probability (batches recomposed)."
+    )
+    stable = models.BooleanField(
+        null=True, blank=True, help_text="Same decision in both passes; null: no stability pass was run."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "example"], name="prediction_unique")]
@@ -150,6 +161,12 @@ class Flip(models.Model):
     candidate_prob = models.FloatField()
     direction = models.CharField(max_length=16, choices=FlipDirection.choices)
     candidate_correct = models.BooleanField()
+    stable = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="The flip holds in both passes for both models (neither model's decision moved with the "
+        "batches); null: the runs had no stability pass.",
+    )
 
     class Meta:
         ordering = ["comparison", "example__position"]

@@ -11,6 +11,9 @@ GREEN, AMBER, RED = "green", "amber", "red"
 ABSOLUTE = "absolute"  # RuleKind.ABSOLUTE: the candidate's value; otherwise the change against the baseline
 POINT = "point"  # JudgedBound.POINT: the point estimate; otherwise the interval bound of that name
 FLIP_RATE = "flip_rate"  # derived from a group's flips and n, not read from its metrics
+INSTABILITY = "decision_instability"  # derived from a group's stability shares (the candidate's, or its change)
+STABLE, ALL = "stable", "all"  # which flips count (ThresholdPolicy.flip_basis)
+NO_STABILITY_PASS = "all (no stability pass)"  # asked for stable flips, but the runs had no stability pass
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class RuleSpec:
     red_limit: float
     higher_is_better: bool
     runtime: bool = False
+    flip_basis: str = STABLE
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class RuleVerdict:
     higher_is_better: bool
     zone: str
     reason: str
+    flip_basis: str | None = None  # flip-rate rules: which flips were counted (STABLE, ALL or NO_STABILITY_PASS)
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,31 @@ def zone_of(value: float, *, green_limit: float, red_limit: float, higher_is_bet
     return GREEN if value <= green_limit else RED if value > red_limit else AMBER
 
 
+def flip_basis_used(rule: RuleSpec, group: dict | None) -> str | None:
+    """For a flip-rate rule, the flips it counts: stable ones when the policy says so and the runs had a
+    stability pass, else every flip of the main pass."""
+    if rule.metric != FLIP_RATE:
+        return None
+    if rule.flip_basis == STABLE:
+        return STABLE if group is not None and group.get("stable_flips") is not None else NO_STABILITY_PASS
+    return ALL
+
+
 def judged_value(rule: RuleSpec, group: dict) -> float | None:
     """The number a rule judges in its group's results, or None when there is none."""
     if rule.runtime:
         return group.get(rule.metric)
     if rule.metric == FLIP_RATE:
-        return group["flips"] / group["n"] if group["n"] else None
+        flips = group["stable_flips"] if flip_basis_used(rule, group) == STABLE else group["flips"]
+        return flips / group["n"] if group["n"] else None
+    if rule.metric == INSTABILITY:
+        shares = group.get("instability") or {}
+        candidate, baseline = shares.get("candidate"), shares.get("baseline")
+        if rule.kind == ABSOLUTE:
+            return candidate
+        if rule.bound != POINT or candidate is None or baseline is None:
+            return None
+        return candidate - baseline
     metric = group["metrics"].get(rule.metric) or {}
     if rule.kind == ABSOLUTE:
         return metric.get("candidate")
@@ -101,6 +125,7 @@ def judge(rules: list[RuleSpec] | tuple[RuleSpec, ...], results: dict) -> GateRe
                 higher_is_better=rule.higher_is_better,
                 zone=zone,
                 reason=reason,
+                flip_basis=flip_basis_used(rule, group),
             )
         )
     zones = {v.zone for v in verdicts}

@@ -45,6 +45,11 @@ class FailureMode(models.Model):
         return f"{self.code} (severity {self.severity})"
 
 
+class FlipBasis(models.TextChoices):
+    STABLE = "stable", "Stable flips (the flip holds when the batches are recomposed)"
+    ALL = "all", "Every flip of the main pass"
+
+
 class ThresholdPolicy(models.Model):
     """Versioned rules that turn evidence into zones. Immutable once published."""
 
@@ -52,6 +57,17 @@ class ThresholdPolicy(models.Model):
     version = models.PositiveIntegerField()
     description = models.TextField(blank=True)
     taxonomy = models.ForeignKey(RiskTaxonomy, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    flip_basis = models.CharField(
+        max_length=8,
+        choices=FlipBasis.choices,
+        default=FlipBasis.STABLE,
+        help_text="Which flips the gate counts (flip rate) and which McNemar test the release reports.",
+    )
+    required_profile = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Deployment-profile fields an evaluation under this policy must use, e.g. {"batch_size": 1}.',
+    )
     published_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
 

@@ -23,6 +23,7 @@ class EngineErrorCode(StrEnum):
     METHOD_UNAVAILABLE = "method_unavailable"  # a known method this environment cannot run (torchao)
     CANCELLED = "cancelled"  # the caller asked the job to stop
     STORAGE_ERROR = "storage_error"  # the shared artifact storage did not store a file under its name
+    UNSUPPORTED_PLATFORM = "unsupported_platform"  # this machine cannot run the declared deployment profile
 
 
 ERROR_CODES: frozenset[str] = frozenset(EngineErrorCode)

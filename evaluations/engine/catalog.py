@@ -123,6 +123,14 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("fpr_gap", "Subgroup FPR gap", "difference of proportions", _L, _COUNTS, needs=Needs.SUBGROUPS),
     MetricSpec("flip_rate", "Flip rate", "proportion", _L, scope=Scope.COMPARISON, chart_title="flip rate"),
     MetricSpec(
+        "decision_instability",
+        "Decision instability",
+        "proportion",
+        _L,
+        scope=Scope.COMPARISON,
+        chart_title="decision instability",
+    ),
+    MetricSpec(
         "throughput_ratio",
         "throughput ratio",
         "ratio",

@@ -29,24 +29,44 @@ from compression.models import ModelArtifact, RunStatus
 from compression.selectors import jobs_orphaned
 from compression.services.artifacts import artifact_path
 from compression.services.jobs import job_fail
-from compression.services.provenance import torch_settings
 from evaluations.engine.metrics import metrics_by_group, runtime_summary
 from evaluations.error_codes import EvaluationsErrorCode
 from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
+from evaluations.services.profiles import (
+    DEFAULT_STABILITY_SEED,
+    config_profile,
+    deployment_profile,
+    prediction_settings,
+)
 from ledger.canonical import canonical_json, digest
 from ledger.services import ledger_append
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "evaluation_run"
-DEFAULT_CONFIG = {"batch_size": 32, "max_length": 64, "decision_threshold": 0.5, "ece_bins": 15}
+DEFAULT_CONFIG = {"decision_threshold": 0.5, "ece_bins": 15, "stability_seed": DEFAULT_STABILITY_SEED}
 MIN_SUBGROUP_N = 30
+STABILITY_METHOD = (
+    "second pass: every example predicted again in batches drawn at random (seeded; the same for both models of "
+    "a comparison), same batch size, padding, length, threads and kernels; unstable = the decision changed"
+)
 # The task a finished run is announced to, by name (registered by governance; see the module docstring).
 RUN_FINISHED_TASK = "evaluation.finished"
 
 
-def evaluation_config(*, unsafe_labels: list[str], **overrides) -> dict:
-    device, threads = torch_settings()
-    return {**DEFAULT_CONFIG, "device": device, "threads": threads, "unsafe_labels": sorted(unsafe_labels), **overrides}
+def evaluation_config(
+    *, unsafe_labels: list[str], profile: dict | None = None, required_profile: dict | None = None, **overrides
+) -> dict:
+    """An evaluation's configuration (its digest identifies the evaluation): the deployment profile (this
+    installation's defaults, a policy's ``required_profile``, then the requested ``profile``; a 400 naming
+    the field when it is malformed or breaks the requirement), the decision threshold, the calibration
+    bins, the unsafe labels and the seed of the stability pass (None: no stability pass)."""
+    chosen = deployment_profile(profile, required=required_profile)
+    return {
+        **DEFAULT_CONFIG,
+        "profile": chosen.as_dict(),
+        "unsafe_labels": sorted(unsafe_labels),
+        **overrides,
+    }
 
 
 def evaluation_run_request(
@@ -171,19 +191,12 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
     todo = [e for e in examples if e[0] not in done]
     if not todo:
         return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
-    cfg = run.config
-    result = predict(
-        artifact_path(run.artifact),
-        [e[1] for e in todo],
-        PredictionConfig(
-            batch_size=cfg["batch_size"],
-            max_length=cfg["max_length"],
-            device=cfg["device"],
-            threads=cfg["threads"],
-            unsafe_labels=tuple(cfg["unsafe_labels"]),
-            decision_threshold=cfg["decision_threshold"],
-        ),
-    )
+    settings_ = prediction_settings(run.config)
+    platform = compute_platform(settings_["device"])
+    _check_platform(config_profile(run.config), platform)
+    result = predict(artifact_path(run.artifact), [e[1] for e in todo], PredictionConfig(**settings_))
+    stable = result.stable
+    recomposed = result.recomposed_unsafe_prob
     labels = list(result.labels)
     Prediction.objects.bulk_create(
         [
@@ -194,6 +207,8 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
                 probs=[round(float(p), 6) for p in result.probs[i]],
                 predicted_label=labels[int(result.predicted_label_index[i])],
                 decision_unsafe=bool(result.decision[i]),
+                recomposed_unsafe_prob=None if recomposed is None else float(recomposed[i]),
+                stable=None if stable is None else bool(stable[i]),
             )
             for i, e in enumerate(todo)
         ],
@@ -201,14 +216,27 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
         ignore_conflicts=True,
     )
     return {
-        "platform": compute_platform(cfg["device"]),
+        "platform": platform,
         "latencies": list(result.batch_latencies_s),
+        "recompose_seconds": result.recompose_seconds,
         "sizes": list(result.batch_sizes),
         "load_seconds": result.load_seconds,
         "peak_rss_bytes": result.peak_rss_bytes,
         "parameter_count": result.parameter_count,
         "size_bytes": result.size_bytes,
     }
+
+
+def _check_platform(profile: dict, platform: dict) -> None:
+    """A worker runs an evaluation only on the CPU its profile declares (int8 kernels, and some int8
+    decisions, differ by instruction set); profiles before this check declared none."""
+    declared = profile.get("isa") or []
+    if declared and profile.get("device", "cpu") == "cpu" and list(platform["isa"]) != list(declared):
+        raise EngineError(
+            "unsupported_platform",
+            f"this worker's CPU ({platform['cpu_model']}) has the instruction sets {platform['isa']}; the "
+            f"evaluation's deployment profile declares {declared}. Run it on a worker with that CPU.",
+        )
 
 
 def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
@@ -250,9 +278,9 @@ def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.nda
     labels = run.artifact.labels
     index = {label: i for i, label in enumerate(labels)}
     by_example = {
-        e: (p, d, c)
-        for e, p, d, c in Prediction.objects.filter(run=run).values_list(
-            "example_id", "unsafe_prob", "decision_unsafe", "predicted_label"
+        e: (p, d, c, st, rp)
+        for e, p, d, c, st, rp in Prediction.objects.filter(run=run).values_list(
+            "example_id", "unsafe_prob", "decision_unsafe", "predicted_label", "stable", "recomposed_unsafe_prob"
         )
     }
     missing = [int(e) for e in example_ids if int(e) not in by_example]
@@ -263,7 +291,22 @@ def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.nda
         "unsafe_prob": np.array([r[0] for r in rows], dtype=np.float64),
         "decision": np.array([r[1] for r in rows], dtype=bool),
         "predicted_class": np.array([index.get(r[2], 0) for r in rows], dtype=np.int64),
+        # None when any prediction lacks the stability pass (runs from before it, or with it switched off)
+        "stable": None if any(r[3] is None for r in rows) else np.array([r[3] for r in rows], dtype=bool),
+        "recomposed_unsafe_prob": None if any(r[4] is None for r in rows) else np.array([r[4] for r in rows]),
     }
+
+
+def stability_summary(stable: np.ndarray | None, masks: dict[str, np.ndarray]) -> dict | None:
+    """Share of decisions that changed when the batches were recomposed, overall and per group."""
+    if stable is None:
+        return None
+
+    def share(mask: np.ndarray) -> dict:
+        n, unstable = int(mask.sum()), int((~stable[mask]).sum())
+        return {"n": n, "unstable": unstable, "unstable_rate": unstable / n if n else None}
+
+    return {**share(masks["overall"]), "groups": {key: share(mask) for key, mask in masks.items()}}
 
 
 def _distinct(records: list[dict]) -> list[dict]:
@@ -307,8 +350,16 @@ def _finish(run: EvaluationRun) -> None:
             "platforms": _distinct([t["platform"] for t in timings if "platform" in t]),
         }
     )
+    stability = stability_summary(out["stable"], group_masks(a["slice"], a["subgroup"], min_subgroup_n=MIN_SUBGROUP_N))
+    if stability is not None:
+        stability = {
+            "seed": run.config.get("stability_seed"),
+            "method": STABILITY_METHOD,
+            "seconds": sum(t.get("recompose_seconds", 0.0) for t in timings),
+            **stability,
+        }
     now = timezone.now()
-    run.metrics, run.runtime = metrics, runtime
+    run.metrics, run.runtime, run.stability = metrics, runtime, stability
     run.status, run.progress_stage, run.progress_percent = RunStatus.SUCCEEDED, "done", 100
     run.finished_at = now
     assert run.started_at is not None  # set by evaluation_run_start, before any chunk exists
@@ -320,7 +371,12 @@ def _finish(run: EvaluationRun) -> None:
         action="evaluation.succeeded",
         object_type=OBJECT_TYPE,
         object_id=run.pk,
-        payload={"metrics_digest": digest(metrics), "overall": overall, "examples": len(a["y"])},
+        payload={
+            "metrics_digest": digest(metrics),
+            "overall": overall,
+            "examples": len(a["y"]),
+            "unstable_rate": None if stability is None else stability["unstable_rate"],
+        },
     )
 
 

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from governance.models import Decision, DecisionKind, Release, ThresholdPolicy, ThresholdRule
+from governance.models import Decision, DecisionKind, FlipBasis, Release, ThresholdPolicy, ThresholdRule
 
 
 class RuleOutput(serializers.ModelSerializer):
@@ -25,7 +25,17 @@ class PolicyOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ThresholdPolicy
-        fields = ("id", "name", "version", "description", "taxonomy", "rules", "published_at")
+        fields = (
+            "id",
+            "name",
+            "version",
+            "description",
+            "taxonomy",
+            "flip_basis",
+            "required_profile",
+            "rules",
+            "published_at",
+        )
 
 
 class DecisionOutput(serializers.ModelSerializer):
@@ -55,6 +65,16 @@ class ReleaseInput(serializers.Serializer):
 class TransitionInput(serializers.Serializer):
     expected_version = serializers.IntegerField(
         required=False, allow_null=True, default=None, help_text="The version you loaded; a stale one gets 409."
+    )
+
+
+class StartEvaluationInput(TransitionInput):
+    profile = serializers.JSONField(
+        required=False,
+        default=None,
+        help_text="The deployment profile to evaluate under (fields: batch_size, batching fixed|length_sorted|single, "
+        "padding_side, max_length, threads, device, isa, quantized_engine); omitted fields take the policy's "
+        "required profile, then this installation's defaults. Breaking the policy's requirement is a 400.",
     )
 
 
@@ -193,3 +213,14 @@ class PolicyInput(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     taxonomy = serializers.IntegerField(required=False, allow_null=True, default=None)
     rules = RuleInput(many=True, allow_empty=False)
+    flip_basis = serializers.ChoiceField(
+        choices=FlipBasis.choices,
+        default=FlipBasis.STABLE,
+        help_text="Which flips the gate counts: 'stable' (hold when the batches are recomposed) or 'all'.",
+    )
+    required_profile = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text='Deployment-profile fields every evaluation under this policy must use, e.g. {"batch_size": 1, '
+        '"batching": "single"}; "isa" lists instruction sets the CPU must have.',
+    )

@@ -16,7 +16,7 @@ from .serializers import (
     ReleaseInput,
     ReleaseOutput,
     ReleaseSummaryOutput,
-    TransitionInput,
+    StartEvaluationInput,
 )
 
 READERS = (Role.ENGINEER, Role.OFFICER)
@@ -95,10 +95,10 @@ class ReleaseStartEvaluation(APIView):
     permission_classes = [HasRole]
     allowed_roles = (Role.ENGINEER,)
 
-    @extend_schema(request=TransitionInput, responses={202: ReleaseOutput})
+    @extend_schema(request=StartEvaluationInput, responses={202: ReleaseOutput})
     def post(self, request, pk: int):
         generics.get_object_or_404(selectors.releases_visible_to(request.user), pk=pk)
-        data = TransitionInput(data=request.data)
+        data = StartEvaluationInput(data=request.data)
         data.is_valid(raise_exception=True)
         release = release_start_evaluation(actor=request.user, release_id=pk, **data.validated_data)
         return Response(ReleaseOutput(release).data, status=status.HTTP_202_ACCEPTED)

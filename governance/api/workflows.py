@@ -172,6 +172,8 @@ class PolicyPublish(APIView):
             rules=[dict(r) for r in v["rules"]],
             taxonomy=taxonomy,
             description=v["description"],
+            flip_basis=v["flip_basis"],
+            required_profile=v["required_profile"],
         )
         return Response(PolicyOutput(policy).data, status=status.HTTP_201_CREATED)
 

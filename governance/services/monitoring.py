@@ -9,6 +9,7 @@ from django.utils import timezone
 from accounts.errors import PermissionDenied, ValidationFailed
 from accounts.models import Role
 from evaluations.services.comparisons import comparison_compute
+from evaluations.services.profiles import config_profile
 from evaluations.services.runs import evaluation_config, evaluation_run_request
 from governance.models import (
     AuthorityGrant,
@@ -81,7 +82,7 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
         with transaction.atomic():
             schedule = (
                 RevalidationSchedule.objects.select_for_update()
-                .select_related("release__experiment", "release__candidate")
+                .select_related("release__experiment", "release__candidate", "release__baseline_evaluation")
                 .get(pk=schedule_id)
             )
             if schedule.next_run_at > now:
@@ -91,7 +92,13 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
             schedule.last_run_at = now
             schedule.next_run_at = now + dt.timedelta(hours=schedule.interval_hours)
             schedule.save(update_fields=["runs", "last_run_at", "next_run_at"])
-            config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels, revalidation=schedule.runs)
+            # the release's own deployment profile, so that the comparison with its baseline holds
+            baseline_config = release.baseline_evaluation.config if release.baseline_evaluation else {}
+            config = evaluation_config(
+                unsafe_labels=release.experiment.unsafe_labels,
+                profile=config_profile(baseline_config) if baseline_config else None,
+                revalidation=schedule.runs,
+            )
             run = evaluation_run_request(
                 actor=None, artifact=release.candidate, suite_version=release.suite_version, config=config
             )

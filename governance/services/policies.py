@@ -5,8 +5,18 @@ from django.db import transaction
 from accounts.errors import PermissionDenied, ValidationFailed
 from accounts.models import Role
 from evaluations.engine import catalog as metric_catalog
+from evaluations.error_codes import EvaluationsErrorCode
+from evaluations.services.profiles import required_profile_problems
 from governance.gate import RuleSpec, RuleVerdict, judge
-from governance.models import FailureMode, JudgedBound, RiskTaxonomy, RuleKind, ThresholdPolicy, ThresholdRule
+from governance.models import (
+    FailureMode,
+    FlipBasis,
+    JudgedBound,
+    RiskTaxonomy,
+    RuleKind,
+    ThresholdPolicy,
+    ThresholdRule,
+)
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
@@ -66,11 +76,30 @@ def _validate_rule(index: int, rule: dict) -> None:
 
 
 def threshold_policy_publish(
-    *, actor, name: str, rules: list[dict], taxonomy: RiskTaxonomy | None = None, description: str = ""
+    *,
+    actor,
+    name: str,
+    rules: list[dict],
+    taxonomy: RiskTaxonomy | None = None,
+    description: str = "",
+    flip_basis: str = FlipBasis.STABLE,
+    required_profile: dict | None = None,
 ) -> ThresholdPolicy:
+    """Publish the next version of a policy: its rules, which flips its gate counts (``flip_basis``) and the
+    deployment-profile fields every evaluation under it must use (``required_profile``)."""
     _require_policy_author(actor)
     if not rules:
         raise ValidationFailed("A policy needs at least one rule.", details={"rules": ["May not be empty."]})
+    if flip_basis not in FlipBasis.values:
+        raise ValidationFailed("Unknown flip basis.", details={"flip_basis": [f"One of {FlipBasis.values}."]})
+    required_profile = {} if required_profile is None else required_profile
+    problems = required_profile_problems(required_profile)
+    if problems:
+        raise ValidationFailed(
+            "The required deployment profile is invalid.",
+            code=EvaluationsErrorCode.INVALID_PROFILE,
+            details={f"required_{key}" if key.startswith("profile") else key: v for key, v in problems.items()},
+        )
     for index, rule in enumerate(rules):
         _validate_rule(index, rule)
     with transaction.atomic():
@@ -80,6 +109,8 @@ def threshold_policy_publish(
             version=(latest.version + 1) if latest else 1,
             taxonomy=taxonomy,
             description=description,
+            flip_basis=flip_basis,
+            required_profile=required_profile,
             created_by=actor,
         )
         ThresholdRule.objects.bulk_create([ThresholdRule(policy=policy, **rule) for rule in rules])
@@ -88,7 +119,13 @@ def threshold_policy_publish(
             action="policy.published",
             object_type="policy",
             object_id=policy.pk,
-            payload={"name": name, "version": policy.version, "rules_digest": digest(rules)},
+            payload={
+                "name": name,
+                "version": policy.version,
+                "rules_digest": digest(rules),
+                "flip_basis": flip_basis,
+                "required_profile": required_profile,
+            },
         )
     return policy
 
@@ -106,6 +143,7 @@ def rule_spec(rule: ThresholdRule) -> RuleSpec:
         red_limit=rule.red_limit,
         higher_is_better=rule.higher_is_better,
         runtime=rule.metric in RUNTIME_METRICS,
+        flip_basis=rule.policy.flip_basis,
     )
 
 

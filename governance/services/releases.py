@@ -100,17 +100,25 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
     return release
 
 
-def release_start_evaluation(*, actor, release_id: int, expected_version: int | None = None) -> Release:
-    """draft → evaluating: pin the policy, request both evaluations, and enqueue them after commit.
-    A refusal (not the owner, stale version, not a draft) is recorded in the ledger."""
-    return guarded(actor, release_id, lambda: _start_evaluation(actor, release_id, expected_version))
+def release_start_evaluation(
+    *, actor, release_id: int, expected_version: int | None = None, profile: dict | None = None
+) -> Release:
+    """draft → evaluating: pin the policy, request both evaluations under one deployment profile (the
+    requested ``profile`` over the policy's required one; a 400 when it breaks the requirement), and
+    enqueue them after commit. A refusal (not the owner, stale version, not a draft, profile) is recorded
+    in the ledger."""
+    return guarded(actor, release_id, lambda: _start_evaluation(actor, release_id, expected_version, profile))
 
 
-def _start_evaluation(actor, release_id: int, expected_version: int | None) -> Release:
+def _start_evaluation(actor, release_id: int, expected_version: int | None, profile: dict | None) -> Release:
     with transaction.atomic():
         release = locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
         expect(release, ReleaseStatus.DRAFT)
-        config = evaluation_config(unsafe_labels=release.experiment.unsafe_labels)
+        config = evaluation_config(
+            unsafe_labels=release.experiment.unsafe_labels,
+            profile=profile,
+            required_profile=release.policy.required_profile,
+        )
         baseline = evaluation_run_request(
             actor=actor, artifact=release.experiment.base_artifact, suite_version=release.suite_version, config=config
         )
@@ -128,6 +136,7 @@ def _start_evaluation(actor, release_id: int, expected_version: int | None) -> R
                 "policy_pinned": release.policy_id,
                 "baseline_evaluation": baseline.pk,
                 "candidate_evaluation": candidate.pk,
+                "profile": config["profile"],
             },
             fields=("baseline_evaluation", "candidate_evaluation", "failure_reason"),
         )
