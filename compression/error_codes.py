@@ -29,6 +29,7 @@ class CompressionErrorCode(StrEnum):
     METHOD_UNAVAILABLE = EngineErrorCode.METHOD_UNAVAILABLE.value  # 400: a method this environment cannot run
     CANCELLED = EngineErrorCode.CANCELLED.value  # run failure: the job was asked to stop
     STORAGE_ERROR = EngineErrorCode.STORAGE_ERROR.value  # run failure: the shared storage renamed an upload
+    UNSUPPORTED_PLATFORM = EngineErrorCode.UNSUPPORTED_PLATFORM.value  # run failure: not the profile's CPU/engine
     # The app's own codes.
     EMPTY_SUITE = "empty_suite"  # 400: the data suite has no examples in a field the method needs
     RUN_FINISHED = "run_finished"  # 409: cancelling a run that already finished

@@ -134,4 +134,12 @@ def judge(rules: list[RuleSpec] | tuple[RuleSpec, ...], results: dict) -> GateRe
 
 
 def verdicts_as_json(verdicts) -> list[dict]:
-    return [asdict(v) for v in verdicts]
+    """The verdicts as stored and digested. `flip_basis` appears only on flip-rate verdicts, so every other
+    verdict keeps the JSON (and digest) it always had."""
+    out = []
+    for verdict in verdicts:
+        data = asdict(verdict)
+        if data["flip_basis"] is None:
+            del data["flip_basis"]
+        out.append(data)
+    return out

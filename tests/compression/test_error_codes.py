@@ -24,6 +24,7 @@ def test_the_values_are_the_strings_used_before():
         "method_unavailable",
         "cancelled",
         "storage_error",
+        "unsupported_platform",
     ]
     assert sorted(EngineErrorCode) == sorted(engine)
     assert set(EngineErrorCode) == ERROR_CODES

@@ -64,10 +64,10 @@ def test_runtime_ratios_are_the_catalogues() -> None:
         assert (spec.rules is RuleUse.ABSOLUTE_ONLY) == (spec.scope is Scope.RUNTIME), spec.name
 
 
-def test_comparison_metrics_are_the_flip_rate_only() -> None:
-    """A comparison-scope metric has its formula in governance (rules) and exports (dossier): flips / n.
-    A new one needs both; this test names the one there is."""
-    assert catalog.names(scope=Scope.COMPARISON) == ("flip_rate",)
+def test_comparison_metrics_are_the_flip_rate_and_the_decision_instability() -> None:
+    """A comparison-scope metric has its formula in governance (rules) and exports (dossier): flips / n, and
+    the candidate's unstable share (or its change). A new one needs both; this test names the ones there are."""
+    assert catalog.names(scope=Scope.COMPARISON) == ("flip_rate", "decision_instability")
 
 
 def test_rules_may_judge_exactly_the_catalogued_metrics() -> None:

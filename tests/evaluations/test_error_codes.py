@@ -19,6 +19,9 @@ def test_the_registry_keeps_the_strings_clients_already_see():
         "evaluation_not_ready",
         "different_inputs",
         "different_classes",
+        "different_profiles",
+        "invalid_profile",
+        "profile_not_allowed",
         "time_limit",
         "internal_error",
     ]

@@ -270,3 +270,53 @@ def test_the_gate_and_the_agreement_maths_are_pure():
         modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert modules <= {"dataclasses", "collections"}, (name, modules)
+
+
+def _flip_results(*, flips: int, stable_flips: int | None, instability: dict | None = None) -> dict:
+    group = {"n": 100, "flips": flips, "stable_flips": stable_flips, "metrics": {}, "instability": instability}
+    return {"groups": {"overall": group}}
+
+
+FLIP_RULE = {
+    "metric": "flip_rate",
+    "kind": "absolute",
+    "bound": "point",
+    "green_limit": 0.05,
+    "red_limit": 0.15,
+    "higher_is_better": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("basis", "stable_flips", "value", "zone", "said"),
+    [
+        ("stable", 4, 0.04, GREEN, "stable"),  # 20 flips, of which 4 hold when the batches are recomposed
+        ("all", 4, 0.20, RED, "all"),
+        ("stable", None, 0.20, RED, "all (no stability pass)"),  # no stability pass: every flip counts
+    ],
+)
+def test_flip_rate_counts_the_policys_flips_and_says_which(basis, stable_flips, value, zone, said):
+    result = judge([_rule(**FLIP_RULE, flip_basis=basis)], _flip_results(flips=20, stable_flips=stable_flips))
+    verdict = result.as_json()[0]
+    assert verdict["value"] == pytest.approx(value) and verdict["zone"] == zone and verdict["flip_basis"] == said
+    assert list(verdict)[-1] == "flip_basis"  # only flip-rate verdicts carry it (see the pinned test above)
+
+
+@pytest.mark.parametrize(
+    ("kind", "bound", "instability", "expected", "zone"),
+    [
+        ("absolute", "point", {"baseline": 0.0, "candidate": 0.004}, 0.004, GREEN),
+        ("absolute", "point", {"baseline": 0.0, "candidate": 0.03}, 0.03, RED),
+        ("delta", "point", {"baseline": 0.001, "candidate": 0.011}, 0.01, AMBER),
+        ("delta", "ci_high", {"baseline": 0.0, "candidate": 0.01}, None, AMBER),  # no interval: no evidence
+        ("absolute", "point", None, None, AMBER),  # no stability pass: no evidence
+    ],
+)
+def test_decision_instability_judges_the_candidates_unstable_share(kind, bound, instability, expected, zone):
+    rule = _rule(
+        metric="decision_instability", kind=kind, bound=bound, green_limit=0.005, red_limit=0.02, higher_is_better=False
+    )
+    verdict = judge([rule], _flip_results(flips=0, stable_flips=0, instability=instability)).verdicts[0]
+    assert verdict.zone == zone
+    assert verdict.value == pytest.approx(expected) if expected is not None else verdict.value is None
+    assert "flip_basis" not in verdicts_as_json([verdict])[0]
