@@ -198,6 +198,18 @@ DEFAULT_POLICY_RULES = [
         "green_limit": 0.05,
         "red_limit": 0.15,
     },
+    {
+        "code": "decision-instability",
+        "title": "Candidate decisions that move with the batch",
+        "failure_mode_code": "decision-drift",
+        "metric": "decision_instability",
+        "group": "overall",
+        "kind": "absolute",
+        "bound": "point",
+        "higher_is_better": False,
+        "green_limit": 0.01,
+        "red_limit": 0.05,
+    },
 ]
 
 MITIGATIONS = [

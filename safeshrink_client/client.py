@@ -158,8 +158,13 @@ class Client:
             on_progress=on_progress,
         )
 
-    def evaluate_release(self, release: dict) -> dict:
-        return self.post(f"/api/releases/{release['id']}/evaluate/", {"expected_version": release["version"]})
+    def evaluate_release(self, release: dict, profile: dict | None = None) -> dict:
+        """Start the release's evaluation, under ``profile`` (deployment-profile fields such as
+        {"batching": "single"}; omitted: the policy's required profile, then the server's defaults)."""
+        body: dict = {"expected_version": release["version"]}
+        if profile is not None:
+            body["profile"] = profile
+        return self.post(f"/api/releases/{release['id']}/evaluate/", body)
 
     # Officers
     def decide(self, release: dict, kind: str, rationale: str) -> dict:
