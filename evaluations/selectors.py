@@ -45,8 +45,16 @@ def comparisons_visible_to(user) -> QuerySet[Comparison]:
 
 
 def flips_filtered(
-    *, comparison_id: int, slice: str | None = None, subgroup: str | None = None, direction: str | None = None
+    *,
+    comparison_id: int,
+    slice: str | None = None,
+    subgroup: str | None = None,
+    direction: str | None = None,
+    stable: bool | None = None,
 ) -> QuerySet[Flip]:
+    """A comparison's flips in suite order. `stable`: True keeps the flips that hold in both passes for both
+    models, False those that moved with the batches; None keeps all. A comparison without a stability pass
+    (Flip.stable null) has no flip either way."""
     qs = Flip.objects.filter(comparison_id=comparison_id).select_related("example").order_by("example__position")
     if slice:
         qs = qs.filter(example__slice=slice)
@@ -54,6 +62,8 @@ def flips_filtered(
         qs = qs.filter(example__subgroup=subgroup)
     if direction:
         qs = qs.filter(direction=direction)
+    if stable is not None:
+        qs = qs.filter(stable=stable)
     return qs
 
 

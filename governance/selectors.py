@@ -1,5 +1,6 @@
 """Governance's plain reads: what a user may see, which decisions they are offered, the approval policy and
-authority of a tier, a release's evidence digests, mitigations, and the blind view of a review task.
+authority of a tier, a release's evidence digests, mitigations, the flips a blind review samples from, and
+the blind view of a review task.
 Services and views both read through here; nothing here writes."""
 
 import statistics
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from compression.models import RiskTier
+from evaluations.models import Flip
 from governance.lifecycle import decisions_from
 from governance.models import (
     ApprovalPolicy,
@@ -160,6 +162,37 @@ def mitigations_for(release: Release) -> list[MitigationTemplate]:
     codes = {v.get("rule") for v in release.gate or [] if v["zone"] != Zone.GREEN}
     modes = set(release.policy.rules.filter(code__in=codes).values_list("failure_mode_code", flat=True))
     return [m for m in MitigationTemplate.objects.order_by("code") if modes & set(m.failure_mode_codes)]
+
+
+def review_pool(comparison) -> tuple[list[int], dict]:
+    """The flips a blind review samples from (ids in order), and a record of that choice for the ledger.
+    With a stability pass (Flip.stable set) only the stable flips: a flip that moved when the batches were
+    recomposed says more about batching than about compression, and reviewers' time goes to flips that hold.
+    Without one (older comparisons, Flip.stable null) every flip, as before."""
+    rows = list(Flip.objects.filter(comparison=comparison).order_by("pk").values_list("pk", "stable"))
+    if rows:
+        has_pass = any(stable is not None for _, stable in rows)
+    else:  # no flip to tell by: the results say whether the runs had a stability pass
+        has_pass = unstable_flips_not_sampled(comparison) is not None
+    if not has_pass:
+        record = {"basis": "all", "flips": len(rows), "stable_flips": None, "unstable_left_out": None}
+        return [pk for pk, _ in rows], record
+    pool = [pk for pk, stable in rows if stable]
+    record = {
+        "basis": "stable",
+        "flips": len(rows),
+        "stable_flips": len(pool),
+        "unstable_left_out": len(rows) - len(pool),
+    }
+    return pool, record
+
+
+def unstable_flips_not_sampled(comparison) -> int | None:
+    """How many of a comparison's flips moved when the batches were recomposed and so are left out of its
+    blind review (review_pool samples stable flips only), from the comparison's results: no query. None when
+    the comparison has no stability pass (every flip could be sampled) or no results yet."""
+    stability = (comparison.results or {}).get("stability") if comparison is not None else None
+    return (stability.get("flips") or {}).get("unstable") if stability else None
 
 
 def review_task_view(task: ReviewTask) -> dict:

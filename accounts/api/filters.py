@@ -6,8 +6,9 @@ A list view declares
     filters = (Filter.int("experiment", field="experiment_id"), Filter.choice("status", RunStatus))
 
 and calls `apply_filters(self, qs)` in `get_queryset`. A value that is not an integer, not one of the
-allowed values, not a date, or holds a NUL byte is a 400 in the error model naming the parameter (and the
-allowed values), never an empty list and never a 500. Unknown parameters are ignored, as HTTP APIs do.
+allowed values, not a date, not `true`/`false` for a boolean, or holds a NUL byte is a 400 in the error
+model naming the parameter (and the allowed values), never an empty list and never a 500. Unknown
+parameters are ignored, as HTTP APIs do.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from accounts.errors import ValidationFailed
 
 INT_MAX = 2**63 - 1  # bigint primary keys
 STR_MAX_LENGTH = 200
+BOOL_VALUES = ("true", "false")  # a boolean filter's only spellings (what OpenAPI clients send for a boolean)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Filter:
     """One query parameter of a list view."""
 
     name: str
-    type: str  # "int" | "choice" | "datetime" | "str"
+    type: str  # "int" | "choice" | "datetime" | "bool" | "str"
     field: str  # the ORM lookup the value filters on ("" = the view applies it itself)
     choices: tuple[str, ...] = ()
     description: str = ""
@@ -77,6 +79,18 @@ class Filter:
         """A date (YYYY-MM-DD) or an ISO 8601 date-time; compare with `field` (e.g. `occurred_at__gte`)."""
         return cls(name, "datetime", field if field is not None else name, description=description)
 
+    @classmethod
+    def bool(cls, name: str, *, field: str | None = None, description: str = "") -> Filter:
+        """`true` or `false` (exactly, lower case, as JSON writes them); anything else is a 400. The schema
+        documents it as an OpenAPI boolean; without a description it says so in words."""
+        return cls(
+            name,
+            "bool",
+            field if field is not None else name,
+            choices=BOOL_VALUES,
+            description=description or "true or false; anything else is a 400.",
+        )
+
     # -- parsing --------------------------------------------------------------------------------------
 
     def parse(self, raw: str) -> Any:
@@ -94,6 +108,10 @@ class Filter:
                     details={self.name: [f"Must be one of: {allowed}."]},
                 )
             return raw
+        if self.type == "bool":
+            if raw not in BOOL_VALUES:
+                raise _invalid(self.name, f"must be true or false, not {_show(raw)}.")
+            return raw == "true"
         if self.type == "datetime":
             value = _parse_moment(raw)
             if value is None:
@@ -110,6 +128,8 @@ class Filter:
             return {"type": "integer", "minimum": 1, "maximum": INT_MAX}
         if self.type == "choice":
             return {"type": "string", "enum": list(self.choices)}
+        if self.type == "bool":
+            return {"type": "boolean"}
         if self.type == "datetime":
             return {"type": "string", "format": "date-time"}
         return {"type": "string", "minLength": 0 if self.allow_empty else 1, "maxLength": self.max_length}

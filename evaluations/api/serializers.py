@@ -49,6 +49,7 @@ class EvaluationOutput(serializers.ModelSerializer):
             "failure_reason",
             "metrics",
             "runtime",
+            "stability",
             "created_at",
         )
 
@@ -60,6 +61,17 @@ class ComparisonOutput(serializers.ModelSerializer):
     class Meta:
         model = Comparison
         fields = ("id", "baseline_run", "candidate_run", "status", "statistics", "results", "flip_count", "created_at")
+        extra_kwargs = {
+            "results": {
+                "help_text": "As computed: `groups` (per group n, flips, stable_flips, metrics, McNemar on all and on "
+                "stable flips, instability), `stability` (both runs' stability passes and the flips that hold in "
+                "both; null when a run had none) and `runtime` (both models timed side by side)."
+            },
+            "statistics": {
+                "help_text": "How the results were computed: bootstrap settings, test methods (`stable_test`), "
+                "the deployment `profile`."
+            },
+        }
 
 
 class FlipOutput(serializers.ModelSerializer):
@@ -67,7 +79,7 @@ class FlipOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Flip
-        fields = ("id", "example", "baseline_prob", "candidate_prob", "direction", "candidate_correct")
+        fields = ("id", "example", "baseline_prob", "candidate_prob", "direction", "candidate_correct", "stable")
 
 
 class SuiteImportProgressOutput(serializers.Serializer):

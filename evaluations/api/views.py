@@ -81,7 +81,7 @@ class ComparisonDetail(generics.RetrieveAPIView):
 
 
 class ComparisonFlips(generics.ListAPIView):
-    """The flip set; filter with ?slice=…&subgroup=…&direction=to_unsafe|to_safe"""
+    """The flip set; filter with ?slice=…&subgroup=…&direction=to_unsafe|to_safe&stable=true|false"""
 
     permission_classes = [HasRole]
     allowed_roles = READERS
@@ -90,6 +90,13 @@ class ComparisonFlips(generics.ListAPIView):
         Filter.choice("slice", Slice, field=""),
         Filter.str("subgroup", field=""),
         Filter.choice("direction", FlipDirection, field=""),
+        Filter.bool(
+            "stable",
+            field="",
+            description="true: only flips that hold in both passes for both models (the decision did not move "
+            "when the batches were recomposed); false: only those that did move. A comparison without a "
+            "stability pass has none either way. Anything else is a 400.",
+        ),
     )
 
     def get_queryset(self):

@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from accounts.errors import Conflict, NotFound, ValidationFailed
 from accounts.models import Role, User
-from evaluations.models import Flip
 from governance.agreement import cohens_kappa
 from governance.error_codes import GovernanceErrorCode
 from governance.models import (
@@ -21,7 +20,7 @@ from governance.models import (
     ReviewTask,
     Zone,
 )
-from governance.selectors import approval_policy_for
+from governance.selectors import approval_policy_for, review_pool
 from ledger.services import ledger_append
 
 from .escalations import escalation_open
@@ -37,16 +36,25 @@ def _eligible_reviewers(release: Release) -> list[User]:
 
 
 def review_tasks_create(*, release: Release) -> list[ReviewTask]:
-    """Sample the flip set (seeded by the release) and assign each item to distinct reviewers.
-    Runs inside the caller's transaction. With no eligible reviewer an escalation is opened."""
+    """Sample the flip set (seeded by the release; stable flips only where the comparison has a stability
+    pass: governance.selectors.review_pool) and assign each item to distinct reviewers; the ledger event
+    records what was sampled from. Runs inside the caller's transaction. With nothing to review or no
+    eligible reviewer an escalation is opened."""
     policy = approval_policy_for(release.experiment.risk_tier)
-    flips = list(Flip.objects.filter(comparison=release.comparison).order_by("pk").values_list("pk", flat=True))
+    flips, sampled_from = review_pool(release.comparison)
     rng = random.Random(f"review:{release.pk}")
     sample = sorted(rng.sample(flips, min(policy.review_sample_size, len(flips))))
     reviewers = _eligible_reviewers(release)
     per_item = min(policy.reviewers_per_item, len(reviewers))
     if not sample or per_item == 0:
-        reason = "no flipped examples to review" if not sample else "no eligible reviewer"
+        reason = "no eligible reviewer"
+        if not sample:
+            reason = "no flipped examples to review"
+            if sampled_from["unstable_left_out"]:
+                reason = (
+                    f"no stable flipped example to review ({sampled_from['unstable_left_out']} flips moved when "
+                    "the batches were recomposed and are left out)"
+                )
         escalation_open(
             release=release,
             trigger=EscalationTrigger.OVERDUE_REVIEW,
@@ -71,7 +79,12 @@ def review_tasks_create(*, release: Release) -> list[ReviewTask]:
         action="release.review_started",
         object_type="release",
         object_id=release.pk,
-        payload={"items": len(sample), "reviewers_per_item": per_item, "deadline": deadline.isoformat()},
+        payload={
+            "items": len(sample),
+            "reviewers_per_item": per_item,
+            "deadline": deadline.isoformat(),
+            "sampled_from": sampled_from,
+        },
     )
     return tasks
 

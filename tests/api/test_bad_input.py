@@ -36,6 +36,7 @@ def clients(light_world):
         ("/api/runs/?experiment=1.5", "experiment"),
         ("/api/escalations/?release=-3", "release"),
         ("/api/runs/?experiment=99999999999999999999999", "experiment"),
+        ("/api/comparisons/1/flips/?stable=yes", "stable"),
     ],
 )
 def test_non_numeric_filters_are_400_naming_the_parameter(clients, path, parameter):
@@ -180,15 +181,23 @@ def test_unknown_web_paths_stay_html(client):
 
 
 def test_filter_spec_parses_and_refuses():
-    specs = (Filter.int("run"), Filter.choice("zone", ["green", "red"]), Filter.date("since"), Filter.str("name"))
+    specs = (
+        Filter.int("run"),
+        Filter.choice("zone", ["green", "red"]),
+        Filter.date("since"),
+        Filter.str("name"),
+        Filter.bool("stable"),
+    )
 
     class Params(dict):
         def getlist(self, key):
             return [self[key]] if key in self else []
 
-    values = parse_filters(specs, Params(run="7", zone="red", since="2026-01-02", name="x"))
+    values = parse_filters(specs, Params(run="7", zone="red", since="2026-01-02", name="x", stable="false"))
     assert values["run"] == 7 and values["zone"] == "red" and values["since"].isoformat().startswith("2026-01-02T00")
-    for bad in ({"run": "0"}, {"zone": "blue"}, {"since": "2026-13-01"}, {"name": ""}, {"name": "a\x00"}):
+    assert values["stable"] is False and parse_filters(specs, Params(stable="true"))["stable"] is True
+    bad_values = ({"run": "0"}, {"zone": "blue"}, {"since": "2026-13-01"}, {"name": ""}, {"name": "a\x00"})
+    for bad in (*bad_values, {"stable": "True"}, {"stable": "1"}, {"stable": ""}):
         with pytest.raises(ValidationFailed) as refused:
             parse_filters(specs, Params(bad))
         assert list(refused.value.details) == list(bad)

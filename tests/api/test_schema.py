@@ -46,7 +46,7 @@ def test_every_operation_documents_its_errors_in_the_error_model(openapi):
         ("/api/runs/", {"status", "experiment"}),
         ("/api/releases/", {"status", "zone"}),
         ("/api/escalations/", {"status", "release"}),
-        ("/api/comparisons/{id}/flips/", {"slice", "subgroup", "direction"}),
+        ("/api/comparisons/{id}/flips/", {"slice", "subgroup", "direction", "stable"}),
         ("/api/suite-versions/{id}/examples/", {"slice", "subgroup", "label"}),
         ("/api/artifacts/", {"name", "parent"}),
     ],
@@ -56,7 +56,13 @@ def test_list_filters_are_declared_with_their_types(openapi, path, names):
     assert names <= set(parameters)
     for name in names:
         schema = parameters[name]
-        assert "enum" in schema or schema["type"] == "integer" and schema["minimum"] == 1 or "maxLength" in schema
+        assert (
+            "enum" in schema
+            or schema["type"] == "integer"
+            and schema["minimum"] == 1
+            or "maxLength" in schema
+            or schema == {"type": "boolean"}
+        )
     assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 500}
 
 
