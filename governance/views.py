@@ -1,5 +1,7 @@
 """Server-rendered pages for officers. Views read through selectors and write through services."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -14,6 +16,7 @@ from accounts.models import Role, User
 from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
+from evaluations.services.profiles import config_profile
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.selectors import (
@@ -83,6 +86,122 @@ def _choice_filters(request: HttpRequest, allowed: dict[str, list[str]]) -> tupl
     return values, refused
 
 
+# A verdict's `flip_basis` (governance.gate: flip-rate rules only) in words: which flips the rule counted.
+FLIP_BASIS_COUNTED = {
+    "stable": "stable flips only",
+    "all": "every flip",
+    "all (no stability pass)": "every flip (no stability pass: stable flips could not be told apart)",
+}
+# The flips filter `stable`: flips that hold when the batches are recomposed, or those that move with them.
+STABLE_FILTER = {"true": True, "false": False}
+BATCHING_TEXT = {
+    "fixed": "in suite order, a fixed number at a time",
+    "length_sorted": "sorted by token length, then a fixed number at a time",
+    "single": "one example at a time (an online service)",
+}
+
+
+def _group_order(key: str) -> tuple:
+    """overall, then slices, then subgroups, each by name (the order of the dossier's tables)."""
+    kind, _, name = key.partition(":")
+    rank = {"slice": 1, "subgroup": 2}.get(kind, 3) if key != "overall" else 0
+    return (rank, name or key)
+
+
+def _percent(rate) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _evaluation_conditions(release) -> dict | None:
+    """The deployment profile the evaluations ran under (the baseline's configuration: a comparison requires
+    both runs to share it), the platforms each run's predictions were actually computed on, and how the
+    comparison timed both models."""
+    base = release.baseline_evaluation
+    if base is None:
+        return None
+    config = base.config or {}
+    profile = config_profile(config)
+    runs = [
+        {"role": role, "id": run.pk, "platforms": [p for p in (run.runtime or {}).get("platforms") or [] if p]}
+        for role, run in (("baseline", base), ("candidate", release.candidate_evaluation))
+        if run is not None
+    ]
+    runtime = (release.comparison.results or {}).get("runtime") or {} if release.comparison else {}
+    return {
+        "profile": profile,
+        "batching": BATCHING_TEXT.get(profile.get("batching"), profile.get("batching")),
+        "declared": "profile" in config,
+        "runs": runs,
+        # How the runtime ratios the gate judges were measured (both models side by side in the comparison job).
+        "timing": runtime.get("measurement") or {},
+    }
+
+
+def _share(summary: dict | None, scale: float) -> dict:
+    summary = summary or {}
+    rate = summary.get("unstable_rate")
+    return {
+        "n": summary.get("n"),
+        "unstable": summary.get("unstable"),
+        "rate": _percent(rate),
+        "width": 0 if rate is None or scale <= 0 else round(100 * rate / scale, 1),
+    }
+
+
+def _stability(comparison, policy) -> dict | None:
+    """How stable both models' decisions were when the batches were recomposed (the comparison's
+    results["stability"]), overall and per group, the stable and unstable flips, and which flips and which
+    McNemar test the policy's flip basis makes the release report. `present` is False for comparisons
+    without a stability pass (older evaluations): the page then says so instead of showing numbers."""
+    if comparison is None:
+        return None
+    stability = (comparison.results or {}).get("stability")
+    basis = policy.flip_basis
+    out = {
+        "present": bool(stability),
+        "basis": basis,
+        "basis_text": policy.get_flip_basis_display(),
+        "reported": "stable" if basis == "stable" and stability else "main",
+    }
+    if not stability:
+        return out
+    base, cand = stability.get("baseline") or {}, stability.get("candidate") or {}
+    base_groups, cand_groups = base.get("groups") or {}, cand.get("groups") or {}
+    keys = sorted(set(base_groups) | set(cand_groups), key=_group_order)
+    rates = [
+        r
+        for source in (base, cand, *base_groups.values(), *cand_groups.values())
+        if (r := (source or {}).get("unstable_rate")) is not None
+    ]
+    scale = max(rates, default=0.0)
+    flips = stability.get("flips") or {}
+    out.update(
+        method=stability.get("method") or "",
+        seed=stability.get("seed"),
+        groups=[
+            {
+                "key": key,
+                "n": (base_groups.get(key) or cand_groups.get(key) or {}).get("n"),
+                "baseline": _share(base_groups.get(key), scale),
+                "candidate": _share(cand_groups.get(key), scale),
+            }
+            for key in keys
+        ],
+        stable_flips=flips.get("stable"),
+        unstable_flips=flips.get("unstable"),
+    )
+    return out
+
+
+def _flip_filters(request: HttpRequest) -> tuple[dict[str, str | None], bool]:
+    """The flips table's filters as given (slice, direction, stable: refused when unknown; subgroup)."""
+    filters, refused = _choice_filters(
+        request, {"slice": Slice.values, "direction": FlipDirection.values, "stable": list(STABLE_FILTER)}
+    )
+    filters["subgroup"] = request.GET.get("subgroup") or None
+    return filters, refused
+
+
 @login_required
 def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
     release = access_read(
@@ -90,15 +209,24 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request=request,
         what=f"release page {pk}",
         object_id=pk,
-        read=lambda: get_object_or_404(releases_visible_to(request.user).select_related("comparison"), pk=pk),
+        read=lambda: get_object_or_404(
+            releases_visible_to(request.user).select_related(
+                "comparison", "policy", "baseline_evaluation", "candidate_evaluation"
+            ),
+            pk=pk,
+        ),
     )
-    flip_filters, refused = _choice_filters(request, {"slice": Slice.values, "direction": FlipDirection.values})
-    flip_filters["subgroup"] = request.GET.get("subgroup") or None
+    flip_filters, refused = _flip_filters(request)
     flips = None
     if release.comparison:
-        flips = Paginator(flips_filtered(comparison_id=release.comparison_id, **flip_filters), 20).get_page(
-            request.GET.get("page")
+        selected = flips_filtered(
+            comparison_id=release.comparison_id,
+            slice=flip_filters["slice"],
+            subgroup=flip_filters["subgroup"],
+            direction=flip_filters["direction"],
+            stable=STABLE_FILTER.get(flip_filters["stable"] or ""),
         )
+        flips = Paginator(selected, 20).get_page(request.GET.get("page"))
     groups = (release.comparison.results or {}).get("groups", {}) if release.comparison else {}
     allowed = release_allowed_decisions(release, request.user)
     return render(
@@ -107,10 +235,14 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         status=400 if refused else 200,
         context={
             "release": release,
+            "gate": [{**v, "counted": FLIP_BASIS_COUNTED.get(v.get("flip_basis"), "")} for v in release.gate or []],
             "chart": delta_chart(release.gate or []),
-            "groups": groups,
+            "groups": sorted(groups.items(), key=lambda kv: _group_order(kv[0])),
+            "conditions": _evaluation_conditions(release),
+            "stability": _stability(release.comparison, release.policy),
             "flips": flips,
             "flip_filters": flip_filters,
+            "flip_query": urlencode({k: v for k, v in flip_filters.items() if v}),
             "slices": Slice.choices,
             "directions": FlipDirection.choices,
             "subgroups": sorted(k.split(":", 1)[1] for k in groups if k.startswith("subgroup:")),
@@ -232,16 +364,29 @@ def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("web:release", pk=escalation.release_id)
 
 
+def _unstable_not_sampled(comparison) -> int | None:
+    """How many of a comparison's flips moved when the batches were recomposed (results["stability"]), and so
+    were left out of its blind review, which samples stable flips only; None without a stability pass."""
+    stability = (comparison.results or {}).get("stability") if comparison else None
+    return (stability.get("flips") or {}).get("unstable") if stability else None
+
+
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
-    tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release")
+    tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release__comparison")
+    open_tasks = list(tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk"))
+    releases = {t.release_id: t.release for t in open_tasks}
     return render(
         request,
         "governance/reviews.html",
         {
-            "open": [review_task_view(t) for t in tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk")],
+            "open": [review_task_view(t) for t in open_tasks],
             "done": [
                 review_task_view(t) for t in tasks.filter(submitted_at__isnull=False).order_by("-submitted_at")[:50]
+            ],
+            # Per release with open tasks: the flips left out of the sample because they moved with the batches.
+            "not_sampled": [
+                {"release": pk, "unstable": _unstable_not_sampled(releases[pk].comparison)} for pk in sorted(releases)
             ],
         },
     )
@@ -250,7 +395,9 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    task = get_object_or_404(ReviewTask.objects.select_related("flip__example"), pk=pk, reviewer=request.user)
+    task = get_object_or_404(
+        ReviewTask.objects.select_related("flip__example", "release__comparison"), pk=pk, reviewer=request.user
+    )
     error = None
     if request.method == "POST":
         try:
@@ -266,7 +413,12 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "governance/review.html",
-        {"task": review_task_view(task), "error": error},
+        {
+            "task": review_task_view(task),
+            "error": error,
+            "release_id": task.release_id,
+            "not_sampled": _unstable_not_sampled(task.release.comparison),
+        },
         status=400 if error else 200,
     )
 

@@ -7,7 +7,7 @@ formatted with a fixed precision). Every piece of text is XML-escaped. Styling u
 attributes only, so the SVG looks the same in WeasyPrint and in a browser.
 
 Modules: ``svg`` (primitives), ``groups`` (group order and labels), and one per chart: ``forest``,
-``reliability``, ``subgroups``, ``gate``.
+``reliability``, ``subgroups``, ``gate``, ``stability``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .forest import forest_plot
 from .gate import gate_chart
 from .groups import group_label, group_sort_key
 from .reliability import reliability_diagram
+from .stability import instability_chart, instability_shares
 from .subgroups import subgroup_gaps, subgroup_rates
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "gate_chart",
     "group_label",
     "group_sort_key",
+    "instability_chart",
+    "instability_shares",
     "reliability_diagram",
     "subgroup_gaps",
     "subgroup_rates",

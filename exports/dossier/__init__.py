@@ -9,15 +9,17 @@ same digests.
 - :func:`render_dossier_html` — the dossier as HTML (``templates/exports/dossier.html``).
 - :func:`render_dossier_pdf` — the dossier as PDF bytes (WeasyPrint). Deterministic: the same bundle
   gives byte-identical PDFs (no creation date, a fixed ``/ID`` derived from the bundle digest, rows
-  in a fixed order rather than dict order, fonts named explicitly).
+  in a fixed order rather than dict order, fonts named explicitly, embedded font subsets with a fixed
+  timestamp).
 
 A missing part of the bundle (no taxonomy, no comparison, no reviews, ...) is stated in one line; it
 never makes rendering fail.
 
 Modules: ``format`` (formatters, metric titles and directions from the catalogue), ``evidence_sections``
 (taxonomy, policy, gate, comparisons, runtime, flips, calibration, subgroups), ``governance_sections``
-(artifacts and provenance, reviews, escalations, incidents, decisions, rollout, ledger excerpt), ``narrative``
-(the executive summary) and ``render`` (context, HTML, PDF).
+(artifacts and provenance, reviews, escalations, incidents, decisions, rollout, ledger excerpt),
+``stability_sections`` (evaluation conditions: deployment profile and platforms; decision stability),
+``narrative`` (the executive summary) and ``render`` (context, HTML, PDF).
 """
 
 from __future__ import annotations

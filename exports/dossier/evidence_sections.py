@@ -306,7 +306,8 @@ def _evaluation_runs(evaluations: Mapping) -> list[dict]:
                 "missing": False,
                 "id": _text(run.get("id")),
                 "digest": _text(run.get("artifact_digest")),
-                "config": _pairs(run.get("config")),
+                # The deployment profile is shown on its own (stability_sections._conditions).
+                "config": [(k, v) for k, v in _pairs(run.get("config")) if k != "profile"],
                 "platforms": [
                     _platform_text(p) for p in _l(_d(run.get("runtime")).get("platforms")) if isinstance(p, Mapping)
                 ],
@@ -340,6 +341,8 @@ def _flips(bundle: Mapping) -> dict:
                 if f.get("direction") == "to_safe"
                 else _text(f.get("direction")),
                 "correct": _text(f.get("candidate_correct")) if isinstance(f.get("candidate_correct"), bool) else "—",
+                # Flip.stable: the flip holds when the batches are recomposed; absent or null: no stability pass.
+                "stable": _text(f.get("stable")) if isinstance(f.get("stable"), bool) else "—",
             }
         )
     total = _num(_d(bundle.get("comparison")).get("flip_count"))
@@ -349,6 +352,9 @@ def _flips(bundle: Mapping) -> dict:
         "total": _int(total) if total is not None else _int(len(rows)),
         "to_unsafe": sum(1 for f in items if f.get("direction") == "to_unsafe"),
         "to_safe": sum(1 for f in items if f.get("direction") == "to_safe"),
+        "stable": sum(1 for f in items if f.get("stable") is True),
+        "unstable": sum(1 for f in items if f.get("stable") is False),
+        "marked": any(isinstance(f.get("stable"), bool) for f in items),
     }
 
 

@@ -1,5 +1,6 @@
-"""The dossier's one-page summary: the release, what was compressed and how, the gate, flips, review,
-escalations, decision and rollout, in sentences built from the section contexts."""
+"""The dossier's one-page summary: the release, what was compressed and how, under which deployment profile
+it was evaluated, the gate, flips and their stability, review, escalations, decision and rollout, in sentences
+built from the section contexts."""
 
 from __future__ import annotations
 
@@ -61,6 +62,38 @@ def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
             )
     else:
         flips_text = "No comparison of the candidate with the baseline is recorded."
+    stability = ctx["stability"]
+    if stability["present"]:
+        (_, base_share), (_, cand_share) = stability["models"]
+        counted = stability["basis"]["policy"] or "; ".join(
+            f"{r['title']}: {r['counted']}" for r in stability["basis"]["rules"]
+        )
+        stability_text = (
+            f"Decisions that changed when the batches were recomposed: baseline {base_share}, candidate "
+            f"{cand_share}. Flips: {stability['stable_flips']} stable, {stability['unstable_flips']} unstable"
+            f"{f'; the gate counted {counted}' if counted else ''}; McNemar reported on "
+            f"{'stable flips only' if stability['basis']['reported'] == 'stable' else 'every flip'}"
+        )
+        stable_test = _d(overall.get("mcnemar_stable"))
+        if stability["basis"]["reported"] == "stable" and stable_test:
+            stability_text += (
+                f": baseline right/candidate wrong {_int(stable_test.get('b'))}, the reverse "
+                f"{_int(stable_test.get('c'))}, p = {_pvalue(stable_test.get('p_value'))}"
+                f" (Holm {_pvalue(stable_test.get('p_holm'))})"
+            )
+        stability_text += f" (section {ctx['number']['stability']})."
+    elif comparison:
+        stability_text = "No stability pass recorded: flips cannot be told stable or unstable; every flip counted."
+    else:
+        stability_text = "Not assessed (no comparison)."
+    conditions = dict(ctx["conditions"]["rows"])
+    profile_text = (
+        " Deployment profile: "
+        + ", ".join(f"{label.lower()} {value}" for label, value in conditions.items())
+        + f" (section {ctx['number']['provenance']})."
+        if conditions
+        else ""
+    )
     outcome = ctx["reviews"]["outcome"]
     review_text = (
         f"{outcome['verdict'].upper()}: {outcome['items']} flipped items, {outcome['reviews']} reviews, "
@@ -121,10 +154,11 @@ def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
             "Evaluated on",
             f"{_text(_d(bundle.get('suite_version')).get('suite'))} "
             f"v{_text(_d(bundle.get('suite_version')).get('number'))}, "
-            f"{_int(_d(bundle.get('suite_version')).get('example_count'))} examples.",
+            f"{_int(_d(bundle.get('suite_version')).get('example_count'))} examples.{profile_text}",
         ),
         ("Gate", gate_text),
         ("Flips", flips_text),
+        ("Decision stability", stability_text),
         ("Blind review", review_text),
         ("Escalations", esc_text),
         ("Incidents", f"{len(ctx['incidents'])} reported." if ctx["incidents"] else "None reported."),

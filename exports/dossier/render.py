@@ -4,7 +4,9 @@ function that gives ``Export.bundle_digest``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -58,6 +60,7 @@ from .governance_sections import (
     _rollout,
 )
 from .narrative import _summary
+from .stability_sections import _conditions, _stability
 
 TEMPLATE = "exports/dossier.html"
 #: (anchor, heading) of every numbered section, in order; the template renders exactly these.
@@ -66,6 +69,7 @@ SECTIONS = (
     ("policy", "Risk taxonomy, threshold policy and gate result"),
     ("provenance", "Provenance of the artifacts"),
     ("metrics", "Metrics with confidence intervals"),
+    ("stability", "Decision stability"),
     ("calibration", "Calibration and subgroup error rates"),
     ("runtime", "Runtime and size"),
     ("flips", "Flip-set excerpt"),
@@ -159,13 +163,18 @@ def dossier_context(bundle: Mapping) -> dict:
         "comparison": {
             "present": bool(comparison),
             "id": _text(comparison.get("id")),
-            "statistics": [(k.replace("_", " "), v) for k, v in _pairs(statistics)],
+            # The profile and the stable-only test have their own parts (evaluation conditions, stability).
+            "statistics": [
+                (k.replace("_", " "), v) for k, v in _pairs(statistics) if k not in ("profile", "stable_test")
+            ],
             "groups": _groups_table(comparison),
             "level": _pct(statistics.get("level"), 0) if _num(statistics.get("level")) is not None else "",
         },
         "metric_names": [_metric_name(m) for m in COMPARED_METRICS],
         "other_metrics": _other_metrics(evaluations),
         "evaluation_runs": _evaluation_runs(evaluations),
+        "conditions": _conditions(evaluations, comparison, bundle.get("policy")),
+        "stability": _stability(bundle),
         "runtime": _runtime(evaluations),
         "flips": _flips(bundle),
         "reviews": _reviews(bundle),
@@ -201,7 +210,11 @@ def dossier_context(bundle: Mapping) -> dict:
             )
         ),
         "subgroups": mark_safe(charts.subgroup_gaps(*_subgroup_sources(evaluations, comparison))),
+        "stability": mark_safe(charts.instability_chart(_d(comparison.get("groups")))),
     }
+    # Figures are numbered in document order, counting only the charts drawn.
+    drawn = [name for name in ("gate", "forest", "stability", "reliability", "subgroups") if ctx["charts"][name]]
+    ctx["figures"] = {name: str(i + 1) for i, name in enumerate(drawn)}
     return ctx
 
 
@@ -210,11 +223,30 @@ def render_dossier_html(bundle: Mapping) -> str:
     return render_to_string(TEMPLATE, dossier_context(bundle))
 
 
+# Where WeasyPrint subsets fonts with fontTools (no HarfBuzz-Subset library), each embedded font's `head` table
+# gets the current time as its modification date, unless SOURCE_DATE_EPOCH is set: then it gets that instant.
+FONT_TIMESTAMP_EPOCH = "0"
+
+
+@contextmanager
+def _fixed_font_timestamps():
+    """SOURCE_DATE_EPOCH for the duration of one rendering, unless the environment already sets it."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        yield
+        return
+    os.environ["SOURCE_DATE_EPOCH"] = FONT_TIMESTAMP_EPOCH
+    try:
+        yield
+    finally:
+        os.environ.pop("SOURCE_DATE_EPOCH", None)
+
+
 def render_dossier_pdf(bundle: Mapping) -> bytes:
     """The dossier as PDF bytes; the same bundle always gives the same bytes (see the module docstring)."""
     from weasyprint import HTML  # imported lazily: only the export worker renders PDFs
 
     digest = bundle_digest(bundle)
     html = render_dossier_html(bundle)
-    document = HTML(string=html, base_url=None).render()
-    return document.write_pdf(pdf_identifier=digest.encode("ascii"), uncompressed_pdf=False)
+    with _fixed_font_timestamps():
+        document = HTML(string=html, base_url=None).render()
+        return document.write_pdf(pdf_identifier=digest.encode("ascii"), uncompressed_pdf=False)

@@ -131,7 +131,7 @@ def test_html_has_every_section_the_digests_and_the_charts(bundle):
     assert html.count(bundle_digest(bundle)) >= 2  # cover and the verification appendix (and the running footer)
     assert bundle["release"]["candidate_digest"] in html
     assert bundle["ledger"]["checkpoint"]["signature"] in html
-    assert html.count("<svg") == 4
+    assert html.count("<svg") == 5  # gate, forest plot, stability, reliability, subgroups
     for text in (
         "RED",
         "Rolling out",
@@ -388,3 +388,254 @@ def test_the_evaluation_runs_table_names_the_cpu_and_its_int8_kernels(bundle):
     ] * len(evaluations)
     bare = _evaluation_runs({role: {**run, "runtime": {}} for role, run in evaluations.items()})
     assert all(r["platforms"] == [] for r in bare if not r["missing"])  # older bundles: nothing claimed
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation conditions and decision stability
+# --------------------------------------------------------------------------------------------------
+
+PROFILE = {
+    "batch_size": 16,
+    "batching": "length_sorted",
+    "padding_side": "left",
+    "max_length": 96,
+    "threads": 4,
+    "device": "cpu",
+    "isa": ["avx2", "fma", "avx512_vnni"],
+    "quantized_engine": "x86",
+}
+PLATFORM = {
+    "cpu_model": "AMD EPYC 9654",
+    "isa": ["avx2", "fma", "avx512f", "avx512_vnni"],
+    "quantized_engine": "x86",
+    "torch": "2.13.0+cpu",
+    "device": "cpu",
+    "machine": "x86_64",
+}
+# Per group: unstable decisions (baseline, candidate) and unstable flips; slices add up to overall.
+UNSTABLE = {
+    "overall": (6, 18, 3),
+    "slice:routine": (1, 3, 1),
+    "slice:edge": (2, 5, 1),
+    "slice:adversarial": (3, 10, 1),
+    "subgroup:women": (1, 4, 1),
+    "subgroup:muslims": (2, 6, 1),
+    "subgroup:jewish": (0, 1, 0),
+}
+
+
+def _before_stability(bundle: dict) -> dict:
+    """The sample bundle as evidence recorded before deployment profiles and stability passes: configuration
+    keys at the top level, no platforms, no stability anywhere, no flip basis."""
+    b = copy.deepcopy(bundle)
+    for run in b["evaluations"].values():
+        run["config"] = {k: v for k, v in run["config"].items() if k not in ("profile", "stability_seed")}
+        run["config"].update(batch_size=32, max_length=64, device="cpu", threads=2)
+        run["runtime"].pop("platforms", None)
+        run.pop("stability", None)
+    comparison = b["comparison"]
+    for key in ("stability", "runtime"):
+        comparison.pop(key, None)
+    for key in ("profile", "stable_test"):
+        comparison["statistics"].pop(key, None)
+    for group in comparison["groups"].values():
+        for key in ("stable_flips", "mcnemar_stable", "instability"):
+            group.pop(key, None)
+    for key in ("flip_basis", "required_profile"):
+        b["policy"].pop(key, None)
+    for item in (*b["gate"], *b["flips_excerpt"]):
+        item.pop("flip_basis", None)
+        item.pop("stable", None)
+    return b
+
+
+def _with_stability(bundle: dict, *, carried: bool = True) -> dict:
+    """The sample bundle with stability figures of its own (UNSTABLE), a declared profile (PROFILE) and a
+    platform (PLATFORM). Always: what a comparison's groups and verdicts record (per-group stable flips,
+    McNemar on stable flips, instability shares, the flip-rate verdict's flip basis). `carried`: also
+    comparison.stability (counts), policy.flip_basis and each flip's `stable`; without it, a bundle that
+    carries none of these, for a dossier that must read what the groups record."""
+    b = _before_stability(bundle)
+    for run in b["evaluations"].values():
+        run["config"] = {"decision_threshold": 0.5, "stability_seed": 0, "profile": dict(PROFILE)}
+        run["runtime"]["platforms"] = [dict(PLATFORM)]
+    b["comparison"]["statistics"].update(profile=dict(PROFILE), stable_test="McNemar exact on stable flips only")
+    summaries = {"baseline": {"groups": {}}, "candidate": {"groups": {}}}
+    for key, group in b["comparison"]["groups"].items():
+        base_unstable, cand_unstable, unstable_flips = UNSTABLE[key]
+        group["stable_flips"] = group["flips"] - unstable_flips
+        group["instability"] = {"baseline": base_unstable / group["n"], "candidate": cand_unstable / group["n"]}
+        main = group["mcnemar"]
+        main.update(p_holm=min(1.0, main["p_value"] * 7), p_bh=min(1.0, main["p_value"] * 3))
+        b_stable = max(main["b"] - unstable_flips, 0)
+        c_stable = main["c"] - (unstable_flips - (main["b"] - b_stable))
+        group["mcnemar_stable"] = {"b": b_stable, "c": c_stable, "p_value": 0.5, "p_holm": 1.0, "p_bh": 1.0}
+        for role, unstable in (("baseline", base_unstable), ("candidate", cand_unstable)):
+            share = {"n": group["n"], "unstable": unstable, "unstable_rate": unstable / group["n"]}
+            summaries[role]["groups"][key] = share
+            if key == "overall":
+                summaries[role].update(share)
+    b["comparison"]["groups"]["overall"]["mcnemar_stable"].update(p_value=0.0703, p_holm=0.4921)
+    for verdict in b["gate"]:
+        verdict["flip_basis"] = "stable" if verdict["metric"] == "flip_rate" else None
+    if carried:
+        b["comparison"]["stability"] = {
+            "method": "second pass: batches drawn at random (seeded)",
+            "seed": 0,
+            **summaries,
+            "flips": {"stable": 9, "unstable": 3},
+        }
+        b["policy"].update(flip_basis="stable", required_profile={"batch_size": 16, "batching": "length_sorted"})
+        b["comparison"]["runtime"] = copy.deepcopy(bundle["comparison"]["runtime"])
+        for i, flip in enumerate(b["flips_excerpt"]):
+            flip["stable"] = i >= 3
+    return b
+
+
+def test_bundles_before_and_with_stability_validate(schema, bundle):
+    assert _validate(schema, _before_stability(bundle)) == []
+    assert _validate(schema, _with_stability(bundle)) == []
+    assert _validate(schema, _with_stability(bundle, carried=False)) == []
+
+
+def test_dossier_states_the_evaluation_conditions(bundle):
+    html = render_dossier_html(_with_stability(bundle))
+    conditions = html.split('id="conditions"')[1].split("</section>")[0]
+    for text in (
+        "<td>Batch size</td><td>16</td>",
+        "length_sorted (sorted by token length",
+        "<td>Padding side</td><td>left</td>",
+        "96 tokens",
+        "<td>Threads</td><td>4</td>",
+        "avx2, fma, avx512_vnni",
+        "<td>Quantized engine</td><td>x86</td>",
+        "AMD EPYC 9654 (avx2, fma, avx512f, avx512_vnni; torch quantized engine x86), torch 2.13.0+cpu",
+        "<td>baseline and candidate</td><td>yes</td>",
+        "The threshold policy requires batch size 16, batching length_sorted (sorted by token length",
+        "Runtime ratios the gate judges (candidate / baseline: throughput 3.16×; p95 latency 0.33×)",
+        "; on worker-2, Intel(R) Xeon(R) Gold 6338",
+    ):
+        assert text in conditions, text
+    assert "predate declared profiles" not in conditions and "not like for like" not in conditions
+    assert "profile=" not in html  # the runs table leaves the profile to its own table
+
+    other = _with_stability(bundle)
+    other["evaluations"]["candidate"]["runtime"]["platforms"] = [dict(PLATFORM, isa=["avx2", "fma"])]
+    other["evaluations"]["candidate"]["config"]["profile"]["batch_size"] = 1
+    conditions = render_dossier_html(other).split('id="conditions"')[1].split("</section>")[0]
+    assert (
+        "<td>baseline</td><td>yes</td>" in conditions
+        and "<td>candidate</td><td>no: lacks avx512_vnni</td>" in conditions
+    )
+    assert "not like for like" in conditions
+
+
+def test_dossier_of_older_evidence_states_the_settings_it_ran_with(bundle):
+    html = render_dossier_html(_before_stability(bundle))
+    conditions = html.split('id="conditions"')[1].split("</section>")[0]
+    assert "predate declared profiles" in conditions
+    assert "<td>Batch size</td><td>32</td>" in conditions and "<td>Threads</td><td>2</td>" in conditions
+    assert "<td>CPU instruction sets</td><td>not declared</td>" in conditions
+    assert "No platform is recorded for the baseline and candidate runs" in conditions
+    assert "The threshold policy requires" not in conditions and "Runtime ratios" not in conditions
+    section = html.split('id="stability"')[1].split("</section>")[0]
+    assert "No stability pass is recorded for this comparison" in section and "<table" not in section
+    assert "Decision stability</td><td>No stability pass recorded" in html  # the executive summary says so too
+    assert "Stable: “—” where the bundle does not say" in html
+
+
+def test_dossier_shows_the_stability_of_both_models_and_the_tests_on_stable_flips(bundle):
+    b = _with_stability(bundle)
+    html = render_dossier_html(b)
+    section = html.split('id="stability"')[1].split("</section>")[0]
+    for text in (
+        "<td>Unstable, baseline</td><td>0.5% (6 of 1,200)</td>",
+        "<td>Unstable, candidate</td><td>1.5% (18 of 1,200)</td>",
+        "<strong>9 stable</strong>, <strong>3 unstable</strong>",
+        "policy: stable flips only; Share of decisions flipped counted stable flips only",
+        'on stable flips only<br><span class="small muted">McNemar exact on stable flips only</span>',
+        "stable flips: b / c, p, Holm p (reported)",
+        # adversarial: 10 of 300 candidate decisions unstable, 4 stable and 1 unstable flip, McNemar 5/0 vs 4/0
+        '<td class="num">1.0% (3 of 300)</td><td class="num">3.3% (10 of 300)</td><td class="num">4 / 1</td>',
+        '5 / 0<br><span class="ci">p 0.062 · Holm 0.438</span>',
+        '7 / 2<br><span class="ci">p 0.070 · Holm 0.492</span>',
+        "Figure 3. Share of each group",
+    ):
+        assert text in section, text
+    assert html.count("<svg") == 5 and "Figure 4. Reliability" in html and "Figure 5. Per subgroup" in html
+    summary = html.split("Decision stability</td><td>")[1].split("</td>")[0]
+    assert summary.startswith("Decisions that changed when the batches were recomposed: baseline 0.5% (6 of 1,200)")
+    assert "McNemar reported on stable flips only: baseline right/candidate wrong 7, the reverse 2" in summary
+    assert "p = 0.070 (Holm 0.492)" in summary
+    # The flips table marks each flip; the first three of the excerpt are the unstable ones.
+    flips = html.split('id="flips"')[1].split("</section>")[0]
+    assert "Of those shown, 9 are stable" in flips and "3 unstable" in flips
+    assert flips.count('<td class="open">no</td>') == 3 and flips.count("<td>yes</td>") == 9
+
+
+def test_dossier_reads_stability_from_the_groups_when_the_bundle_carries_no_summary(bundle):
+    """Bundles that carry only what a comparison's groups and verdicts record: shares without counts, the
+    flips from the overall group, the basis from the flip-rate verdict."""
+    html = render_dossier_html(_with_stability(bundle, carried=False))
+    section = html.split('id="stability"')[1].split("</section>")[0]
+    assert "<td>Unstable, candidate</td><td>1.5%</td>" in section
+    assert "<strong>9 stable</strong>, <strong>3 unstable</strong>" in section
+    assert (
+        "the policy's flip basis is not in the bundle; Share of decisions flipped counted stable flips only" in section
+    )
+    assert "on stable flips only" in section and html.count("<svg") == 5
+    assert "Stable: “—” where the bundle does not say" in html
+
+
+def test_a_comparison_whose_stability_says_every_flip_was_counted(bundle):
+    b = _with_stability(bundle)
+    b["policy"]["flip_basis"] = "all"
+    for verdict in b["gate"]:
+        if verdict["metric"] == "flip_rate":
+            verdict["flip_basis"] = "all"
+    section = render_dossier_html(b).split('id="stability"')[1].split("</section>")[0]
+    assert "policy: every flip; Share of decisions flipped counted every flip" in section
+    assert "on every flip of the main pass" in section and "every flip: b / c, p, Holm p (reported)" in section
+
+
+def test_stability_chart_is_deterministic_escaped_and_empty_without_data(bundle):
+    groups = _with_stability(bundle)["comparison"]["groups"]
+    svg = charts.instability_chart(groups)
+    assert svg == charts.instability_chart(json.loads(json.dumps(groups, sort_keys=True)))
+    ET.fromstring(svg)
+    assert svg.count("<rect") == 2 * len(groups) + 2  # two bars per group, two legend keys
+    assert "1.5%" in svg and "3.3%" in svg and "subgroup: muslims" in svg
+    assert [key for key, *_ in charts.instability_shares(groups)][:4] == [
+        "overall",
+        "slice:routine",
+        "slice:edge",
+        "slice:adversarial",
+    ]
+    groups["subgroup:<script>x</script>"] = groups.pop("subgroup:women")
+    evil = charts.instability_chart(groups)
+    assert "<script" not in evil and "&lt;script&gt;" in evil
+    ET.fromstring(evil)
+    assert charts.instability_chart(None) == "" and charts.instability_chart({}) == ""
+    assert charts.instability_chart(_before_stability(bundle)["comparison"]["groups"]) == ""  # no stability pass
+    ET.fromstring(charts.instability_chart({"overall": {"instability": {"baseline": None, "candidate": 0.0}}}))
+
+
+def test_stability_bundle_renders_a_pdf(bundle):
+    pdf = render_dossier_pdf(_with_stability(bundle))
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_malformed_stability_and_conditions_never_crash(bundle):
+    b = _with_stability(bundle)
+    b["comparison"]["stability"] = "oops"
+    b["comparison"]["groups"]["overall"]["instability"] = [1]
+    b["comparison"]["groups"]["slice:edge"]["mcnemar_stable"] = 3
+    b["comparison"]["runtime"] = {"measurement": {"error": 5}}
+    b["policy"].update(flip_basis=["stable"], required_profile={"batching": ["x"], "threads": None})
+    b["gate"][0]["flip_basis"] = 7
+    b["flips_excerpt"][0]["stable"] = "yes"
+    b["evaluations"]["baseline"]["config"] = {"profile": "oops"}
+    b["evaluations"]["baseline"]["stability"] = [None]
+    b["evaluations"]["candidate"]["runtime"]["platforms"] = [None, {"isa": "avx2", "quantized_engine": ["x"]}]
+    html = render_dossier_html(b)
+    assert "Appendix: How to verify this document" in html and "The paired runtime measurement failed (5)" in html

@@ -105,3 +105,30 @@ def test_officer_approves_one_release_and_halts_another(
 
     assert Release.objects.get(pk=first.pk).status == ReleaseStatus.APPROVED
     assert Release.objects.get(pk=second.pk).status == ReleaseStatus.HALTED
+
+
+def test_officer_reads_the_stability_evidence_and_filters_unstable_flips(
+    browser, live_server, officer, engineer, base_artifact, demo_suite, demo_policy
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.web.test_pages import _with_stable_and_unstable_flips
+
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
+    _, unstable = _with_stable_and_unstable_flips(release)
+    _sign_in(browser, live_server, officer.username, f"{officer.username}-pass-123")
+    browser.get(f"{live_server.url}/releases/{release.pk}/")
+    assert browser.find_element(By.ID, "profile-table").is_displayed()
+    assert browser.find_element(By.ID, "stability-table").is_displayed()
+    assert f"{unstable} unstable" in browser.find_element(By.ID, "stable-flips").text
+    browser.save_screenshot(str(SCREENSHOTS / "release-stability.png"))
+
+    Select(browser.find_element(By.NAME, "stable")).select_by_value("false")
+    _click_and_wait_for_next_page(browser, browser.find_element(By.XPATH, "//form[@class='filters']//button"))
+    assert "stable=false" in browser.current_url
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "td.stable-cell")]
+    assert len(cells) == min(unstable, 20) and set(cells) == {"no"}
+    browser.save_screenshot(str(SCREENSHOTS / "release-unstable-flips.png"))
