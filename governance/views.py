@@ -26,6 +26,7 @@ from governance.selectors import (
     release_evidence,
     releases_visible_to,
     review_task_view,
+    unstable_flips_not_sampled,
 )
 from governance.services.access import access_read
 from governance.services.escalations import escalation_resolve
@@ -364,13 +365,6 @@ def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("web:release", pk=escalation.release_id)
 
 
-def _unstable_not_sampled(comparison) -> int | None:
-    """How many of a comparison's flips moved when the batches were recomposed (results["stability"]), and so
-    were left out of its blind review, which samples stable flips only; None without a stability pass."""
-    stability = (comparison.results or {}).get("stability") if comparison else None
-    return (stability.get("flips") or {}).get("unstable") if stability else None
-
-
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release__comparison")
@@ -386,7 +380,8 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             ],
             # Per release with open tasks: the flips left out of the sample because they moved with the batches.
             "not_sampled": [
-                {"release": pk, "unstable": _unstable_not_sampled(releases[pk].comparison)} for pk in sorted(releases)
+                {"release": pk, "unstable": unstable_flips_not_sampled(releases[pk].comparison)}
+                for pk in sorted(releases)
             ],
         },
     )
@@ -417,7 +412,7 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "task": review_task_view(task),
             "error": error,
             "release_id": task.release_id,
-            "not_sampled": _unstable_not_sampled(task.release.comparison),
+            "not_sampled": unstable_flips_not_sampled(task.release.comparison),
         },
         status=400 if error else 200,
     )
