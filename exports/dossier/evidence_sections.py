@@ -268,11 +268,33 @@ RUNTIME_ROWS = (
 )
 
 
-def _runtime(evaluations: Mapping) -> list[dict]:
-    base = _d(_d(evaluations.get("baseline")).get("runtime"))
-    cand = _d(_d(evaluations.get("candidate")).get("runtime"))
+# Timing figures: when the comparison timed both models side by side (results["runtime"]["measurement"]), these
+# rows come from that measurement, since the runs' own timings may come from other times and other load.
+PAIRED_KEYS = frozenset(
+    {
+        "examples_per_second",
+        "batch_latency_p50_s",
+        "batch_latency_p95_s",
+        "batch_latency_p99_s",
+        "example_latency_p95_s",
+        "examples",
+        "wall_seconds",
+    }
+)
+
+
+def _runtime(evaluations: Mapping, comparison: Mapping | None = None) -> list[dict]:
+    """Runtime rows, baseline / candidate / ratio. Timing rows come from the comparison's paired measurement
+    when it has one (``source`` says which), the rest (memory, size, parameters) from the evaluation runs."""
+    runs = {role: _d(_d(evaluations.get(role)).get("runtime")) for role in ("baseline", "candidate")}
+    paired_runtime = _d(_d(comparison).get("runtime"))
+    measurement = _d(paired_runtime.get("measurement"))
+    paired = bool(measurement) and "error" not in measurement
     rows = []
     for key, label, fmt, _higher in RUNTIME_ROWS:
+        from_pair = paired and key in PAIRED_KEYS
+        source = {role: _d(paired_runtime.get(role)) if from_pair else runs[role] for role in runs}
+        base, cand = source["baseline"], source["candidate"]
         if key not in base and key not in cand:
             continue
         rows.append(
@@ -281,6 +303,7 @@ def _runtime(evaluations: Mapping) -> list[dict]:
                 "baseline": fmt(base.get(key)),
                 "candidate": fmt(cand.get(key)),
                 "ratio": _ratio(cand.get(key), base.get(key)) if _higher is not None else "",
+                "source": "paired timing" if from_pair else "evaluation runs",
             }
         )
     return rows

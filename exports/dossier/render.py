@@ -175,7 +175,7 @@ def dossier_context(bundle: Mapping) -> dict:
         "evaluation_runs": _evaluation_runs(evaluations),
         "conditions": _conditions(evaluations, comparison, bundle.get("policy")),
         "stability": _stability(bundle),
-        "runtime": _runtime(evaluations),
+        "runtime": _runtime(evaluations, comparison),
         "flips": _flips(bundle),
         "reviews": _reviews(bundle),
         "escalations": _escalations(bundle),

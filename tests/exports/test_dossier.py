@@ -639,3 +639,24 @@ def test_malformed_stability_and_conditions_never_crash(bundle):
     b["evaluations"]["candidate"]["runtime"]["platforms"] = [None, {"isa": "avx2", "quantized_engine": ["x"]}]
     html = render_dossier_html(b)
     assert "Appendix: How to verify this document" in html and "The paired runtime measurement failed (5)" in html
+
+
+def test_runtime_rows_take_timings_from_the_paired_measurement_and_memory_from_the_runs():
+    from exports.dossier.evidence_sections import _runtime
+
+    runs = {
+        "baseline": {"runtime": {"example_latency_p95_s": 0.010, "peak_rss_bytes": 1000}},
+        "candidate": {"runtime": {"example_latency_p95_s": 0.002, "peak_rss_bytes": 800}},  # timed at another time
+    }
+    paired = {
+        "measurement": {"method": "paired"},
+        "baseline": {"example_latency_p95_s": 0.004},
+        "candidate": {"example_latency_p95_s": 0.003},
+    }
+    rows = {r["label"]: r for r in _runtime(runs, {"runtime": paired})}
+    latency = rows["Per-example latency p95"]
+    assert latency["source"] == "paired timing" and latency["ratio"] == "0.75×"  # 0.003 / 0.004, not 0.002 / 0.010
+    assert rows["Peak resident memory"]["source"] == "evaluation runs"
+    # a measurement that failed, or none at all: the runs' own figures
+    for comparison in ({"runtime": {**paired, "measurement": {"error": "no artifact"}}}, None):
+        assert {r["source"] for r in _runtime(runs, comparison)} == {"evaluation runs"}
