@@ -11,6 +11,7 @@ class ExportsErrorCode(StrEnum):
     SIGNING_NOT_CONFIGURED = "signing_not_configured"  # no signing key or certificate: run setup_signing
     EXPORT_NOT_READY = "export_not_ready"  # the export has not succeeded (yet)
     ALREADY_REVOKED = "already_revoked"  # the regulator grant was revoked before
+    PREDICTIONS_MISSING = "predictions_missing"  # the export has no predictions file (no comparison when built)
     # failure reasons of an export (its `error.code`)
     EXPORT_FAILED = "export_failed"  # signing material, the file system or rendering failed
     TIME_LIMIT = "time_limit"  # the export took too long

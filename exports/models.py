@@ -5,7 +5,8 @@ from compression.models import JobFields
 
 
 class Export(JobFields):
-    """A signed dossier PDF and a signed JSON evidence bundle for one release, built by a worker."""
+    """A signed dossier PDF, a signed JSON evidence bundle and the per-example predictions of the release's
+    comparison (whose sha256 the bundle carries) for one release, built by a worker."""
 
     release = models.ForeignKey("governance.Release", on_delete=models.PROTECT, related_name="exports")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -18,6 +19,10 @@ class Export(JobFields):
     pdf_sha256 = models.CharField(max_length=64, blank=True)
     bundle_sha256 = models.CharField(max_length=64, blank=True)
     pdf_bytes = models.PositiveIntegerField(null=True, blank=True)
+    predictions_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="sha256 of predictions.csv.gz; empty when the release had no comparison."
+    )
+    predictions_bytes = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

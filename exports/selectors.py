@@ -1,5 +1,6 @@
-"""Reads of the exports app: which exports a user may see, the release behind an export, and the
-evidence bundle (every fact about a release that a regulator needs, as plain JSON).
+"""Reads of the exports app: which exports a user may see, the release behind an export, the evidence
+bundle (every fact about a release that a regulator needs, as plain JSON) and the rows of an export's
+predictions file (both models' outputs on every example, from which the comparison can be recomputed).
 
 The dossier PDF is rendered from the same bundle dict, so both carry the same digests. Nothing about the
 export itself (its id, when it was made) goes in, so the same records give the same bundle. Nothing here
@@ -8,7 +9,7 @@ writes: the services (exports.services.exports) record, sign and store."""
 from django.db.models import Q
 
 from compression.models import ModelArtifact
-from evaluations.models import EvaluationRun, Flip
+from evaluations.models import Comparison, EvaluationRun, Example, Flip, Prediction
 from exports.models import Export
 from governance.models import Release
 from governance.selectors import releases_visible_to
@@ -59,6 +60,7 @@ def _evaluation(run: EvaluationRun | None) -> dict | None:
         "config": run.config,
         "metrics": _metric_table(run.metrics),
         "runtime": run.runtime,
+        "stability": run.stability,
     }
 
 
@@ -134,7 +136,59 @@ def _candidates(release: Release) -> list[dict]:
     return out
 
 
-def bundle_build(release: Release, *, checkpoint: Checkpoint | None) -> dict:
+# The per-example predictions file of an export (one row per example of the suite, in suite order): what a
+# third party recomputes the comparison from (trust/recompute_comparison.py). Booleans are 0/1; an empty cell
+# is a missing value (no stability pass, no source example).
+PREDICTION_MODELS = ("baseline", "candidate")
+PREDICTION_EXAMPLE_COLUMNS = (
+    "position",
+    "example_id",
+    "external_id",
+    "slice",
+    "subgroup",
+    "label",
+    "is_unsafe",
+    "source_position",
+)
+PREDICTION_MODEL_COLUMNS = ("decision", "unsafe_prob", "recomposed_unsafe_prob", "stable", "predicted_label")
+PREDICTION_COLUMNS = PREDICTION_EXAMPLE_COLUMNS + tuple(
+    f"{model}_{column}" for model in PREDICTION_MODELS for column in PREDICTION_MODEL_COLUMNS
+)
+
+
+def _cell(value) -> str:
+    """One CSV cell: 0/1 for booleans, the shortest round-trip text for floats (read back bit for bit)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def predictions_table(comparison: Comparison) -> list[list[str]]:
+    """Every example of the comparison's suite with both models' outputs, in suite order, as rows of
+    PREDICTION_COLUMNS: exactly the values the comparison was computed from (evaluations.services.runs)."""
+    runs = (comparison.baseline_run, comparison.candidate_run)
+    examples = (
+        Example.objects.filter(suite_version_id=runs[0].suite_version_id)
+        .order_by("position")
+        .values_list("position", "pk", "external_id", "slice", "subgroup", "label", "is_unsafe", "source__position")
+    )
+    outputs = [
+        {
+            row[0]: row[1:]
+            for row in Prediction.objects.filter(run=run).values_list(
+                "example_id", "decision_unsafe", "unsafe_prob", "recomposed_unsafe_prob", "stable", "predicted_label"
+            )
+        }
+        for run in runs
+    ]
+    return [[_cell(v) for v in (*example, *outputs[0][example[1]], *outputs[1][example[1]])] for example in examples]
+
+
+def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions: dict | None = None) -> dict:
+    """The evidence bundle of a release. ``predictions`` describes the export's predictions file (name,
+    sha256, size, ...; see exports/BUNDLE.md), written before the bundle so that its digest is signed with it."""
     release = Release.objects.select_related(
         "experiment__owner",
         "experiment__base_artifact",
@@ -227,6 +281,8 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None) -> dict:
         "policy": {
             "name": policy.name,
             "version": policy.version,
+            "flip_basis": policy.flip_basis,
+            "required_profile": policy.required_profile,
             "rules": [
                 {
                     "code": r.code,
@@ -254,7 +310,10 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None) -> dict:
             "statistics": comparison.statistics,
             "flip_count": comparison.flip_count,
             "groups": (comparison.results or {}).get("groups", {}),
+            "stability": (comparison.results or {}).get("stability"),
+            "runtime": (comparison.results or {}).get("runtime"),
         },
+        "predictions": predictions,
         "gate": release.gate or [],
         "flips_excerpt": [
             {
@@ -269,6 +328,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None) -> dict:
                 "candidate_prob": f.candidate_prob,
                 "direction": f.direction,
                 "candidate_correct": f.candidate_correct,
+                "stable": f.stable,
             }
             for f in flips
         ],

@@ -1,4 +1,5 @@
-"""Export endpoints: request, status, download (each download is a ledger event), verify, grants."""
+"""Export endpoints: request, status, download of the three parts (each download is a ledger event), verify,
+grants."""
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -14,6 +15,7 @@ from accounts.models import Role
 from exports.models import Export
 from exports.selectors import export_release_id, exports_visible_to
 from exports.services.exports import (
+    EXPORT_PARTS,
     export_open,
     export_request,
     export_verify,
@@ -24,6 +26,7 @@ from governance.selectors import releases_visible_to
 from governance.services.access import access_read, access_refusal_record
 
 READERS = (Role.OFFICER, Role.REGULATOR)
+CONTENT_TYPES = {"pdf": "application/pdf", "json": "application/json", "gz": "application/gzip"}
 
 
 class ExportOutput(serializers.ModelSerializer):
@@ -40,6 +43,8 @@ class ExportOutput(serializers.ModelSerializer):
             "pdf_sha256",
             "bundle_sha256",
             "pdf_bytes",
+            "predictions_sha256",
+            "predictions_bytes",
             "checkpoint",
             "failure_code",
             "failure_reason",
@@ -52,7 +57,8 @@ class ExportOutput(serializers.ModelSerializer):
 
 
 class ReleaseExports(generics.ListAPIView):
-    """A release's exports. Officers POST to build a new signed dossier + bundle (202, built by a worker)."""
+    """A release's exports. Officers POST to build a new signed dossier + bundle + predictions file (202, built
+    by a worker)."""
 
     permission_classes = [HasRole]
     allowed_roles = READERS
@@ -109,11 +115,19 @@ class ExportDownload(APIView):
                 "part",
                 str,
                 OpenApiParameter.PATH,
-                enum=["dossier", "bundle"],
-                description="dossier: the signed PDF; bundle: the signed evidence bundle (JSON).",
+                enum=list(EXPORT_PARTS),
+                description=(
+                    "dossier: the signed PDF; bundle: the signed evidence bundle (JSON); predictions: every "
+                    "example's predictions by both models (gzip CSV, sha256 in the bundle; 409 when the release "
+                    "had no comparison)."
+                ),
             )
         ],
-        responses={(200, "application/pdf"): OpenApiTypes.BINARY, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/gzip"): OpenApiTypes.BINARY,
+        },
     )
     def get(self, request, pk: int, part: str):
         try:
@@ -124,18 +138,22 @@ class ExportDownload(APIView):
                 actor=request.user, request=request, release_id=export_release_id(pk), what=f"export {pk} {part}"
             )
             raise
-        content_type = "application/pdf" if name.endswith(".pdf") else "application/json"
+        content_type = CONTENT_TYPES[name.rsplit(".", 1)[-1]]
         return FileResponse(
             path.open("rb"), as_attachment=True, filename=f"release-export-{pk}-{name}", content_type=content_type
         )
 
 
 class VerifyInput(serializers.Serializer):
-    file = serializers.FileField()
+    file = serializers.FileField(help_text="dossier.pdf or bundle.dsse.json")
+    predictions = serializers.FileField(
+        required=False, help_text="Optional, with a bundle: predictions.csv.gz, checked against the bundle's sha256."
+    )
 
 
 class ExportVerify(APIView):
-    """Upload a dossier PDF or a bundle envelope; get signer, signing time, integrity and trust."""
+    """Upload a dossier PDF or a bundle envelope (and, with a bundle, optionally the predictions file); get
+    signer, signing time, integrity and trust, and whether the predictions file is the one the bundle records."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.OFFICER, Role.REGULATOR, Role.ENGINEER)
@@ -143,14 +161,16 @@ class ExportVerify(APIView):
 
     @extend_schema(request={"multipart/form-data": VerifyInput}, responses={200: dict})
     def post(self, request):
-        data = VerifyInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
         from django.conf import settings
 
-        if upload.size > settings.SAFESHRINK["MAX_UPLOAD_BYTES"]:
-            raise ValidationFailed("The file is larger than the upload limit.", details={"file": ["Too large."]})
-        return Response(export_verify(upload.read()).as_dict())
+        data = VerifyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        uploads = {k: data.validated_data.get(k) for k in ("file", "predictions")}
+        for field, upload in uploads.items():
+            if upload is not None and upload.size > settings.SAFESHRINK["MAX_UPLOAD_BYTES"]:
+                raise ValidationFailed("The file is larger than the upload limit.", details={field: ["Too large."]})
+        predictions = uploads["predictions"].read() if uploads["predictions"] is not None else None
+        return Response(export_verify(uploads["file"].read(), predictions).as_dict())
 
 
 class GrantInput(serializers.Serializer):

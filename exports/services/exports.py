@@ -1,7 +1,10 @@
 """Building, downloading and verifying signed exports, and regulators' access to them."""
 
+import csv
 import datetime as dt
+import gzip
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -20,7 +23,13 @@ from compression.services.jobs import JobCancelled, job_claim, job_fail, job_pro
 from exports import dossier
 from exports.error_codes import ExportsErrorCode
 from exports.models import Export
-from exports.selectors import bundle_build, exports_visible_to, last_release_event_seq
+from exports.selectors import (
+    PREDICTION_COLUMNS,
+    bundle_build,
+    exports_visible_to,
+    last_release_event_seq,
+    predictions_table,
+)
 from governance.models import RegulatorGrant
 from governance.selectors import releases_visible_to
 from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal
@@ -29,7 +38,9 @@ from ledger.signing import SigningKeyMissing, system_key_available, system_priva
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "export"
 BUNDLE_PAYLOAD_TYPE = "application/vnd.safeshrink.evidence-bundle+json"
-PDF_NAME, BUNDLE_NAME = "dossier.pdf", "bundle.dsse.json"
+PDF_NAME, BUNDLE_NAME, PREDICTIONS_NAME = "dossier.pdf", "bundle.dsse.json", "predictions.csv.gz"
+PREDICTIONS_MEDIA_TYPE = "text/csv; charset=utf-8; header=present"  # gzip-compressed (RFC 1952)
+PREDICTIONS_RECOMPUTE = "trust/recompute_comparison.py"
 
 
 def export_dir(export: Export) -> Path:
@@ -102,6 +113,42 @@ def export_build(*, export_id: int) -> None:
         )
 
 
+def predictions_file(comparison) -> tuple[bytes, int]:
+    """The comparison's per-example predictions as a gzip-compressed CSV (header row, then one row per example
+    in suite order) and the number of rows. Deterministic bytes: the same records give the same file (and so
+    the same bundle digest), since gzip records no name and a zero modification time."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
+    rows = predictions_table(comparison)
+    writer.writerows(rows)
+    return gzip.compress(text.getvalue().encode("utf-8"), compresslevel=9, mtime=0), len(rows)
+
+
+def _write_predictions(release, workdir: Path) -> dict | None:
+    """Write the predictions file of the release's comparison into the export; its description for the bundle
+    (so the bundle's signature covers its sha256), or None when the release has no comparison yet."""
+    comparison = release.comparison
+    if comparison is None:
+        return None
+    data, rows = predictions_file(comparison)
+    (workdir / PREDICTIONS_NAME).write_bytes(data)
+    return {
+        "name": PREDICTIONS_NAME,
+        "media_type": PREDICTIONS_MEDIA_TYPE,
+        "compression": "gzip",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+        "rows": rows,
+        "columns": list(PREDICTION_COLUMNS),
+        "classes": list(comparison.baseline_run.artifact.labels),
+        "comparison": comparison.pk,
+        "baseline_run": comparison.baseline_run_id,
+        "candidate_run": comparison.candidate_run_id,
+        "recompute": PREDICTIONS_RECOMPUTE,
+    }
+
+
 def _build(export: Export, workdir: Path) -> None:
     from exports.dossier import render_dossier_pdf
     from trust.dsse import dsse_sign_json
@@ -112,7 +159,8 @@ def _build(export: Export, workdir: Path) -> None:
     ledger_seal()  # every event about the release is chained before the excerpt is taken
     release = export.release
     checkpoint = checkpoint_latest_covering(last_release_event_seq(release))
-    bundle = bundle_build(release, checkpoint=checkpoint)
+    predictions = _write_predictions(release, workdir)
+    bundle = bundle_build(release, checkpoint=checkpoint, predictions=predictions)
     bundle_digest = dossier.bundle_digest(bundle)  # the function the PDF prints its digest with
     job_progress(Export, export.pk, stage="rendering dossier", percent=20)
     pdf = render_dossier_pdf(bundle)
@@ -143,6 +191,8 @@ def _build(export: Export, workdir: Path) -> None:
         locked.pdf_sha256 = hashlib.sha256(signed).hexdigest()
         locked.bundle_sha256 = hashlib.sha256(bundle_bytes).hexdigest()
         locked.pdf_bytes = len(signed)
+        locked.predictions_sha256 = predictions["sha256"] if predictions else ""
+        locked.predictions_bytes = predictions["size_bytes"] if predictions else None
         locked.status, locked.progress_stage, locked.progress_percent = RunStatus.SUCCEEDED, "done", 100
         locked.finished_at, locked.wall_seconds = now, (now - locked.started_at).total_seconds()
         locked.save()
@@ -156,21 +206,32 @@ def _build(export: Export, workdir: Path) -> None:
                 "bundle_digest": bundle_digest,
                 "pdf_sha256": locked.pdf_sha256,
                 "bundle_sha256": locked.bundle_sha256,
+                "predictions_sha256": locked.predictions_sha256 or None,
                 "checkpoint_seq": checkpoint.seq,
             },
         )
 
 
+EXPORT_PARTS = {"dossier": PDF_NAME, "bundle": BUNDLE_NAME, "predictions": PREDICTIONS_NAME}
+
+
 def export_open(*, actor, export_id: int, part: str) -> tuple[Path, str]:
-    """The file of one part ("dossier" or "bundle") for download; every download is a ledger event."""
+    """The file of one part ("dossier", "bundle" or "predictions") for download; every download is a ledger
+    event."""
     export = exports_visible_to(actor).filter(pk=export_id).first()
     if export is None:
         raise NotFound(f"No export {export_id}.")
     if export.status != RunStatus.SUCCEEDED:
         raise Conflict(f"Export {export.pk} is {export.status}.", code=ExportsErrorCode.EXPORT_NOT_READY)
-    name = {"dossier": PDF_NAME, "bundle": BUNDLE_NAME}.get(part)
+    name = EXPORT_PARTS.get(part)
     if name is None:
-        raise ValidationFailed("Unknown part.", details={"part": ["dossier or bundle"]})
+        raise ValidationFailed("Unknown part.", details={"part": [f"One of {', '.join(EXPORT_PARTS)}."]})
+    if part == "predictions" and not export.predictions_sha256:
+        raise Conflict(
+            f"Export {export.pk} has no predictions file: its release had no comparison when it was built.",
+            code=ExportsErrorCode.PREDICTIONS_MISSING,
+        )
+    sha256 = {"dossier": export.pdf_sha256, "bundle": export.bundle_sha256, "predictions": export.predictions_sha256}
     with transaction.atomic():
         ledger_append(
             actor=actor,
@@ -180,7 +241,7 @@ def export_open(*, actor, export_id: int, part: str) -> tuple[Path, str]:
             payload={
                 "part": part,
                 "release": export.release_id,
-                "sha256": export.pdf_sha256 if part == "dossier" else export.bundle_sha256,
+                "sha256": sha256[part],
             },
         )
     return export_dir(export) / name, name
@@ -256,14 +317,18 @@ class ExportVerification:
     bundle_digest: str | None
     summary: str
     problems: tuple[str, ...]
+    # A predictions file checked against the bundle: whether its sha256 and size are the ones the bundle
+    # records (None when no predictions file was given).
+    predictions_match: bool | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def export_verify(data: bytes) -> ExportVerification:
+def export_verify(data: bytes, predictions: bytes | None = None) -> ExportVerification:
     """Verify a dossier PDF (PAdES, against the configured trust roots) or a bundle envelope (DSSE,
-    against the system key). Never raises on bad input: an invalid file is reported invalid."""
+    against the system key), and a predictions file against the bundle's record of it. Never raises on bad
+    input: an invalid file is reported invalid."""
     from trust.dsse import SignatureInvalid, dsse_verify
     from trust.keys import key_id
     from trust.pades import verify_pdf
@@ -271,16 +336,19 @@ def export_verify(data: bytes) -> ExportVerification:
     conf = settings.SAFESHRINK
     if data[:5] == b"%PDF-":
         result = verify_pdf(data, trust_roots=list(conf["TRUST_ROOTS"]), crl_paths=list(conf["SIGNING_CRLS"]))
+        problems = tuple(result.problems)
+        if predictions is not None:
+            problems += ("a predictions file is checked against the bundle (bundle.dsse.json), not the dossier",)
         return ExportVerification(
             "dossier",
-            result.valid,
+            result.valid and predictions is None,
             result.intact,
             result.trusted,
             result.signer,
             result.signing_time,
             None,
             result.summary,
-            tuple(result.problems),
+            problems,
         )
     try:
         envelope = json.loads(data)
@@ -290,14 +358,33 @@ def export_verify(data: bytes) -> ExportVerification:
     except (ValueError, SignatureInvalid, SigningKeyMissing, TypeError) as exc:
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         return ExportVerification("bundle", False, False, False, None, None, None, f"INVALID: {reason}", (reason,))
+    problem = None if predictions is None else _predictions_problem(bundle, predictions)
+    summary = "VALID: DSSE envelope signed by the system key"
+    if predictions is not None:
+        summary = f"INVALID: {problem}" if problem else f"{summary}; the predictions file is the one it records"
     return ExportVerification(
         "bundle",
-        True,
+        problem is None,
         True,
         True,
         f"system key {key_id(public)}",
         None,
         dossier.bundle_digest(bundle),
-        "VALID: DSSE envelope signed by the system key",
-        (),
+        summary,
+        (problem,) if problem else (),
+        None if predictions is None else problem is None,
     )
+
+
+def _predictions_problem(bundle: dict, predictions: bytes) -> str | None:
+    """Why a predictions file is not the one the (verified) bundle records, or None when it is."""
+    record = bundle.get("predictions") if isinstance(bundle, dict) else None
+    if not isinstance(record, dict):
+        return "the bundle records no predictions file"
+    actual = hashlib.sha256(predictions).hexdigest()
+    if actual != record.get("sha256") or len(predictions) != record.get("size_bytes"):
+        return (
+            f"the predictions file (sha256 {actual}, {len(predictions)} bytes) is not the one the bundle records "
+            f"(sha256 {record.get('sha256')}, {record.get('size_bytes')} bytes)"
+        )
+    return None

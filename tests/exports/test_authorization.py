@@ -37,11 +37,14 @@ def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, de
         valid_until=timezone.now() + dt.timedelta(days=30),
     )
     incident_report(actor=officer, release_id=release.pk, severity=1, title="t", description="d")
-    export = Export.objects.create(release=release, requested_by=officer, status=RunStatus.SUCCEEDED)
+    export = Export.objects.create(
+        release=release, requested_by=officer, status=RunStatus.SUCCEEDED, predictions_sha256="0" * 64
+    )
     folder = settings.SAFESHRINK["EXPORT_ROOT"] / str(export.pk)
     folder.mkdir(parents=True)
     (folder / "dossier.pdf").write_bytes(b"%PDF-1.7 test")
     (folder / "bundle.dsse.json").write_bytes(b"{}")
+    (folder / "predictions.csv.gz").write_bytes(b"\x1f\x8b test")
     task = ReviewTask.objects.filter(release=release, reviewer=reviewers[0]).first() or ReviewTask.objects.create(
         release=release,
         flip=release.comparison.flips.first() or _any_flip(),
@@ -104,6 +107,7 @@ MATRIX = [
     (R, "get", "/api/exports/{export}/", None, (403, 403, 200, 403, 200, 404)),
     (R, "get", "/api/exports/{export}/dossier/", None, (403, 403, 200, 403, 200, 404)),
     (R, "get", "/api/exports/{export}/bundle/", None, (403, 403, 200, 403, 200, 404)),
+    (R, "get", "/api/exports/{export}/predictions/", None, (403, 403, 200, 403, 200, 404)),
     (W, "post", "/api/artifacts/", {}, (400, 400, 403, 403, 403, 403)),
     (W, "post", "/api/experiments/", {}, (400, 400, 403, 403, 403, 403)),
     (W, "post", "/api/experiments/{experiment}/runs/", {}, (400, 404, 403, 403, 403, 403)),
@@ -164,7 +168,11 @@ def test_authorization_matrix(world):
                     failures.append(f"{where}: 404 recorded as {actions}, expected one access.denied")
                 if status == 404 and denied and json.loads(denied[0].payload_json)["reason"] != "no_grant":
                     failures.append(f"{where}: 404 reason {denied[0].payload_json}, expected no_grant")
-                read = "access.downloaded" if path.endswith(("/dossier/", "/bundle/")) else "access.viewed"
+                read = (
+                    "access.downloaded"
+                    if path.endswith(("/dossier/", "/bundle/", "/predictions/"))
+                    else "access.viewed"
+                )
                 if status == 200 and read not in actions:
                     failures.append(f"{where}: 200 recorded as {actions}, expected {read}")
     assert failures == [], "\n".join(failures)

@@ -15,6 +15,7 @@ def test_the_registry_keeps_the_strings_clients_already_see():
         "signing_not_configured",
         "export_not_ready",
         "already_revoked",
+        "predictions_missing",
         "export_failed",
         "time_limit",
         "internal_error",

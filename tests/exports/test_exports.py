@@ -1,6 +1,9 @@
-"""A signed export end to end: build, verify (ours and the schema), tamper, rebuild, download."""
+"""A signed export end to end: build, verify (ours and the schema), tamper, rebuild, download. The predictions
+file (the third part) and its recomputation: tests/exports/test_recompute.py."""
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,7 +51,21 @@ def test_signed_dossier_and_bundle_verify_and_carry_the_same_digest(export):
     jsonschema.validate(bundle, json.loads(SCHEMA.read_text()))
     assert bundle["release"]["id"] == export.release_id
     assert bundle["ledger"]["checkpoint"]["seq"] == export.checkpoint.seq
-    assert export.bundle_digest.encode() in _pdf_text(pdf)
+    assert f"/ID [({export.bundle_digest})".encode() in pdf  # the PDF's document identifier is the bundle digest
+    if shutil.which("pdftotext"):  # and it is printed (where poppler-utils is installed to read the text back)
+        assert export.bundle_digest.encode() in _pdf_text(pdf)
+    # The bundle carries the predictions file's digest (so its signature covers it) and the new evidence.
+    predictions = (export_dir(export) / "predictions.csv.gz").read_bytes()
+    assert bundle["predictions"]["sha256"] == hashlib.sha256(predictions).hexdigest() == export.predictions_sha256
+    comparison = bundle["comparison"]
+    assert comparison["statistics"]["profile"] == bundle["evaluations"]["baseline"]["config"]["profile"]
+    assert (
+        comparison["stability"]["flips"]["stable"] + comparison["stability"]["flips"]["unstable"]
+        == (comparison["flip_count"])
+    )
+    assert comparison["runtime"]["measurement"] and bundle["policy"]["flip_basis"] in ("stable", "all")
+    flip_rules = [verdict for verdict in bundle["gate"] if verdict["metric"] == "flip_rate"]
+    assert flip_rules and all(verdict["flip_basis"] == "stable" for verdict in flip_rules)  # stable flips counted
 
 
 def _pdf_text(pdf: bytes) -> bytes:
@@ -78,6 +95,7 @@ def test_rebuilding_from_the_same_records_gives_the_same_content_digest(export, 
     again.refresh_from_db()
     assert again.status == RunStatus.SUCCEEDED
     assert again.bundle_digest == export.bundle_digest and again.checkpoint_id == export.checkpoint_id
+    assert again.predictions_sha256 == export.predictions_sha256 != ""  # deterministic bytes (gzip mtime 0)
     assert Export.objects.count() == 2
 
 

@@ -10,17 +10,22 @@ class Command(BaseCommand):
     help = (
         "Verify a signed export offline: a dossier PDF (PAdES signature against the configured trust roots) or "
         "an evidence bundle (DSSE envelope against the system key). Prints signer, signing time, integrity and "
-        "trust; exits 1 when the file is not valid."
+        "trust; with --predictions, also that predictions.csv.gz is the file the bundle records (sha256 and size); "
+        "exits 1 when the file is not valid."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", type=Path, help="dossier.pdf or bundle.dsse.json")
+        parser.add_argument(
+            "--predictions", type=Path, help="predictions.csv.gz, checked against the bundle's record of it."
+        )
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
-    def handle(self, *args, file: Path, json: bool, **options) -> None:
-        if not file.is_file():
-            raise CommandError(f"No file at {file}.")
-        report = export_verify(file.read_bytes())
+    def handle(self, *args, file: Path, json: bool, predictions: Path | None = None, **options) -> None:
+        for path in (file, predictions):
+            if path is not None and not path.is_file():
+                raise CommandError(f"No file at {path}.")
+        report = export_verify(file.read_bytes(), predictions.read_bytes() if predictions else None)
         if json:
             self.stdout.write(_json(report.as_dict()))
         else:
@@ -32,6 +37,7 @@ class Command(BaseCommand):
                 ("intact", report.intact),
                 ("trusted", report.trusted),
                 ("bundle digest", report.bundle_digest),
+                ("predictions", None if predictions is None else _predictions_line(predictions, report)),
                 ("result", report.summary),
             ):
                 if value is not None:
@@ -40,6 +46,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"{'problem':>14}: {problem}")
         if not report.valid:
             raise CommandError(f"INVALID: {file}")
+
+
+def _predictions_line(path: Path, report) -> str:
+    if report.predictions_match is None:
+        return f"{path}: not checked (it is checked against a bundle)"
+    return f"{path}: {'the' if report.predictions_match else 'NOT the'} file the bundle records"
 
 
 def _json(value) -> str:
