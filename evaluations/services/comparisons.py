@@ -126,7 +126,7 @@ def comparison_compute(
     flipped = flip_indices(base["decision"], cand["decision"])
     stable_flip = None if both_stable is None else both_stable[flipped]
     stability = None
-    if both_stable is not None:
+    if both_stable is not None and stable_flip is not None:
         n_stable = int(stable_flip.sum())
         stability = {
             "method": (baseline.stability or {}).get("method"),

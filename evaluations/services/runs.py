@@ -273,7 +273,7 @@ def example_arrays(suite_version: SuiteVersion, labels: list[str]) -> dict[str, 
     }
 
 
-def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, np.ndarray]:
+def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, Any]:
     """The run's unsafe probability, decision and predicted class per example, in the given order."""
     labels = run.artifact.labels
     index = {label: i for i, label in enumerate(labels)}
