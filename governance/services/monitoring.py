@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.errors import PermissionDenied, ValidationFailed
 from accounts.models import Role
+from evaluations.models import EvaluationRun
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.profiles import config_profile
 from evaluations.services.runs import evaluation_config, evaluation_run_request
@@ -82,7 +83,7 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
         with transaction.atomic():
             schedule = (
                 RevalidationSchedule.objects.select_for_update()
-                .select_related("release__experiment", "release__candidate", "release__baseline_evaluation")
+                .select_related("release__experiment", "release__candidate")
                 .get(pk=schedule_id)
             )
             if schedule.next_run_at > now:
@@ -93,7 +94,8 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
             schedule.next_run_at = now + dt.timedelta(hours=schedule.interval_hours)
             schedule.save(update_fields=["runs", "last_run_at", "next_run_at"])
             # the release's own deployment profile, so that the comparison with its baseline holds
-            baseline_config = release.baseline_evaluation.config if release.baseline_evaluation else {}
+            baseline = EvaluationRun.objects.filter(pk=release.baseline_evaluation_id).only("config").first()
+            baseline_config = baseline.config if baseline else {}
             config = evaluation_config(
                 unsafe_labels=release.experiment.unsafe_labels,
                 profile=config_profile(baseline_config) if baseline_config else None,
@@ -118,7 +120,6 @@ def _enqueue_revalidation(run_id: int, release_id: int) -> None:
 def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:
     """Compare the fresh candidate evaluation with the original baseline; red opens an escalation."""
     from compression.models import RunStatus
-    from evaluations.models import EvaluationRun
 
     from .escalations import escalation_open
     from .releases import EvaluationsPending

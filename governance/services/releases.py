@@ -33,7 +33,7 @@ from governance.models import (
     ThresholdPolicy,
     Zone,
 )
-from governance.selectors import approval_policy_for, release_evidence
+from governance.selectors import approval_policy_for, release_evidence, review_pool
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
@@ -210,23 +210,28 @@ def release_complete_evaluation(*, release_id: int) -> Release:
         zone, verdicts = policy_judge(release.policy, comparison.results)
         release.comparison, release.gate_zone, release.gate = comparison, zone, verdicts_as_json(verdicts)
         to = ReleaseStatus.IN_REVIEW if zone == Zone.AMBER else ReleaseStatus.AWAITING_DECISION
+        payload = {"zone": zone, "gate_digest": digest(release.gate), "comparison": comparison.pk}
+        payload["flips"] = comparison.flip_count
+        if zone == Zone.AMBER:
+            pool, sampled_from = review_pool(comparison)
+            if not pool:  # amber, but no flip that holds when the batches change: nothing for blind review
+                to = ReleaseStatus.AWAITING_DECISION
+                left_out = sampled_from["unstable_left_out"]
+                payload["review"] = "none: no flipped example" + (
+                    f" that holds when the batches are recomposed ({left_out} unstable flips)" if left_out else ""
+                )
         transition(
             release,
             actor=None,
             to=to,
             action="release.gated",
-            payload={
-                "zone": zone,
-                "gate_digest": digest(release.gate),
-                "comparison": comparison.pk,
-                "flips": comparison.flip_count,
-            },
+            payload=payload,
             fields=("comparison", "gate_zone", "gate"),
         )
         if zone == Zone.RED:
             red = [v.title for v in verdicts if v.zone == Zone.RED]
             escalation_open(release=release, trigger=EscalationTrigger.RED_ZONE, summary=f"Red zone: {', '.join(red)}.")
-        elif zone == Zone.AMBER:
+        elif to == ReleaseStatus.IN_REVIEW:
             review_tasks_create(release=release)
     return release
 

@@ -166,3 +166,20 @@ def test_no_stable_flip_opens_an_escalation_naming_the_unstable_ones(release):
     escalation = Escalation.objects.filter(release=release, trigger="overdue_review").order_by("pk").last()
     assert "no stable flipped example" in escalation.summary and f"{len(flips)} flips" in escalation.summary
     assert LedgerEvent.objects.filter(action="release.review_started").count() == events
+
+
+def test_an_amber_gate_with_no_stable_flip_goes_to_the_officer_and_says_why(
+    monkeypatch, engineer, base_artifact, demo_suite, demo_policy, reviewers
+):
+    """Blind review has nothing to judge when every flip moved with the batches: the release is not left
+    in review with no task (it could never leave), it awaits the officer's decision, and the ledger says why."""
+    from governance.services import releases
+
+    monkeypatch.setattr(releases, "policy_judge", lambda policy, results: ("amber", []))
+    record = {"basis": "stable", "flips": 3, "stable_flips": 0, "unstable_left_out": 3}
+    monkeypatch.setattr(releases, "review_pool", lambda comparison: ([], record))
+    release = evaluated_release(engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy)
+    assert release.gate_zone == "amber" and release.status == ReleaseStatus.AWAITING_DECISION
+    assert not ReviewTask.objects.filter(release=release).exists()
+    gated = LedgerEvent.objects.get(action="release.gated", object_id=str(release.pk))
+    assert json.loads(gated.payload_json)["review"].endswith("(3 unstable flips)")
