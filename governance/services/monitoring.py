@@ -94,7 +94,8 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
             schedule.next_run_at = now + dt.timedelta(hours=schedule.interval_hours)
             schedule.save(update_fields=["runs", "last_run_at", "next_run_at"])
             # the release's own deployment profile, so that the comparison with its baseline holds
-            baseline = EvaluationRun.objects.filter(pk=release.baseline_evaluation_id).only("config").first()
+            baseline_id = release.baseline_evaluation_id
+            baseline = EvaluationRun.objects.filter(pk=baseline_id).only("config").first() if baseline_id else None
             baseline_config = baseline.config if baseline else {}
             config = evaluation_config(
                 unsafe_labels=release.experiment.unsafe_labels,
