@@ -302,6 +302,11 @@ def demo_outcome(release: dict, *, url: str, escalations: list[dict]) -> list[st
             f"next: RED opened an escalation {which}. Sign in as officer, resolve it with a note on",
             f"  {page}, then approve, reject or halt; approval is blocked while it is open",
         ]
+    elif status == "awaiting_decision" and zone == "amber":
+        lines += [
+            "next: AMBER, but no flipped example holds when the batches are recomposed, so there is nothing for",
+            f"  blind review. Sign in as officer and decide (approve, reject, halt) at {page}",
+        ]
     elif status == "awaiting_decision":
         lines += [f"next: GREEN. Sign in as officer and approve (or reject, halt) at {page}"]
     else:

@@ -14,6 +14,7 @@ from django.db import connection
 
 from compression.models import CompressionRun, ModelArtifact, RunStatus
 from governance.models import Release, ReleaseStatus
+from governance.selectors import review_pool
 from ledger.models import LedgerEvent
 from ledger.verification import ledger_verify
 from tests.conftest import require_service
@@ -183,12 +184,13 @@ def test_pipeline_runs_on_a_real_worker_and_a_second_delivery_does_nothing(
         what="the release evaluation",
         log=worker,
     )
-    # Green or red: awaiting a decision; amber: in blind review first.
+    # Green or red: awaiting a decision; amber: in blind review first, when a flip holds to be reviewed.
     assert final.status in (ReleaseStatus.AWAITING_DECISION, ReleaseStatus.IN_REVIEW), (
         final.failure_reason,
         worker.read_text()[-3000:],
     )
-    assert (final.status == ReleaseStatus.IN_REVIEW) == (final.gate_zone == "amber")
+    reviewable = bool(review_pool(final.comparison)[0])
+    assert (final.status == ReleaseStatus.IN_REVIEW) == (final.gate_zone == "amber" and reviewable)
     assert final.gate_zone in ("green", "amber", "red") and final.comparison_id
     assert ledger_verify().ok
 

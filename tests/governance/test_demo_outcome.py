@@ -75,3 +75,10 @@ def test_failed_evaluation_points_at_the_worker_log():
     failed = {**_release("draft", "", []), "failure_reason": "evaluation 4 failed: corrupt_artifact"}
     text = "\n".join(demo_outcome(failed, url=URL, escalations=[]))
     assert "evaluation failed" in text and "corrupt_artifact" in text and "worker.log" in text
+
+
+def test_amber_with_nothing_to_review_sends_the_officer_not_the_reviewers():
+    lines = demo_outcome({**AMBER, "status": "awaiting_decision"}, url=URL, escalations=[])
+    text = "\n".join(lines)
+    assert "nothing for" in text and "blind review" in text and f"{URL}/releases/7/" in text
+    assert "GREEN" not in text and f"{URL}/reviews/" not in text
