@@ -8,6 +8,7 @@ api = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("", include("compression.api.urls")),
     path("", include("evaluations.api.urls")),
+    path("", include("tracking.api.urls")),
     path("", include("governance.api.urls")),
     path("", include("exports.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

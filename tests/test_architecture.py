@@ -13,8 +13,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["exports", "governance", "evaluations", "compression", "accounts", "ledger", "trust"]
-APPS = {"accounts", "ledger", "compression", "evaluations", "governance", "exports"}
+LAYERS = ["exports", "governance", "tracking", "evaluations", "compression", "accounts", "ledger", "trust"]
+APPS = {"accounts", "ledger", "compression", "evaluations", "tracking", "governance", "exports"}
 PACKAGES = [*LAYERS, "safeshrink_client"]
 
 

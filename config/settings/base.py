@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "ledger",
     "compression",
     "evaluations",
+    "tracking",
     "governance",
     "exports",
 ]

@@ -1,0 +1,1 @@
+"""Compression runs that happened outside SafeShrink, as their engineers reported them."""
