@@ -25,6 +25,8 @@ SUITES = [
     "artifacts",
     "suite_import",
     "api",
+    "uploads",
+    "stability",
 ]
 
 

@@ -33,6 +33,14 @@ DESCRIPTIONS = {
         "`export_build` (bundle, WeasyPrint dossier with charts, PAdES signature, DSSE bundle) for the "
         "last of 5 releases of one experiment, 3 repetitions. Target: <= 5 s.",
     ),
+    "stability": (
+        "Decision stability of the reference teacher and its dynamic int8",
+        "Not a speed target: what issue 12 measures, on this CPU. The MiniLM reference teacher and its dynamic "
+        "int8 classify the HateXplain test posts through `predict` (batch 32, suite order, right padding, 64 "
+        "tokens, 2 threads) with the stability pass (batches recomposed at random, seeds 0 and 1); int8 also at "
+        "batch 1. Counts of decisions that moved with the batches, and of fp32 -> int8 flips and the stable "
+        "ones among them.",
+    ),
     "evaluation": (
         "Evaluation engine",
         "(a) `predict` (the evaluation task's path) against a bare batched torch loop, same MiniLM-sized "
@@ -77,6 +85,17 @@ DESCRIPTIONS = {
         "200 approve/halt attempts with the same expected version, from 90 threads (one PostgreSQL "
         "connection each; the server allows 100) released by a barrier, through `release_decide`. "
         "Exactly one may change the release; every other is refused and leaves a ledger refusal.",
+    ),
+    "uploads": (
+        "Model upload over HTTP under gunicorn",
+        "`safeshrink_client.Client.upload_folder` (the `safeshrink upload` command's path) sends a 500 MB model "
+        "folder (config.json, tokenizer files, one model.safetensors of random bytes) to gunicorn (2 sync "
+        "workers) on loopback: hash the folder, open an upload, PUT 32 MiB chunks with their sha256, finish "
+        "(every file re-hashed against the manifest, moved into the content-addressed store, recorded). Each of "
+        "3 repetitions changes config.json, so each is a new artifact; median shown, with the client's "
+        "hashing, the chunks and the finish timed apart and both sides' CPU seconds. Peak memory is the "
+        "highest VmHWM of any gunicorn process. Client and server share the machine. Targets: >= 200 MB/s "
+        "end to end, peak web-process memory <= 200 MiB.",
     ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",

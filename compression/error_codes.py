@@ -35,3 +35,15 @@ class CompressionErrorCode(StrEnum):
     RUN_FINISHED = "run_finished"  # 409: cancelling a run that already finished
     TIME_LIMIT = "time_limit"  # run failure: the worker's soft time limit was reached
     INTERNAL_ERROR = "internal_error"  # run failure: an unexpected exception (logged with its traceback)
+    # Model uploads (compression/services/uploads.py).
+    UPLOAD_PATH_REFUSED = "upload_path_refused"  # 400: a manifest path with `..`, absolute, a link, or unsafe
+    UPLOAD_FORMAT_REFUSED = "upload_format_refused"  # 400: a file type or artifact format the settings do not allow
+    UPLOAD_TOO_LARGE = "upload_too_large"  # 400: declared files over the limit; 413: a chunk over the chunk limit
+    TOO_MANY_UPLOADS = "too_many_uploads"  # 409: the engineer already holds MODEL_UPLOAD_MAX_OPEN open uploads
+    UPLOAD_CLOSED = "upload_closed"  # 409: the upload is finished, aborted, expired or being finished
+    UPLOAD_BUSY = "upload_busy"  # 409: another chunk of the same file is being received right now
+    UPLOAD_INCOMPLETE = "upload_incomplete"  # 409: finishing before every byte of every file was received
+    CHUNK_OFFSET = "chunk_offset"  # 409: a chunk not at the offset where its file's received bytes end
+    CHUNK_DIGEST_MISMATCH = "chunk_digest_mismatch"  # 400: a chunk whose bytes do not hash to its sha256
+    MANIFEST_MISMATCH = "manifest_mismatch"  # 400: the manifest does not match the declared files or received bytes
+    UPLOAD_EXPIRED = "upload_expired"  # an abandoned upload removed by the sweep (its failure_code)

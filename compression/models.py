@@ -119,3 +119,61 @@ class CompressionRun(JobFields):
 
     def __str__(self) -> str:
         return f"run {self.pk} {self.method} ({self.status})"
+
+
+class UploadStatus(models.TextChoices):
+    OPEN = "open", "Open: receiving chunks"
+    FINISHING = "finishing", "Finishing: checking digests and storing the artifact"
+    COMPLETED = "completed", "Completed: the artifact is stored"
+    ABORTED = "aborted", "Aborted by its owner"
+    EXPIRED = "expired", "Expired: abandoned, its bytes removed"
+    REFUSED = "refused", "Refused at finish, its bytes removed"
+
+
+class ArtifactUpload(models.Model):
+    """A resumable, chunked upload of a model folder by an engineer. Its declared files (UploadFile) are
+    received chunk by chunk under UPLOAD_ROOT/models/<key>/ and, at finish, checked against their digests
+    and stored as a normal ModelArtifact. Only its owner sees it."""
+
+    key = models.UUIDField(unique=True, editable=False, help_text="Names the upload's folder under UPLOAD_ROOT.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=200, help_text="Name of the artifact it becomes.")
+    parent = models.ForeignKey(ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=UploadStatus.choices, default=UploadStatus.OPEN, db_index=True)
+    total_bytes = models.PositiveBigIntegerField()
+    manifest_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Digest of the declared manifest (the artifact's digest to be) when every file's sha256 was "
+        "declared up front; a client finds the upload to resume by it.",
+    )
+    artifact = models.ForeignKey(ModelArtifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    active_at = models.DateTimeField(help_text="Last chunk or state change; abandoned uploads expire from here.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} {self.name} ({self.status})"
+
+
+class UploadFile(models.Model):
+    """One declared file of an upload; `received` bytes from its start are on disk and checked chunk by chunk."""
+
+    upload = models.ForeignKey(ArtifactUpload, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=1024, help_text="Relative POSIX path inside the model folder.")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Declared digest of the whole file (or at finish).")
+    received = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["upload", "path"]
+        constraints = [models.UniqueConstraint(fields=["upload", "path"], name="upload_file_path_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.received}/{self.size})"

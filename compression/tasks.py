@@ -16,6 +16,14 @@ def requeue_orphaned_runs() -> list[int]:
     return compression_runs_requeue_orphaned()
 
 
+@shared_task(name="compression.expire_uploads")
+def expire_uploads() -> list[int]:
+    """Beat's sweep of abandoned model uploads (SAFESHRINK["MODEL_UPLOAD_EXPIRY_SECONDS"])."""
+    from compression.services.uploads import uploads_expire
+
+    return uploads_expire()
+
+
 @worker_init.connect
 def record_method_capabilities(**kwargs) -> None:
     """At worker start-up, probe the optional methods (unless this environment's answer is stored already)

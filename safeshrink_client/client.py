@@ -1,11 +1,23 @@
+import http.client
 import json
 import mimetypes
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
+
+from .uploads import hash_files, manifest_digest, missing_chunks, read_ahead, scan_folder
+
+# Default bytes per chunk (the server may accept less: its upload says `chunk_bytes`).
+UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024
+# Refusals worth resuming from: the server's view of the upload moved on (another attempt's chunk
+# landed, or one is still in flight). Every other refusal is final.
+RESUMABLE_CODES = ("chunk_offset", "upload_busy")
+CONNECTION_ERRORS = (urllib.error.URLError, ConnectionError, http.client.HTTPException, TimeoutError)
 
 
 class ApiError(Exception):
@@ -166,6 +178,90 @@ class Client:
             body["profile"] = profile
         return self.post(f"/api/releases/{release['id']}/evaluate/", body)
 
+    def upload_folder(
+        self,
+        path: str | os.PathLike,
+        name: str,
+        on_progress: Callable[[dict], None] | None = None,
+        *,
+        parent: int | None = None,
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+        retries: int = 5,
+        retry_wait: float = 1.0,
+        include_hidden: bool = False,
+        finish_timeout: float = 1800,
+    ) -> dict:
+        """Upload a model folder and return the artifact it became (as GET /api/artifacts/{id}/ shows it).
+
+        Hashes every file (its manifest digest is the artifact's digest to be), resumes an open upload of the
+        same folder if there is one (from an interrupted call, on this or another machine) or opens one,
+        asks which bytes the server holds and sends only the missing chunks, each with its offset and
+        sha256, then finishes. A dropped connection or a chunk that raced another is retried `retries`
+        times, each time from the server's status. Symlinks in the folder are refused before anything is
+        sent; files and folders whose name starts with '.' (.git, .cache) are left out unless
+        `include_hidden`. `on_progress(event)` gets {"stage": "hashing" | "uploading" | "finishing" | "done",
+        "done": bytes, "total": bytes, "file": path or None}."""
+        files = scan_folder(path, include_hidden=include_hidden)
+        total = sum(f.size for f in files)
+        progress = _Progress(on_progress, total)
+        progress.stage("hashing")
+        hash_files(files, on_bytes=progress.add)
+        digest = manifest_digest(files)
+        upload = self._open_upload(digest, name, files, parent)
+        failures, finishing_since = 0, None
+        while True:
+            try:
+                status = self.get(f"/api/uploads/{upload['id']}/")
+                if status["status"] == "completed":
+                    progress.stage("done", done=total)
+                    return status["artifact"]
+                if status["status"] == "finishing":  # an earlier finish (its answer lost) is still storing it
+                    finishing_since = finishing_since or time.monotonic()
+                    if time.monotonic() - finishing_since > finish_timeout:
+                        break
+                    time.sleep(retry_wait)
+                    continue
+                self._send_missing(status, files, min(chunk_bytes, status["chunk_bytes"]), progress)
+                progress.stage("finishing", done=total)
+                done = self.post(f"/api/uploads/{upload['id']}/finish/")
+                progress.stage("done", done=total)
+                return done["artifact"]
+            except ApiError as exc:
+                if exc.code not in RESUMABLE_CODES:
+                    raise
+                failures += 1
+                if failures > retries:
+                    raise
+            except CONNECTION_ERRORS:
+                failures += 1
+                if failures > retries:
+                    raise
+            time.sleep(retry_wait * min(failures, 5))
+        raise TimeoutError(f"upload {upload['id']} is still finishing after {finish_timeout} s")
+
+    def _open_upload(self, digest: str, name: str, files: list, parent: int | None) -> dict:
+        """This folder's open upload (same manifest digest and name), or a new one."""
+        query = urllib.parse.urlencode({"status": "open", "manifest_digest": digest})
+        for upload in self.get(f"/api/uploads/?{query}")["results"]:
+            if upload["name"] == name and upload["parent"] == parent:
+                return upload
+        body: dict = {"name": name, "files": [f.entry() for f in files]}
+        if parent is not None:
+            body["parent"] = parent
+        return self.post("/api/uploads/", body)
+
+    def _send_missing(self, status: dict, files: list, chunk_bytes: int, progress: "_Progress") -> None:
+        received = {f["path"]: f["received"] for f in status["files"]}
+        progress.stage("uploading", done=sum(received.values()))
+        for chunk in read_ahead(missing_chunks(files, received, chunk_bytes)):
+            query = urllib.parse.urlencode({"path": chunk.path, "offset": chunk.offset, "sha256": chunk.sha256})
+            url = f"{self.base_url}/api/uploads/{status['id']}/chunks/?{query}"
+            request = urllib.request.Request(url, data=chunk.data, method="PUT")
+            request.add_header("Accept", "application/json")
+            request.add_header("Content-Type", "application/octet-stream")
+            self._open(request)
+            progress.add(len(chunk.data), file=chunk.path)
+
     # Officers
     def decide(self, release: dict, kind: str, rationale: str) -> dict:
         return self.post(
@@ -185,3 +281,24 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{path} not done after {timeout} s")
             time.sleep(interval)
+
+
+class _Progress:
+    """Calls on_progress with the stage and the bytes done so far (hashing counts the folder once, then
+    uploading counts it again from what the server already holds)."""
+
+    def __init__(self, callback: Callable[[dict], None] | None, total: int):
+        self.callback, self.total = callback, total
+        self.current, self.done = "", 0
+
+    def stage(self, name: str, done: int = 0) -> None:
+        self.current, self.done = name, done
+        self._emit(None)
+
+    def add(self, count: int, file: str | None = None) -> None:
+        self.done += count
+        self._emit(file)
+
+    def _emit(self, file: str | None) -> None:
+        if self.callback:
+            self.callback({"stage": self.current, "done": self.done, "total": self.total, "file": file})

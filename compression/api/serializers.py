@@ -1,5 +1,16 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from compression.engine.methods import (
+    DATA_FIELD_DOCS,
+    METHOD_SCHEMAS,
+    METHOD_SUMMARIES,
+    PARAMETER_KINDS,
+    SUPPORTED_METHODS,
+    ParamSpec,
+)
 from compression.models import CompressionRun, Experiment, ModelArtifact, RiskTier
 
 
@@ -46,9 +57,77 @@ class ExperimentOutput(serializers.ModelSerializer):
         fields = ("id", "name", "description", "owner", "risk_tier", "base_artifact", "unsafe_labels", "created_at")
 
 
+def parameter_openapi(spec: ParamSpec) -> dict[str, Any]:
+    """One engine parameter as an OpenAPI 3.0 schema: the same type, bounds, choices and default the engine
+    checks (compression.engine.methods), so that what the schema allows is what a run request accepts."""
+    types: dict[str, dict[str, Any]] = {
+        "bool": {"type": "boolean"},
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "choice": {"type": "string", "enum": list(spec.choices)},
+        "int_list": {"type": "array", "items": {"type": "integer"}},
+    }  # one for each of PARAMETER_KINDS
+    base = types[spec.kind]
+    if spec.minimum is not None:
+        base["minimum"] = spec.minimum
+        if spec.exclusive_min:
+            base["exclusiveMinimum"] = True
+    if spec.maximum is not None:
+        base["maximum"] = spec.maximum
+        if spec.exclusive_max:
+            base["exclusiveMaximum"] = True
+    if spec.nullable:
+        base["nullable"] = True
+    base["default"] = spec.default
+    if spec.doc:
+        base["description"] = spec.doc
+    return base
+
+
+def parameters_openapi() -> dict[str, Any]:
+    """The run request's `parameters`: one object per method, each listing exactly that method's parameters
+    (all optional: the defaults apply). Which object applies is decided by `method`."""
+    return {
+        "type": "object",
+        "description": "The parameters of `method`, all optional (a missing one takes its default): the object "
+        "titled with the method's name. An unknown parameter, a wrong type or a value out of range is a 400 "
+        "naming it. `GET /api/methods/` lists the same, with the data each method needs and whether this "
+        "installation can run it.",
+        "anyOf": [
+            {
+                "title": method,
+                "description": METHOD_SUMMARIES[method],
+                "type": "object",
+                "properties": {name: parameter_openapi(spec) for name, spec in schema.items()},
+                "additionalProperties": False,
+            }
+            for method, schema in METHOD_SCHEMAS.items()
+        ],
+        "default": {},
+    }
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": list(SUPPORTED_METHODS),
+        "description": "A compression method (`GET /api/methods/` describes each; any other name is a 400 "
+        "`unknown_method` naming `method`).",
+    }
+)
+class MethodNameField(serializers.CharField):
+    """A compression method's name. Documented as the enum of the engine's methods; an unknown name is
+    refused by the service (400 `unknown_method` naming `method`, with the names to choose from)."""
+
+
+@extend_schema_field(parameters_openapi())
+class MethodParametersField(serializers.DictField):
+    """A method's parameters; checked against the method's schema by the service (engine validation)."""
+
+
 class RunRequestInput(serializers.Serializer):
-    method = serializers.CharField(max_length=64)
-    parameters = serializers.DictField(required=False, default=dict)
+    method = MethodNameField(max_length=64)
+    parameters = MethodParametersField(required=False, default=dict)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)
     data_suite_version = serializers.IntegerField(
         required=False, allow_null=True, default=None, help_text="Suite version for calibration / training data."
@@ -90,3 +169,58 @@ class RunSummaryOutput(RunOutput):
 
     class Meta(RunOutput.Meta):
         fields = tuple(f for f in RunOutput.Meta.fields if f not in ("provenance", "provenance_envelope"))
+
+
+@extend_schema_field({"type": "number"})
+class _NumberField(serializers.Field):
+    """A number rendered as the engine holds it (8 stays 8, 0.5 stays 0.5)."""
+
+    def to_representation(self, value):
+        return value
+
+
+class MethodParameterOutput(serializers.Serializer):
+    """One parameter of a method, from the engine's ParamSpec (compression.engine.methods)."""
+
+    name = serializers.CharField()
+    type = serializers.CharField(help_text=f"One of: {', '.join(PARAMETER_KINDS)}.")
+    default = serializers.JSONField(allow_null=True, help_text="The value used when the parameter is not given.")
+    nullable = serializers.BooleanField(help_text="Whether null is accepted (it means: derive the value).")
+    description = serializers.CharField(source="doc")
+    minimum = _NumberField(allow_null=True, help_text="Lowest allowed value (numbers), or null.")
+    exclusive_minimum = serializers.BooleanField(help_text="Whether `minimum` itself is refused.")
+    maximum = _NumberField(allow_null=True, help_text="Highest allowed value (numbers), or null.")
+    exclusive_maximum = serializers.BooleanField(help_text="Whether `maximum` itself is refused.")
+    choices = serializers.ListField(
+        child=serializers.CharField(), help_text="The allowed values of a `choice` parameter (empty otherwise)."
+    )
+    range = serializers.CharField(help_text='The allowed values in words, e.g. "[0, 1)"; empty: any of the type.')
+
+
+class MethodConditionalDataOutput(serializers.Serializer):
+    field = serializers.CharField()
+    parameter = serializers.CharField()
+    when = serializers.CharField(help_text='E.g. "rounds > 1", "use_stress is true".')
+
+
+class MethodDataOutput(serializers.Serializer):
+    """The data fields a method needs (taken from the run request's `data_suite_version`)."""
+
+    required = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Always needed; a run request then needs `data_suite_version`. Fields: "
+        + "; ".join(f"{name}: {doc}" for name, doc in DATA_FIELD_DOCS.items())
+        + ".",
+    )
+    conditional = MethodConditionalDataOutput(many=True, help_text="Needed only with some parameter values.")
+
+
+class MethodOutput(serializers.Serializer):
+    """A compression method SafeShrink can run (GET /api/methods/)."""
+
+    name = serializers.CharField(help_text="The value of `method` in a run request.")
+    summary = serializers.CharField(help_text="What the method does.")
+    parameters = MethodParameterOutput(many=True)
+    data = MethodDataOutput()
+    available = serializers.BooleanField(help_text="Whether this installation can run the method.")
+    unavailable_reason = serializers.CharField(allow_null=True, help_text="Why not, when `available` is false.")

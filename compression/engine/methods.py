@@ -1,5 +1,11 @@
 """Supported compression methods, their parameter schemas and validation (torch-free: used by the web API).
 
+The one definition of what each method is: what it does (``METHOD_SUMMARIES``), its parameters with
+types, ranges, defaults and meaning (``METHOD_SCHEMAS``), the data it needs (``METHOD_DATA`` always,
+``METHOD_CONDITIONAL_DATA`` with some parameter values) and whether this installation can run it
+(``method_availability``). ``describe_method`` joins them for ``GET /api/methods/``, the OpenAPI schema
+and the README's table, so a new method or parameter shows up everywhere from here.
+
 Every parameter is optional and has a default (see ``METHOD_SCHEMAS``); ``resolve_parameters`` fills
 the defaults in. ``validate_parameters`` raises EngineError naming the offending parameter.
 ``validate_student`` checks a distillation student against the teacher's config.json (a dict) so the
@@ -13,7 +19,7 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from compression.engine import capabilities
 from compression.engine.errors import EngineError, EngineErrorCode
@@ -21,14 +27,26 @@ from compression.engine.errors import EngineError, EngineErrorCode
 __all__ = [
     "SUPPORTED_METHODS",
     "METHOD_SCHEMAS",
+    "METHOD_SUMMARIES",
     "METHOD_DATA",
+    "METHOD_CONDITIONAL_DATA",
+    "DATA_FIELD_DOCS",
     "ParamSpec",
+    "PARAMETER_KINDS",
+    "DataNeed",
+    "Availability",
     "validate_parameters",
     "resolve_parameters",
     "validate_student",
     "method_available",
+    "method_availability",
     "parameter_schema",
+    "required_data",
+    "describe_method",
 ]
+
+
+PARAMETER_KINDS: tuple[str, ...] = ("bool", "int", "float", "choice", "int_list")
 
 
 @dataclass(frozen=True)
@@ -49,18 +67,45 @@ class ParamSpec:
     nullable: bool = False
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind not in PARAMETER_KINDS:
+            raise ValueError(f"parameter kind {self.kind!r} is not one of {PARAMETER_KINDS}")
+
     def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable description (for API docs / forms)."""
-        out: dict[str, Any] = {"type": self.kind, "default": self.default, "nullable": self.nullable, "doc": self.doc}
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-            out["exclusive_minimum"] = self.exclusive_min
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-            out["exclusive_maximum"] = self.exclusive_max
+        """A JSON-serialisable description (for API docs / forms); every key is always present (null, false or
+        empty when it does not apply)."""
+        return {
+            "type": self.kind,
+            "default": self.default,
+            "nullable": self.nullable,
+            "doc": self.doc,
+            "minimum": self.minimum,
+            "exclusive_minimum": self.exclusive_min,
+            "maximum": self.maximum,
+            "exclusive_maximum": self.exclusive_max,
+            "choices": list(self.choices),
+        }
+
+    def range_text(self) -> str:
+        """The allowed values in words: "[0, 1)", ">= 1", "one of: global, layer", "" when any value of the
+        type is allowed. Used by the validation message and the README's table."""
         if self.choices:
-            out["choices"] = list(self.choices)
-        return out
+            return f"one of: {', '.join(self.choices)}"
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            left = "(" if self.exclusive_min else "["
+            right = ")" if self.exclusive_max else "]"
+            return f"{left}{_number(low)}, {_number(high)}{right}"
+        if low is not None:
+            return f"{'>' if self.exclusive_min else '>='} {_number(low)}"
+        if high is not None:
+            return f"{'<' if self.exclusive_max else '<='} {_number(high)}"
+        return ""
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 0 and 1 rather than 0.0 and 1.0."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 class _Bounds(TypedDict):
@@ -164,9 +209,9 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
             doc="weight of the KL term; (1 - alpha) weighs the hard-label cross-entropy",
         ),
         "epochs": ParamSpec("int", 3, minimum=1, maximum=100, doc="epochs per round"),
-        "batch_size": ParamSpec("int", 32, minimum=1, maximum=1024),
+        "batch_size": ParamSpec("int", 32, minimum=1, maximum=1024, doc="training batch size"),
         "lr": ParamSpec("float", 1e-4, minimum=0.0, maximum=1.0, exclusive_min=True, doc="AdamW learning rate"),
-        "max_length": ParamSpec("int", 64, minimum=8, maximum=512),
+        "max_length": ParamSpec("int", 64, minimum=8, maximum=512, doc="token cap for training and teacher labels"),
         "max_train_examples": ParamSpec("int", 0, minimum=0, maximum=10_000_000, doc="cap on data.train rows (0: all)"),
         "use_stress": ParamSpec("bool", False, doc="add data.stress (edge-case + adversarial) to the training set"),
         "reject": ParamSpec(
@@ -207,7 +252,71 @@ METHOD_DATA: Mapping[str, tuple[str, ...]] = {
     "distill": ("train",),
 }
 
+
+@dataclass(frozen=True)
+class DataNeed:
+    """A data field a method needs only with some parameter values: when ``parameter``'s value (its default
+    when not given) is greater than ``above`` (for a bool parameter, ``above=False`` means "when true")."""
+
+    field: str
+    parameter: str
+    above: Any
+
+    def applies(self, method: str, parameters: Mapping[str, Any]) -> bool:
+        value = parameters.get(self.parameter, METHOD_SCHEMAS[method][self.parameter].default)
+        return value is not None and value > self.above
+
+    def when(self) -> str:
+        """The condition in words, e.g. "use_stress is true", "rounds > 1"."""
+        return f"{self.parameter} is true" if self.above is False else f"{self.parameter} > {self.above}"
+
+
+METHOD_CONDITIONAL_DATA: Mapping[str, tuple[DataNeed, ...]] = {
+    "dynamic_int8": (),
+    "fp16": (),
+    "bf16": (),
+    "int8_weight_only": (),
+    "magnitude_prune": (),
+    "structured_prune": (DataNeed("train", "recovery_epochs", 0),),
+    "distill": (DataNeed("stress", "use_stress", False), DataNeed("heldout_adversarial", "rounds", 1)),
+}
+
+# What each data field holds (the engine's CompressionData; a run takes them from a registered suite version).
+DATA_FIELD_DOCS: Mapping[str, str] = {
+    "train": "labelled training examples (distillation, recovery training)",
+    "calibration": "labelled examples that score the importance of heads and neurons",
+    "stress": "edge-case and adversarial examples added to distillation training",
+    "heldout_adversarial": "adversarial examples the student is tested on between distillation rounds",
+}
+
+METHOD_SUMMARIES: Mapping[str, str] = {
+    "dynamic_int8": "Dynamic int8 quantization (torch.ao) of every Linear layer, and of the embeddings on request: "
+    "int8 weights, activations quantized on the fly; for CPU inference. Saved as torch-quantized.",
+    "fp16": "Casts every floating-point weight to float16 (half the size). Saved as a plain hf-dir.",
+    "bf16": "Casts every floating-point weight to bfloat16 (half the size, float32's range). Saved as a plain hf-dir.",
+    "int8_weight_only": "torchao int8 weight-only quantization of every Linear layer (activations stay floating "
+    "point). Needs torchao working with this torch. Saved as torchao-int8.",
+    "magnitude_prune": "Unstructured pruning: zeroes the smallest-magnitude encoder Linear weights. The file is no "
+    "smaller and dense kernels are no faster; the zeros are a starting point for sparse kernels.",
+    "structured_prune": "Removes attention heads and feed-forward neurons ranked by gradient-based importance on "
+    "calibration data (a smaller, faster model), optionally followed by recovery distillation from the unpruned "
+    "model.",
+    "distill": "Knowledge distillation into a smaller student (fewer layers, optionally narrower), with safety "
+    "options: stress examples in training, dropping unsure soft labels, and rounds that train on the student's "
+    "failures on held-out adversarial examples.",
+}
+
 SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_SCHEMAS))
+
+# The package each optional method (``capabilities.OPTIONAL_METHOD_PROBES``) needs; the probe checks it works.
+_OPTIONAL_PACKAGES: Mapping[str, str] = {"int8_weight_only": "torchao"}
+
+
+class Availability(NamedTuple):
+    """Whether a method can run on this installation, and when not, why (a sentence for people)."""
+
+    available: bool
+    reason: str = ""
 
 
 def parameter_schema(method: str) -> dict[str, dict[str, Any]]:
@@ -216,22 +325,61 @@ def parameter_schema(method: str) -> dict[str, dict[str, Any]]:
     return {name: spec.describe() for name, spec in METHOD_SCHEMAS[method].items()}
 
 
-def method_available(method: str) -> bool:
-    """True when ``method`` can run here. Unknown -> False. int8_weight_only needs torchao installed and
-    working with this torch: the answer recorded at start-up (``engine.capabilities``; the web process
-    never probes). A worker with nothing recorded probes in process once. A torch-free process with
-    nothing recorded accepts it when torchao is installed: the worker checks again before running."""
+def required_data(method: str, parameters: Mapping[str, Any]) -> list[str]:
+    """The data fields ``method`` needs with these parameters: ``METHOD_DATA``'s, then the conditional ones."""
+    needs = METHOD_CONDITIONAL_DATA.get(method, ())
+    return [*METHOD_DATA.get(method, ()), *(need.field for need in needs if need.applies(method, parameters))]
+
+
+def method_availability(method: str) -> Availability:
+    """Whether ``method`` can run here, and why not. int8_weight_only needs torchao installed and working
+    with this torch: the answer recorded at start-up (``engine.capabilities``; the web process never
+    probes). A worker with nothing recorded probes in process once. A torch-free process with nothing
+    recorded accepts it when torchao is installed: the worker checks again before running."""
     if method not in METHOD_SCHEMAS:
-        return False
+        return Availability(False, f"{method!r} is not a compression method")
     if method not in capabilities.OPTIONAL_METHOD_PROBES:
-        return True
-    if importlib.util.find_spec("torchao") is None:
-        return False
+        return Availability(True)
+    package = _OPTIONAL_PACKAGES[method]
+    if importlib.util.find_spec(package) is None:
+        return Availability(False, f"needs {package}, which is not installed")
     answer = capabilities.recorded(method)
     if answer is None and "torch" in sys.modules:
         answer = capabilities.probe(method)
         capabilities.record({method: answer})
-    return True if answer is None else answer
+    if answer is False:
+        return Availability(False, f"{package} is installed but did not work with this torch when checked at start-up")
+    return Availability(True)
+
+
+def method_available(method: str) -> bool:
+    """True when ``method`` can run here (see ``method_availability``). Unknown -> False."""
+    return method_availability(method).available
+
+
+def describe_method(method: str) -> dict[str, Any]:
+    """Everything a client needs to request ``method`` (JSON-serialisable; raises unknown_method): its
+    summary, parameters in definition order (``ParamSpec.describe`` plus name and range text), the data
+    fields it always needs and those it needs with some parameter values, and whether it can run here."""
+    _check_method(method)
+    availability = method_availability(method)
+    return {
+        "name": method,
+        "summary": METHOD_SUMMARIES[method],
+        "parameters": [
+            {"name": name, **spec.describe(), "range": spec.range_text()}
+            for name, spec in METHOD_SCHEMAS[method].items()
+        ],
+        "data": {
+            "required": list(METHOD_DATA[method]),
+            "conditional": [
+                {"field": need.field, "parameter": need.parameter, "when": need.when()}
+                for need in METHOD_CONDITIONAL_DATA[method]
+            ],
+        },
+        "available": availability.available,
+        "unavailable_reason": availability.reason or None,
+    }
 
 
 def _check_method(method: str) -> None:
@@ -275,9 +423,7 @@ def _check_value(method: str, name: str, spec: ParamSpec, value: Any) -> None:
     low_ok = low is None or (value > low if spec.exclusive_min else value >= low)
     high_ok = high is None or (value < high if spec.exclusive_max else value <= high)
     if not (low_ok and high_ok):
-        left = "(" if spec.exclusive_min else "["
-        right = ")" if spec.exclusive_max else "]"
-        raise bad(f"in {left}{low}, {high}{right}")
+        raise bad(f"in {spec.range_text()}")
 
 
 def validate_parameters(method: str, parameters: Mapping[str, Any]) -> None:
@@ -301,10 +447,11 @@ def validate_parameters(method: str, parameters: Mapping[str, Any]) -> None:
         _check_value(method, name, schema[name], parameters[name])
     if method == "distill":
         _check_distill_combination(parameters)
-    if not method_available(method):
+    availability = method_availability(method)
+    if not availability.available:
         raise EngineError(
             EngineErrorCode.METHOD_UNAVAILABLE,
-            f"method {method!r} is not available on this machine (torchao missing or not working)",
+            f"method {method!r} is not available on this machine ({availability.reason})",
         )
 
 

@@ -14,7 +14,7 @@ from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.formats import FORMAT_HF_DIR
 from compression.engine.loading import load_classifier, resolve_device
 from compression.engine.manifest import dir_size, manifest_digest
-from compression.engine.methods import METHOD_DATA, resolve_parameters
+from compression.engine.methods import required_data, resolve_parameters
 from compression.engine.parameters import count_nonzero_parameters, count_parameters, state_dict_dtypes
 from compression.engine.types import DATA_FIELDS, CompressionData, CompressionRequest, CompressionResult
 
@@ -42,15 +42,7 @@ def _implementation(method: str) -> Callable[[MethodContext], MethodOutput]:
 
 
 def _required_data(method: str, parameters: dict) -> list[str]:
-    required = list(METHOD_DATA.get(method, ()))
-    if method == "distill":
-        if parameters.get("use_stress"):
-            required.append("stress")
-        if parameters.get("rounds", 1) > 1:
-            required.append("heldout_adversarial")
-    if method == "structured_prune" and parameters.get("recovery_epochs", 0) > 0:
-        required.append("train")
-    return required
+    return required_data(method, parameters)
 
 
 def _check_data(request: CompressionRequest, parameters: dict, num_labels: int) -> None:

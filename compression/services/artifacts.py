@@ -31,6 +31,7 @@ from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.manifest import (
     VerificationCache,
     VerifiedManifest,
+    entries_digest,
     manifest,
     manifest_digest,
     verify_manifest,
@@ -217,8 +218,8 @@ def artifact_store(directory: Path, *, move: bool = False, label: str | None = N
     The store is content-addressed, so a folder whose recording never commits is reused, never wrong."""
     fmt, labels = _detect(directory, label)
     try:
-        digest = manifest_digest(directory)
         entries = manifest(directory)
+        digest = entries_digest(entries)  # one hashing pass, not two
         files = [{"path": p, "sha256": h, "size": s} for p, h, s in entries]
     except EngineError as exc:
         message = exc.message if label is None else exc.message.replace(repr(str(directory)), repr(label))

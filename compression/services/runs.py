@@ -32,7 +32,16 @@ def _base_config(experiment: Experiment) -> dict:
     import json
 
     # Only config.json is read here (in the web process); the worker verifies every byte before use.
-    config = json.loads((artifact_dir(experiment.base_artifact) / "config.json").read_text("utf-8"))
+    try:
+        config = json.loads((artifact_dir(experiment.base_artifact) / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        config = None  # missing from the store, unreadable or not JSON
+    if not isinstance(config, dict):
+        raise ValidationFailed(
+            "The base artifact's config.json cannot be read from the artifact store.",
+            code=CompressionErrorCode.CORRUPT_ARTIFACT,
+            details={"experiment": ["The base artifact's config.json is missing or not a JSON object."]},
+        )
     architectures = config.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValidationFailed(

@@ -147,6 +147,8 @@ SPECTACULAR_SETTINGS = {
         "DecisionKindEnum": "governance.models.DecisionKind",
         "RuleKindEnum": "governance.models.RuleKind",
         "SuiteImportStatusEnum": "evaluations.models.SuiteImportStatus",
+        "CompressionMethodEnum": "compression.engine.methods.SUPPORTED_METHODS",
+        "UploadStatusEnum": "compression.models.UploadStatus",
     },
 }
 
@@ -185,6 +187,8 @@ CELERY_BEAT_SCHEDULE = {
     "run-due-revalidations": {"task": "governance.run_due_revalidations", "schedule": 300.0},
     # Suite imports whose message was lost (queued or running without a heartbeat past the run lease).
     "requeue-stale-suite-imports": {"task": "evaluations.requeue_stale_suite_imports", "schedule": 300.0},
+    # Model uploads abandoned past MODEL_UPLOAD_EXPIRY_SECONDS: bytes removed, upload marked expired.
+    "expire-abandoned-uploads": {"task": "compression.expire_uploads", "schedule": 300.0},
     # Recovery from lost work (a killed worker): re-enqueue the missing chunks of evaluation runs
     # whose lease expired, and complete releases still `evaluating` after both runs finished.
     "requeue-orphaned-evaluations": {
@@ -264,6 +268,26 @@ SAFESHRINK = {
     "IMPORT_CHECK_IN_REQUEST_BYTES": env.int("SAFESHRINK_IMPORT_CHECK_IN_REQUEST_BYTES", default=1024 * 1024),
     # Uploaded suite files wait here for their import on a worker (web and workers must share it).
     "UPLOAD_ROOT": Path(env("SAFESHRINK_UPLOAD_ROOT", default=str(VAR_DIR / "uploads"))),
+    # Model uploads (POST /api/uploads/, `safeshrink upload`): resumable and chunked, received under
+    # UPLOAD_ROOT/models/ (keep it on the artifact store's volume: finishing is then a rename, not a copy)
+    # and stored as a normal content-addressed artifact at finish. The most bytes one upload may declare:
+    "MODEL_UPLOAD_MAX_BYTES": env.int("SAFESHRINK_MODEL_UPLOAD_MAX_BYTES", default=8 * 1024**3),
+    "MODEL_UPLOAD_MAX_FILES": env.int("SAFESHRINK_MODEL_UPLOAD_MAX_FILES", default=1000),
+    # The largest chunk one request may carry (clients send at most this much per PUT).
+    "MODEL_UPLOAD_CHUNK_BYTES": env.int("SAFESHRINK_MODEL_UPLOAD_CHUNK_BYTES", default=64 * 1024**2),
+    # Open uploads one engineer may hold at once (each may reserve up to MODEL_UPLOAD_MAX_BYTES of disk).
+    "MODEL_UPLOAD_MAX_OPEN": env.int("SAFESHRINK_MODEL_UPLOAD_MAX_OPEN", default=4),
+    # Artifact formats an upload may be (config.json, and recipe.json's "format" when there is one).
+    "MODEL_UPLOAD_FORMATS": env.list(
+        "SAFESHRINK_MODEL_UPLOAD_FORMATS", default=["hf-dir", "hf-pruned", "torchao-int8", "torch-quantized"]
+    ),
+    # File name endings an uploaded file may have (lower case; anything else is refused when declared).
+    "MODEL_UPLOAD_SUFFIXES": env.list(
+        "SAFESHRINK_MODEL_UPLOAD_SUFFIXES",
+        default=[".json", ".safetensors", ".txt", ".model", ".jinja", ".md", ".pt", ".bin"],
+    ),
+    # An upload with no chunk (or other change) for this long is abandoned: beat's sweep removes its bytes.
+    "MODEL_UPLOAD_EXPIRY_SECONDS": env.int("SAFESHRINK_MODEL_UPLOAD_EXPIRY_SECONDS", default=24 * 3600),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),
     # Anonymous refusals (401) are counted per window of this many seconds and written as one
     # `access.denied_anonymous` ledger event per window, not one event each (ARCHITECTURE.md, "Authorisation").

@@ -29,7 +29,24 @@ def test_the_values_are_the_strings_used_before():
     assert sorted(EngineErrorCode) == sorted(engine)
     assert set(EngineErrorCode) == ERROR_CODES
     assert sorted(CompressionErrorCode) == sorted(
-        [*engine, "empty_suite", "internal_error", "run_finished", "time_limit"]
+        [
+            *engine,
+            "empty_suite",
+            "internal_error",
+            "run_finished",
+            "time_limit",
+            "upload_path_refused",
+            "upload_format_refused",
+            "upload_too_large",
+            "too_many_uploads",
+            "upload_closed",
+            "upload_busy",
+            "upload_incomplete",
+            "chunk_offset",
+            "chunk_digest_mismatch",
+            "manifest_mismatch",
+            "upload_expired",
+        ]
     )
 
 
