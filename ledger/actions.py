@@ -54,5 +54,10 @@ ACTIONS = frozenset(
         "access.downloaded",
         "access.denied",
         "access.denied_anonymous",
+        "external_run.created",
+        "external_run.logged",
+        "external_run.finished",
+        "external_run.provenance_attached",
+        "engineer_key.registered",
     }
 )

@@ -149,6 +149,7 @@ SPECTACULAR_SETTINGS = {
         "SuiteImportStatusEnum": "evaluations.models.SuiteImportStatus",
         "CompressionMethodEnum": "compression.engine.methods.SUPPORTED_METHODS",
         "UploadStatusEnum": "compression.models.UploadStatus",
+        "ExternalRunStatusEnum": "tracking.models.ExternalRunStatus",
     },
 }
 

@@ -93,6 +93,15 @@ def light_world(db, make_user, make_officer, demo_policy):
         valid_from=timezone.now() - dt.timedelta(days=1),
         valid_until=timezone.now() + dt.timedelta(days=30),
     )
+    from tracking.services.runs import external_run_create, external_run_log
+
+    external_run = external_run_create(actor=engineer, experiment_id=experiment.pk, method="GPTQ (elsewhere)")
+    external_run_log(
+        actor=engineer,
+        run_id=external_run.pk,
+        params=[{"key": "bits", "value": "4"}],
+        metrics=[{"key": "loss", "value": 1}],
+    )
     users = {"engineer": engineer, "officer": officer, "regulator": regulator, "reviewer": reviewer, "admin": admin}
     return {
         "users": users,
@@ -101,4 +110,5 @@ def light_world(db, make_user, make_officer, demo_policy):
         "experiment": experiment,
         "suite_version": version,
         "artifact": base,
+        "external_run": external_run,
     }

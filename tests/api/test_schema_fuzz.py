@@ -36,6 +36,11 @@ SEMANTIC_400 = {
     ("POST", "/api/suite-versions/{id}/perturb/"): "kinds must be known perturbations",
     ("POST", "/api/suites/import/"): "the file must parse with the mapping, and the labels must occur in it",
     ("GET", "/api/ledger/"): "until must be later than since",
+    ("POST", "/api/external-runs/"): "experiment and artifacts must exist and be yours; tag keys must be valid names",
+    ("POST", "/api/external-runs/{id}/log/"): "a param keeps its first value; keys must be valid names",
+    ("POST", "/api/external-runs/{id}/finish/"): "output_artifact must exist; a run cannot end before it started",
+    ("POST", "/api/external-runs/{id}/provenance/"): "the payload must be base64 of an in-toto Statement",
+    ("POST", "/api/engineer-keys/"): "public_key must be an Ed25519 public key",
 }
 
 

@@ -52,6 +52,9 @@ def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, de
         a_is_candidate=True,
         deadline=timezone.now(),
     )
+    from tracking.services.runs import external_run_create
+
+    external_run = external_run_create(actor=engineer, experiment_id=release.experiment_id, method="GPTQ (elsewhere)")
     users = {
         "engineer": engineer,
         "other_engineer": make_user("oscar", "engineer"),
@@ -71,6 +74,7 @@ def world(engineer, officer, make_user, reviewers, base_artifact, demo_suite, de
         "task": task.pk,
         "suite_version": demo_suite.pk,
         "artifact": base_artifact.pk,
+        "external_run": external_run.pk,
     }
     return users, ids
 
@@ -89,6 +93,10 @@ MATRIX = [
     (R, "get", "/api/experiments/{experiment}/", None, (200, 404, 200, 403, 403, 403)),
     (R, "get", "/api/runs/{run}/", None, (200, 404, 200, 403, 403, 403)),
     (R, "get", "/api/runs/", None, (200, 200, 200, 403, 403, 403)),
+    (R, "get", "/api/external-runs/", None, (200, 200, 200, 403, 403, 403)),
+    (R, "get", "/api/external-runs/{external_run}/", None, (200, 404, 200, 403, 403, 403)),
+    (R, "get", "/api/external-runs/{external_run}/metrics/", None, (200, 404, 200, 403, 403, 403)),
+    (R, "get", "/api/engineer-keys/", None, (200, 200, 200, 403, 403, 403)),
     (R, "get", "/api/releases/", None, (200, 200, 200, 403, 200, 200)),
     (R, "get", "/api/releases/{release}/", None, (200, 404, 200, 403, 200, 404)),
     (R, "get", "/api/suites/", None, (200, 200, 200, 403, 403, 403)),
@@ -112,6 +120,11 @@ MATRIX = [
     (W, "post", "/api/experiments/", {}, (400, 400, 403, 403, 403, 403)),
     (W, "post", "/api/experiments/{experiment}/runs/", {}, (400, 404, 403, 403, 403, 403)),
     (W, "post", "/api/runs/{run}/cancel/", {}, (409, 404, 403, 403, 403, 403)),
+    (W, "post", "/api/external-runs/", {}, (400, 400, 403, 403, 403, 403)),
+    (W, "post", "/api/external-runs/{external_run}/log/", {}, (200, 404, 403, 403, 403, 403)),
+    (W, "post", "/api/external-runs/{external_run}/provenance/", {}, (400, 404, 403, 403, 403, 403)),
+    (W, "post", "/api/external-runs/{external_run}/finish/", {"status": "running"}, (400, 404, 403, 403, 403, 403)),
+    (W, "post", "/api/engineer-keys/", {}, (400, 400, 403, 403, 403, 403)),
     (W, "post", "/api/releases/", {}, (400, 400, 403, 403, 403, 403)),
     (W, "post", "/api/releases/{release}/evaluate/", {}, (409, 404, 403, 403, 403, 403)),
     (W, "post", "/api/releases/{release}/decisions/", {"kind": "approve"}, (403, 403, 400, 403, 403, 403)),

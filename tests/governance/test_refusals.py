@@ -168,7 +168,7 @@ def test_ledger_filters_by_action_actor_object_type_and_time(officer_api, office
 
 def _object_types_in_source() -> set[str]:
     written = set()
-    for app in ("accounts", "compression", "evaluations", "governance", "exports", "ledger"):
+    for app in ("accounts", "compression", "evaluations", "tracking", "governance", "exports", "ledger"):
         for path in (ROOT / app).rglob("*.py"):
             if "migrations" in path.parts or "engine" in path.parts:
                 continue
