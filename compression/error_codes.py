@@ -35,6 +35,7 @@ class CompressionErrorCode(StrEnum):
     RUN_FINISHED = "run_finished"  # 409: cancelling a run that already finished
     TIME_LIMIT = "time_limit"  # run failure: the worker's soft time limit was reached
     INTERNAL_ERROR = "internal_error"  # run failure: an unexpected exception (logged with its traceback)
+    NOT_SIGNED = "not_signed"  # 404: no SafeShrink model-signing signature (an artifact it did not produce)
     # Model uploads (compression/services/uploads.py).
     UPLOAD_PATH_REFUSED = "upload_path_refused"  # 400: a manifest path with `..`, absolute, a link, or unsafe
     UPLOAD_FORMAT_REFUSED = "upload_format_refused"  # 400: a file type or artifact format the settings do not allow

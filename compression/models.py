@@ -9,6 +9,12 @@ class ArtifactFormat(models.TextChoices):
     TORCHAO_INT8 = "torchao-int8", "torchao int8 weight-only + recipe"
 
 
+class SignatureStatus(models.TextChoices):
+    NONE = "none", "No model-signing signature (model.sig) in the folder"
+    VERIFIED = "verified", "Verified under a public key the registering user registered"
+    FAILED = "failed", "Carried a signature that did not verify"
+
+
 class ModelArtifact(models.Model):
     """An immutable set of model files, identified by the sha256 of its canonical manifest."""
 
@@ -28,6 +34,21 @@ class ModelArtifact(models.Model):
         help_text="Users who registered these same bytes after the first (same content, same artifact); "
         "each of them may see it.",
     )
+    # SafeShrink's own OpenSSF model-signing signature over the files of an artifact it produced (a
+    # compression run's output): the bundle `model_signing verify key` checks, kept beside the artifact
+    # (not inside: a file added to the folder would change its digest). See compression/services/signatures.py.
+    system_signature = models.JSONField(
+        null=True, blank=True, help_text="SafeShrink's model-signing bundle (JSON), for artifacts it produced."
+    )
+    system_signature_key = models.CharField(
+        max_length=64, blank=True, help_text="sha256 hex of the PEM of the public key that signed it."
+    )
+    system_signed_at = models.DateTimeField(null=True, blank=True)
+    # A signature the artifact arrived with (model.sig at the folder's top level), checked when registered.
+    signature_status = models.CharField(max_length=8, choices=SignatureStatus.choices, default=SignatureStatus.NONE)
+    signature_key_id = models.CharField(max_length=64, blank=True, help_text="The registered key that verified it.")
+    signature_reason = models.TextField(blank=True, help_text="What the check found (why it failed).")
+    signature_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

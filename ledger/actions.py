@@ -4,6 +4,8 @@ ACTIONS = frozenset(
     {
         "user.created",
         "artifact.registered",
+        "artifact.signed",
+        "artifact.signature_checked",
         "experiment.created",
         "run.requested",
         "run.started",
@@ -58,6 +60,9 @@ ACTIONS = frozenset(
         "external_run.logged",
         "external_run.finished",
         "external_run.provenance_attached",
+        "external_run.artifact_logged",
+        "external_run.model_registered",
+        "registered_model.created",
         "engineer_key.registered",
     }
 )

@@ -37,6 +37,12 @@ class ArtifactOutput(serializers.ModelSerializer):
             "parent",
             "labels",
             "manifest",
+            "system_signature_key",
+            "system_signed_at",
+            "signature_status",
+            "signature_key_id",
+            "signature_reason",
+            "signature_checked_at",
             "created_at",
         )
 

@@ -1,10 +1,16 @@
 from django.urls import path
 
-from . import methods, uploads, views
+from . import methods, signatures, uploads, views
 
 urlpatterns = [
     path("artifacts/", views.ArtifactListCreate.as_view(), name="artifact-list"),
     path("artifacts/<int:pk>/", views.ArtifactDetail.as_view(), name="artifact-detail"),
+    path(
+        "artifacts/<int:pk>/model-signature/",
+        signatures.ArtifactModelSignature.as_view(),
+        name="artifact-model-signature",
+    ),
+    path("artifacts/model-signing-key/", signatures.ModelSigningKey.as_view(), name="artifact-model-signing-key"),
     path("experiments/", views.ExperimentListCreate.as_view(), name="experiment-list"),
     path("experiments/<int:pk>/", views.ExperimentDetail.as_view(), name="experiment-detail"),
     path("experiments/<int:pk>/runs/", views.ExperimentRunRequest.as_view(), name="experiment-run-request"),

@@ -40,6 +40,14 @@ from compression.error_codes import CompressionErrorCode
 from compression.models import ArtifactFormat, ModelArtifact
 from compression.selectors import artifacts_visible_to
 from ledger.services import ledger_append
+from trust.model_signing import ModelSignatureResult
+
+from .signatures import (
+    carried_signature_check,
+    carried_signature_record,
+    system_signature_prepare,
+    system_signature_record,
+)
 
 
 def artifact_root() -> Path:
@@ -250,14 +258,19 @@ def artifact_ingest(
     actor,
     parent: ModelArtifact | None = None,
     parameter_count: int | None = None,
+    signature: ModelSignatureResult | None = None,
 ) -> tuple[ModelArtifact, bool]:
     """Record a stored artifact. Returns (artifact, created). Same content, same artifact.
+    `signature`: the check of a model-signing signature the folder carries (carried_signature_check, made
+    before the transaction), recorded on the artifact with its own ledger event.
 
     Must be called inside a transaction: the row and its ledger event commit together."""
     digest, size, fmt = stored.digest, stored.size, stored.format
     existing = ModelArtifact.objects.filter(digest=digest).first()
     if existing:
-        return _registered_again(existing, actor), False
+        artifact = _registered_again(existing, actor)
+        carried_signature_record(artifact, signature, actor)
+        return artifact, False
     try:
         with transaction.atomic():
             artifact = ModelArtifact.objects.create(
@@ -272,7 +285,9 @@ def artifact_ingest(
                 created_by=actor,
             )
     except IntegrityError:
-        return _registered_again(ModelArtifact.objects.get(digest=digest), actor), False
+        artifact = _registered_again(ModelArtifact.objects.get(digest=digest), actor)
+        carried_signature_record(artifact, signature, actor)
+        return artifact, False
     ledger_append(
         actor=actor,
         action="artifact.registered",
@@ -286,6 +301,7 @@ def artifact_ingest(
             "parent": parent.digest if parent else None,
         },
     )
+    carried_signature_record(artifact, signature, actor)
     return artifact, True
 
 
@@ -305,8 +321,12 @@ def _registered_again(artifact: ModelArtifact, actor) -> ModelArtifact:
     return artifact
 
 
-def artifact_register(*, actor, name: str, path: str, parent_id: int | None = None) -> ModelArtifact:
+def artifact_register(
+    *, actor, name: str, path: str, parent_id: int | None = None, sign: bool = False
+) -> ModelArtifact:
     """Register a model folder on this machine as a base artifact (it is copied into the store).
+    `sign`: SafeShrink built this model (the reference teacher, the demo's tiny model), so it signs it
+    with its model-signing key as it signs a run's output.
 
     An operator action (`load_demo`, management commands, benchmarks): any readable folder. Requests
     from API clients go through artifact_import, which only reads inside SAFESHRINK_IMPORT_ROOTS."""
@@ -323,8 +343,11 @@ def artifact_register(*, actor, name: str, path: str, parent_id: int | None = No
         if parent is None:
             raise ValidationFailed("Unknown parent artifact.", details={"parent": [f"No artifact {parent_id}."]})
     stored = artifact_store(directory)
+    signature = carried_signature_check(stored, actor)
+    bundle = system_signature_prepare(stored.digest) if sign else None
     with transaction.atomic():
-        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent)
+        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent, signature=signature)
+        system_signature_record(artifact, bundle)
     return artifact
 
 
@@ -448,6 +471,7 @@ def artifact_import(*, actor, name: str, path: str, parent_id: int | None = None
         stored = artifact_store(staging / "model", move=True, label=path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    signature = carried_signature_check(stored, actor)
     with transaction.atomic():
-        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent)
+        artifact, _ = artifact_ingest(stored=stored, name=name, actor=actor, parent=parent, signature=signature)
     return artifact

@@ -23,6 +23,7 @@ from .artifacts import artifact_dir, artifact_ingest, artifact_store, artifact_v
 from .data import compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
+from .signatures import system_signature_prepare, system_signature_record
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "compression_run"
@@ -228,6 +229,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
     _, verified_after = artifact_verified(base)
     finished = timezone.now()
     stored = artifact_store(result.output_dir, move=True)  # copy and upload before taking the run's lock
+    signature = system_signature_prepare(stored.digest)  # SafeShrink's model-signing signature (None: has one)
     with transaction.atomic():
         locked = CompressionRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != RunStatus.RUNNING:
@@ -239,6 +241,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
             parent=base,
             parameter_count=result.parameter_count,
         )
+        system_signature_record(artifact, signature)
         locked.provenance = provenance_statement(
             subject_name=artifact.name,
             subject_digest=artifact.digest,

@@ -48,6 +48,7 @@ from compression.services.artifacts import (
     artifact_ingest,
     artifact_root,
 )
+from compression.services.signatures import SIGNATURE_FILE, carried_signature_check
 
 PIECE = 1024 * 1024  # bytes read from the request body at a time
 MAX_PATH_CHARS = 1024
@@ -165,7 +166,7 @@ def _declared(files: list[dict]) -> list[dict]:
         if (key := unicodedata.normalize("NFC", path).casefold()) in seen:
             raise _entry_refused(i, "path", f"{path!r} is declared twice (as files[{seen[key]}], up to case).")
         seen[key] = i
-        if (suffix := PurePosixPath(path).suffix.lower()) not in suffixes:
+        if path != SIGNATURE_FILE and (suffix := PurePosixPath(path).suffix.lower()) not in suffixes:
             allowed = f"{', '.join(sorted(suffixes))} (SAFESHRINK_MODEL_UPLOAD_SUFFIXES)"
             problem = f"{path!r}: files ending {suffix or 'without a suffix'!r} are not accepted; allowed: {allowed}."
             raise _entry_refused(i, "path", problem, Code.UPLOAD_FORMAT_REFUSED)
@@ -518,8 +519,11 @@ def upload_finish(*, actor, upload_id: int, files: list[dict] | None = None) -> 
             for row in rows:
                 os.ftruncate(fds[row.path], row.size)  # leftovers of a chunk that failed past the end
             stored = _check_and_store(upload, rows, expected, fds)
+        signature = carried_signature_check(stored, actor)  # a model.sig at the top: checked, never refused
         with transaction.atomic():
-            upload.artifact, _ = artifact_ingest(stored=stored, name=upload.name, actor=actor, parent=upload.parent)
+            upload.artifact, _ = artifact_ingest(
+                stored=stored, name=upload.name, actor=actor, parent=upload.parent, signature=signature
+            )
             _set_status(upload, UploadStatus.COMPLETED)
     except BaseException as exc:
         if upload.status == UploadStatus.FINISHING:  # not refused: back to open if its bytes are still there

@@ -247,6 +247,9 @@ SAFESHRINK = {
     # production points these at a real key and certificate.
     "SYSTEM_KEY": Path(env("SAFESHRINK_SYSTEM_KEY", default=str(VAR_DIR / "keys" / "system.key.pem"))),
     "SYSTEM_PUBLIC_KEY": Path(env("SAFESHRINK_SYSTEM_PUBLIC_KEY", default=str(VAR_DIR / "keys" / "system.pub.pem"))),
+    # OpenSSF model signing (EC P-256 PEM; model_signing signs with no Ed25519 key). Empty: model-signing.key.pem
+    # beside SYSTEM_KEY, created on first use (or by setup_signing) when there is none.
+    "MODEL_SIGNING_KEY": env("SAFESHRINK_MODEL_SIGNING_KEY", default=""),
     "SIGNING_KEY": Path(env("SAFESHRINK_SIGNING_KEY", default=str(VAR_DIR / "keys" / "ca" / "signer.key.pem"))),
     "SIGNING_CERT": Path(env("SAFESHRINK_SIGNING_CERT", default=str(VAR_DIR / "keys" / "ca" / "signer.pem"))),
     "SIGNING_CHAIN": [
@@ -290,6 +293,11 @@ SAFESHRINK = {
     # An upload with no chunk (or other change) for this long is abandoned: beat's sweep removes its bytes.
     "MODEL_UPLOAD_EXPIRY_SECONDS": env.int("SAFESHRINK_MODEL_UPLOAD_EXPIRY_SECONDS", default=24 * 3600),
     "TORCH_THREADS": env.int("SAFESHRINK_TORCH_THREADS", default=1),
+    # Files logged to external runs through MLflow's artifact routes (/mlflow), one folder per run. Empty: a
+    # `mlflow-runs` folder inside ARTIFACT_ROOT (same volume, so registering a model from a run is a local copy).
+    "TRACKING_ARTIFACT_ROOT": Path(_t) if (_t := env("SAFESHRINK_TRACKING_ARTIFACT_ROOT", default="")) else None,
+    # The largest single file one MLflow artifact upload (PUT) may carry.
+    "TRACKING_ARTIFACT_MAX_BYTES": env.int("SAFESHRINK_TRACKING_ARTIFACT_MAX_BYTES", default=8 * 1024**3),
     # Anonymous refusals (401) are counted per window of this many seconds and written as one
     # `access.denied_anonymous` ledger event per window, not one event each (ARCHITECTURE.md, "Authorisation").
     "ANONYMOUS_REFUSAL_WINDOW_SECONDS": env.int("SAFESHRINK_ANONYMOUS_REFUSAL_WINDOW_SECONDS", default=300),

@@ -46,6 +46,7 @@ def test_the_values_are_the_strings_used_before():
             "chunk_digest_mismatch",
             "manifest_mismatch",
             "upload_expired",
+            "not_signed",
         ]
     )
 

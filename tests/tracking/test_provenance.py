@@ -3,11 +3,13 @@ key is verified; one that does not verify is kept and flagged with the reason; w
 in-toto Statement is a 400 that stores nothing."""
 
 import base64
+import hashlib
 import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256K1, SECP256R1, generate_private_key
 
 from accounts.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from ledger.models import LedgerEvent
@@ -43,17 +45,33 @@ def test_register_a_key_as_pem_or_raw_base64_idempotently(world):
         "not a key",
         base64.b64encode(b"x" * 31).decode(),
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
-        generate_private_key(SECP256R1())
+        generate_private_key(SECP256K1())  # an elliptic curve that model signing does not verify
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode(),
     ],
 )
-def test_a_key_that_is_not_ed25519_is_refused(world, public_key):
+def test_a_key_that_is_neither_ed25519_nor_a_model_signing_curve_is_refused(world, public_key):
     with pytest.raises(ValidationFailed) as caught:
         engineer_key_register(actor=world["eve"], public_key=public_key)
     assert caught.value.code == "invalid_key" and "public_key" in caught.value.details
     assert EngineerKey.objects.count() == 0 and not LedgerEvent.objects.filter(action="engineer_key.registered")
+
+
+def test_an_ec_p256_key_for_model_signing_is_registered_under_the_hint_model_signing_writes(world):
+    pem = (
+        generate_private_key(SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    key, created = engineer_key_register(actor=world["eve"], public_key=pem, name="signing")
+    assert created and key.key_id == hashlib.sha256(pem.encode()).hexdigest()
+    assert key.public_key == pem
 
 
 def test_only_engineers_register_keys(world):

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import transaction
 
@@ -57,8 +59,10 @@ def engineer_key_register(*, actor, public_key: Any, name: str = "") -> tuple[En
     if not isinstance(name, str) or len(name) > 200:
         raise ValidationFailed("name is too long.", details={"name": ["At most 200 characters."]})
     key = parse_public_key(public_key)
-    kid = ed25519_key_id(key)
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    # Ed25519: sha256 of the 32 raw bytes (as before); EC: sha256 of the PEM, the `publicKey.hint` that
+    # model_signing writes into its bundles (trust.model_signing.key_fingerprint).
+    kid = ed25519_key_id(key) if isinstance(key, Ed25519PublicKey) else hashlib.sha256(pem.encode()).hexdigest()
     with transaction.atomic():
         existing = EngineerKey.objects.select_for_update().filter(key_id=kid).first()
         if existing is not None:
@@ -80,12 +84,19 @@ def engineer_key_register(*, actor, public_key: Any, name: str = "") -> tuple[En
     return registered, True
 
 
-def parse_public_key(value: Any) -> Ed25519PublicKey:
-    """An Ed25519 public key from PEM or from base64 of its 32 raw bytes; 400 `invalid_key` otherwise."""
+EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # those OpenSSF model signing (model_signing) verifies
+
+
+def parse_public_key(value: Any) -> Ed25519PublicKey | EllipticCurvePublicKey:
+    """An Ed25519 public key from PEM or from base64 of its 32 raw bytes (DSSE provenance), or an elliptic-curve
+    P-256/P-384/P-521 public key as PEM (OpenSSF model-signing signatures of uploaded models); 400 `invalid_key`
+    otherwise."""
 
     def refuse(why: str) -> ValidationFailed:
         return ValidationFailed(
-            f"Not an Ed25519 public key: {why}", code=TrackingErrorCode.INVALID_KEY, details={"public_key": [why]}
+            f"Not an Ed25519 or EC P-256/P-384/P-521 public key: {why}",
+            code=TrackingErrorCode.INVALID_KEY,
+            details={"public_key": [why]},
         )
 
     if not isinstance(value, str) or not value.strip():
@@ -96,8 +107,10 @@ def parse_public_key(value: Any) -> Ed25519PublicKey:
             key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
         except (ValueError, TypeError) as exc:
             raise refuse(f"PEM that does not parse ({exc}).") from None
+        if isinstance(key, EllipticCurvePublicKey) and key.curve.name in EC_CURVES:
+            return key
         if not isinstance(key, Ed25519PublicKey):
-            raise refuse(f"PEM holds a {type(key).__name__.lstrip('_')}, not an Ed25519 key.")
+            raise refuse(f"PEM holds a {type(key).__name__.lstrip('_')}, not an Ed25519 or EC P-256/384/521 key.")
         return key
     raw = _b64decode(text)
     if raw is None or len(raw) != 32:
@@ -190,7 +203,8 @@ def _verify(envelope: Mapping, keys: list[EngineerKey], owner: str) -> tuple[Eng
     anonymous = {**envelope, "signatures": [{"sig": s["sig"]} for s in envelope["signatures"]]}
     for key in keys:
         public = serialization.load_pem_public_key(key.public_key.encode())
-        assert isinstance(public, Ed25519PublicKey)  # only Ed25519 keys are registered
+        if not isinstance(public, Ed25519PublicKey):
+            continue  # an EC key: for model-signing signatures of uploads, not DSSE provenance
         try:
             dsse_verify(anonymous, {key.key_id: public}, payload_type=INTOTO_PAYLOAD_TYPE)
         except SignatureInvalid:
