@@ -22,6 +22,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from accounts.error_codes import AccountsErrorCode
 
 API_PREFIX = "/api/"
+# MLflow's artifact uploads (tracking.mlflow): the body is a file of any type (a model's config.json or
+# tokenizer.json too), streamed to disk by the view; it is not parsed, so it is neither read here nor size-limited
+# by DATA_UPLOAD_MAX_MEMORY_SIZE (the view enforces SAFESHRINK["TRACKING_ARTIFACT_MAX_BYTES"]).
+MLFLOW_ARTIFACT_UPLOADS = "/mlflow/api/2.0/mlflow-artifacts/artifacts/"
 MAX_JSON_DEPTH = 32
 MULTIPART_SLACK = 1024 * 1024  # form fields and part headers around an upload at the size limit
 
@@ -90,8 +94,11 @@ class ApiGuardMiddleware:
                     f"The request body is {length:,} bytes, over the limit of {limit:,}.",
                     details={"body": [f"At most {limit:,} bytes."]},
                 )
-        if request.method in ("POST", "PUT", "PATCH") and (
-            is_json or content_type == "application/x-www-form-urlencoded"
+        file_upload = request.method == "PUT" and request.path_info.startswith(MLFLOW_ARTIFACT_UPLOADS)
+        if (
+            request.method in ("POST", "PUT", "PATCH")
+            and (is_json or content_type == "application/x-www-form-urlencoded")
+            and not file_upload
         ):
             try:
                 body = request.body

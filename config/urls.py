@@ -17,6 +17,8 @@ api = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # MLflow's tracking protocol (issue 13 item 3): MLFLOW_TRACKING_URI=http(s)://<host>/mlflow.
+    path("mlflow/", include("tracking.mlflow.urls")),
     path("api/", include(api)),
     path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

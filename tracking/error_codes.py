@@ -15,3 +15,8 @@ class TrackingErrorCode(StrEnum):
     INVALID_ENVELOPE = "invalid_envelope"  # 400: not a DSSE envelope carrying an in-toto Statement
     INVALID_KEY = "invalid_key"  # 400: not an Ed25519 public key (PEM or base64 of the 32 raw bytes)
     KEY_REGISTERED = "key_registered"  # 409: this public key is registered by another user
+    EXPERIMENT_EXISTS = "experiment_exists"  # 400: the engineer already has an experiment of that name (MLflow)
+    MODEL_EXISTS = "registered_model_exists"  # 400: the engineer already has a registered model of that name
+    ARTIFACT_PATH = "invalid_artifact_path"  # 400: an artifact path with `..`, absolute, or through a link
+    ARTIFACT_MISMATCH = "artifact_mismatch"  # 409: a run's logged files no longer match the digests recorded at upload
+    ENDPOINT_NOT_FOUND = "endpoint_not_found"  # 404: an MLflow route SafeShrink does not serve

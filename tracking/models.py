@@ -173,3 +173,62 @@ class ExternalRunProvenance(models.Model):
     def __str__(self) -> str:
         verified = "verified" if self.signature_verified else "not verified"
         return f"provenance {self.pk} of external run {self.run_id} ({verified})"
+
+
+class RunArtifactFile(models.Model):
+    """A file an engineer logged to an external run through MLflow's artifact routes (`log_artifact(s)`): where it
+    sits under the run's artifact folder, and the sha256 and size measured while it was received. Registering a
+    model from the run checks every file of the folder against these."""
+
+    run = models.ForeignKey(ExternalRun, on_delete=models.PROTECT, related_name="artifact_files")
+    path = models.CharField(max_length=1000, help_text="Relative POSIX path under the run's artifact folder.")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    logged_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["run", "path"], name="tracking_artifact_file_unique_path")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.path}"
+
+
+class RegisteredModel(models.Model):
+    """An MLflow registered model (`register_model(..., name)`), scoped to the engineer who created it: names are
+    unique per owner, and another engineer's registered model is unknown."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=MAX_NAME_LENGTH)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="tracking_registered_model_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RegisteredModelVersion(models.Model):
+    """A version of a registered model: the SafeShrink artifact made from a run's logged model folder."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    run = models.ForeignKey(ExternalRun, on_delete=models.PROTECT, related_name="model_versions")
+    artifact_path = models.CharField(max_length=1000, help_text="The folder of the run's artifacts it was made from.")
+    artifact = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=2000, help_text="The source URI as the client sent it.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["registered_model", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "version"], name="tracking_model_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model_id} v{self.version}"

@@ -3,7 +3,7 @@ everything a run reports."""
 
 from __future__ import annotations
 
-from django.db.models import Count, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Subquery
 
 from accounts.models import Role
 from compression.selectors import experiments_visible_to
@@ -100,3 +100,55 @@ def run_contents_digest(run: ExternalRun) -> str:
             ],
         }
     )
+
+
+def latest_metrics(run_ids) -> dict[int, list[tuple[str, float, int, int]]]:
+    """Per run: each metric key's latest (key, value, timestamp, step), as MLflow's run data shows it (highest
+    step, then latest timestamp, as metric_summary). One query for all the runs."""
+    latest = ExternalRunMetric.objects.filter(run=OuterRef("run"), key=OuterRef("key")).order_by(
+        "-step", "-timestamp", "-id"
+    )
+    rows = (
+        ExternalRunMetric.objects.filter(run__in=list(run_ids))
+        .values("run", "key")
+        .annotate(
+            value_=Subquery(latest.values("value")[:1]),
+            timestamp_=Subquery(latest.values("timestamp")[:1]),
+            step_=Max("step"),
+        )
+        .order_by("run", "key")
+    )
+    out: dict[int, list[tuple[str, float, int, int]]] = {}
+    for row in rows:
+        out.setdefault(row["run"], []).append((row["key"], row["value_"], row["timestamp_"], row["step_"]))
+    return out
+
+
+_COMPARE = {"=": "exact", "!=": "exact", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "LIKE": "contains"}
+
+
+def external_runs_search(user, experiment_ids, conditions, *, oldest_first: bool = False) -> QuerySet[ExternalRun]:
+    """Runs of the given experiments visible to `user`, matching every condition (kind, key, op, value) with kind
+    one of param, tag, metric (the key's latest value), attribute (status, run_name, start_time, end_time). The
+    conditions come parsed (tracking.mlflow.search)."""
+    qs = external_runs_visible_to(user).filter(experiment_id__in=list(experiment_ids))
+    for i, (kind, key, op, value) in enumerate(conditions):
+        if kind in ("param", "tag"):
+            model = ExternalRunParam if kind == "param" else ExternalRunTag
+            match = model.objects.filter(run=OuterRef("pk"), key=key, **{f"value__{_COMPARE[op]}": value})
+            qs = qs.filter(~Exists(match) if op == "!=" else Exists(match))
+            if op == "!=":
+                qs = qs.filter(Exists(model.objects.filter(run=OuterRef("pk"), key=key)))
+        elif kind == "metric":
+            latest = ExternalRunMetric.objects.filter(run=OuterRef("pk"), key=key).order_by(
+                "-step", "-timestamp", "-id"
+            )
+            name = f"m{i}"
+            qs = qs.annotate(**{name: Subquery(latest.values("value")[:1])}).filter(**{f"{name}__isnull": False})
+            lookup = {f"{name}__{_COMPARE[op]}": value}
+            qs = qs.exclude(**lookup) if op == "!=" else qs.filter(**lookup)
+        else:  # attribute: the field and value come translated
+            lookup = {f"{key}__{_COMPARE[op]}": value}
+            qs = qs.exclude(**lookup) if op == "!=" else qs.filter(**lookup)
+    order = ("started_at", "id") if oldest_first else ("-started_at", "-id")
+    return qs.order_by(*order)

@@ -136,15 +136,22 @@ def external_run_create(
 
 
 def external_run_log(
-    *, actor, run_id: int, params: Any = MISSING, metrics: Any = MISSING, tags: Any = MISSING
+    *,
+    actor,
+    run_id: int | None = None,
+    run_uuid: str | None = None,
+    params: Any = MISSING,
+    metrics: Any = MISSING,
+    tags: Any = MISSING,
 ) -> LogResult:
     """Log params, metrics and tags in one all-or-nothing batch (MLflow's log_batch). A param already on the run
     with the same value is accepted and not added again; with another value the batch is refused (400
     `param_changed`). A tag's new value replaces the old one. Metrics are inserted in bulk. A request that adds
-    nothing records nothing. A list left out is MISSING; one sent as null is refused."""
+    nothing records nothing. A list left out is MISSING; one sent as null is refused. The run is named by its
+    id or (the MLflow protocol) its `run_uuid`."""
     received_ms = now_ms()
     with transaction.atomic():
-        run = run_for_writing(actor, run_id)
+        run = run_for_writing(actor, run_id, run_uuid=run_uuid)
         batch = parse_batch(params=params, metrics=metrics, tags=tags, now_ms=received_ms)
         _expect_running(run)
         new_params = _new_params(run, batch.params, params)
@@ -159,11 +166,7 @@ def external_run_log(
                 update_fields=["value"],
             )
         if batch.metrics:
-            run_pk = run.pk
-            ExternalRunMetric.objects.bulk_create(
-                [ExternalRunMetric(run_id=run_pk, key=k, value=v, step=s, timestamp=t) for k, v, s, t in batch.metrics],
-                batch_size=METRIC_INSERT_BATCH,
-            )
+            insert_metrics(run.pk, batch.metrics)
         added = {
             "params": [list(p) for p in new_params],
             "metrics": [list(m) for m in batch.metrics],
@@ -189,7 +192,8 @@ def external_run_log(
 def external_run_finish(
     *,
     actor,
-    run_id: int,
+    run_id: int | None = None,
+    run_uuid: str | None = None,
     status: str = "finished",
     ended_at: dt.datetime | None = None,
     output_artifact_id: int | None = None,
@@ -197,7 +201,7 @@ def external_run_finish(
     """End the run (finished, failed or killed), optionally naming its output artifact, and write the digest of
     everything it reports (`contents_digest`). An ended run takes no more logging."""
     with transaction.atomic():
-        run = run_for_writing(actor, run_id)
+        run = run_for_writing(actor, run_id, run_uuid=run_uuid)
         if status not in ENDED_STATUSES:
             raise ValidationFailed(
                 f"An external run ends as one of {', '.join(ENDED_STATUSES)}.",
@@ -240,21 +244,30 @@ def external_run_finish(
     return run
 
 
-# -- helpers shared with tracking.services.provenance ---------------------------------------------------------
+def insert_metrics(run_pk: int, metrics: tuple[tuple[str, float, int, int], ...]) -> None:
+    """The one place metric rows are inserted (checked (key, value, step, timestamp) tuples, inside the caller's
+    transaction), so that a faster bulk path swaps in here."""
+    ExternalRunMetric.objects.bulk_create(
+        [ExternalRunMetric(run_id=run_pk, key=k, value=v, step=s, timestamp=t) for k, v, s, t in metrics],
+        batch_size=METRIC_INSERT_BATCH,
+    )
 
 
-def run_for_writing(actor, run_id: int, *, lock: bool = True) -> ExternalRun:
+# -- helpers shared with tracking.services.provenance and the MLflow services -------------------------------------
+
+
+def run_for_writing(actor, run_id: int | None, *, lock: bool = True, run_uuid: str | None = None) -> ExternalRun:
     """The run (locked, inside the caller's transaction) if the actor owns its experiment: 404 outside their scope,
     403 if they only see it. With lock=False it is the check a view makes before it parses any input (who before
-    what); the service checks again under the lock."""
+    what); the service checks again under the lock. The run is named by `run_id` or by `run_uuid` (MLflow's)."""
     if actor.role not in WRITER_ROLES:
         raise PermissionDenied("Only engineers write to external runs.")
     runs = external_runs_visible_to(actor)
     if lock:
         runs = runs.select_for_update(of=("self",))
-    run = runs.filter(pk=run_id).first()
+    run = runs.filter(run_uuid=run_uuid).first() if run_uuid is not None else runs.filter(pk=run_id).first()
     if run is None:
-        raise NotFound(f"No external run {run_id}.")
+        raise NotFound(f"No external run {run_uuid if run_uuid is not None else run_id}.")
     if run.experiment.owner_id != actor.pk:
         raise PermissionDenied("Only the owner of the run's experiment may write to it.")
     return run
