@@ -11,6 +11,7 @@ from django.db.models import Q
 from compression.models import ModelArtifact
 from evaluations.models import Comparison, EvaluationRun, Example, Flip, Prediction
 from exports.models import Export
+from governance.candidate_source import candidate_source
 from governance.models import Release
 from governance.selectors import releases_visible_to
 from ledger.models import Checkpoint, LedgerEvent
@@ -75,10 +76,18 @@ def _verdict(release: Release) -> dict:
     }
 
 
-def _ledger_excerpt(release: Release, checkpoint: Checkpoint | None) -> dict:
-    related = Q(object_type="release", object_id=str(release.pk)) | Q(
-        object_type="compression_run", object_id=str(release.compression_run_id)
+def _related_events(release: Release) -> Q:
+    """The release's own ledger events and those of the run that made its candidate (SafeShrink's or external)."""
+    run = (
+        Q(object_type="external_run", object_id=str(release.external_run_id))
+        if release.external_run_id
+        else Q(object_type="compression_run", object_id=str(release.compression_run_id))
     )
+    return Q(object_type="release", object_id=str(release.pk)) | run
+
+
+def _ledger_excerpt(release: Release, checkpoint: Checkpoint | None) -> dict:
+    related = _related_events(release)
     events = LedgerEvent.objects.filter(related, seq__isnull=False).order_by("-seq")[:LEDGER_EVENTS_IN_BUNDLE]
     return {
         "events": [
@@ -99,9 +108,7 @@ def _ledger_excerpt(release: Release, checkpoint: Checkpoint | None) -> dict:
 
 
 def last_release_event_seq(release: Release) -> int:
-    related = Q(object_type="release", object_id=str(release.pk)) | Q(
-        object_type="compression_run", object_id=str(release.compression_run_id)
-    )
+    related = _related_events(release)
     return (
         LedgerEvent.objects.filter(related, seq__isnull=False).order_by("-seq").values_list("seq", flat=True).first()
         or 1
@@ -113,16 +120,19 @@ def _candidates(release: Release) -> list[dict]:
     out = []
     for other in (
         Release.objects.filter(experiment=release.experiment)
-        .select_related("compression_run", "candidate", "comparison")
+        .select_related("compression_run", "external_run", "candidate", "comparison")
         .order_by("pk")
     ):
+        made_by = other.compression_run or other.external_run
+        assert made_by is not None  # exactly one is set (release_one_candidate_source)
         overall = (other.comparison.results or {}).get("groups", {}).get("overall", {}) if other.comparison else {}
         metrics = overall.get("metrics", {})
         out.append(
             {
                 "release": other.pk,
-                "method": other.compression_run.method,
-                "parameters": other.compression_run.parameters,
+                "method": made_by.method,
+                "parameters": made_by.parameters,
+                "source": other.source,
                 "candidate_digest": other.candidate_digest,
                 "size_bytes": other.candidate.size_bytes,
                 "status": other.status,
@@ -194,6 +204,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
         "experiment__base_artifact",
         "candidate__parent",
         "compression_run",
+        "external_run__output_artifact",
         "suite_version__suite",
         "policy__taxonomy",
         "comparison",
@@ -241,7 +252,9 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "unsafe_labels": experiment.unsafe_labels,
         },
         "artifacts": [_artifact(experiment.base_artifact, "base"), _artifact(release.candidate, "candidate")],
-        "compression_run": {
+        "compression_run": None
+        if run is None
+        else {
             "id": run.pk,
             "method": run.method,
             "parameters": run.parameters,
@@ -251,6 +264,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "provenance": run.provenance,
             "provenance_envelope": run.provenance_envelope,
         },
+        "candidate_source": candidate_source(release),
         "candidates": _candidates(release),
         "suite_version": {
             "suite": release.suite_version.suite.name,

@@ -49,3 +49,49 @@ def delta_chart(verdicts: list[dict], *, width: int = 640, row_height: int = 34)
         for i, row in enumerate(verdicts)
     ]
     return Chart(width, 20 + len(rows) * row_height, x(0.0) if low <= 0 <= high else None, rows)
+
+
+@dataclass(frozen=True)
+class LineChart:
+    """One metric's reported history as an SVG polyline: `points` is the `points` attribute, `dots` the
+    vertices (drawn when there are few), the labels the value range and the step range."""
+
+    width: int
+    height: int
+    points: str
+    dots: list[tuple[float, float]]
+    low: str
+    high: str
+    first_step: int
+    last_step: int
+
+
+def line_chart(history: list[tuple[int, float]], *, width: int = 320, height: int = 90) -> LineChart | None:
+    """A small line chart of (step, value) pairs in step order; None when there is nothing to draw. A single
+    value (or a flat line) is drawn mid-height."""
+    if not history:
+        return None
+    steps, values = [s for s, _ in history], [v for _, v in history]
+    low, high = min(values), max(values)
+    left, right, top, bottom = 8, width - 8, 8, height - 18
+    step_span, value_span = (max(steps) - min(steps)) or 1, (high - low) or None
+
+    def x(i: int, step: int) -> float:
+        if len(set(steps)) == 1:  # several values at one step: spread them in logging order
+            return round(left + (i / max(len(steps) - 1, 1)) * (right - left), 1)
+        return round(left + (step - min(steps)) / step_span * (right - left), 1)
+
+    def y(v: float) -> float:
+        return round((top + bottom) / 2 if value_span is None else bottom - (v - low) / value_span * (bottom - top), 1)
+
+    coords = [(x(i, s), y(v)) for i, (s, v) in enumerate(history)]
+    return LineChart(
+        width=width,
+        height=height,
+        points=" ".join(f"{cx},{cy}" for cx, cy in coords),
+        dots=coords if len(coords) <= 40 else [coords[-1]],
+        low=f"{low:.4g}",
+        high=f"{high:.4g}",
+        first_step=min(steps),
+        last_step=max(steps),
+    )

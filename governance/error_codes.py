@@ -17,3 +17,5 @@ class GovernanceErrorCode(StrEnum):
     OUTSIDE_AUTHORITY = "outside_authority"  # 403: no authority for the release's risk tier at this level
     SEPARATION_OF_DUTIES = "separation_of_duties"  # 403: whoever requested or ran the experiment cannot decide
     ALREADY_SUBMITTED = "already_submitted"  # 409: the review task was already submitted
+    EXTERNAL_RUN_NOT_FINISHED = "external_run_not_finished"  # 400: only a finished external run can be released
+    EXTERNAL_RUN_NO_OUTPUT = "external_run_no_output"  # 400: the external run names no output artifact to evaluate

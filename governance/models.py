@@ -3,6 +3,7 @@ from django.db import models
 
 from compression.models import CompressionRun, Experiment, ModelArtifact
 from evaluations.models import Comparison, EvaluationRun, SuiteVersion
+from tracking.models import ExternalRun
 
 
 class RiskTaxonomy(models.Model):
@@ -138,7 +139,14 @@ class Release(models.Model):
     """A compressed candidate proposed for deployment. Changes state only through services."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="releases")
-    compression_run = models.ForeignKey(CompressionRun, on_delete=models.PROTECT, related_name="releases")
+    # Where the candidate came from: SafeShrink's own run, or a run done elsewhere and reported by the engineer
+    # (exactly one of the two). Either way SafeShrink evaluates baseline and candidate itself.
+    compression_run = models.ForeignKey(
+        CompressionRun, null=True, blank=True, on_delete=models.PROTECT, related_name="releases"
+    )
+    external_run = models.ForeignKey(
+        ExternalRun, null=True, blank=True, on_delete=models.PROTECT, related_name="releases"
+    )
     candidate = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="releases")
     candidate_digest = models.CharField(max_length=64)
     suite_version = models.ForeignKey(SuiteVersion, on_delete=models.PROTECT, related_name="+")
@@ -167,9 +175,28 @@ class Release(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(compression_run__isnull=False, external_run__isnull=True)
+                | models.Q(compression_run__isnull=True, external_run__isnull=False),
+                name="release_one_candidate_source",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"release {self.pk} ({self.status})"
+
+    @property
+    def source(self) -> str:
+        """`safeshrink` (SafeShrink's own compression run) or `external` (a run the engineer reported)."""
+        return ExternalRun.SOURCE if self.external_run_id else "safeshrink"
+
+    @property
+    def run_requested_by_id(self) -> int:
+        """Who asked for the candidate to be made: the run's requester, or the engineer who recorded it."""
+        if self.external_run_id:
+            return self.external_run.recorded_by_id
+        return self.compression_run.requested_by_id
 
 
 class DecisionKind(models.TextChoices):

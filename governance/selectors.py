@@ -237,7 +237,8 @@ def seed_spread(*, experiment_id: int) -> list[dict]:
     and standard deviation, plus the spread of the flip counts."""
     runs: dict[tuple, list[Release]] = defaultdict(list)
     for release in (
-        Release.objects.filter(experiment_id=experiment_id, comparison__isnull=False)
+        # Seeds are SafeShrink's own runs' (an external run's seeds are only reported).
+        Release.objects.filter(experiment_id=experiment_id, comparison__isnull=False, compression_run__isnull=False)
         .select_related("compression_run", "comparison")
         .order_by("pk")
     ):

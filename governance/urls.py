@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, web_tracking
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -13,4 +13,7 @@ urlpatterns = [
     path("taxonomy/", views.taxonomy_page, name="taxonomy"),
     path("policies/", views.policies_page, name="policies"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("external-runs/", web_tracking.external_run_list, name="external-runs"),
+    path("external-runs/<int:pk>/", web_tracking.external_run_detail, name="external-run"),
+    path("external-runs/<int:pk>/release/", web_tracking.external_run_release, name="external-run-release"),
 ]

@@ -17,6 +17,7 @@ from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
 from evaluations.services.profiles import config_profile
+from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.selectors import (
@@ -236,6 +237,8 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         status=400 if refused else 200,
         context={
             "release": release,
+            "external": external_run_page(release.external_run) if release.external_run_id else None,
+            "gate_basis": GATE_BASIS,
             "gate": [{**v, "counted": FLIP_BASIS_COUNTED.get(v.get("flip_basis"), "")} for v in release.gate or []],
             "chart": delta_chart(release.gate or []),
             "groups": sorted(groups.items(), key=lambda kv: _group_order(kv[0])),

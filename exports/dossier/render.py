@@ -60,6 +60,7 @@ from .governance_sections import (
     _rollout,
 )
 from .narrative import _summary
+from .source_section import _candidate_source
 from .stability_sections import _conditions, _stability
 
 TEMPLATE = "exports/dossier.html"
@@ -145,6 +146,7 @@ def dossier_context(bundle: Mapping) -> dict:
             "status": _text(run.get("status")),
             "wall": _seconds(run.get("wall_seconds")),
         },
+        "candidate_source": _candidate_source(bundle),
         "provenance": _provenance(run),
         "envelope": _envelope(run.get("provenance_envelope"), run.get("provenance")),
         "suite": {

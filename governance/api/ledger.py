@@ -46,6 +46,7 @@ LEDGER_OBJECT_TYPES = (
     "external_run",
     "incident",
     "policy",
+    "registered_model",
     "regulator_access",
     "release",
     "review_task",

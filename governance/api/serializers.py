@@ -1,5 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.api.fields import StrictCharField
+from governance.candidate_source import external_run_brief
 from governance.models import Decision, DecisionKind, FlipBasis, Release, ThresholdPolicy, ThresholdRule
 
 
@@ -57,9 +60,25 @@ class DecisionOutput(serializers.ModelSerializer):
 
 
 class ReleaseInput(serializers.Serializer):
-    compression_run = serializers.IntegerField()
+    compression_run = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="A succeeded SafeShrink compression run."
+    )
+    external_run = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Or: a finished external run (one you recorded) whose output artifact is the candidate. "
+        "SafeShrink evaluates baseline and candidate itself; the run's reported metrics never reach the gate.",
+    )
     suite_version = serializers.IntegerField()
     policy = serializers.IntegerField()
+
+    def validate(self, attrs):
+        given = [f for f in ("compression_run", "external_run") if attrs.get(f) is not None]
+        if len(given) != 1:
+            message = "Give exactly one of compression_run and external_run." + (" Both were given." if given else "")
+            raise serializers.ValidationError({f: [message] for f in ("compression_run", "external_run")})
+        return attrs
 
 
 class TransitionInput(serializers.Serializer):
@@ -83,16 +102,42 @@ class DecisionInput(TransitionInput):
     rationale = serializers.CharField(max_length=5000)
 
 
+class ExternalRunBriefOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    run_uuid = serializers.CharField()
+    method = serializers.CharField()
+    verification = serializers.ChoiceField(choices=["reported"], help_text="Always `reported`: the engineer's word.")
+    provenance_verified = serializers.BooleanField(
+        allow_null=True,
+        help_text="Whether the newest provenance statement's signature verified under a key the engineer "
+        "registered; null when none was attached. The statement's contents stay reported either way.",
+    )
+
+
+SOURCE_FIELD_HELP = (
+    "`safeshrink`: the candidate came from SafeShrink's own compression run; `external`: from a run done "
+    "elsewhere and reported by the engineer (see `external_run`)."
+)
+
+
 class ReleaseOutput(serializers.ModelSerializer):
     decisions = DecisionOutput(many=True, read_only=True)
     policy_name = serializers.CharField(source="policy.__str__")
+    source = serializers.CharField(read_only=True, help_text=SOURCE_FIELD_HELP)
+    external_run = serializers.SerializerMethodField()
+
+    @extend_schema_field(ExternalRunBriefOutput(allow_null=True))
+    def get_external_run(self, release: Release) -> dict | None:
+        return external_run_brief(release.external_run) if release.external_run_id else None
 
     class Meta:
         model = Release
         fields = (
             "id",
             "experiment",
+            "source",
             "compression_run",
+            "external_run",
             "candidate",
             "candidate_digest",
             "suite_version",
@@ -118,7 +163,9 @@ class ReleaseOutput(serializers.ModelSerializer):
 _SUMMARY_FIELDS = (
     "id",
     "experiment",
+    "source",
     "compression_run",
+    "external_run",
     "candidate",
     "candidate_digest",
     "suite_version",
@@ -131,15 +178,18 @@ _SUMMARY_FIELDS = (
     "created_at",
     "updated_at",
 )
-_SUMMARY_FOREIGN_KEYS = ("experiment", "compression_run", "candidate", "suite_version", "policy")
+_SUMMARY_FOREIGN_KEYS = ("experiment", "compression_run", "external_run", "candidate", "suite_version", "policy")
 
 
 class ReleaseSummaryOutput(serializers.ModelSerializer):
     """A release as a list row: its state and zone, without the gate table and decisions (see the detail)."""
 
     policy_name = serializers.CharField(source="policy.__str__")
+    source = serializers.CharField(read_only=True, help_text=SOURCE_FIELD_HELP)
     # The columns a list query loads; everything else (the gate JSON above all) stays in the database.
-    columns = tuple(f"{f}_id" if f in _SUMMARY_FOREIGN_KEYS else f for f in _SUMMARY_FIELDS if f != "policy_name") + (
+    columns = tuple(
+        f"{f}_id" if f in _SUMMARY_FOREIGN_KEYS else f for f in _SUMMARY_FIELDS if f not in ("policy_name", "source")
+    ) + (
         "policy__name",
         "policy__version",
     )
@@ -177,7 +227,7 @@ class EscalationOutput(serializers.Serializer):
 
 
 class ResolutionInput(serializers.Serializer):
-    resolution = serializers.CharField(max_length=5000)
+    resolution = StrictCharField(max_length=5000)
 
 
 class ReviewSubmitInput(serializers.Serializer):
@@ -187,8 +237,8 @@ class ReviewSubmitInput(serializers.Serializer):
 
 class IncidentInput(serializers.Serializer):
     severity = serializers.IntegerField(min_value=1, max_value=4)
-    title = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=10000)
+    title = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=10000)
 
 
 class RevalidationInput(serializers.Serializer):

@@ -8,6 +8,7 @@ from accounts.api.permissions import HasRole
 from accounts.models import Role
 from governance import selectors
 from governance.models import ReleaseStatus, ThresholdPolicy, Zone
+from governance.services.candidates import release_create_from_external_run
 from governance.services.releases import release_create, release_decide, release_start_evaluation
 
 from .serializers import (
@@ -58,12 +59,20 @@ class ReleaseListCreate(generics.ListAPIView):
         data = ReleaseInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        release = release_create(
-            actor=request.user,
-            compression_run_id=v["compression_run"],
-            suite_version_id=v["suite_version"],
-            policy_id=v["policy"],
-        )
+        if v["external_run"] is not None:
+            release = release_create_from_external_run(
+                actor=request.user,
+                external_run_id=v["external_run"],
+                suite_version_id=v["suite_version"],
+                policy_id=v["policy"],
+            )
+        else:
+            release = release_create(
+                actor=request.user,
+                compression_run_id=v["compression_run"],
+                suite_version_id=v["suite_version"],
+                policy_id=v["policy"],
+            )
         return Response(ReleaseOutput(release).data, status=status.HTTP_201_CREATED)
 
 

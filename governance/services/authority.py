@@ -24,7 +24,7 @@ def require_authority(user, release: Release, what: str, *, level: int = 1) -> N
 
 def require_independent(user, release: Release) -> None:
     """Separation of duties: whoever requested or ran the experiment cannot decide on it."""
-    if user.pk in (release.experiment.owner_id, release.compression_run.requested_by_id, release.created_by_id):
+    if user.pk in (release.experiment.owner_id, release.run_requested_by_id, release.created_by_id):
         raise PermissionDenied(
             "Separation of duties: you requested or ran this experiment, so you cannot decide on it.",
             code=GovernanceErrorCode.SEPARATION_OF_DUTIES,

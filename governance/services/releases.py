@@ -293,7 +293,7 @@ def _record(release: Release, actor, kind: str, rationale: str) -> Decision:
         candidate_digest=release.candidate_digest,
         release_version=release.version,
         experiment_owner_id=release.experiment.owner_id,
-        run_requester_id=release.compression_run.requested_by_id,
+        run_requester_id=release.run_requested_by_id,
     )
 
 

@@ -31,7 +31,7 @@ MAX_DEVIATION_SHARE = 0.2
 
 
 def _eligible_reviewers(release: Release) -> list[User]:
-    excluded = {release.experiment.owner_id, release.compression_run.requested_by_id, release.created_by_id}
+    excluded = {release.experiment.owner_id, release.run_requested_by_id, release.created_by_id}
     return [u for u in User.objects.filter(role=Role.REVIEWER, is_active=True).order_by("pk") if u.pk not in excluded]
 
 

@@ -57,6 +57,8 @@ def test_the_registries_keep_the_strings_clients_already_see():
         "outside_authority",
         "separation_of_duties",
         "already_submitted",
+        "external_run_not_finished",
+        "external_run_no_output",
     ]
     assert {
         "invalid",

@@ -132,3 +132,34 @@ def test_officer_reads_the_stability_evidence_and_filters_unstable_flips(
     cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "td.stable-cell")]
     assert len(cells) == min(unstable, 20) and set(cells) == {"no"}
     browser.save_screenshot(str(SCREENSHOTS / "release-unstable-flips.png"))
+
+
+def test_engineer_releases_an_external_run_and_sees_it_reported(
+    browser, live_server, engineer, base_artifact, demo_suite, demo_policy, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    from tests.governance.external import experiment_for, external_run, int8_output
+
+    run = external_run(
+        engineer,
+        experiment_for(engineer, base_artifact),
+        output=int8_output(engineer, base_artifact, tmp_path),
+        inputs=[base_artifact],
+        metrics={"accuracy": [0.5, 0.75, 0.875]},
+    )
+    _sign_in(browser, live_server, "eve", "eve-pass-123")
+    _click_and_wait_for_next_page(browser, browser.find_element(By.LINK_TEXT, "External runs"))
+    _click_and_wait_for_next_page(browser, browser.find_element(By.LINK_TEXT, f"External run #{run.pk}"))
+    badge = browser.find_element(By.ID, "reported-badge")
+    assert badge.is_displayed() and "not verified by SafeShrink" in badge.text
+    assert browser.find_elements(By.CSS_SELECTOR, "#metrics svg polyline")
+    browser.save_screenshot(str(SCREENSHOTS / "external-run.png"))
+    form = browser.find_element(By.ID, "release-form")
+    _click_and_wait_for_next_page(browser, form.find_element(By.CSS_SELECTOR, "button"))
+    release = Release.objects.get(external_run=run)
+    assert browser.current_url.endswith(f"/releases/{release.pk}/")
+    source = browser.find_element(By.ID, "candidate-source")
+    assert source.is_displayed() and "Reported — not verified by SafeShrink" in source.text
+    assert "judged only SafeShrink" in source.text
+    browser.save_screenshot(str(SCREENSHOTS / "external-release.png"))

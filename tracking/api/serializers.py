@@ -6,6 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.api.fields import StrictCharField, StrictIntegerField
 from compression.engine.methods import SUPPORTED_METHODS
 from tracking.models import (
     ENDED_STATUSES,
@@ -36,29 +37,6 @@ KEY_PATTERN = r"^[/\w.\- :]+$"
 # Plain values (no labels), so the schema has one enum for each wherever it appears (also on the metrics page).
 SOURCE_CHOICES = [ExternalRun.SOURCE]
 VERIFICATION_CHOICES = [ExternalRun.VERIFICATION]
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string: DRF's CharField would take 0 or 1.5 and store "0" or "1.5", which the schema
-    (type string) says is wrong."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer, and only an integer (or an integral JSON number such as 3.0): not "3", not true."""
-
-    def to_internal_value(self, data):
-        if (
-            isinstance(data, bool)
-            or not isinstance(data, (int, float))
-            or (isinstance(data, float) and not data.is_integer())
-        ):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 def _key_field():
