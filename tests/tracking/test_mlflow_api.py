@@ -145,6 +145,24 @@ def test_token_scheme_also_accepted_and_no_token_is_401(world, run):
     _mlflow_error(Client().get(f"{API}/runs/get", {"run_id": run["run_id"]}), 401, "UNAUTHENTICATED")
 
 
+def test_anonymous_refusals_are_counted_into_one_ledger_event_per_window(world, settings, monkeypatch):
+    from accounts import services as accounts_services
+    from ledger.models import LedgerEvent
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "ANONYMOUS_REFUSAL_WINDOW_SECONDS": 60}
+    now = [6_000_000.0]
+    monkeypatch.setattr(accounts_services, "_now", lambda: now[0])
+    for _ in range(3):
+        _mlflow_error(
+            Client().post(f"{API}/runs/log-metric", {}, content_type="application/json"), 401, "UNAUTHENTICATED"
+        )
+    assert not LedgerEvent.objects.filter(action="access.denied_anonymous").exists()
+    now[0] += 60  # the window closed: the next refusal writes its total as one event
+    Client().get(f"{API}/runs/get", {"run_id": "x"})
+    [event] = LedgerEvent.objects.filter(action="access.denied_anonymous")
+    assert json.loads(event.payload_json)["count"] == 3
+
+
 def test_log_metric_param_tag_and_batch(eve, run):
     rid = run["run_id"]
     assert (

@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authtoken.models import Token
 
 from accounts.errors import DomainError, ValidationFailed
+from accounts.services import anonymous_refusal_count
 from compression.models import Experiment
 from tracking.models import ExternalRun
 from tracking.services.mlflow_runs import datetime_to_ms
@@ -55,7 +56,8 @@ def endpoint(*methods: str, body: bool = True) -> Callable:
             if request.method not in methods:
                 return endpoint_not_found(request.method or "", request.path)
             user = authenticate(request)
-            if user is None:
+            if user is None:  # counted per window like /api/'s anonymous refusals, not one ledger event each
+                anonymous_refusal_count(method=request.method or "", path=request.path)
                 return mlflow_error(
                     401,
                     MlflowErrorCode.UNAUTHENTICATED,
