@@ -33,7 +33,6 @@ from tracking.models import (
     MAX_METHOD_LENGTH,
     MAX_NAME_LENGTH,
     ExternalRun,
-    ExternalRunMetric,
     ExternalRunParam,
     ExternalRunTag,
 )
@@ -41,6 +40,7 @@ from tracking.selectors import external_runs_visible_to, run_contents_digest, ru
 from trust.canonical import canonical_json, digest
 
 from .batch import INT64_MAX, INT64_MIN, MISSING, integer_in, parse_batch, parse_tags
+from .metric_copy import insert_metrics
 
 OBJECT_TYPE = "external_run"
 MAX_JSON_BYTES = 64 * 1024  # each free-form JSON field (parameters, hardware), as canonical JSON
@@ -50,7 +50,6 @@ MAX_TOOLS = 100
 MAX_TOOL_NAME, MAX_TOOL_VERSION = 100, 200
 CODE_REFERENCE_FIELDS = {"url": 2000, "commit": 100, "path": 500}
 WRITER_ROLES = (Role.ENGINEER, Role.ADMIN)
-METRIC_INSERT_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -242,15 +241,6 @@ def external_run_finish(
             },
         )
     return run
-
-
-def insert_metrics(run_pk: int, metrics: tuple[tuple[str, float, int, int], ...]) -> None:
-    """The one place metric rows are inserted (checked (key, value, step, timestamp) tuples, inside the caller's
-    transaction), so that a faster bulk path swaps in here."""
-    ExternalRunMetric.objects.bulk_create(
-        [ExternalRunMetric(run_id=run_pk, key=k, value=v, step=s, timestamp=t) for k, v, s, t in metrics],
-        batch_size=METRIC_INSERT_BATCH,
-    )
 
 
 # -- helpers shared with tracking.services.provenance and the MLflow services -------------------------------------
