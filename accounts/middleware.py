@@ -55,8 +55,11 @@ def error_response(status: int, message: str, *, code: str | None = None, detail
 
 
 def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays/objects in a JSON text (brackets inside strings do not count)."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    """The deepest nesting of arrays/objects in a JSON text (brackets inside strings do not count). Without a
+    backslash no string holds a quote, so the text outside strings is every other piece between quotes (C speed;
+    the regex costs ~5x more on an 80 KB MLflow log_batch body)."""
+    outside = b"".join(body.split(b'"')[0::2]) if b"\\" not in body else _JSON_STRING.sub(b"", body)
+    brackets = outside.translate(None, _NOT_BRACKETS)
     return max(accumulate(_BRACKETS[b] for b in brackets), default=0)
 
 
@@ -114,7 +117,8 @@ class ApiGuardMiddleware:
                     else HttpResponse("Request body too large.", status=413, content_type="text/plain")
                 )
             if is_json:
-                if _JSON_NUL.search(body):
+                # The regex (a look-behind at every byte) only where an escaped NUL could be at all.
+                if (b"\\u0000" in body or b"\\U0000" in body) and _JSON_NUL.search(body):
                     return _bad(
                         api,
                         "The JSON body contains a NUL character (\\u0000).",

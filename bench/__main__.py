@@ -27,6 +27,7 @@ SUITES = [
     "api",
     "uploads",
     "stability",
+    "ingest",
 ]
 
 

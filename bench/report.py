@@ -97,6 +97,17 @@ DESCRIPTIONS = {
         "highest VmHWM of any gunicorn process. Client and server share the machine. Targets: >= 200 MB/s "
         "end to end, peak web-process memory <= 200 MiB.",
     ),
+    "ingest": (
+        "Metric ingestion through MLflow's protocol: SafeShrink against a real MLflow server",
+        "The same client script (the real `MlflowClient`, mlflow-skinny from requirements.txt) against SafeShrink's "
+        "/mlflow (gunicorn, sync workers) and against `mlflow server` (full mlflow of the same release, in "
+        ".bench-venv/mlflow, its uvicorn front end), 2 worker processes each, each on its own fresh PostgreSQL "
+        "database, interleaved rounds (SafeShrink then MLflow), medians shown. (a) `log_batch` of 1,000 metrics "
+        "per call from 2 client processes back to back: metrics/s. (b) single `log_metric` calls from 16 concurrent "
+        "clients (4 processes x 4 threads): requests/s and client-side p50/p99. The clients run on the same machine "
+        "and take CPU from the server (their CPU seconds are listed beside the servers'). Targets: log_batch >= 5x "
+        "MLflow's metrics/s, log_metric >= 2x MLflow's requests/s with p99 <= 50 ms.",
+    ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",
         "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "

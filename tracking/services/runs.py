@@ -252,7 +252,7 @@ def run_for_writing(actor, run_id: int | None, *, lock: bool = True, run_uuid: s
     what); the service checks again under the lock. The run is named by `run_id` or by `run_uuid` (MLflow's)."""
     if actor.role not in WRITER_ROLES:
         raise PermissionDenied("Only engineers write to external runs.")
-    runs = external_runs_visible_to(actor)
+    runs = external_runs_visible_to(actor).select_related(None).select_related("experiment")  # hot path: no joins
     if lock:
         runs = runs.select_for_update(of=("self",))
     run = runs.filter(run_uuid=run_uuid).first() if run_uuid is not None else runs.filter(pk=run_id).first()
