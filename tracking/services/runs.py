@@ -252,15 +252,17 @@ def run_for_writing(actor, run_id: int | None, *, lock: bool = True, run_uuid: s
     what); the service checks again under the lock. The run is named by `run_id` or by `run_uuid` (MLflow's)."""
     if actor.role not in WRITER_ROLES:
         raise PermissionDenied("Only engineers write to external runs.")
-    runs = external_runs_visible_to(actor).select_related(None).select_related("experiment")  # hot path: no joins
+    # The hot path (every logging request): one plain query for the run and its experiment, no visibility
+    # subquery; the scope decides only between 404 and 403 for a run the actor does not own.
+    runs = ExternalRun.objects.select_related("experiment")
     if lock:
         runs = runs.select_for_update(of=("self",))
     run = runs.filter(run_uuid=run_uuid).first() if run_uuid is not None else runs.filter(pk=run_id).first()
-    if run is None:
+    if run is not None and run.experiment.owner_id == actor.pk:
+        return run
+    if run is None or not external_runs_visible_to(actor).filter(pk=run.pk).exists():
         raise NotFound(f"No external run {run_uuid if run_uuid is not None else run_id}.")
-    if run.experiment.owner_id != actor.pk:
-        raise PermissionDenied("Only the owner of the run's experiment may write to it.")
-    return run
+    raise PermissionDenied("Only the owner of the run's experiment may write to it.")
 
 
 def _expect_running(run: ExternalRun) -> None:
