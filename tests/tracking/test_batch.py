@@ -129,3 +129,34 @@ def test_a_param_repeated_with_another_value_in_one_batch_is_refused():
 )
 def test_shapes_and_limits(batch, field):
     assert field in _refused(**batch)
+
+
+def test_proto_json_metrics_are_decoded_in_the_same_pass():
+    batch = parse_batch(
+        metrics=[
+            {"key": "a", "value": "0.5", "step": "12", "timestamp": "1700000000000"},
+            {"key": "a", "value": 1, "step": None},
+            {"key": "b", "value": -2.5, "step": "-3"},
+        ],
+        now_ms=7,
+        proto_json=True,
+    )
+    assert batch.metrics == (("a", 0.5, 12, 1700000000000), ("a", 1.0, 0, 7), ("b", -2.5, -3, 7))
+
+
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ({"key": "a", "value": "NaN"}, "metrics[0].value"),
+        ({"key": "a", "value": "-Infinity"}, "metrics[0].value"),
+        ({"key": "a", "value": "abc"}, "metrics[0].value"),
+        ({"key": "a", "value": 1, "step": "1.5"}, "metrics[0].step"),
+        ({"key": "a", "value": 1, "step": "９"}, "metrics[0].step"),
+        ({"key": "a", "value": 1, "step": str(2**63)}, "metrics[0].step"),
+        ({"key": "a", "value": 1, "timestamp": "-1"}, "metrics[0].timestamp"),
+    ],
+)
+def test_proto_json_metrics_are_checked_after_decoding(metric, field):
+    with pytest.raises(ValidationFailed) as caught:
+        parse_batch(metrics=[metric], now_ms=0, proto_json=True)
+    assert field in caught.value.details

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,12 +23,12 @@ from accounts.errors import DomainError, ValidationFailed
 from accounts.services import anonymous_refusal_count
 from compression.models import Experiment
 from tracking.models import ExternalRun
+from tracking.services.batch import proto_int
 from tracking.services.mlflow_runs import datetime_to_ms
 
 from .errors import MlflowErrorCode, endpoint_not_found, from_domain_error, mlflow_error
 
 RUN_STATUS = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def authenticate(request: HttpRequest):
@@ -98,42 +97,6 @@ def required_str(data: Mapping, *fields: str) -> str:
                 raise ValidationFailed(f"{field} must be a string.", details={field: ["Must be a string."]})
             return value
     raise ValidationFailed(f"{fields[0]} is required.", details={fields[0]: ["This field is required."]})
-
-
-def proto_number(value: Any) -> Any:
-    """A double as proto3 JSON may carry it: "NaN"/"Infinity"/"-Infinity" and numeric strings become floats
-    (then checked like any number: non-finite is refused); anything else is passed on to be refused."""
-    if isinstance(value, str):
-        if value in _NON_FINITE:
-            return _NON_FINITE[value]
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def proto_int(value: Any) -> Any:
-    """An int64 as proto3 JSON may carry it (a string of digits); anything else is passed on to be checked."""
-    if type(value) is str and 0 < len(value) <= 26 and value.isascii():  # str methods, not a regex: the hot path
-        digits = value[1:] if value[0] == "-" else value
-        if digits.isdigit():
-            return int(value)
-    return value
-
-
-def metric_item(item: Any) -> Any:
-    """One MLflow metric as the batch parser takes it (proto3 JSON numbers decoded); non-objects pass through."""
-    if not isinstance(item, Mapping):
-        return item
-    out = {"key": item.get("key"), "value": proto_number(item["value"]) if "value" in item else None}
-    if "value" not in item:
-        del out["value"]
-    if item.get("step") is not None:
-        out["step"] = proto_int(item["step"])
-    if item.get("timestamp") is not None:
-        out["timestamp"] = proto_int(item["timestamp"])
-    return out
 
 
 def list_field(data: Mapping, field: str) -> Any:

@@ -24,7 +24,6 @@ from tracking.services.runs import external_run_log
 from .protocol import (
     endpoint,
     experiment_json,
-    metric_item,
     metric_json,
     next_token,
     page_bounds,
@@ -151,29 +150,24 @@ def run_search(request, user, data):
 
 
 def _log(user, data, **lists) -> JsonResponse:
-    external_run_log(actor=user, run_uuid=required_str(data, "run_id", "run_uuid"), **lists)
+    external_run_log(actor=user, run_uuid=required_str(data, "run_id", "run_uuid"), proto_json=True, **lists)
     return JsonResponse({})
 
 
 @endpoint("POST")
 def log_batch(request, user, data):
-    metrics = data.get("metrics", MISSING)
-    if isinstance(metrics, list):
-        metrics = [metric_item(m) for m in metrics]
     return _log(
         user,
         data,
         params=data.get("params", MISSING),
-        metrics=metrics,
+        metrics=data.get("metrics", MISSING),
         tags=data.get("tags", MISSING),
     )
 
 
 @endpoint("POST")
 def log_metric(request, user, data):
-    return _log(
-        user, data, metrics=[metric_item({k: data[k] for k in ("key", "value", "step", "timestamp") if k in data})]
-    )
+    return _log(user, data, metrics=[{k: data[k] for k in ("key", "value", "step", "timestamp") if k in data}])
 
 
 @endpoint("POST")

@@ -23,6 +23,8 @@ from accounts.errors import ValidationFailed
 from tracking.models import MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# proto3 JSON (MLflow's wire format) writes doubles' non-finite values as these strings.
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 # MLflow's per-request limits for log_batch.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -120,15 +122,40 @@ def integer_in(value: Any, low: int, high: int) -> int | str:
     return value
 
 
+def proto_number(value: Any) -> Any:
+    """A double as proto3 JSON may carry it: "NaN"/"Infinity"/"-Infinity" and numeric strings become floats
+    (then checked like any number: non-finite is refused); anything else is passed on to be refused."""
+    if isinstance(value, str):
+        if value in _NON_FINITE:
+            return _NON_FINITE[value]
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def proto_int(value: Any) -> Any:
+    """An int64 as proto3 JSON may carry it (a string of digits); anything else is passed on to be checked."""
+    if type(value) is str and 0 < len(value) <= 26 and value.isascii():  # str methods, not a regex: the hot path
+        digits = value[1:] if value[0] == "-" else value
+        if digits.isdigit():
+            return int(value)
+    return value
+
+
 def parse_batch(
     *,
     params: Any = MISSING,
     metrics: Any = MISSING,
     tags: Any = MISSING,
     now_ms: int,
+    proto_json: bool = False,
 ) -> Batch:
     """Check a whole batch; `now_ms` is the timestamp of metrics sent without one. A list left out is MISSING (a
-    list sent as null is refused). Raises ValidationFailed naming every bad item (`params[0].key`,
+    list sent as null is refused). With `proto_json`, metrics are as MLflow's client sends them (proto3 JSON:
+    int64 step and timestamp as strings, "NaN"/"Infinity" as strings, a null step 0), decoded in the same pass.
+    Raises ValidationFailed naming every bad item (`params[0].key`,
     `metrics[3].value`, `tags`) when anything is wrong."""
     problems = _Problems()
     param_items = _items(params, "params", MAX_PARAMS_PER_BATCH, problems)
@@ -153,7 +180,7 @@ def parse_batch(
 
     parsed_metrics: list[tuple[str, float, int, int]] = []
     for i, item in enumerate(metric_items):
-        metric = _metric(item, i, now_ms, problems)
+        metric = _metric(item, i, now_ms, problems, proto_json)
         if metric is not None:
             parsed_metrics.append(metric)
 
@@ -223,7 +250,9 @@ def _str_name_problem(name: str) -> str | None:
     return name_problem(name)
 
 
-def _metric(item: Any, i: int, now_ms: int, problems: _Problems) -> tuple[str, float, int, int] | None:
+def _metric(
+    item: Any, i: int, now_ms: int, problems: _Problems, proto: bool = False
+) -> tuple[str, float, int, int] | None:
     where = f"metrics[{i}]"
     if not isinstance(item, Mapping):
         problems.add(where, "Must be an object with key, value, and optionally step and timestamp.")
@@ -233,13 +262,21 @@ def _metric(item: Any, i: int, now_ms: int, problems: _Problems) -> tuple[str, f
     problem = _str_name_problem(key) if type(key) is str else name_problem(key)
     if problem:
         problems.add(f"{where}.key", problem)
-    value = metric_value(item["value"]) if "value" in item else "This field is required."
+    if "value" in item:
+        value = metric_value(proto_number(item["value"]) if proto else item["value"])
+    else:
+        value = "This field is required."
     if isinstance(value, str):
         problems.add(f"{where}.value", value)
-    step = integer_in(item.get("step", 0), INT64_MIN, INT64_MAX)
+    raw_step = item.get("step", 0)
+    if proto:
+        raw_step = 0 if raw_step is None else proto_int(raw_step)
+    step = integer_in(raw_step, INT64_MIN, INT64_MAX)
     if isinstance(step, str):
         problems.add(f"{where}.step", step)
     raw_ts = item.get("timestamp")
+    if proto and raw_ts is not None:
+        raw_ts = proto_int(raw_ts)
     timestamp = now_ms if raw_ts is None else integer_in(raw_ts, 0, INT64_MAX)
     if isinstance(timestamp, str):
         problems.add(f"{where}.timestamp", timestamp + " (milliseconds since the Unix epoch)")

@@ -142,6 +142,7 @@ def external_run_log(
     params: Any = MISSING,
     metrics: Any = MISSING,
     tags: Any = MISSING,
+    proto_json: bool = False,
 ) -> LogResult:
     """Log params, metrics and tags in one all-or-nothing batch (MLflow's log_batch). A param already on the run
     with the same value is accepted and not added again; with another value the batch is refused (400
@@ -151,7 +152,7 @@ def external_run_log(
     received_ms = now_ms()
     with transaction.atomic():
         run = run_for_writing(actor, run_id, run_uuid=run_uuid)
-        batch = parse_batch(params=params, metrics=metrics, tags=tags, now_ms=received_ms)
+        batch = parse_batch(params=params, metrics=metrics, tags=tags, now_ms=received_ms, proto_json=proto_json)
         _expect_running(run)
         new_params = _new_params(run, batch.params, params)
         if not (new_params or batch.metrics or batch.tags):
