@@ -191,6 +191,9 @@ class UploadFile(models.Model):
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64, blank=True, help_text="Declared digest of the whole file (or at finish).")
     received = models.PositiveBigIntegerField(default=0)
+    # The sha256 of the `received` bytes, resumable (trust.resumable_sha256), saved with `received` by the
+    # chunk that wrote them, so finishing need not read the file again; empty when unknown (hashed at finish).
+    sha256_state = models.BinaryField(default=b"", blank=True, editable=False)
 
     class Meta:
         ordering = ["upload", "path"]

@@ -205,7 +205,7 @@ class Client:
         total = sum(f.size for f in files)
         progress = _Progress(on_progress, total)
         progress.stage("hashing")
-        hash_files(files, on_bytes=progress.add)
+        hash_files(files, on_bytes=progress.add, chunk_bytes=chunk_bytes)
         digest = manifest_digest(files)
         upload = self._open_upload(digest, name, files, parent)
         failures, finishing_since = 0, None

@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 READ_BYTES = 1 << 20
 
@@ -28,6 +28,8 @@ class LocalFile:
     full: str
     size: int
     sha256: str = ""
+    # (offset, length) -> sha256 of the chunks hash_files saw, so sending them does not hash them again.
+    chunk_sha256: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
 
     def entry(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
@@ -60,16 +62,37 @@ def scan_folder(root: str | os.PathLike, *, include_hidden: bool = False) -> lis
     return sorted(found, key=lambda f: f.path)
 
 
-def hash_files(files: list[LocalFile], on_bytes: Callable[[int], None] | None = None) -> None:
-    """Fill in each file's sha256, reporting bytes read as they are."""
-    for local in files:
-        digest = hashlib.sha256()
-        with open(local.full, "rb") as handle:
-            while block := handle.read(READ_BYTES * 8):
-                digest.update(block)
-                if on_bytes:
-                    on_bytes(len(block))
-        local.sha256 = digest.hexdigest()
+def hash_files(
+    files: list[LocalFile], on_bytes: Callable[[int], None] | None = None, *, chunk_bytes: int | None = None
+) -> None:
+    """Fill in each file's sha256, reporting bytes read as they are. With `chunk_bytes`, the same pass also
+    keeps the sha256 of each chunk of that size (in chunk_sha256): the file is read once, and its digest and
+    its chunk's digest are computed side by side (hashlib releases the GIL on large blocks)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for local in files:
+            digest, chunk, offset, in_chunk = hashlib.sha256(), hashlib.sha256(), 0, 0
+            local.chunk_sha256 = {}
+            with open(local.full, "rb") as handle:
+                while True:
+                    want = READ_BYTES * 8 if not chunk_bytes else min(READ_BYTES * 8, chunk_bytes - in_chunk)
+                    block = handle.read(want)
+                    if not block:
+                        break
+                    if chunk_bytes:
+                        pending = pool.submit(digest.update, block)
+                        chunk.update(block)
+                        pending.result()
+                        in_chunk += len(block)
+                        if in_chunk == chunk_bytes:
+                            local.chunk_sha256[offset, in_chunk] = chunk.hexdigest()
+                            chunk, offset, in_chunk = hashlib.sha256(), offset + in_chunk, 0
+                    else:
+                        digest.update(block)
+                    if on_bytes:
+                        on_bytes(len(block))
+            if chunk_bytes and in_chunk:
+                local.chunk_sha256[offset, in_chunk] = chunk.hexdigest()
+            local.sha256 = digest.hexdigest()
 
 
 def manifest_digest(files: list[LocalFile]) -> str:
@@ -99,12 +122,13 @@ def _read(local: LocalFile, offset: int, length: int) -> Chunk:
         data = handle.read(length)
     if len(data) != length:
         raise UploadRefused(f"{local.path} changed while it was uploaded (it is shorter than before)")
-    return Chunk(local.path, offset, data, hashlib.sha256(data).hexdigest())
+    sha256 = local.chunk_sha256.get((offset, length)) or hashlib.sha256(data).hexdigest()
+    return Chunk(local.path, offset, data, sha256)
 
 
 def read_ahead(plan: Iterable[tuple]) -> Iterator[Chunk]:
-    """The chunks of `plan`, each read and hashed in a thread while the one before is being sent (hashlib
-    and file reads release the GIL), so at most two chunks are in memory."""
+    """The chunks of `plan`, each read (and hashed, unless hash_files did) in a thread while the one before is
+    being sent (hashlib and file reads release the GIL), so at most two chunks are in memory."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for local, offset, length in plan:

@@ -13,8 +13,9 @@ import pytest
 from compression.engine.manifest import manifest_digest
 from compression.models import ArtifactUpload, ModelArtifact, UploadStatus
 from safeshrink_client import ApiError, Client
+from safeshrink_client import uploads as client_uploads
 from safeshrink_client.cli import main
-from safeshrink_client.uploads import UploadRefused, scan_folder
+from safeshrink_client.uploads import UploadRefused, hash_files, missing_chunks, read_ahead, scan_folder
 from safeshrink_client.uploads import manifest_digest as client_manifest_digest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,6 +64,31 @@ def test_the_client_manifest_digest_is_the_servers(folder):
 
     hash_files(files)
     assert client_manifest_digest(files) == manifest_digest(folder)
+
+
+def test_one_pass_over_each_file_gives_its_sha256_and_its_chunks_so_sending_hashes_nothing(folder, monkeypatch):
+    files = scan_folder(folder)
+    hash_files(files, chunk_bytes=3 * CHUNK)
+    for local in files:
+        data = Path(local.full).read_bytes()
+        assert local.sha256 == hashlib.sha256(data).hexdigest()
+        expected = {
+            (offset, len(data[offset : offset + 3 * CHUNK])): hashlib.sha256(
+                data[offset : offset + 3 * CHUNK]
+            ).hexdigest()
+            for offset in range(0, len(data), 3 * CHUNK)
+        }
+        assert local.chunk_sha256 == expected
+    plan = list(missing_chunks(files, {}, 3 * CHUNK))
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(client_uploads.hashlib, "sha256", lambda data=b"": hashed.append(len(data)) or real(data))
+    sent = list(read_ahead(plan))
+    assert not hashed  # every chunk's sha256 came from hash_files
+    assert all(chunk.sha256 == real(chunk.data).hexdigest() for chunk in sent)
+    # The server takes smaller chunks than were hashed: those are hashed as they are read.
+    sent = list(read_ahead(missing_chunks(files, {}, CHUNK)))
+    assert hashed and all(chunk.sha256 == real(chunk.data).hexdigest() for chunk in sent)
 
 
 def test_upload_folder_stores_the_folder_and_reports_progress(live_server, token, folder):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import os
 import shutil
 import unicodedata
@@ -36,7 +35,7 @@ from django.utils import timezone
 
 from accounts.errors import Conflict, DomainError, NotFound, ValidationFailed
 from compression.engine.formats import CONFIG_FILE
-from compression.engine.manifest import entries_digest, file_sha256
+from compression.engine.manifest import entries_digest
 from compression.error_codes import CompressionErrorCode as Code
 from compression.models import ArtifactUpload, UploadFile, UploadStatus
 from compression.selectors import artifacts_visible_to
@@ -49,6 +48,7 @@ from compression.services.artifacts import (
     artifact_root,
 )
 from compression.services.signatures import SIGNATURE_FILE, carried_signature_check
+from compression.services.upload_digests import ChunkDigests, running_sha256, whole_file_digests
 
 PIECE = 1024 * 1024  # bytes read from the request body at a time
 MAX_PATH_CHARS = 1024
@@ -293,22 +293,23 @@ def upload_chunk_receive(
         ) from None
     kept, writing = False, False
     try:
-        row.refresh_from_db(fields=["received"])  # under the lock: what the last writer committed
+        row.refresh_from_db(fields=["received", "sha256_state"])  # under the lock: what the last writer committed
         if offset != row.received:
             raise _wrong_offset(row, offset)
         writing = True
         os.ftruncate(fd, offset)  # bytes past `received` are a failed chunk's leftovers
-        digest, written = hashlib.sha256(), 0
+        digests, written = ChunkDigests(running_sha256(row, offset)), 0
         os.lseek(fd, offset, os.SEEK_SET)
         while written < length:
             piece = body.read(min(PIECE, length - written))
             if not piece:
                 break
-            digest.update(piece)
+            digests.update(piece)
             view = memoryview(piece)
             while view:
                 view = view[os.write(fd, view) :]
             written += len(piece)
+        digest = digests.chunk
         if written != length:
             raise ValidationFailed(
                 f"The body ended after {written:,} of the {length:,} bytes its Content-Length announced.",
@@ -324,7 +325,7 @@ def upload_chunk_receive(
         with transaction.atomic():
             kept = bool(
                 UploadFile.objects.filter(pk=row.pk, received=offset, upload__status=UploadStatus.OPEN).update(
-                    received=offset + length
+                    received=offset + length, sha256_state=digests.state()
                 )
             )
             if kept:
@@ -442,16 +443,16 @@ def _writers_stopped(upload: ArtifactUpload, rows: list[UploadFile]) -> Iterator
 
 
 def _check_and_store(upload: ArtifactUpload, rows: list[UploadFile], expected: dict[str, str], fds) -> StoredArtifact:
-    """artifact_store for a folder whose every file is hashed here anyway (to check it against the manifest):
-    the same detection, install (moved, then re-hashed: what lands in the store must be what was hashed) and
-    shared-storage publishing, without hashing the folder twice more. Refusals name the field."""
+    """artifact_store for a folder whose files' sha256 are known (kept as chunks arrived, else read here: see
+    upload_digests) and checked against the manifest: the same detection, install (moved, then re-hashed: what
+    lands in the store must be what was hashed) and shared-storage publishing. Refusals name the field."""
     folder = upload_dir(upload)
-    hashes = {row.path: file_sha256(folder / row.path) for row in rows}
+    hashes = whole_file_digests(folder, rows)
     wrong = [i for i, row in enumerate(rows) if hashes[row.path] != expected[row.path]]
     if wrong:
         for i in wrong:
             os.ftruncate(fds[rows[i].path], 0)
-        UploadFile.objects.filter(pk__in=[rows[i].pk for i in wrong]).update(received=0)
+        UploadFile.objects.filter(pk__in=[rows[i].pk for i in wrong]).update(received=0, sha256_state=b"")
         raise ValidationFailed(
             f"{len(wrong)} file(s) do not hash to the manifest's sha256; their bytes were dropped: send them "
             "again, then finish.",
@@ -478,12 +479,15 @@ def _check_and_store(upload: ArtifactUpload, rows: list[UploadFile], expected: d
     digest, files = entries_digest(entries), [{"path": p, "sha256": h, "size": n} for p, h, n in entries]
     target = artifact_root() / digest
     if not target.exists():
-        changed = ValidationFailed(
-            "The files changed while they were being stored.",
+        changed = ValidationFailed(  # on disk since they were received: the install re-hashes them (upload_digests)
+            "The files changed on disk after they were received; the upload was removed.",
             code=Code.CORRUPT_ARTIFACT,
-            details={"files": ["Changed while being stored."]},
+            details={"files": ["Changed after they were received."]},
         )
-        _install(digest, "upload", lambda content: shutil.move(str(folder), content), changed)
+        try:
+            _install(digest, "upload", lambda content: shutil.move(str(folder), content), changed)
+        except ValidationFailed as exc:
+            raise (_refuse(upload, changed) if exc is changed else exc) from None
     _publish(digest, target, files)
     return StoredArtifact(digest=digest, files=files, size=sum(n for *_, n in entries), format=fmt, labels=labels)
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from compression.engine.manifest import manifest_digest
 from compression.models import ArtifactUpload, ModelArtifact, UploadFile, UploadStatus
-from compression.services import uploads
+from compression.services import upload_digests, uploads
 from ledger.models import LedgerEvent
 from tests.compression.test_shared_storage import bucket  # noqa: F401 (a fixture)
 from tests.conftest import api_client_for
@@ -476,3 +476,86 @@ def test_open_uploads_per_engineer_are_limited(engineer_api, folder, settings):
     _error(_create(engineer_api, folder), 409, "too_many_uploads", "files")
     engineer_api.post(f"/api/uploads/{first['id']}/abort/")
     assert _create(engineer_api, folder).status_code == 201
+
+
+# --- The whole-file sha256, kept as chunks arrive ------------------------------------------------------------
+
+
+def _finish(api, upload: dict):
+    return api.post(f"/api/uploads/{upload['id']}/finish/", {}, format="json")
+
+
+def _no_file_read(monkeypatch):
+    def refuse(path):
+        raise AssertionError(f"{path} was read again at finish")
+
+    monkeypatch.setattr(upload_digests, "file_sha256", refuse)
+
+
+def test_finishing_reads_no_file_when_the_chunks_kept_its_sha256(engineer_api, folder, monkeypatch):
+    upload = _create(engineer_api, folder).json()
+    _send(engineer_api, upload, folder, chunk=70_001)
+    rows = list(UploadFile.objects.filter(size__gt=0))
+    assert rows and all(bytes(row.sha256_state) for row in rows)
+    expected = {path: _sha((folder / path).read_bytes()) for path in (row.path for row in rows)}
+    folder_received = uploads.upload_dir(ArtifactUpload.objects.get())
+    kept = upload_digests.whole_file_digests(folder_received, rows)
+    for row in rows:  # the fallback: no saved state, the file is read
+        row.sha256_state = b""
+    assert kept == upload_digests.whole_file_digests(folder_received, rows) == expected
+    _no_file_read(monkeypatch)
+    finished = _finish(engineer_api, upload)
+    assert finished.status_code == 200, finished.json()
+    assert ModelArtifact.objects.get().digest == manifest_digest(folder)
+
+
+def test_without_a_saved_state_finishing_hashes_the_files_and_stores_the_same_artifact(
+    engineer_api, folder, monkeypatch
+):
+    weights = (folder / "model.safetensors").read_bytes()
+    upload = _create(engineer_api, folder).json()
+    _put(engineer_api, upload["id"], "model.safetensors", 0, weights[:100_000])
+    # A row whose state was lost (or written before it was kept): the next chunks cannot continue it.
+    UploadFile.objects.filter(path="model.safetensors").update(sha256_state=b"\x00" * 10)
+    _send(engineer_api, upload, folder, start={"model.safetensors": 100_000})
+    assert bytes(UploadFile.objects.get(path="model.safetensors").sha256_state) == b""
+    monkeypatch.setattr(uploads, "running_sha256", lambda row, offset: None)  # as without libcrypto
+    UploadFile.objects.filter(path="config.json").update(received=0, sha256_state=b"")
+    _send(engineer_api, upload, folder, only="config.json")
+    assert bytes(UploadFile.objects.get(path="config.json").sha256_state) == b""
+    read = []
+    original = upload_digests.file_sha256
+    monkeypatch.setattr(upload_digests, "file_sha256", lambda path: read.append(Path(path).name) or original(path))
+    finished = _finish(engineer_api, upload)
+    assert finished.status_code == 200, finished.json()
+    assert sorted(read) == ["config.json", "model.safetensors"]  # the others kept their sha256
+    assert ModelArtifact.objects.get().digest == manifest_digest(folder)
+
+
+def test_a_chunk_with_a_wrong_sha256_leaves_the_saved_state_and_the_upload_resumes(engineer_api, folder, monkeypatch):
+    weights = (folder / "model.safetensors").read_bytes()
+    upload = _create(engineer_api, folder).json()
+    _put(engineer_api, upload["id"], "model.safetensors", 0, weights[:1000])
+    before = bytes(UploadFile.objects.get(path="model.safetensors").sha256_state)
+    wrong = _put(engineer_api, upload["id"], "model.safetensors", 1000, weights[1000:5000], sha256=_sha(b"no"))
+    _error(wrong, 400, "chunk_digest_mismatch", "sha256")
+    row = UploadFile.objects.get(path="model.safetensors")
+    assert (row.received, bytes(row.sha256_state)) == (1000, before)
+    _send(engineer_api, upload, folder, start={"model.safetensors": 1000})
+    _no_file_read(monkeypatch)
+    assert _finish(engineer_api, upload).status_code == 200
+    assert ModelArtifact.objects.get().digest == manifest_digest(folder)
+
+
+def test_a_file_changed_on_disk_after_its_chunks_is_caught_before_it_is_stored(engineer_api, folder):
+    upload = _create(engineer_api, folder).json()
+    _send(engineer_api, upload, folder)
+    on_disk = uploads.upload_dir(ArtifactUpload.objects.get()) / "model.safetensors"
+    data = bytearray(on_disk.read_bytes())
+    data[123] ^= 0xFF  # same size, one byte changed behind the server's back
+    on_disk.write_bytes(bytes(data))
+    refused = _finish(engineer_api, upload)
+    _error(refused, 400, "corrupt_artifact", "files")
+    _stored_nothing()
+    assert ArtifactUpload.objects.get().status == UploadStatus.REFUSED
+    assert not uploads.upload_dir(ArtifactUpload.objects.get()).exists()
