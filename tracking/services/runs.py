@@ -258,7 +258,7 @@ def run_for_writing(actor, run_id: int | None, *, lock: bool = True, run_uuid: s
     runs = ExternalRun.objects.select_related("experiment")
     if lock:
         runs = runs.select_for_update(of=("self",))
-    run = runs.filter(run_uuid=run_uuid).first() if run_uuid is not None else runs.filter(pk=run_id).first()
+    run = runs.filter(run_uuid=run_uuid).first() if run_uuid is not None else runs.filter(pk=run_id or 0).first()
     if run is not None and run.experiment.owner_id == actor.pk:
         return run
     if run is None or not external_runs_visible_to(actor).filter(pk=run.pk).exists():
