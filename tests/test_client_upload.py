@@ -206,3 +206,22 @@ def test_the_command_line_explains_itself(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert "--name" in text and "resumed" in text and "SafeShrink artifact" in text
+
+
+def test_the_safeshrink_command_uploads_from_a_shell(live_server, token, folder):
+    """bin/safeshrink, as an engineer runs it: a separate process with nothing but the standard library."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHON": sys.executable, "SAFESHRINK_TOKEN": token}
+    done = subprocess.run(
+        [str(root / "bin" / "safeshrink"), "--url", live_server.url, "upload", str(folder), "--name", "shell"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["digest"] == manifest_digest(folder)
+    assert ModelArtifact.objects.filter(digest=manifest_digest(folder)).exists()
