@@ -1,4 +1,6 @@
-"""Releases whose candidate was made outside SafeShrink: an engineer's external run (tracking.ExternalRun).
+"""How a release comes to be, from either kind of run: `release_record_created` (the row and its `release.created`
+event, used by `releases.release_create` for SafeShrink's own runs) and, here, releases whose candidate was made
+outside SafeShrink: an engineer's external run (tracking.ExternalRun).
 
 Everything such a run says about itself (method, parameters, metrics, provenance) is **reported**, never verified.
 So a release from an external run takes only the run's output artifact from it: the baseline is the experiment's
@@ -57,17 +59,54 @@ def release_create_from_external_run(*, actor, external_run_id: int, suite_versi
             code=GovernanceErrorCode.EXTERNAL_RUN_NO_OUTPUT,
             details={"external_run": ["The run has no output artifact; upload it and name it when finishing."]},
         )
-    suite_version, policy = _suite_and_policy(suite_version_id, policy_id)
+    suite_version, policy = suite_and_policy(suite_version_id, policy_id)
     baseline = run.experiment.base_artifact
+    return release_record_created(
+        actor=actor,
+        candidate_source={"external_run": run},
+        experiment=run.experiment,
+        candidate=artifact,
+        suite_version=suite_version,
+        policy=policy,
+        payload={
+            "source": ExternalRun.SOURCE,
+            "verification": ExternalRun.VERIFICATION,
+            "external_run": run.pk,
+            "run_uuid": run.run_uuid,
+            "contents_digest": run.contents_digest,
+            "baseline": baseline.digest,
+            "baseline_among_inputs": run.input_artifacts.filter(pk=baseline.pk).exists(),
+        },
+    )
+
+
+def suite_and_policy(suite_version_id: int, policy_id: int) -> tuple[SuiteVersion, ThresholdPolicy]:
+    """The suite version and policy a new release names; 400 naming the field when either is unknown."""
+    suite_version = SuiteVersion.objects.filter(pk=suite_version_id).first()
+    if suite_version is None:
+        raise ValidationFailed(
+            "Unknown suite version.", details={"suite_version": [f"No suite version {suite_version_id}."]}
+        )
+    policy = ThresholdPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise ValidationFailed("Unknown threshold policy.", details={"policy": [f"No policy {policy_id}."]})
+    return suite_version, policy
+
+
+def release_record_created(
+    *, actor, candidate_source: dict, experiment, candidate, suite_version, policy, payload: dict
+) -> Release:
+    """The draft release and its `release.created` event, in one transaction: the one way a release comes to be,
+    whichever run (`candidate_source`: {"compression_run": run} or {"external_run": run}) made its candidate."""
     with transaction.atomic():
         release = Release.objects.create(
-            experiment=run.experiment,
-            external_run=run,
-            candidate=artifact,
-            candidate_digest=artifact.digest,
+            experiment=experiment,
+            candidate=candidate,
+            candidate_digest=candidate.digest,
             suite_version=suite_version,
             policy=policy,
             created_by=actor,
+            **candidate_source,
         )
         ledger_append(
             actor=actor,
@@ -78,25 +117,7 @@ def release_create_from_external_run(*, actor, external_run_id: int, suite_versi
                 "candidate": release.candidate_digest,
                 "suite_version": suite_version.digest,
                 "policy": f"{policy.name} v{policy.version}",
-                "source": ExternalRun.SOURCE,
-                "verification": ExternalRun.VERIFICATION,
-                "external_run": run.pk,
-                "run_uuid": run.run_uuid,
-                "contents_digest": run.contents_digest,
-                "baseline": baseline.digest,
-                "baseline_among_inputs": run.input_artifacts.filter(pk=baseline.pk).exists(),
+                **payload,
             },
         )
     return release
-
-
-def _suite_and_policy(suite_version_id: int, policy_id: int) -> tuple[SuiteVersion, ThresholdPolicy]:
-    suite_version = SuiteVersion.objects.filter(pk=suite_version_id).first()
-    if suite_version is None:
-        raise ValidationFailed(
-            "Unknown suite version.", details={"suite_version": [f"No suite version {suite_version_id}."]}
-        )
-    policy = ThresholdPolicy.objects.filter(pk=policy_id).first()
-    if policy is None:
-        raise ValidationFailed("Unknown threshold policy.", details={"policy": [f"No policy {policy_id}."]})
-    return suite_version, policy

@@ -16,7 +16,6 @@ from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
 from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
-from evaluations.models import SuiteVersion
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
 from governance.error_codes import GovernanceErrorCode
@@ -30,7 +29,6 @@ from governance.models import (
     Release,
     ReleaseStatus,
     RolloutStage,
-    ThresholdPolicy,
     Zone,
 )
 from governance.selectors import approval_policy_for, release_evidence, review_pool
@@ -38,6 +36,7 @@ from ledger.canonical import digest
 from ledger.services import ledger_append
 
 from .authority import require_authority, require_independent, require_officer
+from .candidates import release_record_created, suite_and_policy
 from .escalations import escalation_open
 from .notifications import notify
 from .policies import policy_judge
@@ -65,39 +64,18 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
         )
     if actor.role == Role.ENGINEER and run.experiment.owner_id != actor.pk:
         raise PermissionDenied("Only the experiment's owner may propose its release.")
-    suite_version = SuiteVersion.objects.filter(pk=suite_version_id).first()
-    if suite_version is None:
-        raise ValidationFailed(
-            "Unknown suite version.", details={"suite_version": [f"No suite version {suite_version_id}."]}
-        )
-    policy = ThresholdPolicy.objects.filter(pk=policy_id).first()
-    if policy is None:
-        raise ValidationFailed("Unknown threshold policy.", details={"policy": [f"No policy {policy_id}."]})
+    suite_version, policy = suite_and_policy(suite_version_id, policy_id)
     artifact = run.output_artifact
     assert artifact is not None  # a succeeded run always has its output artifact
-    with transaction.atomic():
-        release = Release.objects.create(
-            experiment=run.experiment,
-            compression_run=run,
-            candidate=artifact,
-            candidate_digest=artifact.digest,
-            suite_version=suite_version,
-            policy=policy,
-            created_by=actor,
-        )
-        ledger_append(
-            actor=actor,
-            action="release.created",
-            object_type=OBJECT_TYPE,
-            object_id=release.pk,
-            payload={
-                "candidate": release.candidate_digest,
-                "suite_version": suite_version.digest,
-                "policy": f"{policy.name} v{policy.version}",
-                "compression_run": run.pk,
-            },
-        )
-    return release
+    return release_record_created(
+        actor=actor,
+        candidate_source={"compression_run": run},
+        experiment=run.experiment,
+        candidate=artifact,
+        suite_version=suite_version,
+        policy=policy,
+        payload={"compression_run": run.pk},
+    )
 
 
 def release_start_evaluation(
