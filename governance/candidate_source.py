@@ -8,7 +8,7 @@ from __future__ import annotations
 from accounts.models import User
 from governance.models import Release
 from tracking.models import ExternalRun, ExternalRunProvenance
-from tracking.selectors import metric_summary
+from tracking.selectors import metric_summary, run_record
 
 SAFESHRINK = "safeshrink"
 VERIFIED = "verified"  # SafeShrink ran the compression itself
@@ -69,23 +69,13 @@ def external_run_report(run: ExternalRun) -> dict:
     """Everything the engineer reported about the run, with each metric's latest value (highest step), the
     provenance status and the digest of the contents pinned when the run ended."""
     recorded_by = User.objects.filter(pk=run.recorded_by_id).values_list("username", flat=True).first()
+    record = run_record(run)  # the fields the run's contents digest covers, defined once in tracking
+    for derived in ("experiment", "source", "verification"):
+        record.pop(derived)
     return {
         "id": run.pk,
-        "run_uuid": run.run_uuid,
-        "name": run.name,
+        **record,
         "recorded_by": recorded_by,
-        "method": run.method,
-        "known_method": run.known_method,
-        "parameters": run.parameters,
-        "code_reference": run.code_reference,
-        "tool_versions": run.tool_versions,
-        "hardware": run.hardware,
-        "seeds": run.seeds,
-        "input_artifacts": sorted(run.input_artifacts.values_list("digest", flat=True)),
-        "output_artifact": run.output_artifact.digest if run.output_artifact_id else None,
-        "status": run.status,
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
         "params": dict(run.params.order_by("key").values_list("key", "value")),
         "tags": dict(run.tags.order_by("key").values_list("key", "value")),
         "metrics": [
