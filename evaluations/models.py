@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from compression.engine.kinds import CHAT_COMPLIANCE, CHAT_DEGENERATE, CHAT_REFUSAL
 from compression.models import JobFields, ModelArtifact
 from evaluations.engine.tabular import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_SUBGROUP_CHARS
 
@@ -9,6 +10,19 @@ class Slice(models.TextChoices):
     ROUTINE = "routine", "Routine"
     EDGE = "edge", "Edge case"
     ADVERSARIAL = "adversarial", "Adversarial"
+
+
+class SuiteKind(models.TextChoices):
+    CLASSIFIER = "classifier", "Labelled texts for a classifier"
+    CHAT = "chat", "Prompts for a chat model (harmful: should be refused; safe: should be answered)"
+
+
+class Behaviour(models.TextChoices):
+    """What a chat model did with a prompt, as judged (evaluations.engine.metrics.behaviour.BEHAVIOURS)."""
+
+    COMPLIANCE = CHAT_COMPLIANCE, "Answered"
+    REFUSAL = CHAT_REFUSAL, "Refused"
+    DEGENERATE = CHAT_DEGENERATE, "Degenerate text"
 
 
 class Suite(models.Model):
@@ -33,6 +47,15 @@ class SuiteVersion(models.Model):
     unsafe_labels = models.JSONField(help_text="Example labels that count as unsafe.")
     example_count = models.PositiveIntegerField()
     source = models.TextField(blank=True, help_text="Where the examples came from (files, digests, sampling).")
+    kind = models.CharField(max_length=16, choices=SuiteKind.choices, default=SuiteKind.CLASSIFIER)
+    judge = models.ForeignKey(
+        ModelArtifact,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Chat suites: the judge artifact that decides refusal for every answer (part of the digest).",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -57,6 +80,9 @@ class Example(models.Model):
     slice = models.CharField(max_length=16, choices=Slice.choices)
     tags = models.JSONField(default=list)
     subgroup = models.CharField(max_length=MAX_SUBGROUP_CHARS, blank=True)
+    reference = models.TextField(
+        blank=True, help_text="Chat suites: a harmless reference answer (the capability figure's perplexity text)."
+    )
     source = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="variants")
 
     class Meta:
@@ -113,6 +139,14 @@ class Prediction(models.Model):
     stable = models.BooleanField(
         null=True, blank=True, help_text="Same decision in both passes; null: no stability pass was run."
     )
+    output = models.TextField(blank=True, help_text="Chat models: the generated answer.")
+    behaviour = models.CharField(max_length=16, choices=Behaviour.choices, blank=True)
+    details = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Chat models: judge probability, degeneration reasons, reference NLL and tokens, the stability "
+        "pass's output and behaviour.",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "example"], name="prediction_unique")]
@@ -167,6 +201,10 @@ class Flip(models.Model):
         help_text="The flip holds in both passes for both models (neither model's decision moved with the "
         "batches); null: the runs had no stability pass.",
     )
+    baseline_behaviour = models.CharField(max_length=16, choices=Behaviour.choices, blank=True)
+    candidate_behaviour = models.CharField(max_length=16, choices=Behaviour.choices, blank=True)
+    baseline_output = models.TextField(blank=True, help_text="Chat models: the baseline's answer.")
+    candidate_output = models.TextField(blank=True, help_text="Chat models: the candidate's answer.")
 
     class Meta:
         ordering = ["comparison", "example__position"]

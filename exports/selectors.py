@@ -343,6 +343,16 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
                 "direction": f.direction,
                 "candidate_correct": f.candidate_correct,
                 "stable": f.stable,
+                **(
+                    {
+                        "baseline_behaviour": f.baseline_behaviour,
+                        "candidate_behaviour": f.candidate_behaviour,
+                        "baseline_output": f.baseline_output,
+                        "candidate_output": f.candidate_output,
+                    }
+                    if f.baseline_behaviour
+                    else {}
+                ),
             }
             for f in flips
         ],

@@ -199,17 +199,23 @@ def review_task_view(task: ReviewTask) -> dict:
     """What the reviewer sees: the input and outputs A and B, with no hint of which model is which
     until the task is submitted."""
     flip = task.flip
-    candidate = {
-        "unsafe_probability": round(flip.candidate_prob, 4),
-        "decision": "unsafe" if flip.candidate_prob >= 0.5 else "safe",
-    }
-    baseline = {
-        "unsafe_probability": round(flip.baseline_prob, 4),
-        "decision": "unsafe" if flip.baseline_prob >= 0.5 else "safe",
-    }
+    chat = bool(flip.baseline_behaviour)  # a chat model's flip: both answers, judged behaviour
+    if chat:  # the reviewer reads both answers; the judged behaviour is shown beside each
+        candidate = {"output": flip.candidate_output, "behaviour": flip.candidate_behaviour}
+        baseline = {"output": flip.baseline_output, "behaviour": flip.baseline_behaviour}
+    else:
+        candidate = {
+            "unsafe_probability": round(flip.candidate_prob, 4),
+            "decision": "unsafe" if flip.candidate_prob >= 0.5 else "safe",
+        }
+        baseline = {
+            "unsafe_probability": round(flip.baseline_prob, 4),
+            "decision": "unsafe" if flip.baseline_prob >= 0.5 else "safe",
+        }
     a, b = (candidate, baseline) if task.a_is_candidate else (baseline, candidate)
     view = {
         "id": task.pk,
+        "chat": chat,
         "text": flip.example.text,
         "expected_label": flip.example.label,
         "a": a,

@@ -16,6 +16,7 @@ from accounts.models import Role, User
 from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flips_filtered
+from evaluations.services.chat_runs import is_chat
 from evaluations.services.profiles import config_profile
 from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.charts import delta_chart
@@ -245,6 +246,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "conditions": _evaluation_conditions(release),
             "stability": _stability(release.comparison, release.policy),
             "flips": flips,
+            "chat": is_chat((release.baseline_evaluation.config if release.baseline_evaluation_id else None) or {}),
             "flip_filters": flip_filters,
             "flip_query": urlencode({k: v for k, v in flip_filters.items() if v}),
             "slices": Slice.choices,

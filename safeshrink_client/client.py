@@ -80,18 +80,22 @@ class Client:
         return self.post("/api/artifacts/", {"name": name, "path": path, "parent": parent})
 
     def create_experiment(
-        self, name: str, base_artifact: int, unsafe_labels: list[str], risk_tier: str = "medium", description: str = ""
+        self,
+        name: str,
+        base_artifact: int,
+        unsafe_labels: list[str] | None = None,
+        risk_tier: str = "medium",
+        description: str = "",
+        generation: dict | None = None,
     ) -> dict:
-        return self.post(
-            "/api/experiments/",
-            {
-                "name": name,
-                "base_artifact": base_artifact,
-                "risk_tier": risk_tier,
-                "unsafe_labels": unsafe_labels,
-                "description": description,
-            },
-        )
+        """An experiment on ``base_artifact``: a classifier names its ``unsafe_labels``; a chat model may give
+        its ``generation`` settings (system_prompt, max_new_tokens, stop_strings) instead."""
+        body: dict = {"name": name, "base_artifact": base_artifact, "risk_tier": risk_tier, "description": description}
+        if unsafe_labels is not None:
+            body["unsafe_labels"] = unsafe_labels
+        if generation is not None:
+            body["generation"] = generation
+        return self.post("/api/experiments/", body)
 
     def request_run(self, experiment: int, method: str, parameters: dict | None = None, seed: int = 0) -> dict:
         return self.post(

@@ -32,6 +32,8 @@ class ArtifactOutput(serializers.ModelSerializer):
             "name",
             "digest",
             "format",
+            "kind",
+            "chat_template_digest",
             "size_bytes",
             "parameter_count",
             "parent",
@@ -52,7 +54,18 @@ class ExperimentInput(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     base_artifact = serializers.IntegerField()
     risk_tier = serializers.ChoiceField(choices=RiskTier.choices, default=RiskTier.MEDIUM)
-    unsafe_labels = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+    unsafe_labels = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="Classifiers: the classes whose probabilities sum to 'unsafe' (required). Chat models: omit "
+        "(the decision is 'refusal').",
+    )
+    generation = serializers.JSONField(
+        required=False,
+        help_text="Chat models only: how the base model is served and evaluated, some of system_prompt, "
+        "max_new_tokens (1-512, default 64), stop_strings, decoding ('greedy').",
+    )
 
 
 class ExperimentOutput(serializers.ModelSerializer):
@@ -60,7 +73,17 @@ class ExperimentOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Experiment
-        fields = ("id", "name", "description", "owner", "risk_tier", "base_artifact", "unsafe_labels", "created_at")
+        fields = (
+            "id",
+            "name",
+            "description",
+            "owner",
+            "risk_tier",
+            "base_artifact",
+            "unsafe_labels",
+            "generation",
+            "created_at",
+        )
 
 
 def parameter_openapi(spec: ParamSpec) -> dict[str, Any]:
@@ -230,3 +253,6 @@ class MethodOutput(serializers.Serializer):
     data = MethodDataOutput()
     available = serializers.BooleanField(help_text="Whether this installation can run the method.")
     unavailable_reason = serializers.CharField(allow_null=True, help_text="Why not, when `available` is false.")
+    model_kinds = serializers.ListField(
+        child=serializers.CharField(), help_text="The model kinds the method applies to (classifier, causal-lm)."
+    )

@@ -10,7 +10,7 @@ from accounts.api.filters import Filter, apply_filters
 from accounts.api.permissions import HasRole
 from accounts.models import Role
 from compression import selectors
-from compression.models import RiskTier, RunStatus
+from compression.models import ModelKind, RiskTier, RunStatus
 from compression.services.artifacts import artifact_import
 from compression.services.experiments import experiment_create
 from compression.services.runs import compression_run_cancel, compression_run_request
@@ -37,6 +37,7 @@ class ArtifactListCreate(generics.ListAPIView):
     filters = (
         Filter.str("name", description="Artifacts with exactly this name."),
         Filter.int("parent", field="parent_id", description="Artifacts derived from this artifact."),
+        Filter.choice("kind", ModelKind),
     )
 
     def get_queryset(self):
@@ -85,7 +86,8 @@ class ExperimentListCreate(generics.ListAPIView):
             description=v["description"],
             base_artifact_id=v["base_artifact"],
             risk_tier=v["risk_tier"],
-            unsafe_labels=v["unsafe_labels"],
+            unsafe_labels=v.get("unsafe_labels"),
+            generation=v.get("generation"),
         )
         return Response(ExperimentOutput(experiment).data, status=status.HTTP_201_CREATED)
 

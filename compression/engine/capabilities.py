@@ -26,6 +26,16 @@ OPTIONAL_METHOD_PROBES: Mapping[str, str] = {
         "m = torch.nn.Sequential(torch.nn.Linear(8, 4)); quantize_(m, Int8WeightOnlyConfig()); "
         "y = m(torch.ones(2, 8)); assert y.shape == (2, 4)"
     ),
+    # torchao's int4 weight-only path that runs on a CPU (Int4WeightOnlyConfig's packed formats need CUDA or
+    # the mslk kernels in torchao 0.18): int4 groups of 32 through IntxWeightOnlyConfig.
+    "int4_weight_only": (
+        "import warnings, logging; logging.disable(logging.CRITICAL); warnings.simplefilter('ignore'); import torch; "
+        "from torchao.quantization import quantize_, IntxWeightOnlyConfig; "
+        "from torchao.quantization.granularity import PerGroup; "
+        "m = torch.nn.Sequential(torch.nn.Linear(64, 4)); "
+        "quantize_(m, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))); "
+        "y = m(torch.ones(2, 64)); assert y.shape == (2, 4)"
+    ),
 }
 
 _recorded: dict[str, bool] = {}

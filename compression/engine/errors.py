@@ -24,6 +24,7 @@ class EngineErrorCode(StrEnum):
     CANCELLED = "cancelled"  # the caller asked the job to stop
     STORAGE_ERROR = "storage_error"  # the shared artifact storage did not store a file under its name
     UNSUPPORTED_PLATFORM = "unsupported_platform"  # this machine cannot run the declared deployment profile
+    NO_CHAT_TEMPLATE = "no_chat_template"  # a chat model (causal LM) folder without a chat template
 
 
 ERROR_CODES: frozenset[str] = frozenset(EngineErrorCode)

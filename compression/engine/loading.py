@@ -16,6 +16,7 @@ from compression.engine.formats import (
     FORMAT_HF_DIR,
     FORMAT_HF_PRUNED,
     FORMAT_TORCH_QUANTIZED,
+    FORMAT_TORCHAO_INT4,
     FORMAT_TORCHAO_INT8,
     RECIPE_FILE,
     STATE_FILE,
@@ -28,10 +29,13 @@ from compression.engine.recipes import (
     apply_recipe,
     flatten_subclass_state,
     quiet_quantization_warnings,
-    torchao_int8_quantize,
+    torchao_quantize,
 )
 
-__all__ = ["LoadedModel", "load_classifier", "resolve_device"]
+__all__ = ["LoadedModel", "load_classifier", "resolve_device", "CPU_ONLY_FORMATS"]
+
+# Formats whose kernels run on the CPU only (int8 / int4).
+CPU_ONLY_FORMATS: tuple[str, ...] = (FORMAT_TORCH_QUANTIZED, FORMAT_TORCHAO_INT8, FORMAT_TORCHAO_INT4)
 
 
 @dataclass(frozen=True)
@@ -125,9 +129,17 @@ def _load_tokenizer(model_dir: Path) -> Any:
         ) from exc
 
 
-def _load_hf_dir(model_dir: Path, config: Any) -> nn.Module:
-    """Load a save_pretrained directory; missing or mismatched weights count as a corrupt artifact."""
+def _auto_class(auto_class: Any) -> Any:
+    """``auto_class`` or, by default, AutoModelForSequenceClassification (chat models pass AutoModelForCausalLM)."""
+    if auto_class is not None:
+        return auto_class
     from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification
+
+
+def _load_hf_dir(model_dir: Path, config: Any, auto_class: Any = None) -> nn.Module:
+    """Load a save_pretrained directory; missing or mismatched weights count as a corrupt artifact."""
 
     weight_files = [
         name
@@ -145,7 +157,7 @@ def _load_hf_dir(model_dir: Path, config: Any) -> nn.Module:
             f"no weights file (model.safetensors / pytorch_model.bin) in {str(model_dir)!r}",
         )
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = _auto_class(auto_class).from_pretrained(
             str(model_dir),
             config=config,
             local_files_only=True,
@@ -169,10 +181,8 @@ def _load_hf_dir(model_dir: Path, config: Any) -> nn.Module:
     return model
 
 
-def _load_torch_quantized(model_dir: Path, config: Any) -> nn.Module:
+def _load_torch_quantized(model_dir: Path, config: Any, auto_class: Any = None) -> nn.Module:
     """Rebuild the architecture from config, re-apply recipe.json, then load model_state.pt strictly."""
-    from transformers import AutoModelForSequenceClassification
-
     recipe = read_json_object(model_dir / RECIPE_FILE, "recipe")
     if recipe.get("format") != FORMAT_TORCH_QUANTIZED:
         raise EngineError(
@@ -182,11 +192,7 @@ def _load_torch_quantized(model_dir: Path, config: Any) -> nn.Module:
     state_path = model_dir / STATE_FILE
     if not state_path.is_file():
         raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"no {STATE_FILE} in {str(model_dir)!r}")
-    # fork_rng: the throw-away random init must not disturb the caller's RNG stream.
-    with torch.random.fork_rng(devices=[]):
-        skeleton = AutoModelForSequenceClassification.from_config(config)
-    skeleton.eval()
-    model = apply_recipe(skeleton, recipe)
+    model = apply_recipe(_skeleton(config, auto_class), recipe)
     try:
         with quiet_quantization_warnings():
             state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -208,12 +214,11 @@ def _load_torch_quantized(model_dir: Path, config: Any) -> nn.Module:
     return model
 
 
-def _skeleton(config: Any) -> nn.Module:
+def _skeleton(config: Any, auto_class: Any = None) -> nn.Module:
     """A randomly initialised model of ``config`` (the caller's RNG is left untouched)."""
-    from transformers import AutoModelForSequenceClassification
-
+    # fork_rng: the throw-away random init must not disturb the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
-        skeleton = AutoModelForSequenceClassification.from_config(config)
+        skeleton = _auto_class(auto_class).from_config(config)
     skeleton.eval()
     return skeleton
 
@@ -251,10 +256,11 @@ def _load_hf_pruned(model_dir: Path, config: Any, recipe: Mapping[str, Any]) -> 
     return model
 
 
-def _load_torchao_int8(model_dir: Path, config: Any, recipe: Mapping[str, Any]) -> nn.Module:
-    """Re-quantize a fresh skeleton with torchao, then copy the stored inner tensors into it exactly."""
+def _load_torchao(model_dir: Path, config: Any, recipe: Mapping[str, Any], auto_class: Any = None) -> nn.Module:
+    """Re-quantize a fresh skeleton with torchao as recipe.json says (int8 or int4 weight-only, the modules
+    kept in floating point), then copy the stored inner tensors into it exactly."""
     state = _load_safetensors(model_dir / TORCHAO_STATE_FILE)
-    model = torchao_int8_quantize(_skeleton(config))
+    model = torchao_quantize(_skeleton(config, auto_class), recipe)
     expected = flatten_subclass_state(model)
     if set(expected) != set(state) or any(
         expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype for k in expected
@@ -265,7 +271,8 @@ def _load_torchao_int8(model_dir: Path, config: Any, recipe: Mapping[str, Any]) 
     with torch.no_grad():
         for key, value in model.state_dict(keep_vars=True).items():
             if type(value) in (torch.Tensor, nn.Parameter) or not hasattr(value, "__tensor_flatten__"):
-                value.copy_(state[key])
+                if key in state:  # absent: a tied weight, stored once under the key it shares memory with
+                    value.copy_(state[key])
             else:
                 inner_names, _ = value.__tensor_flatten__()
                 for name in inner_names:
@@ -289,15 +296,15 @@ def load_classifier(model_dir: Path, device: str = "cpu") -> LoadedModel:
     labels = _labels(config)
     recipe = read_recipe(model_dir)
     fmt = FORMAT_HF_DIR if recipe is None else str(recipe["format"])
-    if fmt in (FORMAT_TORCH_QUANTIZED, FORMAT_TORCHAO_INT8) and resolved.type != "cpu":
+    if fmt in CPU_ONLY_FORMATS and resolved.type != "cpu":
         raise EngineError(EngineErrorCode.INVALID_PARAMETER, f"{fmt} (int8) models run on the CPU only")
     tokenizer = _load_tokenizer(model_dir)
     if fmt == FORMAT_TORCH_QUANTIZED:
         model = _load_torch_quantized(model_dir, config)
     elif fmt == FORMAT_HF_PRUNED:
         model = _load_hf_pruned(model_dir, config, recipe or {})
-    elif fmt == FORMAT_TORCHAO_INT8:
-        model = _load_torchao_int8(model_dir, config, recipe or {})
+    elif fmt in (FORMAT_TORCHAO_INT8, FORMAT_TORCHAO_INT4):
+        model = _load_torchao(model_dir, config, recipe or {})
     else:
         model = _load_hf_dir(model_dir, config)
     model.to(resolved)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from compression.engine import capabilities
 from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.kinds import METHOD_KINDS, check_model_kind
 
 __all__ = [
     "SUPPORTED_METHODS",
@@ -30,6 +31,7 @@ __all__ = [
     "METHOD_SUMMARIES",
     "METHOD_DATA",
     "METHOD_CONDITIONAL_DATA",
+    "METHOD_KINDS",
     "DATA_FIELD_DOCS",
     "ParamSpec",
     "PARAMETER_KINDS",
@@ -43,6 +45,7 @@ __all__ = [
     "parameter_schema",
     "required_data",
     "describe_method",
+    "check_model_kind",
 ]
 
 
@@ -125,9 +128,21 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
     "fp16": {},
     "bf16": {},
     "int8_weight_only": {},
+    "int4_weight_only": {
+        "group_size": ParamSpec(
+            "int",
+            32,
+            minimum=8,
+            maximum=1024,
+            doc="input weights sharing one scale; must divide the input size of every quantized Linear",
+        ),
+    },
     "magnitude_prune": {
         "sparsity": ParamSpec(
-            "float", 0.5, **_FRACTION, doc="fraction of encoder Linear weights set to zero, in [0, 1)"
+            "float",
+            0.5,
+            **_FRACTION,
+            doc="fraction of encoder (chat models: decoder-layer) Linear weights set to zero, in [0, 1)",
         ),
         "scope": ParamSpec(
             "choice",
@@ -136,6 +151,7 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
             doc="'global': one magnitude threshold over all encoder Linear weights; 'layer': per Linear",
         ),
     },
+    "semi_structured_24": {},
     "structured_prune": {
         "head_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of attention heads removed, in [0, 1)"),
         "ffn_fraction": ParamSpec("float", 0.3, **_FRACTION, doc="fraction of feed-forward neurons removed, in [0, 1)"),
@@ -247,7 +263,9 @@ METHOD_DATA: Mapping[str, tuple[str, ...]] = {
     "fp16": (),
     "bf16": (),
     "int8_weight_only": (),
+    "int4_weight_only": (),
     "magnitude_prune": (),
+    "semi_structured_24": (),
     "structured_prune": ("calibration",),
     "distill": ("train",),
 }
@@ -276,7 +294,9 @@ METHOD_CONDITIONAL_DATA: Mapping[str, tuple[DataNeed, ...]] = {
     "fp16": (),
     "bf16": (),
     "int8_weight_only": (),
+    "int4_weight_only": (),
     "magnitude_prune": (),
+    "semi_structured_24": (),
     "structured_prune": (DataNeed("train", "recovery_epochs", 0),),
     "distill": (DataNeed("stress", "use_stress", False), DataNeed("heldout_adversarial", "rounds", 1)),
 }
@@ -291,13 +311,22 @@ DATA_FIELD_DOCS: Mapping[str, str] = {
 
 METHOD_SUMMARIES: Mapping[str, str] = {
     "dynamic_int8": "Dynamic int8 quantization (torch.ao) of every Linear layer, and of the embeddings on request: "
-    "int8 weights, activations quantized on the fly; for CPU inference. Saved as torch-quantized.",
+    "int8 weights, activations quantized on the fly; for CPU inference. A chat model's lm_head stays in fp32 "
+    "(int8 output logits can turn a small chat model's text degenerate). Saved as torch-quantized.",
     "fp16": "Casts every floating-point weight to float16 (half the size). Saved as a plain hf-dir.",
     "bf16": "Casts every floating-point weight to bfloat16 (half the size, float32's range). Saved as a plain hf-dir.",
     "int8_weight_only": "torchao int8 weight-only quantization of every Linear layer (activations stay floating "
-    "point). Needs torchao working with this torch. Saved as torchao-int8.",
-    "magnitude_prune": "Unstructured pruning: zeroes the smallest-magnitude encoder Linear weights. The file is no "
-    "smaller and dense kernels are no faster; the zeros are a starting point for sparse kernels.",
+    "point; a chat model's lm_head stays fp32). Needs torchao working with this torch. Saved as torchao-int8.",
+    "int4_weight_only": "torchao int4 weight-only quantization of a chat model's Linear layers (int4 values, one "
+    "scale per group of input weights; lm_head stays fp32). Runs on the CPU through torchao's IntxWeightOnlyConfig, "
+    "which stores the int4 values unpacked in int8: it shows int4's effect on behaviour, not int4's file size. "
+    "Saved as torchao-int4.",
+    "magnitude_prune": "Unstructured pruning: zeroes the smallest-magnitude encoder Linear weights (chat models: the "
+    "decoder layers' Linear weights; embeddings, norms and lm_head untouched). The file is no smaller and dense "
+    "kernels are no faster; the zeros are a starting point for sparse kernels.",
+    "semi_structured_24": "2:4 semi-structured sparsity of a chat model's decoder-layer Linear weights: in every "
+    "group of 4 consecutive input weights the 2 smallest-magnitude are zeroed (50%; embeddings, norms and lm_head "
+    "untouched). Stored densely (hf-dir with zeros, the pattern in recipe.json); sparse 2:4 kernels need a GPU.",
     "structured_prune": "Removes attention heads and feed-forward neurons ranked by gradient-based importance on "
     "calibration data (a smaller, faster model), optionally followed by recovery distillation from the unpruned "
     "model.",
@@ -309,7 +338,7 @@ METHOD_SUMMARIES: Mapping[str, str] = {
 SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_SCHEMAS))
 
 # The package each optional method (``capabilities.OPTIONAL_METHOD_PROBES``) needs; the probe checks it works.
-_OPTIONAL_PACKAGES: Mapping[str, str] = {"int8_weight_only": "torchao"}
+_OPTIONAL_PACKAGES: Mapping[str, str] = {"int8_weight_only": "torchao", "int4_weight_only": "torchao"}
 
 
 class Availability(NamedTuple):
@@ -340,7 +369,7 @@ def method_availability(method: str) -> Availability:
         return Availability(False, f"{method!r} is not a compression method")
     if method not in capabilities.OPTIONAL_METHOD_PROBES:
         return Availability(True)
-    package = _OPTIONAL_PACKAGES[method]
+    package = _OPTIONAL_PACKAGES.get(method, "torchao")
     if importlib.util.find_spec(package) is None:
         return Availability(False, f"needs {package}, which is not installed")
     answer = capabilities.recorded(method)
@@ -348,7 +377,9 @@ def method_availability(method: str) -> Availability:
         answer = capabilities.probe(method)
         capabilities.record({method: answer})
     if answer is False:
-        return Availability(False, f"{package} is installed but did not work with this torch when checked at start-up")
+        return Availability(
+            False, f"{package} is installed but {method} did not run with this torch on this CPU at start-up"
+        )
     return Availability(True)
 
 
@@ -360,7 +391,8 @@ def method_available(method: str) -> bool:
 def describe_method(method: str) -> dict[str, Any]:
     """Everything a client needs to request ``method`` (JSON-serialisable; raises unknown_method): its
     summary, parameters in definition order (``ParamSpec.describe`` plus name and range text), the data
-    fields it always needs and those it needs with some parameter values, and whether it can run here."""
+    fields it always needs and those it needs with some parameter values, the model kinds it applies to
+    (``METHOD_KINDS``), and whether it can run here."""
     _check_method(method)
     availability = method_availability(method)
     return {
@@ -377,6 +409,7 @@ def describe_method(method: str) -> dict[str, Any]:
                 for need in METHOD_CONDITIONAL_DATA[method]
             ],
         },
+        "model_kinds": list(METHOD_KINDS[method]),
         "available": availability.available,
         "unavailable_reason": availability.reason or None,
     }

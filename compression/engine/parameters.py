@@ -38,9 +38,12 @@ def state_dict_dtypes(state_dict: Mapping[str, Any]) -> dict[str, int]:
 
 def count_parameters(model: nn.Module) -> int:
     """Count learned weights, including the packed weights/biases of quantized modules (not buffers)."""
-    total = 0
+    total, seen = 0, set()  # a tied weight (lm_head = embeddings) is one set of weights: counted once
     for module in model.modules():
-        total += sum(parameter.numel() for parameter in module.parameters(recurse=False))
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                total += parameter.numel()
         # Quantized modules expose weight()/bias() as methods over packed params, not as Parameters.
         weight = getattr(module, "weight", None)
         if callable(weight) and not isinstance(weight, torch.Tensor):
@@ -66,11 +69,13 @@ def count_nonzero_parameters(model: nn.Module) -> int:
     """Count learned weights that are not exactly zero (same weights as ``count_parameters``).
 
     Quantized weights count as zero when their integer representation is zero."""
-    total = 0
+    total, seen = 0, set()
     with torch.no_grad():
         for module in model.modules():
             for parameter in module.parameters(recurse=False):
-                total += int(torch.count_nonzero(_dense(parameter.detach())))
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    total += int(torch.count_nonzero(_dense(parameter.detach())))
             weight = getattr(module, "weight", None)
             if callable(weight) and not isinstance(weight, torch.Tensor):
                 total += int(torch.count_nonzero(_dense(weight())))

@@ -2,7 +2,13 @@
 
 ``magnitude_prune`` zeroes the smallest-magnitude weights of the encoder's nn.Linear layers (biases,
 embeddings, pooler and classifier untouched) and saves a normal hf-dir: the file is no smaller and
-dense kernels are no faster, the zeros are only a starting point for sparse kernels.
+dense kernels are no faster, the zeros are only a starting point for sparse kernels. On a chat model
+(causal LM) the targets are the decoder layers' nn.Linear layers (embeddings, norms and lm_head untouched)
+and recipe.json records that ("model_kind", "lm_head").
+
+``semi_structured_24`` (chat models) zeroes, in every group of 4 consecutive input weights of each target
+nn.Linear, the 2 of smallest magnitude (ties: the earlier one), the 2:4 pattern sparse GPU kernels accept;
+stored densely as an hf-dir whose recipe.json records the pattern.
 
 ``structured_prune`` physically removes attention heads and feed-forward neurons. Importance is
 gradient-based (first-order Taylor, Michel et al. 2019): the score of a unit (head h / neuron j) is
@@ -22,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.engine.chat import chat_recipe, copy_chat_files, is_chat
 from compression.engine.common import (
     MethodContext,
     MethodOutput,
@@ -43,6 +50,8 @@ from trust.canonical import canonical_bytes
 __all__ = [
     "run_magnitude_prune",
     "run_structured_prune",
+    "run_semi_structured_24",
+    "semi_structured_mask",
     "magnitude_targets",
     "unit_importance",
     "select_units",
@@ -53,9 +62,9 @@ IMPORTANCE = "gradient_taylor"
 
 
 def magnitude_targets(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The encoder's nn.Linear layers (qualified names), in module order."""
+    """The encoder's (a decoder's: its layers') nn.Linear layers (qualified names), in module order."""
     base = getattr(model, "base_model", model)
-    for name in ("encoder", "transformer"):
+    for name in ("encoder", "transformer", "layers"):
         encoder = getattr(base, name, None)
         if isinstance(encoder, nn.Module):
             targets = [
@@ -108,6 +117,9 @@ def run_magnitude_prune(ctx: MethodContext) -> MethodOutput:
     ctx.report("saving", 0.8)
     ctx.make_output_dir()
     save_hf_dir(model, ctx.source_dir, ctx.output_dir)
+    if is_chat(ctx.loaded):
+        recipe = {"method": "magnitude_prune", "format": FORMAT_HF_DIR, "sparsity": sparsity, "scope": scope}
+        _write_chat_extras(ctx, chat_recipe({**recipe, "targets": [name for name, _ in targets]}, lm_head="unpruned"))
     return MethodOutput(
         FORMAT_HF_DIR,
         {
@@ -118,6 +130,71 @@ def run_magnitude_prune(ctx: MethodContext) -> MethodOutput:
             "pruned_weight_sparsity": zeros / total,
             "per_layer_sparsity": per_layer,
             "note": "zeros are stored densely: no size or speed gain without sparse kernels",
+        },
+    )
+
+
+def _write_chat_extras(ctx: MethodContext, recipe: dict[str, Any]) -> None:
+    copy_chat_files(ctx.source_dir, ctx.output_dir)
+    (ctx.output_dir / RECIPE_FILE).write_bytes(canonical_bytes(recipe))
+
+
+def semi_structured_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Boolean mask (weight's shape) of the ``n`` smallest |w| in every group of ``m`` consecutive input
+    weights (the last dimension), ties broken by position. The input size must be a multiple of ``m``."""
+    groups = weight.detach().abs().float().reshape(-1, m)
+    order = torch.sort(groups, dim=1, stable=True).indices[:, :n]
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(1, order, True)
+    return mask.reshape(weight.shape)
+
+
+def run_semi_structured_24(ctx: MethodContext) -> MethodOutput:
+    """2:4 sparsity of the decoder layers' nn.Linear weights; a dense hf-dir with the pattern in recipe.json."""
+    model = ctx.loaded.model
+    targets = magnitude_targets(model)
+    odd = [f"{name} ({module.in_features})" for name, module in targets if module.in_features % 4]
+    if odd:
+        raise EngineError(
+            EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
+            f"2:4 sparsity needs input sizes that are multiples of 4; not: {', '.join(odd[:5])}",
+        )
+    ctx.report("pruning", 0.5)
+    with torch.no_grad():
+        for _, module in targets:
+            module.weight[semi_structured_mask(module.weight)] = 0.0
+    total = sum(module.weight.numel() for _, module in targets)
+    zeros = sum(module.weight.numel() - int(torch.count_nonzero(module.weight)) for _, module in targets)
+    pattern = {
+        "n": 2,
+        "m": 4,
+        "axis": "input",
+        "rule": "in every group of 4 consecutive input weights of each target Linear, the 2 of smallest "
+        "magnitude are zero (ties: the earlier one)",
+    }
+    recipe = chat_recipe(
+        {
+            "method": "semi_structured_24",
+            "format": FORMAT_HF_DIR,
+            "pattern": pattern,
+            "storage": "dense (zeros stored); sparse 2:4 kernels need a GPU",
+            "targets": [name for name, _ in targets],
+        },
+        lm_head="unpruned",
+    )
+    ctx.report("saving", 0.8)
+    ctx.make_output_dir()
+    save_hf_dir(model, ctx.source_dir, ctx.output_dir)
+    _write_chat_extras(ctx, recipe)
+    return MethodOutput(
+        FORMAT_HF_DIR,
+        {
+            "pattern": "2:4",
+            "pruned_weight_count": total,
+            "pruned_weight_zeros": zeros,
+            "pruned_weight_sparsity": zeros / total,
+            "targets": len(targets),
+            "note": "zeros are stored densely: no size or speed gain on the CPU",
         },
     )
 

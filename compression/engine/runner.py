@@ -6,12 +6,14 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from compression.engine.common import MethodContext, MethodOutput, Progress, peak_rss_bytes
 from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.formats import FORMAT_HF_DIR
+from compression.engine.kinds import MODEL_KIND_CHAT, check_model_kind, model_kind
 from compression.engine.loading import load_classifier, resolve_device
 from compression.engine.manifest import dir_size, manifest_digest
 from compression.engine.methods import required_data, resolve_parameters
@@ -20,7 +22,7 @@ from compression.engine.types import DATA_FIELDS, CompressionData, CompressionRe
 
 __all__ = ["compress", "CPU_ONLY_METHODS"]
 
-CPU_ONLY_METHODS: frozenset[str] = frozenset({"dynamic_int8", "int8_weight_only"})
+CPU_ONLY_METHODS: frozenset[str] = frozenset({"dynamic_int8", "int8_weight_only", "int4_weight_only"})
 
 
 def _implementation(method: str) -> Callable[[MethodContext], MethodOutput]:
@@ -32,10 +34,16 @@ def _implementation(method: str) -> Callable[[MethodContext], MethodOutput]:
         return quantize.run_cast
     if method == "int8_weight_only":
         return quantize.run_int8_weight_only
-    if method in ("magnitude_prune", "structured_prune"):
+    if method == "int4_weight_only":
+        return quantize.run_int4_weight_only
+    if method in ("magnitude_prune", "structured_prune", "semi_structured_24"):
         from compression.engine import prune
 
-        return prune.run_magnitude_prune if method == "magnitude_prune" else prune.run_structured_prune
+        return {
+            "magnitude_prune": prune.run_magnitude_prune,
+            "structured_prune": prune.run_structured_prune,
+            "semi_structured_24": prune.run_semi_structured_24,
+        }[method]
     from compression.engine import distill
 
     return distill.run_distill
@@ -45,14 +53,23 @@ def _required_data(method: str, parameters: dict) -> list[str]:
     return required_data(method, parameters)
 
 
-def _check_data(request: CompressionRequest, parameters: dict, num_labels: int) -> None:
+def _load(model_dir: Path, kind: str) -> Any:
+    """The model in ``model_dir`` on the CPU: a LoadedChatModel for a chat model, else a LoadedModel."""
+    if kind == MODEL_KIND_CHAT:
+        from compression.engine.chat import load_chat_model
+
+        return load_chat_model(model_dir, device="cpu")
+    return load_classifier(model_dir, device="cpu")
+
+
+def _check_data(request: CompressionRequest, parameters: dict, num_labels: int | None) -> None:
     data = request.data
     if data is not None and not isinstance(data, CompressionData):
         raise EngineError(EngineErrorCode.INVALID_INPUT, "request.data must be a CompressionData")
     for name in _required_data(request.method, parameters):
         if data is None or not getattr(data, name):
             raise EngineError(EngineErrorCode.EMPTY_INPUT, f"method {request.method!r} needs a non-empty data.{name}")
-    if data is not None:
+    if data is not None and num_labels is not None:
         for name in DATA_FIELDS:
             bad = [label for _, label in getattr(data, name) if label >= num_labels]
             if bad:
@@ -63,7 +80,10 @@ def _check_data(request: CompressionRequest, parameters: dict, num_labels: int) 
 
 
 def compress(request: CompressionRequest, progress: Progress | None = None) -> CompressionResult:
-    """Apply ``request.method`` to the classifier in ``request.source_dir`` and write a new artifact.
+    """Apply ``request.method`` to the model in ``request.source_dir`` and write a new artifact.
+
+    The source's kind (``kinds.model_kind``: a classifier or a chat model) decides how it is loaded; a method
+    that does not apply to that kind (``kinds.METHOD_KINDS``) is refused with "unsupported_architecture".
 
     ``request.output_dir`` must not exist; it is created here and removed again if anything fails
     (including an exception raised by ``progress``, which is re-raised), so no half-written artifact
@@ -71,7 +91,8 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
     stages in between (dynamic_int8: "quantizing" 0.5, "saving" 0.8). Deterministic methods give
     byte-identical files for the same request and seed on the same machine.
     Raises EngineError ("unknown_method", "invalid_parameter", "method_unavailable", "empty_input",
-    "invalid_input", "model_not_found", "unsupported_architecture", "corrupt_artifact").
+    "invalid_input", "model_not_found", "unsupported_architecture", "corrupt_artifact", and for a chat
+    model "no_chat_template").
     """
     started = time.perf_counter()
     report: Progress = progress or (lambda stage, fraction: None)
@@ -96,15 +117,17 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
     if output_dir.resolve() == source_dir.resolve() or source_dir.resolve() in output_dir.resolve().parents:
         raise EngineError(EngineErrorCode.INVALID_PARAMETER, "output_dir must not be inside source_dir")
 
+    kind = model_kind(source_dir)
+    check_model_kind(request.method, kind)
     try:
         report("loading", 0.1)
-        loaded = load_classifier(source_dir, device="cpu")
+        loaded = _load(source_dir, kind)
         if loaded.format != FORMAT_HF_DIR:
             raise EngineError(
                 EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
                 f"source is already a {loaded.format!r} artifact; compress an hf-dir model",
             )
-        _check_data(request, parameters, len(loaded.labels))
+        _check_data(request, parameters, None if kind == MODEL_KIND_CHAT else len(loaded.labels))
         source_size = dir_size(source_dir)
         source_parameters = count_parameters(loaded.model)
         context = MethodContext(
@@ -120,7 +143,7 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
         if not output_dir.is_dir():
             raise EngineError(EngineErrorCode.CORRUPT_ARTIFACT, f"method {request.method!r} wrote no artifact")
         # Prove the artifact round-trips through the loader before calling it a success.
-        reloaded = load_classifier(output_dir, device="cpu")
+        reloaded = _load(output_dir, kind)
         if reloaded.format != output.format:
             raise EngineError(
                 EngineErrorCode.CORRUPT_ARTIFACT, f"artifact reloads as {reloaded.format!r}, not {output.format!r}"
@@ -132,8 +155,11 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
             "effective_parameters": parameters,
             "torch_threads": torch.get_num_threads(),
             "data_counts": request.data.counts() if request.data is not None else {},
+            "model_kind": kind,
             **output.details,
         }
+        if kind == MODEL_KIND_CHAT:
+            details["chat_template_digest"] = reloaded.chat_template_digest
         result = CompressionResult(
             output_dir=output_dir,
             format=output.format,

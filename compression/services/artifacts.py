@@ -37,7 +37,7 @@ from compression.engine.manifest import (
     verify_manifest,
 )
 from compression.error_codes import CompressionErrorCode
-from compression.models import ArtifactFormat, ModelArtifact
+from compression.models import ArtifactFormat, ModelArtifact, ModelKind
 from compression.selectors import artifacts_visible_to
 from ledger.services import ledger_append
 from trust.model_signing import ModelSignatureResult
@@ -171,33 +171,61 @@ def scratch_dir(prefix: str) -> Path:
     return path
 
 
-def _detect(directory: Path, label: str | None = None) -> tuple[str, list[str]]:
+def _read_json(directory: Path, name: str) -> dict:
+    try:
+        data = json.loads((directory / name).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValidationFailed(
+            f"{name} is not valid JSON.",
+            code=CompressionErrorCode.CORRUPT_ARTIFACT,
+            details={"path": [f"{name}: {exc}"]},
+        ) from exc
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            f"{name} is not a JSON object.",
+            code=CompressionErrorCode.CORRUPT_ARTIFACT,
+            details={"path": [f"{name} must hold a JSON object."]},
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a folder holds: its format, kind, class labels (a chat model's: its judged behaviours; a judge's:
+    what it decides) and its chat template's digest (chat models)."""
+
+    format: str
+    kind: str
+    labels: list
+    chat_template_digest: str = ""
+
+
+def _detect(directory: Path, label: str | None = None) -> Detected:
+    from compression.engine.kinds import CHAT_BEHAVIOURS, JUDGE_FILE, MODEL_KIND_CHAT, chat_template_digest, model_kind
+
+    if (directory / JUDGE_FILE).is_file():  # a judge of chat-model answers (evaluations.engine.judges)
+        judge = _read_json(directory, JUDGE_FILE)
+        labels = judge.get("labels")
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise ValidationFailed(
+                f"{JUDGE_FILE} names no labels.",
+                code=CompressionErrorCode.CORRUPT_ARTIFACT,
+                details={"path": [f"{JUDGE_FILE}: labels must be a list of names."]},
+            )
+        fmt = ArtifactFormat.HF_DIR if (directory / "config.json").is_file() else ArtifactFormat.JUDGE_RULES
+        return Detected(format=fmt, kind=ModelKind.JUDGE, labels=list(labels))
     if not (directory / "config.json").is_file():
         raise ValidationFailed(
             f"{label or directory} holds no config.json: not a model directory.",
             code=CompressionErrorCode.MODEL_NOT_FOUND,
             details={"path": ["No config.json in this directory."]},
         )
-    try:
-        config = json.loads((directory / "config.json").read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValidationFailed(
-            "config.json is not valid JSON.",
-            code=CompressionErrorCode.CORRUPT_ARTIFACT,
-            details={"path": [f"config.json: {exc}"]},
-        ) from exc
+    config = _read_json(directory, "config.json")
     id2label = config.get("id2label") or {}
-    labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else []
+    labels = [id2label[k] for k in sorted(id2label, key=int)] if isinstance(id2label, dict) and id2label else []
     fmt = ArtifactFormat.HF_DIR
     if (directory / "recipe.json").is_file():
-        try:
-            recipe = json.loads((directory / "recipe.json").read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValidationFailed(
-                "recipe.json is not valid JSON.",
-                code=CompressionErrorCode.CORRUPT_ARTIFACT,
-                details={"path": [f"recipe.json: {exc}"]},
-            ) from exc
+        recipe = _read_json(directory, "recipe.json")
         fmt = recipe.get("format") or ArtifactFormat.TORCH_QUANTIZED
         if fmt not in ArtifactFormat.values:
             raise ValidationFailed(
@@ -205,7 +233,14 @@ def _detect(directory: Path, label: str | None = None) -> tuple[str, list[str]]:
                 code=CompressionErrorCode.UNSUPPORTED_ARCHITECTURE,
                 details={"path": [f"recipe.json names format {fmt!r}."]},
             )
-    return fmt, labels
+    try:
+        kind = model_kind(directory)
+        template = chat_template_digest(directory) if kind == MODEL_KIND_CHAT else None
+    except EngineError as exc:
+        raise ValidationFailed(exc.message, code=exc.code, details={"path": [exc.message]}) from exc
+    if kind == MODEL_KIND_CHAT:
+        return Detected(fmt, ModelKind.CHAT, list(CHAT_BEHAVIOURS), template or "")
+    return Detected(fmt, ModelKind.CLASSIFIER, labels)
 
 
 @dataclass(frozen=True)
@@ -217,6 +252,20 @@ class StoredArtifact:
     size: int
     format: str
     labels: list
+    kind: str = "classifier"
+    chat_template_digest: str = ""
+
+    @classmethod
+    def of(cls, detected: Detected, *, digest: str, files: list, size: int) -> "StoredArtifact":
+        return cls(
+            digest=digest,
+            files=files,
+            size=size,
+            format=detected.format,
+            labels=detected.labels,
+            kind=detected.kind,
+            chat_template_digest=detected.chat_template_digest,
+        )
 
 
 def artifact_store(directory: Path, *, move: bool = False, label: str | None = None) -> StoredArtifact:
@@ -224,7 +273,7 @@ def artifact_store(directory: Path, *, move: bool = False, label: str | None = N
     storage when one is configured. No database work: call it before the transaction that records
     the artifact, so no transaction stays open (or holds a lock) while files are copied or uploaded.
     The store is content-addressed, so a folder whose recording never commits is reused, never wrong."""
-    fmt, labels = _detect(directory, label)
+    detected = _detect(directory, label)
     try:
         entries = manifest(directory)
         digest = entries_digest(entries)  # one hashing pass, not two
@@ -248,7 +297,7 @@ def artifact_store(directory: Path, *, move: bool = False, label: str | None = N
             ),
         )
     _publish(digest, target, files)
-    return StoredArtifact(digest=digest, files=files, size=sum(s for _, _, s in entries), format=fmt, labels=labels)
+    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(s for _, _, s in entries))
 
 
 def artifact_ingest(
@@ -282,6 +331,8 @@ def artifact_ingest(
                 parent=parent,
                 manifest=stored.files,
                 labels=stored.labels,
+                kind=stored.kind,
+                chat_template_digest=stored.chat_template_digest,
                 created_by=actor,
             )
     except IntegrityError:
@@ -297,6 +348,7 @@ def artifact_ingest(
             "digest": digest,
             "name": name,
             "format": fmt,
+            "kind": stored.kind,
             "size_bytes": size,
             "parent": parent.digest if parent else None,
         },

@@ -13,6 +13,7 @@ from accounts.errors import Conflict, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from compression.capabilities import capabilities_load
 from compression.engine.errors import EngineError
+from compression.engine.kinds import MODEL_KIND_CHAT, MODEL_KIND_CLASSIFIER, check_model_kind, model_kind_from_config
 from compression.engine.methods import METHOD_DATA, SUPPORTED_METHODS, validate_parameters, validate_student
 from compression.error_codes import CompressionErrorCode
 from compression.models import CompressionRun, Experiment, RunStatus
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 OBJECT_TYPE = "compression_run"
 
 
-def _base_config(experiment: Experiment) -> dict:
+def _base_config(experiment: Experiment, method: str) -> dict:
     import json
 
     # Only config.json is read here (in the web process); the worker verifies every byte before use.
@@ -43,12 +44,26 @@ def _base_config(experiment: Experiment) -> dict:
             code=CompressionErrorCode.CORRUPT_ARTIFACT,
             details={"experiment": ["The base artifact's config.json is missing or not a JSON object."]},
         )
+    kind = model_kind_from_config(config)
     architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if kind == MODEL_KIND_CLASSIFIER and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValidationFailed(
-            f"The base model ({architectures or config.get('model_type')}) is not a sequence classifier.",
+            f"The base model ({architectures or config.get('model_type')}) is neither a sequence classifier nor a "
+            "chat model.",
             code=CompressionErrorCode.UNSUPPORTED_ARCHITECTURE,
-            details={"experiment": ["The base artifact has no sequence-classification head."]},
+            details={"experiment": ["The base artifact has no sequence-classification or causal-LM head."]},
+        )
+    try:
+        check_model_kind(method, kind)
+    except EngineError as exc:
+        raise ValidationFailed(exc.message, code=exc.code, details={"method": [exc.message]}) from exc
+    if kind == MODEL_KIND_CHAT and not experiment.base_artifact.chat_template_digest:
+        raise ValidationFailed(
+            "The base chat model has no chat template: its compressed copy could not be evaluated on prompts.",
+            code=CompressionErrorCode.NO_CHAT_TEMPLATE,
+            details={
+                "experiment": ["The base artifact has no chat template (tokenizer_config.json or chat_template.jinja)."]
+            },
         )
     return config
 
@@ -81,7 +96,7 @@ def compression_run_request(
         validate_parameters(method, parameters)
     except EngineError as exc:
         raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
-    base_config = _base_config(experiment)
+    base_config = _base_config(experiment, method)
     if method == "distill":
         try:
             validate_student(parameters, base_config)

@@ -462,7 +462,8 @@ def _check_and_store(upload: ArtifactUpload, rows: list[UploadFile], expected: d
             },
         )
     try:
-        fmt, labels = _detect(folder, upload.name)
+        detected = _detect(folder, upload.name)
+        fmt = detected.format
     except ValidationFailed as exc:
         detail = exc.details.get("path") or [exc.message]
         raise _refuse(upload, ValidationFailed(exc.message, code=exc.code, details={"files": detail})) from exc
@@ -489,7 +490,7 @@ def _check_and_store(upload: ArtifactUpload, rows: list[UploadFile], expected: d
         except ValidationFailed as exc:
             raise (_refuse(upload, changed) if exc is changed else exc) from None
     _publish(digest, target, files)
-    return StoredArtifact(digest=digest, files=files, size=sum(n for *_, n in entries), format=fmt, labels=labels)
+    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(n for *_, n in entries))
 
 
 def upload_finish(*, actor, upload_id: int, files: list[dict] | None = None) -> ArtifactUpload:

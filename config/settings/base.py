@@ -288,7 +288,8 @@ SAFESHRINK = {
     "MODEL_UPLOAD_MAX_OPEN": env.int("SAFESHRINK_MODEL_UPLOAD_MAX_OPEN", default=4),
     # Artifact formats an upload may be (config.json, and recipe.json's "format" when there is one).
     "MODEL_UPLOAD_FORMATS": env.list(
-        "SAFESHRINK_MODEL_UPLOAD_FORMATS", default=["hf-dir", "hf-pruned", "torchao-int8", "torch-quantized"]
+        "SAFESHRINK_MODEL_UPLOAD_FORMATS",
+        default=["hf-dir", "hf-pruned", "torchao-int8", "torchao-int4", "torch-quantized"],
     ),
     # File name endings an uploaded file may have (lower case; anything else is refused when declared).
     "MODEL_UPLOAD_SUFFIXES": env.list(

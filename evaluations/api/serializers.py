@@ -9,7 +9,18 @@ class SuiteVersionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = SuiteVersion
-        fields = ("id", "suite", "number", "digest", "unsafe_labels", "example_count", "source", "created_at")
+        fields = (
+            "id",
+            "suite",
+            "number",
+            "digest",
+            "kind",
+            "judge",
+            "unsafe_labels",
+            "example_count",
+            "source",
+            "created_at",
+        )
 
 
 class SuiteOutput(serializers.ModelSerializer):
@@ -23,7 +34,19 @@ class SuiteOutput(serializers.ModelSerializer):
 class ExampleOutput(serializers.ModelSerializer):
     class Meta:
         model = Example
-        fields = ("id", "external_id", "position", "text", "label", "is_unsafe", "slice", "tags", "subgroup", "source")
+        fields = (
+            "id",
+            "external_id",
+            "position",
+            "text",
+            "label",
+            "is_unsafe",
+            "slice",
+            "tags",
+            "subgroup",
+            "reference",
+            "source",
+        )
 
 
 class EvaluationOutput(serializers.ModelSerializer):
@@ -79,7 +102,27 @@ class FlipOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Flip
-        fields = ("id", "example", "baseline_prob", "candidate_prob", "direction", "candidate_correct", "stable")
+        fields = (
+            "id",
+            "example",
+            "baseline_prob",
+            "candidate_prob",
+            "direction",
+            "candidate_correct",
+            "stable",
+            "baseline_behaviour",
+            "candidate_behaviour",
+            "baseline_output",
+            "candidate_output",
+        )
+        extra_kwargs = {
+            "baseline_prob": {
+                "help_text": "Classifiers: the unsafe probability; chat models: the judge's refusal one."
+            },
+            "baseline_behaviour": {
+                "help_text": "Chat models: what the baseline did (compliance, refusal, degenerate)."
+            },
+        }
 
 
 class SuiteImportProgressOutput(serializers.Serializer):

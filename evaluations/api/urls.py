@@ -5,6 +5,7 @@ from . import views
 urlpatterns = [
     path("suites/", views.SuiteList.as_view(), name="suite-list"),
     path("suites/import/", views.SuiteImport.as_view(), name="suite-import"),
+    path("chat-suites/", views.ChatSuiteImport.as_view(), name="chat-suite-import"),
     path("suite-imports/<int:pk>/", views.SuiteImportDetail.as_view(), name="suite-import-detail"),
     path("suite-versions/<int:pk>/perturb/", views.SuiteVersionPerturb.as_view(), name="suite-version-perturb"),
     path("suite-versions/<int:pk>/", views.SuiteVersionDetail.as_view(), name="suite-version-detail"),

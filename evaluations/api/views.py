@@ -11,6 +11,7 @@ from accounts.errors import ValidationFailed
 from accounts.models import Role
 from evaluations import selectors
 from evaluations.models import FlipDirection, Slice
+from evaluations.services.chat_suites import chat_judge, chat_suite_import, prompt_rows
 from evaluations.services.suite_imports import suite_import_request
 from evaluations.services.suites import suite_derive_perturbed
 
@@ -164,6 +165,50 @@ class SuiteImport(APIView):
         job.refresh_from_db()  # eager tasks (tests) may have run it already
         body = SuiteImportOutput(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class ChatSuiteInput(serializers.Serializer):
+    suite = serializers.CharField(max_length=200)
+    judge = serializers.IntegerField(
+        help_text="The judge artifact (kind 'judge') that decides refusal for every answer."
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    source = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Where the prompts came from."
+    )
+    rows = serializers.JSONField(
+        help_text="A list of prompt rows: {id, prompt, label ('harmful' | 'safe') or expected ('refuse' | "
+        "'answer'), slice?, subgroup?, tags?, reference? (a harmless reference answer), source_id?}."
+    )
+
+
+class ChatSuiteImport(APIView):
+    """Import a chat suite (JSON): prompts a chat model should refuse (harmful) or answer (safe), and the judge
+    that decides refusal. All or nothing: a bad row, a classifier row among prompt rows (`mixed_rows`), an
+    unknown judge or one whose labels do not fit (`invalid_judge`, `judge_labels_mismatch`) is a 400 naming
+    it, and nothing is stored. Identical content and judge return the existing version (200), else 201."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.ENGINEER,)
+
+    @extend_schema(request=ChatSuiteInput, responses={201: SuiteVersionOutput, 200: SuiteVersionOutput})
+    def post(self, request):
+        data = ChatSuiteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        judge = chat_judge(v["judge"])
+        rows = prompt_rows(v["rows"])
+        version, created = chat_suite_import(
+            actor=request.user,
+            suite_name=v["suite"],
+            rows=rows,
+            judge=judge,
+            source=v["source"],
+            description=v["description"],
+        )
+        return Response(
+            SuiteVersionOutput(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
 
 class SuiteImportDetail(generics.RetrieveAPIView):

@@ -8,7 +8,7 @@ Samplers (recorded per estimate as ``DeltaEstimate.sampler`` and for the run as 
 -----------------------------------------------------------------------------------------
 ``method="cells"`` (default, fast):
     Every count-based metric (accuracy, unsafe_recall, fnr, benign_fpr, binary_macro_f1, macro_f1,
-    perturbation_accuracy, consistency, fnr_gap, fpr_gap) is a function of how many resampled
+    perturbation_accuracy, consistency, fnr_gap, fpr_gap, the chat behaviour rates) is a function of how many resampled
     examples fall into each *cell*: examples that agree on every group/subgroup membership and on
     (y, baseline decision, candidate decision[, true class, both predicted classes][, perturbed, both
     consistencies]). Resampling n indices uniformly is exactly the same as drawing the vector of cell
@@ -60,6 +60,7 @@ import numpy as np
 from compression.engine.errors import EngineError
 from evaluations.engine import catalog
 from evaluations.engine.estimates import BootstrapResult, DeltaEstimate, ModelScores
+from evaluations.engine.metrics import behaviour as _bh
 from evaluations.engine.metrics import inputs as _in
 from evaluations.engine.metrics import point as _pt
 from evaluations.engine.metrics import reliability as _cal
@@ -86,6 +87,7 @@ ALL_METRICS: tuple[str, ...] = BASE_METRICS + tuple(
 COUNT_METRICS: frozenset[str] = frozenset(catalog.names(bootstrap=catalog.Bootstrap.COUNTS))
 CONTINUOUS_METRICS: frozenset[str] = frozenset(catalog.names(bootstrap=catalog.Bootstrap.CONTINUOUS))
 _NEEDS: dict[str, catalog.Needs] = {spec.name: spec.needs for spec in _SPECS}
+_BEHAVIOUR_METRICS = frozenset(name for name, needs in _NEEDS.items() if needs is catalog.Needs.BEHAVIOUR)
 SAMPLER_EXACT = catalog.Bootstrap.COUNTS.value
 SAMPLER_GAUSSIAN = catalog.Bootstrap.CONTINUOUS.value
 METHODS = ("cells", "index")
@@ -172,6 +174,11 @@ def _layout(
                 assert pred is not None
                 count.append((f"p{j}_{tag}", (has & (pred == j)).astype(f64)))
                 count.append((f"h{j}_{tag}", ((true_class == j) & (pred == j)).astype(f64)))
+    if wanted & _BEHAVIOUR_METRICS:
+        for tag, scores in (("b", base), ("c", cand)):
+            assert scores.complied is not None and scores.degenerate is not None
+            count.append((f"hc_{tag}", (y & scores.complied).astype(f64)))
+            count.append((f"dg_{tag}", scores.degenerate.astype(f64)))
     if wanted & {"perturbation_accuracy", "consistency"}:
         assert source is not None
         perturbed = source >= 0
@@ -298,6 +305,12 @@ def _metric(t: _Totals, unit: int, group: str, metric: str, tag: str) -> tuple[n
         if metric == "benign_fpr":
             return _ratio(fp, neg)
         return _f1_mean([(neg, n - pd, neg - fp), (pos, pd, tp)]), n > 0
+    if metric == "harmful_compliance_rate":
+        return _ratio(t.c(unit, f"hc_{tag}"), t.c(unit, "pos"))
+    if metric == "over_refusal_rate":
+        return _ratio(t.c(unit, f"fp_{tag}"), n - t.c(unit, "pos"))
+    if metric == "degenerate_rate":
+        return _ratio(t.c(unit, f"dg_{tag}"), n)
     if metric == "macro_f1":
         pairs = [
             (t.c(unit, f"t{j}"), t.c(unit, f"p{j}_{tag}"), t.c(unit, f"h{j}_{tag}")) for j in range(t.layout.n_classes)
@@ -370,6 +383,15 @@ def _point(
     }
     if metric in simple:
         return simple[metric]()
+    if metric in _BEHAVIOUR_METRICS:
+        assert scores.complied is not None and scores.degenerate is not None
+        if metric == "harmful_compliance_rate":
+            return _bh.harmful_compliance_rate(ys, scores.complied[mask])
+        return (
+            _bh.over_refusal_rate(ys, ds)
+            if metric == "over_refusal_rate"
+            else _bh.degenerate_rate(scores.degenerate[mask])
+        )
     if metric == "macro_f1":
         assert true_class is not None and scores.predicted_class is not None
         return _pt.macro_f1(true_class[mask], scores.predicted_class[mask], n_classes)
@@ -394,10 +416,15 @@ def _scores(scores: ModelScores, n: int, name: str) -> ModelScores:
     pred = None
     if scores.predicted_class is not None:
         pred = _in.class_vector(scores.predicted_class, f"{name}.predicted_class", allow_missing=False)
+    chat = {
+        key: None if getattr(scores, key) is None else _in.bool_vector(getattr(scores, key), f"{name}.{key}")
+        for key in ("complied", "degenerate")
+    }
     lengths = {len(prob), len(decision)} | ({len(pred)} if pred is not None else set())
+    lengths |= {len(v) for v in chat.values() if v is not None}
     if lengths != {n}:
         raise EngineError("invalid_parameter", f"{name} arrays must all have length {n}")
-    return ModelScores(unsafe_prob=prob, decision=decision, predicted_class=pred)
+    return ModelScores(unsafe_prob=prob, decision=decision, predicted_class=pred, **chat)
 
 
 def paired_bootstrap(
@@ -454,12 +481,14 @@ def paired_bootstrap(
     source = _in.source_vector(source_index, n) if source_index is not None else None
     names = _in.subgroup_vector(subgroup, n) if subgroup is not None else None
     has_classes = truth is not None and base.predicted_class is not None and cand.predicted_class is not None
+    has_behaviour = all(s.complied is not None and s.degenerate is not None for s in (base, cand))
 
     given = {
         catalog.Needs.NOTHING: True,
         catalog.Needs.CLASSES: has_classes,
         catalog.Needs.PERTURBATIONS: source is not None,
         catalog.Needs.SUBGROUPS: names is not None,
+        catalog.Needs.BEHAVIOUR: has_behaviour,
     }
     available = {needs for needs, ok in given.items() if ok}
     if metrics is None:
@@ -474,7 +503,7 @@ def paired_bootstrap(
         raise EngineError(
             "invalid_parameter",
             f"metric(s) {missing} need true_class and predicted classes, "
-            "source_index or subgroup, which were not given",
+            "source_index, subgroup or both models' complied and degenerate, which were not given",
         )
     classes = 0
     if has_classes:

@@ -60,6 +60,8 @@ class Needs(StrEnum):
     CLASSES = "classes"  # true_class and both models' predicted classes
     PERTURBATIONS = "perturbations"  # source_index
     SUBGROUPS = "subgroups"  # subgroup
+    BEHAVIOUR = "behaviour"  # chat models: both models' judged behaviour (complied, degenerate)
+    REFERENCES = "references"  # chat models: per-example reference NLL and token counts
 
 
 class RuleUse(StrEnum):
@@ -121,6 +123,43 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("consistency", "Consistency", "proportion", _H, _COUNTS, needs=Needs.PERTURBATIONS),
     MetricSpec("fnr_gap", "Subgroup FNR gap", "difference of proportions", _L, _COUNTS, needs=Needs.SUBGROUPS),
     MetricSpec("fpr_gap", "Subgroup FPR gap", "difference of proportions", _L, _COUNTS, needs=Needs.SUBGROUPS),
+    # Chat models (evaluations.engine.metrics.behaviour): the decision is "refused", y "harmful prompt".
+    MetricSpec(
+        "harmful_compliance_rate",
+        "Harmful compliance rate",
+        "proportion",
+        _L,
+        _COUNTS,
+        needs=Needs.BEHAVIOUR,
+        chart_title="harmful prompts answered",
+    ),
+    MetricSpec(
+        "over_refusal_rate",
+        "Over-refusal rate",
+        "proportion",
+        _L,
+        _COUNTS,
+        needs=Needs.BEHAVIOUR,
+        chart_title="safe prompts refused",
+    ),
+    MetricSpec(
+        "degenerate_rate",
+        "Degenerate-output rate",
+        "proportion",
+        _L,
+        _COUNTS,
+        needs=Needs.BEHAVIOUR,
+        chart_title="degenerate answers",
+    ),
+    # Reported per group; rules judge the candidate / baseline ratio (perplexity_ratio) instead.
+    MetricSpec(
+        "perplexity",
+        "Perplexity (held-out harmless text)",
+        "perplexity",
+        _L,
+        needs=Needs.REFERENCES,
+        rules=RuleUse.NEVER,
+    ),
     MetricSpec("flip_rate", "Flip rate", "proportion", _L, scope=Scope.COMPARISON, chart_title="flip rate"),
     MetricSpec(
         "decision_instability",
@@ -140,6 +179,15 @@ CATALOG: tuple[MetricSpec, ...] = (
         runtime_key="examples_per_second",
     ),
     MetricSpec(
+        "tokens_per_second_ratio",
+        "generation tokens/s ratio",
+        "ratio",
+        _H,
+        scope=Scope.RUNTIME,
+        rules=RuleUse.ABSOLUTE_ONLY,
+        runtime_key="tokens_per_second",  # chat models only: generated tokens per second
+    ),
+    MetricSpec(
         "example_latency_p95_ratio",
         "example latency p95 ratio",
         "ratio",
@@ -147,6 +195,15 @@ CATALOG: tuple[MetricSpec, ...] = (
         scope=Scope.RUNTIME,
         rules=RuleUse.ABSOLUTE_ONLY,
         runtime_key="example_latency_p95_s",
+    ),
+    MetricSpec(
+        "perplexity_ratio",
+        "perplexity ratio",
+        "ratio",
+        _L,
+        scope=Scope.RUNTIME,
+        rules=RuleUse.ABSOLUTE_ONLY,
+        runtime_key="perplexity",  # the run's overall perplexity, kept beside its runtime figures
     ),
     MetricSpec(
         "size_ratio",

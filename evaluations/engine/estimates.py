@@ -56,11 +56,14 @@ class DeltaEstimate:
 @dataclass(frozen=True)
 class ModelScores:
     """One model's outputs per example: unsafe probability, binary decision, and optionally the
-    argmax class index (needed for macro_f1)."""
+    argmax class index (needed for macro_f1); for a chat model (decision: refused) whether it complied
+    and whether its answer was degenerate (needed for the behaviour metrics)."""
 
     unsafe_prob: np.ndarray
     decision: np.ndarray
     predicted_class: np.ndarray | None = None
+    complied: np.ndarray | None = None
+    degenerate: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

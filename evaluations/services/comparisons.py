@@ -21,6 +21,7 @@ from evaluations.models import Comparison, ComparisonStatus, EvaluationRun, Flip
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
+from .chat_runs import chat_group_options, flip_outputs, is_chat, paired_generation_runtime
 from .profiles import config_profile, profile_settings
 from .runs import MIN_SUBGROUP_N, example_arrays, group_masks, run_outputs, stability_summary
 
@@ -80,10 +81,19 @@ def comparison_compute(
     base, cand = run_outputs(baseline, a["example_id"]), run_outputs(candidate, a["example_id"])
     masks = group_masks(a["slice"], a["subgroup"], min_subgroup_n=MIN_SUBGROUP_N)
     perturbed = (a["source_index"] >= 0).any()
+    chat = is_chat(baseline.config)
+    # A chat model's flip is a prompt whose judged behaviour changed (refusal, compliance or degenerate text);
+    # McNemar still tests the per-prompt refusal decision. A classifier's flip is a changed decision.
+    changed = base["predicted_class"] != cand["predicted_class"] if chat else base["decision"] != cand["decision"]
+    behaviour = {}
+    if chat:
+        for tag, out in (("b", base), ("c", cand)):
+            opts = chat_group_options(baseline if tag == "b" else candidate, a["example_id"], out["predicted_class"])
+            behaviour[tag] = {"complied": opts["complied"], "degenerate": opts["degenerate"]}
     result = paired_bootstrap(
         a["y"],
-        ModelScores(base["unsafe_prob"], base["decision"], base["predicted_class"]),
-        ModelScores(cand["unsafe_prob"], cand["decision"], cand["predicted_class"]),
+        ModelScores(base["unsafe_prob"], base["decision"], base["predicted_class"], **behaviour.get("b", {})),
+        ModelScores(cand["unsafe_prob"], cand["decision"], cand["predicted_class"], **behaviour.get("c", {})),
         groups=masks,
         true_class=a["true_class"],
         n_classes=len(labels),
@@ -101,7 +111,7 @@ def comparison_compute(
         groups[key] = {
             "n": int(mask.sum()),
             "n_unsafe": int(y.sum()),
-            "flips": int((bd != cd).sum()),
+            "flips": int(changed[mask].sum()),
             "stable_flips": None,
             "metrics": result["groups"][key],
             "mcnemar": {"b": test.b, "c": test.c, "p_value": test.p_value},
@@ -112,7 +122,7 @@ def comparison_compute(
             held = mask & both_stable
             y_s, bd_s, cd_s = a["y"][held], base["decision"][held], cand["decision"][held]
             stable_test = mcnemar_exact(bd_s == y_s, cd_s == y_s)
-            groups[key]["stable_flips"] = int((bd_s != cd_s).sum())
+            groups[key]["stable_flips"] = int(changed[held].sum())
             groups[key]["mcnemar_stable"] = {"b": stable_test.b, "c": stable_test.c, "p_value": stable_test.p_value}
             groups[key]["instability"] = {
                 "baseline": _rate(~base["stable"][mask]),
@@ -123,7 +133,7 @@ def comparison_compute(
         pvalues = [groups[k][test_key]["p_value"] for k in keys]
         for k, p_holm, p_bh in zip(keys, holm(pvalues), benjamini_hochberg(pvalues), strict=True):
             groups[k][test_key].update({"p_holm": p_holm, "p_bh": p_bh})
-    flipped = flip_indices(base["decision"], cand["decision"])
+    flipped = np.flatnonzero(changed) if chat else flip_indices(base["decision"], cand["decision"])
     stable_flip = None if both_stable is None else both_stable[flipped]
     stability = None
     if both_stable is not None and stable_flip is not None:
@@ -137,7 +147,14 @@ def comparison_compute(
         }
     runtime = runtime_ratios(baseline.runtime, candidate.runtime)
     if measure_runtime:
-        runtime = paired_runtime_results(baseline, candidate, a["example_id"])
+        timed = paired_generation_runtime if chat else paired_runtime_results
+        runtime = timed(baseline, candidate, a["example_id"])
+    outputs = flip_outputs(baseline, candidate, a["example_id"][flipped]) if chat else {}
+    # Whether the candidate now does the right thing: the right decision; for a chat model the right
+    # behaviour (refuse a harmful prompt, answer a safe one: a degenerate answer is never right).
+    candidate_right = (
+        np.where(a["y"], cand["decision"], behaviour["c"]["complied"]) if chat else cand["decision"] == a["y"]
+    )
     statistics = {
         **result["statistics"],
         "level": 0.95,
@@ -163,8 +180,9 @@ def comparison_compute(
                     baseline_prob=float(base["unsafe_prob"][i]),
                     candidate_prob=float(cand["unsafe_prob"][i]),
                     direction=FlipDirection.TO_UNSAFE if cand["decision"][i] else FlipDirection.TO_SAFE,
-                    candidate_correct=bool(cand["decision"][i] == a["y"][i]),
+                    candidate_correct=bool(candidate_right[i]),
                     stable=None if stable_flip is None else bool(stable_flip[j]),
+                    **outputs.get(int(a["example_id"][i]), {}),
                 )
                 for j, i in enumerate(flipped)
             ],

@@ -32,6 +32,13 @@ from compression.services.jobs import job_fail
 from evaluations.engine.metrics import metrics_by_group, runtime_summary
 from evaluations.error_codes import EvaluationsErrorCode
 from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
+from evaluations.services.chat_runs import (
+    chat_chunk_examples,
+    chat_chunk_predict,
+    chat_group_options,
+    chat_runtime,
+    is_chat,
+)
 from evaluations.services.profiles import (
     DEFAULT_STABILITY_SEED,
     config_profile,
@@ -180,6 +187,17 @@ def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
     from evaluations.engine.predict import PredictionConfig, predict  # torch: imported only by workers
 
     lo, hi = chunk * run.chunk_size, (chunk + 1) * run.chunk_size
+    if is_chat(run.config):
+        prompts = chat_chunk_examples(run, lo, hi)
+        stored = set(
+            Prediction.objects.filter(run=run, example_id__in=[e[0] for e in prompts]).values_list(
+                "example_id", flat=True
+            )
+        )
+        todo_prompts = [e for e in prompts if e[0] not in stored]
+        if not todo_prompts:
+            return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
+        return chat_chunk_predict(run, todo_prompts, _check_platform)
     examples = list(
         Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
         .order_by("position")
@@ -322,6 +340,7 @@ def _finish(run: EvaluationRun) -> None:
     labels = run.artifact.labels
     a = example_arrays(run.suite_version, labels)
     out = run_outputs(run, a["example_id"])
+    chat = chat_group_options(run, a["example_id"], out["predicted_class"]) if is_chat(run.config) else {}
     metrics = metrics_by_group(
         a["y"],
         out["decision"],
@@ -334,6 +353,7 @@ def _finish(run: EvaluationRun) -> None:
         subgroup=a["subgroup"],
         min_subgroup_n=MIN_SUBGROUP_N,
         bins=run.config.get("ece_bins", 15),
+        **chat,
     )
     timings = list(run.chunk_timings.values())
     latencies = [x for t in timings for x in t["latencies"]]
@@ -350,6 +370,8 @@ def _finish(run: EvaluationRun) -> None:
             "platforms": _distinct([t["platform"] for t in timings if "platform" in t]),
         }
     )
+    if chat:  # generation speed, and the capability figure kept beside the runtime (its ratio is judged)
+        runtime.update(chat_runtime(timings), perplexity=metrics["overall"].get("perplexity"))
     stability = stability_summary(out["stable"], group_masks(a["slice"], a["subgroup"], min_subgroup_n=MIN_SUBGROUP_N))
     if stability is not None:
         stability = {

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from accounts.errors import ValidationFailed
 from evaluations.engine.tabular import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_SUBGROUP_CHARS, MAX_TEXT_CHARS, ParsedRow
 from evaluations.error_codes import EvaluationsErrorCode
-from evaluations.models import Example, Slice, Suite, SuiteVersion
+from evaluations.models import Example, Slice, Suite, SuiteKind, SuiteVersion
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
@@ -37,6 +37,7 @@ class ExampleRow:
     subgroup: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     source_id: str = ""
+    reference: str = ""  # chat suites: a harmless reference answer (the perplexity text)
 
 
 def _validate(rows: Sequence[ExampleRow], labels: set[str] | None) -> list[str]:
@@ -132,6 +133,7 @@ def _examples_insert(
                         slice=r.slice,
                         tags=list(r.tags),
                         subgroup=r.subgroup,
+                        reference=getattr(r, "reference", ""),
                     )
                     for i, r in enumerate(rows[start : start + PROGRESS_EVERY], start=start)
                 ],
@@ -142,7 +144,18 @@ def _examples_insert(
         _link_sources(version, rows)
         return
     table = connection.ops.quote_name(Example._meta.db_table)
-    columns = ["suite_version_id", "position", "external_id", "text", "label", "is_unsafe", "slice", "tags", "subgroup"]
+    columns = [
+        "suite_version_id",
+        "position",
+        "external_id",
+        "text",
+        "label",
+        "is_unsafe",
+        "slice",
+        "tags",
+        "subgroup",
+        "reference",
+    ]
     linked = any(r.source_id for r in rows)
     with connection.cursor() as cursor:
         ids: list[int] = []
@@ -182,6 +195,7 @@ def _examples_insert(
                     r.slice,
                     tags,
                     r.subgroup,
+                    getattr(r, "reference", ""),
                 )
                 if linked:
                     values += (ids[i], pk_of[r.source_id] if r.source_id else None)
@@ -192,8 +206,30 @@ def _examples_insert(
         progress(total, total)
 
 
-def suite_content_digest(rows: Sequence[ExampleRow], unsafe_labels: list[str]) -> str:
-    """The digest of the canonical JSON of every example (tags, a tuple, is written as a JSON list)."""
+def suite_content_digest(rows: Sequence[ExampleRow], unsafe_labels: list[str], *, judge: str = "") -> str:
+    """The digest of the canonical JSON of every example (tags, a tuple, is written as a JSON list). A chat
+    suite (``judge``: the judge artifact's digest) also covers its kind, its judge and the references."""
+    if judge:
+        return digest(
+            {
+                "kind": "chat",
+                "judge": judge,
+                "unsafe_labels": sorted(unsafe_labels),
+                "examples": [
+                    {
+                        "id": r.external_id,
+                        "prompt": r.text,
+                        "label": r.label,
+                        "slice": r.slice,
+                        "subgroup": r.subgroup,
+                        "tags": r.tags,
+                        "reference": r.reference,
+                        **({"source": r.source_id} if r.source_id else {}),
+                    }
+                    for r in rows
+                ],
+            }
+        )
     return digest(
         {
             "unsafe_labels": sorted(unsafe_labels),
@@ -233,11 +269,13 @@ def suite_version_import(
     description: str = "",
     progress: Callable[[int, int], None] | None = None,
     on_stored: Callable[[SuiteVersion], None] | None = None,
+    judge=None,
 ) -> SuiteVersion:
     """Create the next version of a suite from validated rows. Identical content returns the
     existing version; any bad row refuses the whole import and names the lines. `rows` may be
     ExampleRow or the parser's ParsedRow (same fields). `on_stored(version)` runs inside the
-    transaction that stores the version (the async import marks its SuiteImport there)."""
+    transaction that stores the version (the async import marks its SuiteImport there). A ``judge``
+    (ModelArtifact) makes it a chat suite: rows are prompts (see services.chat_suites)."""
     if not rows:
         raise ValidationFailed(
             "The suite has no examples.", code=EvaluationsErrorCode.EMPTY_SUITE, details={"rows": ["No rows."]}
@@ -261,13 +299,21 @@ def suite_version_import(
             code=EvaluationsErrorCode.INVALID_ROWS,
             details={"rows": shown + ([f"... and {more} more"] if more else [])},
         )
-    content_digest = suite_content_digest(rows, unsafe_labels)
+    content_digest = suite_content_digest(rows, unsafe_labels, judge=judge.digest if judge else "")
     unsafe = set(unsafe_labels)
     with transaction.atomic():
         suite, _ = Suite.objects.get_or_create(
             name=suite_name, defaults={"description": description, "created_by": actor}
         )
         suite = Suite.objects.select_for_update().get(pk=suite.pk)
+        kind = SuiteKind.CHAT if judge else SuiteKind.CLASSIFIER
+        if suite.versions.exclude(kind=kind).exists():
+            raise ValidationFailed(
+                f"Suite {suite_name!r} holds {'classifier' if judge else 'chat'} versions; a {kind} version needs "
+                "another suite name.",
+                code=EvaluationsErrorCode.MIXED_ROWS,
+                details={"suite": [f"{suite_name!r} is not a {kind} suite."]},
+            )
         existing = suite.versions.filter(digest=content_digest).first()
         if existing:
             if on_stored:
@@ -282,6 +328,8 @@ def suite_version_import(
             example_count=len(rows),
             source=source,
             created_by=actor,
+            kind=kind,
+            judge=judge,
         )
         _examples_insert(version, rows, unsafe, progress)
         ledger_append(
@@ -295,6 +343,7 @@ def suite_version_import(
                 "digest": content_digest,
                 "examples": len(rows),
                 "source": source,
+                **({"kind": SuiteKind.CHAT.value, "judge": judge.digest} if judge else {}),
             },
         )
         if on_stored:

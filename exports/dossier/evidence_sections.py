@@ -32,6 +32,7 @@ from .format import (
     _truncate,
     _words,
     _zone,
+    compared_metrics,
 )
 
 FLIPS_SHOWN = 25
@@ -178,12 +179,13 @@ def _gate(bundle: Mapping) -> dict:
 
 def _groups_table(comparison: Mapping) -> list[dict]:
     groups = _d(comparison.get("groups"))
+    compared = compared_metrics(comparison)
     out = []
     for key in sorted(groups, key=charts.group_sort_key):
         g = _d(groups[key])
         metrics = _d(g.get("metrics"))
         cells = []
-        for name in COMPARED_METRICS:
+        for name in compared:
             m = _d(metrics.get(name))
             cells.append(
                 {
@@ -366,6 +368,11 @@ def _flips(bundle: Mapping) -> dict:
                 "correct": _text(f.get("candidate_correct")) if isinstance(f.get("candidate_correct"), bool) else "—",
                 # Flip.stable: the flip holds when the batches are recomposed; absent or null: no stability pass.
                 "stable": _text(f.get("stable")) if isinstance(f.get("stable"), bool) else "—",
+                # chat models: what each model did, and its answer
+                "baseline_behaviour": _text(f.get("baseline_behaviour"), ""),
+                "candidate_behaviour": _text(f.get("candidate_behaviour"), ""),
+                "baseline_output": _truncate(f.get("baseline_output") or "", TEXT_SHOWN),
+                "candidate_output": _truncate(f.get("candidate_output") or "", TEXT_SHOWN),
             }
         )
     total = _num(_d(bundle.get("comparison")).get("flip_count"))
@@ -378,6 +385,7 @@ def _flips(bundle: Mapping) -> dict:
         "stable": sum(1 for f in items if f.get("stable") is True),
         "unstable": sum(1 for f in items if f.get("stable") is False),
         "marked": any(isinstance(f.get("stable"), bool) for f in items),
+        "chat": any(f.get("baseline_behaviour") for f in items),
     }
 
 

@@ -16,7 +16,18 @@ JSON_SHOWN = 4000  # characters of a free-form JSON block (parameters, configs)
 # The metrics of the comparison table and forest plot, and the display order of the other metrics (the
 # rest follow by name); every name is in the catalogue (tests/evaluations/test_engine_catalog.py).
 COMPARED_METRICS = ("accuracy", "unsafe_recall", "benign_fpr")
+# A chat model's comparison table: what it did with harmful and safe prompts, and how often it wrote nonsense.
+CHAT_COMPARED_METRICS = ("harmful_compliance_rate", "over_refusal_rate", "degenerate_rate")
+
+
+def compared_metrics(comparison) -> tuple[str, ...]:
+    """The metrics of the dossier's comparison table: the chat set when the comparison has chat metrics."""
+    overall = ((comparison or {}).get("groups") or {}).get("overall") or {}
+    return CHAT_COMPARED_METRICS if "harmful_compliance_rate" in (overall.get("metrics") or {}) else COMPARED_METRICS
+
+
 OTHER_METRIC_ORDER = (
+    "perplexity",
     "ece",
     "brier",
     "nll",

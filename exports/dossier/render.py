@@ -17,6 +17,7 @@ from trust.canonical import digest as canonical_digest
 
 from .evidence_sections import (
     FLIPS_SHOWN,
+    TEXT_SHOWN,
     _bins,
     _candidates,
     _evaluation_runs,
@@ -31,7 +32,6 @@ from .evidence_sections import (
     _taxonomy,
 )
 from .format import (
-    COMPARED_METRICS,
     _d,
     _int,
     _l,
@@ -44,6 +44,7 @@ from .format import (
     _time,
     _words,
     _zone,
+    compared_metrics,
 )
 from .governance_sections import (
     LEDGER_EVENTS_SHOWN,
@@ -172,7 +173,7 @@ def dossier_context(bundle: Mapping) -> dict:
             "groups": _groups_table(comparison),
             "level": _pct(statistics.get("level"), 0) if _num(statistics.get("level")) is not None else "",
         },
-        "metric_names": [_metric_name(m) for m in COMPARED_METRICS],
+        "metric_names": [_metric_name(m) for m in compared_metrics(comparison)],
         "other_metrics": _other_metrics(evaluations),
         "evaluation_runs": _evaluation_runs(evaluations),
         "conditions": _conditions(evaluations, comparison, bundle.get("policy")),
@@ -188,6 +189,7 @@ def dossier_context(bundle: Mapping) -> dict:
         "ledger": _ledger(bundle),
         "candidates": _candidates(bundle),
         "flips_cap": FLIPS_SHOWN,
+        "flips_text_shown": TEXT_SHOWN,
         "ledger_cap": LEDGER_EVENTS_SHOWN,
     }
     ctx["summary"] = _summary(bundle, ctx)
@@ -200,7 +202,7 @@ def dossier_context(bundle: Mapping) -> dict:
                 _d(comparison.get("groups")),
                 gate=[v for v in _l(bundle.get("gate")) if isinstance(v, Mapping)],
                 policy_rules=[r for r in _l(_d(bundle.get("policy")).get("rules")) if isinstance(r, Mapping)],
-                metrics=COMPARED_METRICS,
+                metrics=compared_metrics(comparison),
             )
         ),
         "reliability": mark_safe(

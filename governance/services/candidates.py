@@ -18,6 +18,7 @@ from django.db import transaction
 from accounts.errors import PermissionDenied, ValidationFailed
 from accounts.models import Role
 from evaluations.models import SuiteVersion
+from evaluations.services.chat_config import chat_models_check
 from governance.error_codes import GovernanceErrorCode
 from governance.models import Release, ThresholdPolicy
 from ledger.services import ledger_append
@@ -97,7 +98,11 @@ def release_record_created(
     *, actor, candidate_source: dict, experiment, candidate, suite_version, policy, payload: dict
 ) -> Release:
     """The draft release and its `release.created` event, in one transaction: the one way a release comes to be,
-    whichever run (`candidate_source`: {"compression_run": run} or {"external_run": run}) made its candidate."""
+    whichever run (`candidate_source`: {"compression_run": run} or {"external_run": run}) made its candidate.
+    A 400 first when the models do not fit the suite (a chat model on a classifier suite, no chat template...)."""
+    chat_models_check(
+        suite_version=suite_version, models={"baseline": experiment.base_artifact, "candidate": candidate}
+    )
     with transaction.atomic():
         release = Release.objects.create(
             experiment=experiment,

@@ -16,6 +16,7 @@ from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
 from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
+from evaluations.services.chat_config import chat_evaluation_overrides
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
 from governance.error_codes import GovernanceErrorCode
@@ -92,10 +93,17 @@ def _start_evaluation(actor, release_id: int, expected_version: int | None, prof
     with transaction.atomic():
         release = locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
         expect(release, ReleaseStatus.DRAFT)
+        chat = chat_evaluation_overrides(
+            suite_version=release.suite_version,
+            baseline=release.experiment.base_artifact,
+            candidate=release.candidate,
+            generation=release.experiment.generation,
+        )
         config = evaluation_config(
             unsafe_labels=release.experiment.unsafe_labels,
             profile=profile,
             required_profile=release.policy.required_profile,
+            **chat,
         )
         baseline = evaluation_run_request(
             actor=actor, artifact=release.experiment.base_artifact, suite_version=release.suite_version, config=config

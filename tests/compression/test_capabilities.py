@@ -45,7 +45,7 @@ def test_a_worker_with_nothing_recorded_probes_in_process_once(monkeypatch):
 
 
 def test_startup_stores_the_answer_for_this_environment_and_requests_read_it(fresh, monkeypatch):
-    monkeypatch.setattr(capabilities, "probe_all", lambda: {"int8_weight_only": False})
+    monkeypatch.setattr(capabilities, "probe_all", lambda: {m: False for m in capabilities.OPTIONAL_METHOD_PROBES})
     assert app_capabilities.capabilities_ensure() == {"int8_weight_only": False}
     stored = json.loads(fresh.read_text())
     assert stored == {"environment": capabilities.environment(), "methods": {"int8_weight_only": False}}
@@ -70,7 +70,7 @@ def test_an_answer_stored_for_another_environment_is_not_used(fresh):
 def test_system_check_warns_when_a_method_cannot_run(monkeypatch):
     from compression.checks import optional_methods
 
-    monkeypatch.setattr(capabilities, "probe_all", lambda: {"int8_weight_only": False})
+    monkeypatch.setattr(capabilities, "probe_all", lambda: {m: False for m in capabilities.OPTIONAL_METHOD_PROBES})
     assert [w.id for w in optional_methods(None)] == ["compression.W001"]
     capabilities.forget()
     monkeypatch.setattr(app_capabilities, "capabilities_stored", lambda: None)
@@ -92,7 +92,7 @@ def test_the_api_refuses_a_method_start_up_found_unusable(engineer_api, engineer
     from compression.services.experiments import experiment_create
 
     monkeypatch.setattr(subprocess, "run", _no_subprocess)
-    monkeypatch.setattr(capabilities, "probe_all", lambda: {"int8_weight_only": False})
+    monkeypatch.setattr(capabilities, "probe_all", lambda: {m: False for m in capabilities.OPTIONAL_METHOD_PROBES})
     app_capabilities.capabilities_record()
     capabilities.forget()  # another process: only the stored file tells it
     experiment = experiment_create(

@@ -213,8 +213,10 @@ def test_methods_and_parameter_validation() -> None:
         "distill",
         "dynamic_int8",
         "fp16",
+        "int4_weight_only",
         "int8_weight_only",
         "magnitude_prune",
+        "semi_structured_24",
         "structured_prune",
     )
     validate_parameters("dynamic_int8", {})

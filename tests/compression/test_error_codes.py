@@ -25,6 +25,7 @@ def test_the_values_are_the_strings_used_before():
         "cancelled",
         "storage_error",
         "unsupported_platform",
+        "no_chat_template",
     ]
     assert sorted(EngineErrorCode) == sorted(engine)
     assert set(EngineErrorCode) == ERROR_CODES
@@ -47,6 +48,7 @@ def test_the_values_are_the_strings_used_before():
             "manifest_mismatch",
             "upload_expired",
             "not_signed",
+            "invalid_generation",
         ]
     )
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import compression.services.data
-from compression.engine.formats import FORMATS
+from compression.engine.formats import ARTIFACT_FORMATS
 from compression.engine.methods import METHOD_DATA, SUPPORTED_METHODS
 from compression.models import ArtifactFormat
 
@@ -19,7 +19,7 @@ def test_method_data_is_defined_once_for_every_method():
 
 
 def test_the_artifact_format_choices_are_the_engines_formats():
-    assert sorted(ArtifactFormat.values) == sorted(FORMATS)
+    assert sorted(ArtifactFormat.values) == sorted(ARTIFACT_FORMATS)
 
 
 def test_the_modules_the_web_process_uses_import_no_torch():

@@ -23,11 +23,14 @@ def synthetic(n: int, seed: int = 0) -> dict:
     logits_base = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[np.clip(true_class, 0, 2)]
     logits_cand = logits_base + rng.normal(scale=0.5, size=(n, 3))
     scores = []
+    chat_rng = np.random.default_rng(seed + 10_000)  # its own stream: the classifier data stay as they were
     for logits in (logits_base, logits_cand):
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         unsafe = p[:, 1:].sum(axis=1)
-        scores.append(ModelScores(unsafe, unsafe >= 0.5, p.argmax(axis=1)))
+        # read as a chat model too: decision = refused; some answers that were not refusals are degenerate
+        degenerate = (unsafe < 0.5) & (chat_rng.random(n) < 0.15)
+        scores.append(ModelScores(unsafe, unsafe >= 0.5, p.argmax(axis=1), (unsafe < 0.5) & ~degenerate, degenerate))
     slices = rng.choice(["routine", "edge", "adversarial"], n, p=[0.6, 0.25, 0.15])
     subgroup = rng.choice(["", "a", "b", "c", "d"], n)
     source = np.full(n, -1)

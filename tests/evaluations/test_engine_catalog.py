@@ -35,6 +35,10 @@ def test_every_group_metric_the_engine_computes_is_catalogued_and_the_reverse() 
         source_index=data["source_index"],
         subgroup=data["subgroup"],
         min_subgroup_n=5,
+        complied=base.complied,
+        degenerate=base.degenerate,
+        reference_nll=np.full(len(data["y"]), 2.0),
+        reference_tokens=np.full(len(data["y"]), 4),
     )
     assert set(computed) - COUNT_KEYS == set(catalog.names(scope=Scope.GROUP))
     assert not COUNT_KEYS & {spec.name for spec in CATALOG}

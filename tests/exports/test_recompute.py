@@ -120,6 +120,8 @@ def test_every_figure_of_the_comparison_is_recomputed_exactly_from_the_signed_pr
         "example_latency_p95_ratio",
         "size_ratio",
         "peak_memory_ratio",
+        "tokens_per_second_ratio",
+        "perplexity_ratio",
     }
     excerpt = (
         [{k: f[k] for k in figures["flips_excerpt"][0]} for f in bundle["flips_excerpt"]]

@@ -101,8 +101,11 @@ def mlflow_experiment_create(*, actor, name: Any, tags: Mapping[str, str]) -> Ex
             "Unknown base artifact.", details={f"tags.{BASE_ARTIFACT_TAG}": [f"No artifact {reference!r}."]}
         )
     labels = [label.strip() for label in tags[UNSAFE_LABELS_TAG].split(",") if label.strip()]
-    extra = {"risk_tier": tags[RISK_TIER_TAG]} if tags.get(RISK_TIER_TAG) else {}
-    return experiment_create(actor=actor, name=name, base_artifact_id=base.pk, unsafe_labels=labels, **extra)
+    if tags.get(RISK_TIER_TAG):
+        return experiment_create(
+            actor=actor, name=name, base_artifact_id=base.pk, unsafe_labels=labels, risk_tier=tags[RISK_TIER_TAG]
+        )
+    return experiment_create(actor=actor, name=name, base_artifact_id=base.pk, unsafe_labels=labels)
 
 
 def mlflow_run_create(

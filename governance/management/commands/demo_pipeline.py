@@ -6,6 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.demo import DEMO_USERS, demo_outcome
+from governance.management.commands.load_demo import DEMO_POLICY, DEMO_SUITE
 from safeshrink_client import ApiError, Client
 
 
@@ -20,15 +21,30 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Base URL of the running server.")
         parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for each job.")
+        parser.add_argument(
+            "--model",
+            choices=["teacher", "tiny", "smollm2"],
+            default=None,
+            help="smollm2: the chat-model demo (two compressions of SmolLM2, two releases); otherwise the "
+            "classifier demo. Default: $SAFESHRINK_DEMO_MODEL.",
+        )
 
-    def handle(self, *args, url: str, timeout: float, **options) -> None:
+    def handle(self, *args, url: str, timeout: float, model: str | None = None, **options) -> None:
+        import os
+
+        if (model or os.environ.get("SAFESHRINK_DEMO_MODEL")) == "smollm2":
+            from governance.management.commands.chat_demo_pipeline import run_chat_demo
+
+            return run_chat_demo(self, url=url, timeout=timeout)
         password = dict((u, p) for u, _, p in DEMO_USERS)["engineer"]
         started = time.perf_counter()
         try:
             api = Client(url, username="engineer", password=password)
-            base = next(a for a in api.get("/api/artifacts/")["results"] if a["parent"] is None)
-            suite_version = api.get("/api/suites/")["results"][0]["versions"][0]
-            policy = api.get("/api/policies/")["results"][0]
+            base = next(a for a in api.get("/api/artifacts/?kind=classifier")["results"] if a["parent"] is None)
+            suite_version = next(s for s in api.get("/api/suites/")["results"] if s["name"] == DEMO_SUITE)["versions"][
+                0
+            ]
+            policy = next(p for p in api.get("/api/policies/")["results"] if p["name"] == DEMO_POLICY)
             experiment = api.create_experiment(
                 f"Demo: int8 {base['name']}",
                 base["id"],

