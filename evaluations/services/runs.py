@@ -117,7 +117,7 @@ def evaluation_run_start(*, run_id: int) -> EvaluationRun:
         run = EvaluationRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal or run.chunks_total:
             return run
-        size = settings.SAFESHRINK.get("EVAL_CHUNK_SIZE", 2000)
+        size = settings.SAFESHRINK.get("CHAT_EVAL_CHUNK_SIZE" if is_chat(run.config) else "EVAL_CHUNK_SIZE", 2000)
         count = Example.objects.filter(suite_version=run.suite_version).count()
         now = timezone.now()
         run.chunk_size, run.chunks_total = size, max(1, math.ceil(count / size))

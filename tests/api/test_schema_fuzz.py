@@ -1,9 +1,10 @@
 """Issue 10 §7: schemathesis against /api/schema/, every role, every built-in check.
 
 Runs in-process against the Django WSGI app (no server, no network), in the test's database transaction, with
-a fixed seed and derandomized generation, so a run is repeatable and fails the same way twice. Per role and
-operation: the examples, coverage (boundary and missing/invalid values, undeclared methods) and fuzzing
-phases, positive and negative data, bounded by FUZZ_MAX_EXAMPLES (env SAFESHRINK_FUZZ_MAX_EXAMPLES).
+a fixed seed and derandomized generation, so a run is repeatable and fails the same way twice. Per operation: the
+examples, coverage (boundary and missing/invalid values, undeclared methods) and fuzzing phases, positive data
+as every role and negative data as the engineer and the admin (NEGATIVE_ROLES), bounded by FUZZ_MAX_EXAMPLES (env
+SAFESHRINK_FUZZ_MAX_EXAMPLES).
 
 Enqueued jobs never run here: tasks are sent on commit and the test's transaction never commits.
 """
@@ -16,6 +17,11 @@ from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 
 ROLES = ("engineer", "officer", "regulator", "reviewer", "admin")
+# A request that breaks the schema is sent as the roles that pass the role checks of the write endpoints (the
+# engineer's and the admin's), so it reaches input parsing; the other roles are refused before any input is read
+# (HasRole), by the path every positive request also exercises for them. This halves the file's time (measured:
+# 2,723 of 3,714 coverage cases are negative; about 10 ms of CPU per request).
+NEGATIVE_ROLES = ("engineer", "admin")
 FUZZ_MAX_EXAMPLES = int(os.environ.get("SAFESHRINK_FUZZ_MAX_EXAMPLES", "6"))
 SEED = 20261130
 
@@ -108,8 +114,11 @@ def tokens(light_world, _keep_test_connection) -> dict[str, str]:
 # One world per operation, shared by its examples on purpose (what one request stores, the next may read).
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_api_conforms_to_its_schema(case, tokens):
-    """Each generated request is sent once per role; every response must pass every check."""
-    for role in ROLES:
+    """Each schema-valid request is sent once per role, each schema-breaking one as the engineer and the admin;
+    every response must pass every check."""
+    meta = case.meta
+    negative = meta is not None and meta.generation.mode == schemathesis.GenerationMode.NEGATIVE
+    for role in NEGATIVE_ROLES if negative else ROLES:
         try:
             case.call_and_validate(headers={"Authorization": f"Token {tokens[role]}"})
         except BaseException as exc:

