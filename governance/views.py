@@ -137,6 +137,9 @@ def _evaluation_conditions(release) -> dict | None:
         "runs": runs,
         # How the runtime ratios the gate judges were measured (both models side by side in the comparison job).
         "timing": runtime.get("measurement") or {},
+        # Chat models: how the answers were generated and judged (both part of the configuration's digest).
+        "generation": config.get("generation") if is_chat(config) else None,
+        "judge": config.get("judge") if is_chat(config) else None,
     }
 
 

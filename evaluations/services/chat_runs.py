@@ -45,12 +45,10 @@ def generation_profile(config: dict):
 def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], check_platform) -> dict:
     """Generate, judge and store the answers of ``todo`` ((example id, prompt, reference) not yet predicted);
     returns the chunk's timings (as the classifier chunk does, plus generated tokens)."""
-    from evaluations.engine.generate import generate  # torch: imported only by workers
-    from evaluations.engine.judges.degeneration import degeneration
-    from evaluations.engine.judges.refusal import behaviour, load_judge
-
     from compression.engine.errors import EngineError
-    from evaluations.engine.judges.degeneration import DETECTOR_VERSION
+    from evaluations.engine.generate import generate  # torch: imported only by workers
+    from evaluations.engine.judges.degeneration import DETECTOR_VERSION, degeneration
+    from evaluations.engine.judges.refusal import behaviour, load_judge
 
     detector = run.config.get("judge", {}).get("degeneration", DETECTOR_VERSION)
     if detector != DETECTOR_VERSION:  # the record must name the rules that judged it

@@ -200,6 +200,7 @@ def test_a_chat_release_is_compressed_evaluated_and_gated(
     text = page.content.decode()
     assert "Harmful answered" in text and "Safe refused" in text and "Degenerate" in text
     assert ('id="chat-flips"' in text) == bool(comparison.flip_count)
+    assert 'id="system-prompt"' in text and "Refuse harmful requests." in text  # what was evaluated, in words
 
     # a regulator recomputes the chat comparison offline from the signed export's predictions
     import subprocess
