@@ -24,13 +24,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from governance.demo_chat import JUDGE_HELDOUT_MODEL, JUDGE_TRAINING
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SAFESHRINK_DATA_DIR", ROOT.parent / "shared" / "data"))
 FIXTURE = ROOT / "tests" / "evaluations" / "data" / "degenerate_smollm2.json"
 THREADS = 2
-HELDOUT = "gpt4"
-# the same as load_chat_demo.JUDGE_TRAINING, so the demo and the bench share one cached judge
-SEED, EPOCHS, MAX_LENGTH = 0, 2, 128
+# The demo's judge (governance.demo_chat): one cached judge for both
+HELDOUT = JUDGE_HELDOUT_MODEL
+SEED, EPOCHS, MAX_LENGTH = JUDGE_TRAINING["seed"], JUDGE_TRAINING["epochs"], JUDGE_TRAINING["max_length"]
 
 
 def _accuracy(probs, rows, threshold: float = 0.5) -> float:

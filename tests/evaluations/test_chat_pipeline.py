@@ -358,3 +358,22 @@ def test_a_chat_method_on_a_classifier_and_a_classifier_method_on_a_chat_model_a
         assert response.status_code == 400, (method, response.json())
         assert response.json()["code"] == "unsupported_architecture" and "method" in response.json()["details"]
     assert _count_everything() == before
+
+
+def test_a_chat_suite_row_with_an_unstorable_or_oversized_field_is_refused_naming_it(
+    engineer_api, judge_artifact, data_dir
+):
+    rows = prompt_rows(data_dir)
+    rows[1]["reference"] = "r" * 140_000  # (a NUL anywhere in a JSON body is refused before: the request guard)
+    rows[2]["prompt"] = "x" * 200_000
+    rows[4]["slice"] = "sideways"
+    before = _count_everything()
+    response = engineer_api.post(
+        "/api/chat-suites/", {"suite": "bad", "judge": judge_artifact.pk, "rows": rows}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert "rows" in response.json()["details"], response.json()
+    problems = " ".join(response.json()["details"]["rows"])
+    assert "line 1: reference has 140,000 characters" in problems and "line 2: text has 200,000 characters" in problems
+    assert "line 4: unknown slice 'sideways'" in problems
+    assert _count_everything() == before

