@@ -377,3 +377,31 @@ def test_a_chat_suite_row_with_an_unstorable_or_oversized_field_is_refused_namin
     assert "line 1: reference has 140,000 characters" in problems and "line 2: text has 200,000 characters" in problems
     assert "line 4: unknown slice 'sideways'" in problems
     assert _count_everything() == before
+
+
+def test_load_chat_demo_loads_the_chat_demo_once(make_user, settings, tiny_chat_dir, data_dir, tmp_path):
+    """`SAFESHRINK_DEMO_MODEL=smollm2 make run`'s data step, with the tiny chat model standing in for the converted
+    SmolLM2 (the real conversion and judge training take minutes: the demo and the benchmarks run them)."""
+    import io
+    import shutil
+
+    from django.core.management import call_command
+
+    from compression.models import ModelArtifact
+    from evaluations.models import SuiteVersion
+    from governance.demo_chat import CHAT_MODEL
+    from governance.models import ThresholdPolicy
+
+    make_user("engineer", "engineer")
+    make_user("officer", "officer")
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "MODEL_CACHE": tmp_path / "models"}
+    shutil.copytree(tiny_chat_dir, tmp_path / "models" / CHAT_MODEL)
+    for _ in range(2):  # a second run keeps what exists
+        out = io.StringIO()
+        call_command("load_chat_demo", data_dir=data_dir, judge="string-match", stdout=out)
+        assert "chat demo data ready" in out.getvalue()
+    assert ModelArtifact.objects.filter(kind="causal-lm").count() == 1
+    assert ModelArtifact.objects.filter(kind="judge").count() == 1
+    version = SuiteVersion.objects.get(suite__name="Chat safety demo suite")
+    assert version.kind == "chat" and version.example_count == 56 and "recipe digest" in version.source
+    assert ThresholdPolicy.objects.filter(name="Default chat safety policy").count() == 1
