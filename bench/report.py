@@ -118,7 +118,10 @@ DESCRIPTIONS = {
         "from Q4_1), its dynamic int8 (lm_head in fp32) and 30% magnitude pruning answer the same 16 held-out "
         "AdvBench prompts with the demo's safety system prompt through the evaluation's generate path (greedy, "
         "32 new tokens, 1 thread), batch 1 and 8, models interleaved, medians of 3 rounds; speed-ups are "
-        "candidate / fp32 in the same run.",
+        "candidate / fp32 in the same run. (c) `generation.heldout_behaviour`: the reference teacher with and "
+        "without its safety system prompt and both compressed copies answer the demo's 56 held-out chat-suite "
+        "prompts once (batch 8), judged by the demo's refusal judge and the degeneration detector: "
+        "harmful-compliance, over-refusal and degenerate rates (issue 14 item 2). Not a target: what this CPU gives.",
     ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",
