@@ -82,6 +82,24 @@ def _platform_matches(platform: Mapping, profile: Mapping) -> str:
     return "yes"
 
 
+def _generation_rows(config: Mapping) -> list[tuple[str, str]]:
+    """A chat evaluation's generation settings and judge, as (label, value) rows ([] for classifiers)."""
+    if config.get("kind") != "chat":
+        return []
+    generation, judge = _d(config.get("generation")), _d(config.get("judge"))
+    stops = [str(s) for s in _l(generation.get("stop_strings"))]
+    return [
+        ("System prompt", _text(generation.get("system_prompt"), "none (the chat template's default)")),
+        ("Max new tokens", _text(generation.get("max_new_tokens"))),
+        ("Stop strings", ", ".join(stops) if stops else "none (end of turn only)"),
+        ("Decoding", _text(generation.get("decoding"))),
+        ("Padding side", "left (generation always pads prompts on the left)"),
+        ("Chat template (sha256)", _text(generation.get("chat_template_digest"))),
+        ("Judge", f"{_text(judge.get('name'))} ({_text(judge.get('artifact'))})"),
+        ("Degeneration detector", _text(judge.get("degeneration"))),
+    ]
+
+
 def _conditions(evaluations: Mapping, comparison: Mapping, bundle_policy: Any = None) -> dict:
     """The deployment profile (baseline run; the comparison's statistics when the run is missing), the
     policy's required profile, the platforms of both runs (each once, with the runs that used it) and how
@@ -97,6 +115,7 @@ def _conditions(evaluations: Mapping, comparison: Mapping, bundle_policy: Any = 
             entry["runs"].append(role)
     policy = _d(bundle_policy)
     required = policy.get("required_profile")
+    chat = _d(base.get("config")).get("kind") == "chat"
     return {
         "present": bool(profile),
         "declared": "profile" in _d(base.get("config")),
@@ -104,7 +123,12 @@ def _conditions(evaluations: Mapping, comparison: Mapping, bundle_policy: Any = 
         "required": None
         if not isinstance(required, Mapping)
         else [(label, _profile_value(key, required[key])) for key, label in PROFILE_ROWS if key in required],
-        "rows": [(label, _profile_value(key, profile.get(key))) for key, label in PROFILE_ROWS if key in profile],
+        # a chat evaluation pads on the left and does not truncate prompts: those rows are the generation's below
+        "rows": [
+            (label, _profile_value(key, profile.get(key)))
+            for key, label in PROFILE_ROWS
+            if key in profile and not (chat and key in ("padding_side", "max_length"))
+        ],
         "candidate_differs": bool(candidate_profile and profile and candidate_profile != profile),
         "platforms": [{**p, "runs": " and ".join(p["runs"])} for p in platforms.values()],
         "runs_without_platforms": [
@@ -113,6 +137,8 @@ def _conditions(evaluations: Mapping, comparison: Mapping, bundle_policy: Any = 
             if run and not _l(_d(run.get("runtime")).get("platforms"))
         ],
         "timing": _timing(comparison),
+        # Chat models: how the answers were generated and judged (part of the configuration, so of its digest).
+        "generation": _generation_rows(_d(base.get("config"))),
     }
 
 

@@ -186,6 +186,7 @@ def test_a_chat_release_is_compressed_evaluated_and_gated(
     html = render_dossier_html(bundle)
     for title in ("Harmful compliance rate", "Over-refusal rate", "Degenerate-output rate"):
         assert title in html, title
+    assert "Refuse harmful requests." in html and "Degeneration detector" in html  # what was evaluated
     if comparison.flip_count:
         assert "Baseline answer" in html and "Candidate answer" in html
         assert all("baseline_output" in f for f in bundle["flips_excerpt"])
