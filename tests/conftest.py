@@ -66,6 +66,14 @@ def tiny_model_dir(tmp_path_factory, data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory) -> Path:
+    """A tiny random chat model (Llama, ChatML template), built once per test session; tests only read it."""
+    from compression.engine.tiny_chat import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
 def signing_dir(tmp_path_factory) -> Path:
     """System key and internal CA, created once per test session."""
     from trust.ca import create_internal_ca

@@ -12,11 +12,11 @@ The chat template is the Jinja text in tokenizer_config.json's "chat_template" (
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from compression.engine.errors import EngineError, EngineErrorCode
+from compression.engine.formats import CONFIG_FILE, RECIPE_FILE, read_json_object
 
 __all__ = [
     "CHAT_BEHAVIOURS",
@@ -29,7 +29,7 @@ __all__ = [
     "MODEL_KIND_CHAT",
     "MODEL_KINDS",
     "CHAT_TEMPLATE_FILE",
-    "TOKENIZER_CONFIG_FILE",
+    "TOKENIZERCONFIG_FILE",
     "model_kind",
     "model_kind_from_config",
     "chat_template",
@@ -43,23 +43,7 @@ MODEL_KIND_CLASSIFIER = "classifier"
 MODEL_KIND_CHAT = "causal-lm"
 MODEL_KINDS: tuple[str, ...] = (MODEL_KIND_CLASSIFIER, MODEL_KIND_CHAT)
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-_CONFIG_FILE = "config.json"  # formats.CONFIG_FILE (not imported: formats imports this module)
-_RECIPE_FILE = "recipe.json"
-
-
-def _read_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(
-            EngineErrorCode.CORRUPT_ARTIFACT, f"{what} {path.name} is not readable JSON ({type(exc).__name__})"
-        ) from exc
-    if not isinstance(data, dict):
-        raise EngineError(EngineErrorCode.CORRUPT_ARTIFACT, f"{what} {path.name} is not a JSON object")
-    return data
-
-
+TOKENIZERCONFIG_FILE = "tokenizer_config.json"
 _BOTH = (MODEL_KIND_CLASSIFIER, MODEL_KIND_CHAT)
 # The model kinds each compression method (``methods.METHOD_SCHEMAS``) applies to; ``describe_method`` lists
 # them and the runner refuses a source of another kind.
@@ -107,19 +91,19 @@ def model_kind(model_dir: Path) -> str:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"model directory {str(model_dir)!r} does not exist")
-    recipe_path = model_dir / _RECIPE_FILE
+    recipe_path = model_dir / RECIPE_FILE
     if recipe_path.is_file():
-        kind = _read_object(recipe_path, "recipe").get("model_kind")
+        kind = read_json_object(recipe_path, "recipe").get("model_kind")
         if kind is not None:
             if kind not in MODEL_KINDS:
                 raise EngineError(
                     EngineErrorCode.CORRUPT_ARTIFACT, f"recipe model_kind {kind!r} is not one of {list(MODEL_KINDS)}"
                 )
             return str(kind)
-    config_path = model_dir / _CONFIG_FILE
+    config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"no {_CONFIG_FILE} in {str(model_dir)!r}")
-    return model_kind_from_config(_read_object(config_path, "config"))
+        raise EngineError(EngineErrorCode.MODEL_NOT_FOUND, f"no {CONFIG_FILE} in {str(model_dir)!r}")
+    return model_kind_from_config(read_json_object(config_path, "config"))
 
 
 def chat_template(model_dir: Path) -> str | None:
@@ -128,9 +112,9 @@ def chat_template(model_dir: Path) -> str | None:
     tokenizer_config.json's "chat_template" first (a string, or the entry named "default" of a list of named
     templates), then chat_template.jinja. An empty template counts as none."""
     model_dir = Path(model_dir)
-    config_path = model_dir / TOKENIZER_CONFIG_FILE
+    config_path = model_dir / TOKENIZERCONFIG_FILE
     if config_path.is_file():
-        value = _read_object(config_path, "tokenizer config").get("chat_template")
+        value = read_json_object(config_path, "tokenizer config").get("chat_template")
         if isinstance(value, list):
             named = {
                 item.get("name"): item.get("template")

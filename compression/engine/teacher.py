@@ -21,8 +21,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,36 +114,6 @@ def _macro_f1(predicted: list[int], gold: list[int], classes: int) -> tuple[floa
     return sum(scores) / classes, scores
 
 
-class _Passthrough:
-    """Stands in for the embeddings: returns the cached hidden states given as inputs_embeds."""
-
-    def __new__(cls) -> Any:
-        import torch
-
-        class Passthrough(torch.nn.Module):
-            def forward(self, inputs_embeds: Any = None, **_: Any) -> Any:
-                return inputs_embeds
-
-        return Passthrough()
-
-
-@contextmanager
-def _swapped(model: Any, layers: list[Any], passthrough: bool) -> Iterator[None]:
-    """Temporarily run the base model with only ``layers`` (and embeddings replaced by a passthrough)."""
-    import torch
-
-    base = model.base_model
-    saved_layers, saved_embeddings = base.encoder.layer, base.embeddings
-    base.encoder.layer = torch.nn.ModuleList(layers)
-    if passthrough:
-        base.embeddings = _Passthrough()
-    try:
-        yield
-    finally:
-        base.encoder.layer = saved_layers
-        base.embeddings = saved_embeddings
-
-
 def _cache_key(data_digest: str, base_digest: str, hyper: dict[str, Any]) -> str:
     payload = {"data_sha256": data_digest, "base_manifest": base_digest, "hyper": hyper, "code": TEACHER_CODE_VERSION}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -203,7 +172,7 @@ def build_reference_teacher(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from compression.engine.common import encode, predict_probs, seeded
-    from compression.engine.training import length_bucketed_batches
+    from compression.engine.training import length_bucketed_batches, only_layers
 
     splits = read_hatexplain(data_csv)
     rng = random.Random(seed)
@@ -247,7 +216,7 @@ def build_reference_teacher(
             cached: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             report("caching_frozen_layers", 0.05)
             model.eval()
-            with torch.no_grad(), _swapped(model, bottom, passthrough=False):
+            with torch.no_grad(), only_layers(model, bottom, passthrough=False):
                 for number, index in enumerate(fixed):
                     width = int(lengths[index].max())
                     inputs = {name: value[index, :width] for name, value in encoded.items()}
@@ -266,7 +235,7 @@ def build_reference_teacher(
             model.train()
             epoch_losses: list[float] = []
             step = 0
-            with _swapped(model, top, passthrough=True):
+            with only_layers(model, top, passthrough=True):
                 for _epoch in range(epochs):
                     running = 0.0
                     for position in torch.randperm(len(cached), generator=generator).tolist():

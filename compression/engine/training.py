@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from compression.engine.common import batches
 
-__all__ = ["KDConfig", "train_kd", "length_bucketed_batches"]
+
+class Passthrough(torch.nn.Module):
+    """Stands in for an encoder's embeddings: returns the cached hidden states given as ``inputs_embeds``."""
+
+    def forward(self, inputs_embeds: Any = None, **_: Any) -> Any:
+        return inputs_embeds
+
+
+@contextmanager
+def only_layers(model: Any, layers: list[Any], passthrough: bool) -> Iterator[None]:
+    """Run a BERT-family classifier's encoder with only ``layers`` (and, with ``passthrough``, its embeddings
+    replaced by a Passthrough): how the reference teacher and the refusal judge cache the output of their frozen
+    lower layers once and train the top ones on it."""
+    base = model.base_model
+    saved_layers, saved_embeddings = base.encoder.layer, base.embeddings
+    base.encoder.layer = torch.nn.ModuleList(layers)
+    if passthrough:
+        base.embeddings = Passthrough()
+    try:
+        yield
+    finally:
+        base.encoder.layer = saved_layers
+        base.embeddings = saved_embeddings
+
+
+__all__ = ["KDConfig", "Passthrough", "train_kd", "length_bucketed_batches", "only_layers"]
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(scope="session")
-def tiny_chat_dir(tmp_path_factory):
-    import torch
-
-    from compression.engine.tiny_chat import build_tiny_chat_model
-
-    torch.set_num_threads(1)
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat") / "model", seed=0)
-
-
-@pytest.fixture(scope="session")
 def string_judge_dir(tmp_path_factory):
     from evaluations.engine.judges.refusal import write_string_match_judge
 

@@ -47,10 +47,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def chat_dir(tmp_path_factory) -> Path:
-    from compression.engine.tiny_chat import build_tiny_chat_model
-
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny_chat") / "model", seed=0)
+def chat_dir(tiny_chat_dir: Path) -> Path:
+    return tiny_chat_dir  # tests/conftest.py: built once per session, read only
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 
 from compression.engine.common import predict_probs, seeded
 from compression.engine.errors import EngineError, EngineErrorCode
-from compression.engine.training import length_bucketed_batches
+from compression.engine.training import length_bucketed_batches, only_layers
 from evaluations.engine.judges.data import JUDGE_LABELS, JudgeRow
 
 __all__ = ["Fitted", "TrainedRefusalJudge", "encode_pairs", "fit"]
@@ -70,28 +69,6 @@ def encode_pairs(
     encoded = tokenizer(*texts, padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt")
     names = list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
     return {name: encoded[name] for name in names if name in encoded}
-
-
-class _Passthrough(torch.nn.Module):
-    """Stands in for the embeddings: returns the cached hidden states given as ``inputs_embeds``."""
-
-    def forward(self, inputs_embeds: Any = None, **_: Any) -> Any:
-        return inputs_embeds
-
-
-@contextmanager
-def _only_layers(model: Any, layers: list[Any], passthrough: bool) -> Iterator[None]:
-    """Run the encoder with only ``layers`` (and, on request, the embeddings replaced by a passthrough)."""
-    base = model.base_model
-    saved_layers, saved_embeddings = base.encoder.layer, base.embeddings
-    base.encoder.layer = torch.nn.ModuleList(layers)
-    if passthrough:
-        base.embeddings = _Passthrough()
-    try:
-        yield
-    finally:
-        base.encoder.layer = saved_layers
-        base.embeddings = saved_embeddings
 
 
 def _load_classifier(encoder_dir: Path) -> Any:
@@ -156,7 +133,7 @@ def fit(
         fixed = length_bucketed_batches(lengths, hyper["batch_size"], generator)
         cached: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         model.eval()
-        with torch.no_grad(), _only_layers(model, bottom, passthrough=False):
+        with torch.no_grad(), only_layers(model, bottom, passthrough=False):
             for index in fixed:
                 width = int(lengths[index].max())
                 inputs = {name: value[index, :width] for name, value in encoded.items()}
@@ -173,7 +150,7 @@ def fit(
         model.train()
         epoch_loss: list[float] = []
         step = 0
-        with _only_layers(model, top, passthrough=True):
+        with only_layers(model, top, passthrough=True):
             for _epoch in range(hyper["epochs"]):
                 running = 0.0
                 for position in torch.randperm(len(cached), generator=generator).tolist():
