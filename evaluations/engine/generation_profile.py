@@ -26,7 +26,7 @@ from compression.engine.generation import (
     SETTING_CHECKS,
     short,
 )
-from evaluations.engine.profile import QUANTIZED_ENGINES
+from evaluations.engine.profile import PROFILE_CHECKS
 
 __all__ = [
     "Decoding",
@@ -130,16 +130,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     # the model's generation settings, checked as an experiment's (compression.engine.generation)
     **SETTING_CHECKS,
     "batch_size": (lambda v: _is_int(v, 1, MAX_BATCH_SIZE), f"An integer from 1 to {MAX_BATCH_SIZE}."),
-    "threads": (lambda v: v is None or _is_int(v, 1, 256), "null or an integer from 1 to 256."),
-    "device": (lambda v: isinstance(v, str) and 0 < len(v) <= 32, "A device name such as 'cpu' or 'cuda'."),
-    "isa": (
-        lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) and 0 < len(x) <= 32 for x in v),
-        "A list of instruction-set names such as ['avx2', 'avx512_vnni'].",
-    ),
-    "quantized_engine": (
-        lambda v: v is None or v in QUANTIZED_ENGINES,
-        f"null or one of {list(QUANTIZED_ENGINES)}.",
-    ),
+    # the deployment fields, checked as a deployment profile's (evaluations.engine.profile)
+    **{key: PROFILE_CHECKS[key] for key in ("threads", "device", "isa", "quantized_engine")},
     "chat_template_digest": (
         lambda v: v is None or (isinstance(v, str) and bool(_DIGEST.match(v))),
         "null or the sha256 of the chat template (64 lowercase hex digits).",

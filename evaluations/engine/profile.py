@@ -92,6 +92,25 @@ def _is_int(value: Any, minimum: int) -> bool:
     return type(value) is int and value >= minimum
 
 
+# Each field: (is the value valid, what is expected); generation_profile reuses the deployment fields.
+PROFILE_CHECKS: dict[str, tuple[Any, str]] = {
+    "batch_size": (lambda v: _is_int(v, 1) and v <= 4096, "An integer from 1 to 4096."),
+    "batching": (lambda v: v in Batching.__members__.values(), f"One of {[b.value for b in Batching]}."),
+    "padding_side": (lambda v: v in PaddingSide.__members__.values(), "'right' or 'left'."),
+    "max_length": (lambda v: _is_int(v, 2) and v <= 8192, "An integer from 2 to 8192."),
+    "threads": (lambda v: v is None or (_is_int(v, 1) and v <= 256), "null or an integer from 1 to 256."),
+    "device": (lambda v: isinstance(v, str) and 0 < len(v) <= 32, "A device name such as 'cpu' or 'cuda'."),
+    "isa": (
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) and 0 < len(x) <= 32 for x in v),
+        "A list of instruction-set names such as ['avx2', 'avx512_vnni'].",
+    ),
+    "quantized_engine": (
+        lambda v: v is None or v in QUANTIZED_ENGINES,
+        f"null or one of {list(QUANTIZED_ENGINES)}.",
+    ),
+}
+
+
 def profile_problems(data: Any) -> dict[str, list[str]]:
     """Every problem of a profile given as a dict, by field ({} when valid). Unknown fields are problems."""
     if not isinstance(data, dict):
@@ -100,23 +119,7 @@ def profile_problems(data: Any) -> dict[str, list[str]]:
     for key in data:
         if key not in PROFILE_FIELDS:
             problems[str(key)] = [f"Unknown profile field; expected some of: {', '.join(PROFILE_FIELDS)}."]
-    checks = {
-        "batch_size": (lambda v: _is_int(v, 1) and v <= 4096, "An integer from 1 to 4096."),
-        "batching": (lambda v: v in Batching.__members__.values(), f"One of {[b.value for b in Batching]}."),
-        "padding_side": (lambda v: v in PaddingSide.__members__.values(), "'right' or 'left'."),
-        "max_length": (lambda v: _is_int(v, 2) and v <= 8192, "An integer from 2 to 8192."),
-        "threads": (lambda v: v is None or (_is_int(v, 1) and v <= 256), "null or an integer from 1 to 256."),
-        "device": (lambda v: isinstance(v, str) and 0 < len(v) <= 32, "A device name such as 'cpu' or 'cuda'."),
-        "isa": (
-            lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) and 0 < len(x) <= 32 for x in v),
-            "A list of instruction-set names such as ['avx2', 'avx512_vnni'].",
-        ),
-        "quantized_engine": (
-            lambda v: v is None or v in QUANTIZED_ENGINES,
-            f"null or one of {list(QUANTIZED_ENGINES)}.",
-        ),
-    }
-    for key, (ok, expected) in checks.items():
+    for key, (ok, expected) in PROFILE_CHECKS.items():
         if key in data and not ok(data[key]):
             problems[key] = [f"{expected} Got {data[key]!r}."]
     if data.get("batching") == Batching.SINGLE and "batch_size" in data and data["batch_size"] != 1:
