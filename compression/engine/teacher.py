@@ -172,7 +172,7 @@ def build_reference_teacher(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from compression.engine.common import encode, predict_probs, seeded
-    from compression.engine.training import length_bucketed_batches, only_layers
+    from compression.engine.training import length_bucketed_batches, only_layers, train_top_on_cached
 
     splits = read_hatexplain(data_csv)
     rng = random.Random(seed)
@@ -225,37 +225,21 @@ def build_reference_teacher(
                     cached.append((hidden.clone(), inputs["attention_mask"].clone(), labels[index]))
                     if number % 50 == 0:
                         report("caching_frozen_layers", 0.05 + 0.15 * number / len(fixed))
-            parameters = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01, foreach=False)
-            total = len(fixed) * epochs
-            warmup = max(1, total // 10)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-            )
-            model.train()
-            epoch_losses: list[float] = []
-            step = 0
-            with only_layers(model, top, passthrough=True):
-                for _epoch in range(epochs):
-                    running = 0.0
-                    for position in torch.randperm(len(cached), generator=generator).tolist():
-                        hidden, mask, target = cached[position]
-                        logits = model(inputs_embeds=hidden, attention_mask=mask).logits
-                        loss = torch.nn.functional.cross_entropy(logits, target)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        torch.nn.utils.clip_grad_norm_(parameters, 1.0, foreach=False)
-                        optimizer.step()
-                        scheduler.step()
-                        running += float(loss.detach()) * len(target)
-                        step += 1
-                        if step % 25 == 0:
-                            report("training", round(0.2 + 0.6 * step / total, 4))
-                    epoch_losses.append(round(running / len(train), 6))
+
+            def on_step(step: int, total: int) -> None:
+                if step % 25 == 0 or step == total:
                     report("training", round(0.2 + 0.6 * step / total, 4))
-            model.eval()
-            for parameter in model.parameters():
-                parameter.requires_grad_(True)
+
+            epoch_losses = train_top_on_cached(
+                model,
+                top,
+                cached,
+                epochs=epochs,
+                learning_rate=learning_rate,
+                examples=len(train),
+                generator=generator,
+                on_step=on_step,
+            )
         train_seconds = time.perf_counter() - started
 
         report("evaluating", 0.85)

@@ -38,7 +38,56 @@ def only_layers(model: Any, layers: list[Any], passthrough: bool) -> Iterator[No
         base.embeddings = saved_embeddings
 
 
-__all__ = ["KDConfig", "Passthrough", "train_kd", "length_bucketed_batches", "only_layers"]
+__all__ = ["KDConfig", "Passthrough", "train_kd", "train_top_on_cached", "length_bucketed_batches", "only_layers"]
+
+
+def train_top_on_cached(
+    model: Any,
+    top: list[Any],
+    cached: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    epochs: int,
+    learning_rate: float,
+    examples: int,
+    generator: torch.Generator,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """Train a classifier's ``top`` layers (and whatever else requires grad) on ``cached`` batches of (hidden states
+    of the frozen lower layers, attention mask, labels): AdamW (weight decay 0.01), linear warm-up over the first
+    tenth of the steps then linear decay, gradients clipped at 1.0, batches reshuffled every epoch with
+    ``generator``. ``on_step(step, total)`` after each step; returns each epoch's mean loss over ``examples``.
+    The model is left in eval mode with every parameter requiring grad again."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01, foreach=False)
+    total = len(cached) * epochs
+    warmup = max(1, total // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    model.train()
+    epoch_losses: list[float] = []
+    step = 0
+    with only_layers(model, top, passthrough=True):
+        for _epoch in range(epochs):
+            running = 0.0
+            for position in torch.randperm(len(cached), generator=generator).tolist():
+                hidden, mask, target = cached[position]
+                logits = model(inputs_embeds=hidden, attention_mask=mask).logits
+                loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0, foreach=False)
+                optimizer.step()
+                scheduler.step()
+                running += float(loss.detach()) * len(target)
+                step += 1
+                if on_step is not None:
+                    on_step(step, total)
+            epoch_losses.append(round(running / examples, 6))
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return epoch_losses
 
 
 @dataclass(frozen=True)

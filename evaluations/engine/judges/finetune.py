@@ -19,7 +19,7 @@ import torch
 
 from compression.engine.common import predict_probs, seeded
 from compression.engine.errors import EngineError, EngineErrorCode
-from compression.engine.training import length_bucketed_batches, only_layers
+from compression.engine.training import length_bucketed_batches, only_layers, train_top_on_cached
 from evaluations.engine.judges.data import JUDGE_LABELS, JudgeRow
 
 __all__ = ["Fitted", "TrainedRefusalJudge", "encode_pairs", "fit"]
@@ -140,36 +140,18 @@ def fit(
                 hidden = base(**inputs).last_hidden_state  # the embeddings' output when no layer is frozen
                 cached.append((hidden.clone(), inputs["attention_mask"].clone(), labels[index]))
         progress("training", 0.1)
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=hyper["learning_rate"], weight_decay=0.01, foreach=False)
-        total = len(cached) * hyper["epochs"]
-        warmup = max(1, total // 10)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+        epoch_loss = train_top_on_cached(
+            model,
+            top,
+            cached,
+            epochs=hyper["epochs"],
+            learning_rate=hyper["learning_rate"],
+            examples=len(rows),
+            generator=generator,
+            on_step=lambda step, total: (
+                progress("training", round(0.1 + 0.8 * step / total, 4)) if step % 10 == 0 else None
+            ),
         )
-        model.train()
-        epoch_loss: list[float] = []
-        step = 0
-        with only_layers(model, top, passthrough=True):
-            for _epoch in range(hyper["epochs"]):
-                running = 0.0
-                for position in torch.randperm(len(cached), generator=generator).tolist():
-                    hidden, mask, target = cached[position]
-                    logits = model(inputs_embeds=hidden, attention_mask=mask).logits
-                    loss = torch.nn.functional.cross_entropy(logits, target)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(parameters, 1.0, foreach=False)
-                    optimizer.step()
-                    scheduler.step()
-                    running += float(loss.detach()) * len(target)
-                    step += 1
-                    if step % 10 == 0:
-                        progress("training", round(0.1 + 0.8 * step / total, 4))
-                epoch_loss.append(round(running / len(rows), 6))
-        model.eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
     train_seconds = time.perf_counter() - started
     progress("saving", 0.9)
     model.save_pretrained(str(output_dir), safe_serialization=True)
