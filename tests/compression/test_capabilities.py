@@ -45,16 +45,17 @@ def test_a_worker_with_nothing_recorded_probes_in_process_once(monkeypatch):
 
 
 def test_startup_stores_the_answer_for_this_environment_and_requests_read_it(fresh, monkeypatch):
-    monkeypatch.setattr(capabilities, "probe_all", lambda: {m: False for m in capabilities.OPTIONAL_METHOD_PROBES})
-    assert app_capabilities.capabilities_ensure() == {"int8_weight_only": False}
+    none = {m: False for m in capabilities.OPTIONAL_METHOD_PROBES}  # int8 and int4 weight-only
+    monkeypatch.setattr(capabilities, "probe_all", lambda: none)
+    assert app_capabilities.capabilities_ensure() == none
     stored = json.loads(fresh.read_text())
-    assert stored == {"environment": capabilities.environment(), "methods": {"int8_weight_only": False}}
+    assert stored == {"environment": capabilities.environment(), "methods": none}
     capabilities.forget()
     monkeypatch.setattr(capabilities, "probe_all", _no_subprocess)
     monkeypatch.setattr(subprocess, "run", _no_subprocess)
     app_capabilities.capabilities_load()  # the request path: reads, never probes
     assert capabilities.recorded("int8_weight_only") is False
-    assert app_capabilities.capabilities_ensure() == {"int8_weight_only": False}  # a second start-up reuses it
+    assert app_capabilities.capabilities_ensure() == none  # a second start-up reuses it
 
 
 def test_an_answer_stored_for_another_environment_is_not_used(fresh):
@@ -71,7 +72,8 @@ def test_system_check_warns_when_a_method_cannot_run(monkeypatch):
     from compression.checks import optional_methods
 
     monkeypatch.setattr(capabilities, "probe_all", lambda: {m: False for m in capabilities.OPTIONAL_METHOD_PROBES})
-    assert [w.id for w in optional_methods(None)] == ["compression.W001"]
+    warnings = optional_methods(None)  # one per method that cannot run here
+    assert [w.id for w in warnings] == ["compression.W001"] * len(capabilities.OPTIONAL_METHOD_PROBES)
     capabilities.forget()
     monkeypatch.setattr(app_capabilities, "capabilities_stored", lambda: None)
     monkeypatch.setattr(capabilities, "probe_all", lambda: {"int8_weight_only": True})
