@@ -65,6 +65,17 @@ def tiny_model_dir(tmp_path_factory, data_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests (CI's 2 cores are shared), restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_chat_dir(tmp_path_factory) -> Path:
     """A tiny random chat model (Llama, ChatML template), built once per test session; tests only read it."""

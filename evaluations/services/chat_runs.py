@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from compression.engine.cpu import compute_platform
+from compression.engine.kinds import CHAT_BEHAVIOURS
 from compression.services.artifacts import artifact_path
 from evaluations.models import EvaluationRun, Example, Prediction
 
@@ -137,12 +138,20 @@ def chat_chunk_examples(run: EvaluationRun, lo: int, hi: int) -> list[tuple[int,
     )
 
 
-def chat_group_options(run: EvaluationRun, example_ids: np.ndarray, predicted_class: np.ndarray) -> dict:
-    """The chat metrics' inputs for metrics_by_group, in ``example_ids`` order: complied and degenerate (from
-    the behaviour index, the artifact's labels being compression.engine.kinds.CHAT_BEHAVIOURS), and each
-    reference answer's NLL and token count (0 tokens: no reference)."""
-    from compression.engine.kinds import CHAT_BEHAVIOURS
+def chat_behaviour(predicted_class: np.ndarray) -> dict[str, np.ndarray]:
+    """Whether each answer complied and whether it was degenerate, from the behaviour index (a chat artifact's
+    labels are compression.engine.kinds.CHAT_BEHAVIOURS): what the behaviour metrics and their bootstrap need."""
+    from compression.engine.kinds import CHAT_COMPLIANCE, CHAT_DEGENERATE
 
+    return {
+        "complied": predicted_class == CHAT_BEHAVIOURS.index(CHAT_COMPLIANCE),
+        "degenerate": predicted_class == CHAT_BEHAVIOURS.index(CHAT_DEGENERATE),
+    }
+
+
+def chat_group_options(run: EvaluationRun, example_ids: np.ndarray, predicted_class: np.ndarray) -> dict:
+    """The chat metrics' inputs for metrics_by_group, in ``example_ids`` order: ``chat_behaviour`` and each
+    reference answer's NLL and token count (0 tokens: no reference)."""
     details = dict(Prediction.objects.filter(run=run).values_list("example_id", "details"))
     nll = np.zeros(len(example_ids), dtype=np.float64)
     tokens = np.zeros(len(example_ids), dtype=np.int64)
@@ -150,12 +159,7 @@ def chat_group_options(run: EvaluationRun, example_ids: np.ndarray, predicted_cl
         d = details.get(int(example_id)) or {}
         if d.get("reference_tokens"):
             nll[i], tokens[i] = float(d["reference_nll"]), int(d["reference_tokens"])
-    return {
-        "complied": predicted_class == CHAT_BEHAVIOURS.index("compliance"),
-        "degenerate": predicted_class == CHAT_BEHAVIOURS.index("degenerate"),
-        "reference_nll": nll,
-        "reference_tokens": tokens,
-    }
+    return {**chat_behaviour(predicted_class), "reference_nll": nll, "reference_tokens": tokens}
 
 
 def chat_runtime(timings: list[dict]) -> dict:

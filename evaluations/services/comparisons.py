@@ -21,7 +21,7 @@ from evaluations.models import Comparison, ComparisonStatus, EvaluationRun, Flip
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
-from .chat_runs import chat_group_options, flip_outputs, is_chat, paired_generation_runtime
+from .chat_runs import chat_behaviour, flip_outputs, is_chat, paired_generation_runtime
 from .profiles import config_profile, profile_settings
 from .runs import MIN_SUBGROUP_N, example_arrays, group_masks, run_outputs, stability_summary
 
@@ -88,8 +88,7 @@ def comparison_compute(
     behaviour = {}
     if chat:
         for tag, out in (("b", base), ("c", cand)):
-            opts = chat_group_options(baseline if tag == "b" else candidate, a["example_id"], out["predicted_class"])
-            behaviour[tag] = {"complied": opts["complied"], "degenerate": opts["degenerate"]}
+            behaviour[tag] = chat_behaviour(out["predicted_class"])
     result = paired_bootstrap(
         a["y"],
         ModelScores(base["unsafe_prob"], base["decision"], base["predicted_class"], **behaviour.get("b", {})),
