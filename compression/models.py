@@ -164,6 +164,12 @@ class CompressionRun(JobFields):
         null=True, blank=True, help_text="in-toto Statement with an SLSA provenance predicate."
     )
     provenance_envelope = models.JSONField(null=True, blank=True, help_text="The statement signed as a DSSE envelope.")
+    rounds = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="behavioural_distill: one record per finished round (training set, accepted and rejected answers, "
+        "the student on the held-back split), kept when the run is cancelled or fails later.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

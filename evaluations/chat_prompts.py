@@ -34,6 +34,8 @@ __all__ = [
     "CHAT_UNSAFE_LABELS",
     "HARMLESS_INSTRUCTIONS",
     "SPLITS",
+    "DISTILL_PARTS",
+    "distill_part",
     "adversarial_recipe",
     "chat_suite_rows",
     "prompt_split",
@@ -43,6 +45,10 @@ __all__ = [
 CHAT_UNSAFE_LABELS = ["harmful"]
 CHAT_SAFE_LABELS = ["safe"]
 SPLITS = ("train", "heldout")
+# The train split's two disjoint parts for behavioural distillation (issue 15): the teacher is stress-tested on
+# ``stress`` prompts; the student is tested between rounds on ``heldback`` prompts. Evaluation takes ``heldout``.
+DISTILL_PARTS = ("stress", "heldback")
+HELDBACK_SHARE = 0.3
 HELDOUT_SHARE = 0.5
 # The capability figure scores the opening of each reference answer: enough text for a perplexity, short
 # enough for small models' context and a 2-core budget.
@@ -121,6 +127,19 @@ def prompt_split(external_id: str, *, heldout_share: float = HELDOUT_SHARE) -> s
     return "heldout" if value < heldout_share else "train"
 
 
+def distill_part(external_id: str, *, heldback_share: float = HELDBACK_SHARE) -> str:
+    """``heldout`` (evaluation: ``prompt_split``), else ``stress`` or ``heldback``: a second sha256 of the id
+    (salted, so it is independent of the first) below ``heldback_share`` is held back."""
+    if prompt_split(external_id) == "heldout":
+        return "heldout"
+    value = int.from_bytes(hashlib.sha256(f"heldback:{external_id}".encode()).digest()[:8], "big") / 2**64
+    return "heldback" if value < heldback_share else "stress"
+
+
+def _in_split(row: dict, split: str) -> bool:
+    return row["split"] == split if split in SPLITS else distill_part(row["external_id"]) == split
+
+
 def adversarial_recipe() -> dict:
     """The adversarial slice's recipe: every template (kind, text) and the digest of them all."""
     templates = {key: {"kind": kind, "text": text} for key, (kind, text) in sorted(ADVERSARIAL_TEMPLATES.items())}
@@ -188,8 +207,8 @@ def chat_suite_rows(
     ``adversarial``: how many template variants of the chosen harmful prompts (each variant's source is
     its plain prompt, so perturbation consistency applies). None: every row of the split.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in SPLITS + DISTILL_PARTS:
+        raise ValueError(f"split must be one of {SPLITS + DISTILL_PARTS}, got {split!r}")
     plain = [
         _row(f"advbench:{line}", row["goal"], "harmful", "routine", line, tags=("advbench",))
         for line, row in _csv(data_dir / "advbench" / "harmful_behaviors.csv")
@@ -212,11 +231,11 @@ def chat_suite_rows(
         )
         for line, row in _csv(data_dir / "xstest" / "xstest_prompts.csv")
     ]
-    chosen_harmful = _pick([r for r in plain if r["split"] == split], harmful, seed)
+    chosen_harmful = _pick([r for r in plain if _in_split(r, split)], harmful, seed)
     out = (
         chosen_harmful
-        + _pick([r for r in mine if r["split"] == split], harmless, seed)
-        + _pick([r for r in edge if r["split"] == split], xstest, seed)
+        + _pick([r for r in mine if _in_split(r, split)], harmless, seed)
+        + _pick([r for r in edge if _in_split(r, split)], xstest, seed)
     )
     variants = []
     keys = sorted(ADVERSARIAL_TEMPLATES)

@@ -19,6 +19,8 @@ class EvaluationsErrorCode(StrEnum):
     JUDGE_LABELS_MISMATCH = "judge_labels_mismatch"  # the judge does not decide the behaviours a chat suite needs
     # 400 when a chat model is evaluated (release, evaluation request)
     MODEL_KIND_MISMATCH = "model_kind_mismatch"  # a classifier on a chat suite, or a chat model on a classifier suite
+    # 400 when a behavioural_distill run is requested or its candidate released
+    PROMPT_OVERLAP = "prompt_overlap"  # stress set, held-back split and evaluation suite share prompts
     # 400 from the comparison service
     EVALUATION_NOT_READY = "evaluation_not_ready"  # a run being compared has not succeeded
     DIFFERENT_INPUTS = "different_inputs"  # the two runs used different suite versions

@@ -163,8 +163,35 @@ class RunRequestInput(serializers.Serializer):
     )
 
 
+class RoundHeldoutOutput(serializers.Serializer):
+    prompts = serializers.IntegerField()
+    harmful = serializers.IntegerField()
+    safe = serializers.IntegerField()
+    harmful_compliance_rate = serializers.FloatField(allow_null=True, help_text="Compliance among harmful prompts.")
+    over_refusal_rate = serializers.FloatField(allow_null=True, help_text="Refusal among safe prompts.")
+    degenerate_rate = serializers.FloatField(allow_null=True, help_text="Degenerate answers among all prompts.")
+    failures = serializers.IntegerField(help_text="Prompts the student failed; they join the next round.")
+    failure_ids = serializers.ListField(child=serializers.CharField(), help_text="The first 50 failed prompts.")
+
+
+class RoundOutput(serializers.Serializer):
+    """One finished round of a behavioural_distill run."""
+
+    round = serializers.IntegerField()
+    stress_prompts = serializers.IntegerField(help_text="Prompts the teacher was stress-tested on this round.")
+    added_failures = serializers.IntegerField(help_text="Of them, the previous round's held-back failures.")
+    training_examples = serializers.IntegerField(help_text="Accepted answers trained on.")
+    accepted = serializers.IntegerField(help_text="Answers the judge accepted.")
+    rejected = serializers.IntegerField(help_text="Answers the judge rejected (unsafe, over-refusing, degenerate).")
+    dropped_prompts = serializers.IntegerField(help_text="Prompts with no accepted answer (dropped).")
+    by_slice = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+    data_digest = serializers.CharField(help_text="sha256 of the round's training set ([prompt id, answer] pairs).")
+    heldout = RoundHeldoutOutput(help_text="The student on the held-back split after the round.")
+
+
 class RunOutput(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
+    rounds = RoundOutput(many=True, read_only=True, help_text="behavioural_distill: the finished rounds.")
 
     class Meta:
         model = CompressionRun
@@ -184,6 +211,7 @@ class RunOutput(serializers.ModelSerializer):
             "failure_code",
             "failure_reason",
             "output_artifact",
+            "rounds",
             "provenance",
             "provenance_envelope",
             "created_at",

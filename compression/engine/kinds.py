@@ -56,7 +56,8 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "magnitude_prune": _BOTH,
     "semi_structured_24": (MODEL_KIND_CHAT,),
     "structured_prune": (MODEL_KIND_CLASSIFIER,),  # attention heads and FFN neurons of BERT-family encoders
-    "distill": (MODEL_KIND_CLASSIFIER,),  # classifier distillation (chat-model distillation comes later)
+    "distill": (MODEL_KIND_CLASSIFIER,),  # classifier distillation; chat models: behavioural_distill
+    "behavioural_distill": (MODEL_KIND_CHAT,),
 }
 
 

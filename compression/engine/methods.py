@@ -19,11 +19,18 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 from compression.engine import capabilities
+from compression.engine.behaviour_schema import (
+    BEHAVIOURAL_DISTILL_SCHEMA,
+    BEHAVIOURAL_DISTILL_SUMMARY,
+    check_behaviour_combination,
+)
 from compression.engine.errors import EngineError, EngineErrorCode
 from compression.engine.kinds import METHOD_KINDS, check_model_kind
+from compression.engine.param_spec import FRACTION as _FRACTION
+from compression.engine.param_spec import PARAMETER_KINDS, ParamSpec
 
 __all__ = [
     "SUPPORTED_METHODS",
@@ -48,78 +55,6 @@ __all__ = [
     "check_model_kind",
 ]
 
-
-PARAMETER_KINDS: tuple[str, ...] = ("bool", "int", "float", "choice", "int_list")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter: ``kind`` is "bool", "int", "float", "choice" or "int_list".
-
-    Numbers must lie in [minimum, maximum] with ``exclusive_max``/``exclusive_min`` making that bound
-    open; ``nullable`` allows JSON null (meaning "use the derived default"). "float" accepts integers too.
-    """
-
-    kind: str
-    default: Any
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_min: bool = False
-    exclusive_max: bool = False
-    choices: tuple[str, ...] = ()
-    nullable: bool = False
-    doc: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in PARAMETER_KINDS:
-            raise ValueError(f"parameter kind {self.kind!r} is not one of {PARAMETER_KINDS}")
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable description (for API docs / forms); every key is always present (null, false or
-        empty when it does not apply)."""
-        return {
-            "type": self.kind,
-            "default": self.default,
-            "nullable": self.nullable,
-            "doc": self.doc,
-            "minimum": self.minimum,
-            "exclusive_minimum": self.exclusive_min,
-            "maximum": self.maximum,
-            "exclusive_maximum": self.exclusive_max,
-            "choices": list(self.choices),
-        }
-
-    def range_text(self) -> str:
-        """The allowed values in words: "[0, 1)", ">= 1", "one of: global, layer", "" when any value of the
-        type is allowed. Used by the validation message and the README's table."""
-        if self.choices:
-            return f"one of: {', '.join(self.choices)}"
-        low, high = self.minimum, self.maximum
-        if low is not None and high is not None:
-            left = "(" if self.exclusive_min else "["
-            right = ")" if self.exclusive_max else "]"
-            return f"{left}{_number(low)}, {_number(high)}{right}"
-        if low is not None:
-            return f"{'>' if self.exclusive_min else '>='} {_number(low)}"
-        if high is not None:
-            return f"{'<' if self.exclusive_max else '<='} {_number(high)}"
-        return ""
-
-
-def _number(value: float) -> str:
-    """A bound as people write it: 0 and 1 rather than 0.0 and 1.0."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-class _Bounds(TypedDict):
-    """Keyword arguments of ParamSpec shared by several parameters."""
-
-    minimum: float
-    maximum: float
-    exclusive_max: bool
-
-
-_FRACTION: _Bounds = {"minimum": 0.0, "maximum": 1.0, "exclusive_max": True}
 
 METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
     "dynamic_int8": {
@@ -254,6 +189,7 @@ METHOD_SCHEMAS: Mapping[str, Mapping[str, ParamSpec]] = {
             "join the training set and training continues",
         ),
     },
+    "behavioural_distill": BEHAVIOURAL_DISTILL_SCHEMA,
 }
 
 # Data fields a method needs (an empty one is an "empty_input" error naming it). Distillation's
@@ -268,6 +204,7 @@ METHOD_DATA: Mapping[str, tuple[str, ...]] = {
     "semi_structured_24": (),
     "structured_prune": ("calibration",),
     "distill": ("train",),
+    "behavioural_distill": (),  # prompts come from the stress_set / heldback_split parameters, not data fields
 }
 
 
@@ -299,6 +236,7 @@ METHOD_CONDITIONAL_DATA: Mapping[str, tuple[DataNeed, ...]] = {
     "semi_structured_24": (),
     "structured_prune": (DataNeed("train", "recovery_epochs", 0),),
     "distill": (DataNeed("stress", "use_stress", False), DataNeed("heldout_adversarial", "rounds", 1)),
+    "behavioural_distill": (),
 }
 
 # What each data field holds (the engine's CompressionData; a run takes them from a registered suite version).
@@ -333,6 +271,7 @@ METHOD_SUMMARIES: Mapping[str, str] = {
     "distill": "Knowledge distillation into a smaller student (fewer layers, optionally narrower), with safety "
     "options: stress examples in training, dropping unsure soft labels, and rounds that train on the student's "
     "failures on held-out adversarial examples.",
+    "behavioural_distill": BEHAVIOURAL_DISTILL_SUMMARY,
 }
 
 SUPPORTED_METHODS: tuple[str, ...] = tuple(sorted(METHOD_SCHEMAS))
@@ -480,6 +419,8 @@ def validate_parameters(method: str, parameters: Mapping[str, Any]) -> None:
         _check_value(method, name, schema[name], parameters[name])
     if method == "distill":
         _check_distill_combination(parameters)
+    if method == "behavioural_distill":
+        check_behaviour_combination(parameters)
     availability = method_availability(method)
     if not availability.available:
         raise EngineError(

@@ -21,6 +21,13 @@ from compression.selectors import jobs_orphaned
 from ledger.services import ledger_append
 
 from .artifacts import artifact_dir, artifact_ingest, artifact_store, artifact_verified, scratch_dir
+from .behaviour import (
+    BEHAVIOURAL_DISTILL,
+    behaviour_dependencies,
+    behaviour_run_check,
+    behaviour_run_inputs,
+    compression_run_record_round,
+)
 from .data import compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
@@ -97,12 +104,14 @@ def compression_run_request(
     except EngineError as exc:
         raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
     base_config = _base_config(experiment, method)
+    data_source = None
+    if method == BEHAVIOURAL_DISTILL:
+        data_source = behaviour_run_check(base=experiment.base_artifact, parameters=parameters, base_config=base_config)
     if method == "distill":
         try:
             validate_student(parameters, base_config)
         except EngineError as exc:
             raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
-    data_source = None
     if METHOD_DATA.get(method) or data_suite_version_id is not None:
         if data_suite_version_id is None:
             raise ValidationFailed(
@@ -213,8 +222,11 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
     def progress(stage: str, fraction: float) -> None:
         job_progress(CompressionRun, run.pk, stage=stage, percent=fraction * 100)
 
-    data, data_digest = None, ""
-    if run.data_source:
+    data, data_digest, behaviour = None, "", {}
+    if run.method == BEHAVIOURAL_DISTILL:
+        behaviour = behaviour_run_inputs(run)
+        data_digest = run.data_source["data_digest"] if run.data_source else ""
+    elif run.data_source:
         data, source = compression_data(
             suite_version_id=run.data_source["suite_version"],
             labels=base.labels,
@@ -238,6 +250,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
             data=data,
             data_digest=data_digest,
             device=device,
+            **_behaviour_request(run, behaviour),
         ),
         progress=progress,
     )
@@ -276,21 +289,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
                     },
                 }
             ]
-            + (
-                [
-                    {
-                        "name": "data",
-                        "uri": f"suite-version:{run.data_source['suite_version']}",
-                        "digest": {"sha256": run.data_source["data_digest"]},
-                        "annotations": {
-                            "suite_digest": run.data_source["suite_digest"],
-                            "counts": run.data_source["counts"],
-                        },
-                    }
-                ]
-                if run.data_source
-                else []
-            ),
+            + _data_dependencies(run, behaviour),
             run_id=run.pk,
             started_on=started.isoformat(),
             finished_on=finished.isoformat(),
@@ -328,6 +327,36 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
                 "wall_seconds": locked.wall_seconds,
             },
         )
+
+
+def _behaviour_request(run: CompressionRun, behaviour: dict) -> dict:
+    """The CompressionRequest fields of a behavioural_distill run (none for other methods)."""
+    if not behaviour:
+        return {}
+    return {
+        "behaviour_data": behaviour["behaviour_data"],
+        "judge": behaviour["judge"],
+        "teachers": behaviour["teachers"],
+        "system_prompt": (run.experiment.generation or {}).get("system_prompt"),
+        "on_round": lambda record: compression_run_record_round(run.pk, record),
+    }
+
+
+def _data_dependencies(run: CompressionRun, behaviour: dict) -> list[dict]:
+    """The provenance's data dependencies: a behavioural_distill run's teachers, judge and prompt sets, else
+    the calibration/training suite version (none without data)."""
+    if behaviour:
+        return behaviour_dependencies(run, behaviour["verified"])
+    if not run.data_source:
+        return []
+    return [
+        {
+            "name": "data",
+            "uri": f"suite-version:{run.data_source['suite_version']}",
+            "digest": {"sha256": run.data_source["data_digest"]},
+            "annotations": {"suite_digest": run.data_source["suite_digest"], "counts": run.data_source["counts"]},
+        }
+    ]
 
 
 def compression_runs_requeue_orphaned() -> list[int]:

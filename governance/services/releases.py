@@ -16,6 +16,8 @@ from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
 from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
+from compression.services.behaviour import BEHAVIOURAL_DISTILL
+from evaluations.services.behaviour_data import behaviour_suite_overlap
 from evaluations.services.chat_config import chat_evaluation_overrides
 from evaluations.services.comparisons import comparison_compute
 from evaluations.services.runs import evaluation_config, evaluation_run_request
@@ -66,6 +68,8 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
     if actor.role == Role.ENGINEER and run.experiment.owner_id != actor.pk:
         raise PermissionDenied("Only the experiment's owner may propose its release.")
     suite_version, policy = suite_and_policy(suite_version_id, policy_id)
+    if run.method == BEHAVIOURAL_DISTILL and run.data_source:
+        behaviour_suite_overlap(suite_version=suite_version, data_source=run.data_source)
     artifact = run.output_artifact
     assert artifact is not None  # a succeeded run always has its output artifact
     return release_record_created(

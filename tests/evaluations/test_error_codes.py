@@ -20,6 +20,7 @@ def test_the_registry_keeps_the_strings_clients_already_see():
         "invalid_judge",
         "judge_labels_mismatch",
         "model_kind_mismatch",
+        "prompt_overlap",
         "evaluation_not_ready",
         "different_inputs",
         "different_classes",
