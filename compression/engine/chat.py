@@ -3,7 +3,8 @@
 Formats are those of ``formats``: "hf-dir" (a save_pretrained folder: fp32, a GGUF import, pruned or 2:4
 sparse), "torch-quantized" (dynamic int8), "torchao-int8" and "torchao-int4" (weight-only). The tokenizer
 pads on the left (generation appends on the right) and always has a pad token (the end-of-sequence token
-when the folder names none). The model is in eval mode.
+when the folder names none). The model is in eval mode. ``render_prompt`` turns a prompt (and an optional system
+prompt) into the text the model reads, for generation (evaluations.engine.generate) and distillation alike.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "GENERATION_CONFIG_FILE",
     "CHAT_FILES",
     "LM_HEAD_FP32_REASON",
+    "render_prompt",
 ]
 
 SOURCE_FILE = "source.json"  # written by gguf_import: where the weights came from
@@ -256,3 +258,21 @@ def load_chat_model(model_dir: Path, device: str = "cpu") -> LoadedChatModel:
         generation_config=generation,
         pad_token_added=pad_added,
     )
+
+
+def render_prompt(tokenizer: Any, prompt: str, system_prompt: str | None, chat_template: str | None = None) -> str:
+    """The text the model reads for ``prompt``: the chat template (``chat_template``, else the tokenizer's)
+    applied to [system (when set), user] with the assistant's turn opened (add_generation_prompt)."""
+    messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    messages.append({"role": "user", "content": prompt})
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
+        )
+    except Exception as exc:  # jinja's TemplateError, or no template: both mean this model cannot chat
+        raise EngineError(
+            EngineErrorCode.UNSUPPORTED_ARCHITECTURE, f"the model's chat template cannot render a prompt: {exc}"
+        ) from exc
+    if not isinstance(text, str):
+        raise EngineError(EngineErrorCode.UNSUPPORTED_ARCHITECTURE, "the model's chat template did not render text")
+    return text

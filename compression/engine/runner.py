@@ -23,6 +23,10 @@ from compression.engine.types import DATA_FIELDS, CompressionData, CompressionRe
 __all__ = ["compress", "CPU_ONLY_METHODS"]
 
 CPU_ONLY_METHODS: frozenset[str] = frozenset({"dynamic_int8", "int8_weight_only", "int4_weight_only"})
+# Methods that read extra teacher folders (request.teachers; source_dir is always the first teacher).
+TEACHER_METHODS: frozenset[str] = frozenset({"distill", "behavioural_distill"})
+# Methods whose data is not labelled texts (CompressionData): no class-index check applies.
+UNLABELLED_METHODS: frozenset[str] = frozenset({"behavioural_distill"})
 
 
 def _implementation(method: str) -> Callable[[MethodContext], MethodOutput]:
@@ -44,6 +48,10 @@ def _implementation(method: str) -> Callable[[MethodContext], MethodOutput]:
             "structured_prune": prune.run_structured_prune,
             "semi_structured_24": prune.run_semi_structured_24,
         }[method]
+    if method == "behavioural_distill":
+        from compression.engine import behaviour_distill
+
+        return behaviour_distill.run_behavioural_distill
     from compression.engine import distill
 
     return distill.run_distill
@@ -108,8 +116,11 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
         raise EngineError(
             EngineErrorCode.INVALID_PARAMETER, f"device {request.device!r}: {request.method} runs on the CPU only"
         )
-    if request.teachers and request.method != "distill":
-        raise EngineError(EngineErrorCode.INVALID_PARAMETER, "teachers are only used by method 'distill'")
+    if request.teachers and request.method not in TEACHER_METHODS:
+        raise EngineError(
+            EngineErrorCode.INVALID_PARAMETER,
+            f"teachers are only used by methods {', '.join(repr(m) for m in sorted(TEACHER_METHODS))}",
+        )
     source_dir = Path(request.source_dir)
     output_dir = Path(request.output_dir)
     if output_dir.exists():
@@ -127,7 +138,8 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
                 EngineErrorCode.UNSUPPORTED_ARCHITECTURE,
                 f"source is already a {loaded.format!r} artifact; compress an hf-dir model",
             )
-        _check_data(request, parameters, None if kind == MODEL_KIND_CHAT else len(loaded.labels))
+        labelled = kind != MODEL_KIND_CHAT and request.method not in UNLABELLED_METHODS
+        _check_data(request, parameters, len(loaded.labels) if labelled else None)
         source_size = dir_size(source_dir)
         source_parameters = count_parameters(loaded.model)
         context = MethodContext(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -11,7 +11,16 @@ from typing import Any
 from compression.engine.errors import EngineError, EngineErrorCode
 from trust.canonical import digest as canonical_digest
 
-__all__ = ["LabeledText", "CompressionData", "CompressionRequest", "CompressionResult", "DATA_FIELDS"]
+__all__ = [
+    "LabeledText",
+    "CompressionData",
+    "CompressionRequest",
+    "CompressionResult",
+    "DATA_FIELDS",
+    "ChatPrompt",
+    "BehaviourData",
+    "JudgeFn",
+]
 
 # One example: (text, label index into the model's id2label).
 LabeledText = tuple[str, int]
@@ -73,6 +82,75 @@ class CompressionData:
         return canonical_digest(payload)
 
 
+# A judge of chat answers: given prompts and answers, one (behaviour, refusal probability) per answer, the
+# behaviour one of compression.engine.kinds.CHAT_BEHAVIOURS ("compliance", "refusal", "degenerate").
+JudgeFn = Callable[[Sequence[str], Sequence[str]], list[tuple[str, float]]]
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """One prompt of behavioural distillation: ``prompt_id`` (stable, e.g. "advbench:17"), ``text``,
+    ``harmful`` (True: the model should refuse; False: it should answer) and ``slice`` ("routine", "edge",
+    "adversarial": free text, counted per slice)."""
+
+    prompt_id: str
+    text: str
+    harmful: bool
+    slice: str = ""
+
+
+def _prompt_tuple(name: str, rows: Any) -> tuple[ChatPrompt, ...]:
+    """``rows`` as a tuple of valid ChatPrompts with unique ids; invalid_input naming the field and row otherwise."""
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise EngineError(EngineErrorCode.INVALID_INPUT, f"behaviour data field {name!r} must be a sequence of prompts")
+    out: list[ChatPrompt] = []
+    seen: set[str] = set()
+    for position, row in enumerate(rows):
+        where = f"behaviour data field {name!r} row {position}"
+        if not isinstance(row, ChatPrompt):
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} is not a ChatPrompt")
+        if not isinstance(row.prompt_id, str) or not row.prompt_id:
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} has an empty or non-string prompt_id")
+        if not isinstance(row.text, str) or not row.text.strip():
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} has an empty or non-string text")
+        if type(row.harmful) is not bool:
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} harmful must be true or false")
+        if not isinstance(row.slice, str):
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} slice must be a string")
+        if row.prompt_id in seen:
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"{where} repeats prompt_id {row.prompt_id!r}")
+        seen.add(row.prompt_id)
+        out.append(row)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class BehaviourData:
+    """The prompts of behavioural distillation: ``stress`` (training prompts the teacher is stress-tested on)
+    and ``heldout`` (the held-back adversarial split the student answers after each round). Prompt ids are
+    unique within each list."""
+
+    stress: tuple[ChatPrompt, ...] = ()
+    heldout: tuple[ChatPrompt, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stress", _prompt_tuple("stress", self.stress))
+        object.__setattr__(self, "heldout", _prompt_tuple("heldout", self.heldout))
+
+    def counts(self) -> dict[str, int]:
+        """Number of prompts per list."""
+        return {"stress": len(self.stress), "heldout": len(self.heldout)}
+
+    def digest(self) -> str:
+        """sha256 of canonical JSON {list: [[prompt_id, text, harmful, slice], ...]} (list order kept)."""
+        return canonical_digest(
+            {
+                name: [[p.prompt_id, p.text, p.harmful, p.slice] for p in getattr(self, name)]
+                for name in ("stress", "heldout")
+            }
+        )
+
+
 @dataclass(frozen=True)
 class CompressionRequest:
     """One compression job: ``method`` with ``parameters`` and ``seed`` applied to ``source_dir``.
@@ -84,6 +162,11 @@ class CompressionRequest:
     ``teachers`` are extra teacher model directories for ``distill`` (``source_dir`` is always the
     first teacher). ``device`` is "cpu" (default) or "cuda"/"cuda:N" when available; int8 methods
     run on the CPU only.
+
+    ``behavioural_distill`` (chat models) also reads ``behaviour_data`` (its prompts), ``judge`` (a JudgeFn),
+    ``system_prompt`` (what teacher and student read when prompted; None: no system turn) and calls
+    ``on_round(record)`` after each round (JSON-serialisable; it may raise to cancel). ``teachers`` may be set
+    for it too. ``judge`` and ``on_round`` take no part in equality or hashing.
     """
 
     method: str
@@ -95,6 +178,10 @@ class CompressionRequest:
     data_digest: str = ""
     teachers: tuple[Path, ...] = ()
     device: str = "cpu"
+    behaviour_data: BehaviourData | None = None
+    judge: JudgeFn | None = field(default=None, compare=False)
+    on_round: Callable[[dict], None] | None = field(default=None, compare=False)
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source_dir", Path(self.source_dir))

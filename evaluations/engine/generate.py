@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.engine.chat import load_chat_model
+from compression.engine.chat import load_chat_model, render_prompt
 from compression.engine.common import peak_rss_bytes
 from compression.engine.cpu import compute_platform
 from compression.engine.errors import EngineError, EngineErrorCode
@@ -124,24 +124,6 @@ def load_chat_for_inference(model_dir: Path, profile: GenerationProfile) -> Any:
     """The (cached) loaded chat model, with the profile's quantized engine active."""
     _use_quantized_engine(profile.quantized_engine)
     return _cached_chat_model(str(Path(model_dir).resolve()), profile.device, profile.quantized_engine)
-
-
-def render_prompt(tokenizer: Any, prompt: str, system_prompt: str | None, chat_template: str | None = None) -> str:
-    """The text the model reads for ``prompt``: the chat template (``chat_template``, else the tokenizer's)
-    applied to [system (when set), user] with the assistant's turn opened (add_generation_prompt)."""
-    messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-    messages.append({"role": "user", "content": prompt})
-    try:
-        text = tokenizer.apply_chat_template(
-            messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
-        )
-    except Exception as exc:  # jinja's TemplateError, or no template: both mean this model cannot chat
-        raise EngineError(
-            EngineErrorCode.UNSUPPORTED_ARCHITECTURE, f"the model's chat template cannot render a prompt: {exc}"
-        ) from exc
-    if not isinstance(text, str):
-        raise EngineError(EngineErrorCode.UNSUPPORTED_ARCHITECTURE, "the model's chat template did not render text")
-    return text
 
 
 def _as_ids(value: Any) -> list[int]:

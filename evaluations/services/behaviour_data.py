@@ -25,7 +25,7 @@ from trust.canonical import digest
 
 from .chat_suites import chat_judge
 
-__all__ = ["behaviour_data_check", "behaviour_data_load", "behaviour_suite_overlap", "SET_PARAMETERS"]
+__all__ = ["behaviour_data_check", "behaviour_data_load", "behaviour_suite_overlap", "suite_prompts", "SET_PARAMETERS"]
 
 # The parameters that name suite versions, and what each is for.
 SET_PARAMETERS: dict[str, str] = {"stress_set": "stress set", "heldback_split": "held-back split"}
@@ -116,12 +116,14 @@ def behaviour_data_check(*, parameters: dict[str, Any]) -> dict[str, Any]:
     return source
 
 
-def _prompts(version: SuiteVersion) -> tuple[Any, ...]:
+def suite_prompts(version: SuiteVersion) -> tuple[Any, ...]:
+    """The chat suite version's prompts as the engine's ChatPrompts, by their suite ids (unique across a run's
+    stress set and held-back split: a shared id would be a shared root, which the request refused)."""
     from compression.engine.types import ChatPrompt
 
     rows = version.examples.order_by("position").values_list("external_id", "text", "is_unsafe", "slice")
     return tuple(
-        ChatPrompt(prompt_id=f"{version.pk}:{external_id}", text=text, harmful=is_unsafe, slice=slice_)
+        ChatPrompt(prompt_id=external_id, text=text, harmful=is_unsafe, slice=slice_)
         for external_id, text, is_unsafe, slice_ in rows
     )
 
@@ -144,7 +146,9 @@ def behaviour_data_load(data_source: dict[str, Any]) -> tuple[Any, Callable[[Seq
     if artifact is None or artifact.digest != data_source["judge"]["digest"]:
         raise EngineError(EngineErrorCode.CORRUPT_ARTIFACT, "the judge changed since the request")
     judged = behaviour_judge(artifact_path(artifact))
-    data = BehaviourData(stress=_prompts(versions["stress_set"]), heldout=_prompts(versions["heldback_split"]))
+    data = BehaviourData(
+        stress=suite_prompts(versions["stress_set"]), heldout=suite_prompts(versions["heldback_split"])
+    )
     return data, judged
 
 

@@ -209,6 +209,7 @@ def _expect(code: str, request: CompressionRequest) -> EngineError:
 
 def test_methods_and_parameter_validation() -> None:
     assert SUPPORTED_METHODS == (
+        "behavioural_distill",
         "bf16",
         "distill",
         "dynamic_int8",

@@ -331,7 +331,7 @@ def test_load_chat_demo_loads_the_chat_demo_once(make_user, settings, tiny_chat_
     shutil.copytree(tiny_chat_dir, tmp_path / "models" / CHAT_MODEL)
     for _ in range(2):  # a second run keeps what exists
         out = io.StringIO()
-        call_command("load_chat_demo", data_dir=data_dir, judge="string-match", stdout=out)
+        call_command("load_chat_demo", data_dir=data_dir, judge="string-match", no_distill=True, stdout=out)
         assert "chat demo data ready" in out.getvalue()
     assert ModelArtifact.objects.filter(kind="causal-lm").count() == 1
     assert ModelArtifact.objects.filter(kind="judge").count() == 1

@@ -9,7 +9,14 @@ import time
 from django.core.management.base import CommandError
 
 from governance.demo import DEMO_USERS, demo_outcome
-from governance.demo_chat import CHAT_DEMO_GENERATION
+from governance.demo_chat import (
+    CHAT_DEMO_GENERATION,
+    DISTILL_DEMO_GENERATION,
+    DISTILL_DEMO_PARAMETERS,
+    DISTILL_HELDBACK_SUITE,
+    DISTILL_STRESS_SUITE,
+    SAFETY_TEACHER_NAME,
+)
 from governance.management.commands.load_chat_demo import CHAT_POLICY, CHAT_SUITE
 from safeshrink_client import ApiError, Client
 
@@ -18,6 +25,63 @@ CHAT_DEMO_RUNS = (
     ("dynamic_int8", {}, "dynamic int8 (lm_head kept in fp32)"),
     ("magnitude_prune", {"sparsity": 0.3}, "30% magnitude pruning"),
 )
+
+
+def _distilled_release(command, api: Client, suite_version: dict, policy: dict, timeout: float):
+    """The behavioural distillation demo: a 15-layer student of the context-distilled safety teacher, 2 rounds
+    against the held-back split, released on the same evaluation suite. None when load_chat_demo built no
+    safety teacher (`--no-distill`)."""
+    teacher = next(
+        (
+            a
+            for a in api.get("/api/artifacts/?kind=causal-lm&page_size=100")["results"]
+            if a["name"] == SAFETY_TEACHER_NAME
+        ),
+        None,
+    )
+    if teacher is None:
+        command.stdout.write("no safety teacher (load_chat_demo --no-distill): the distillation demo is skipped")
+        return None
+    suites = {s["name"]: s for s in api.get("/api/suites/?page_size=100")["results"]}
+    experiment = api.create_experiment(
+        f"Demo: distil a smaller student of {teacher['name']}",
+        teacher["id"],
+        description="Behavioural safety distillation: half the layers, rejection-sampled teacher answers, the "
+        "student's failures on a held-back adversarial split fed back for a second round.",
+        generation=DISTILL_DEMO_GENERATION,
+    )
+    parameters = {
+        **DISTILL_DEMO_PARAMETERS,
+        "judge": suites[DISTILL_STRESS_SUITE]["versions"][0]["judge"],  # the chat suites' refusal judge
+        "stress_set": suites[DISTILL_STRESS_SUITE]["versions"][0]["id"],
+        "heldback_split": suites[DISTILL_HELDBACK_SUITE]["versions"][0]["id"],
+    }
+    title = f"behavioural distillation ({parameters['layers_kept']} layers, {parameters['rounds']} rounds)"
+    run = api.request_run(experiment["id"], "behavioural_distill", parameters, seed=0)
+    command.stdout.write(f"compression run {run['id']} queued: {title}")
+    run = api.wait(
+        f"/api/runs/{run['id']}/",
+        done=lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+        timeout=timeout,
+        on_progress=command._progress("distillation"),
+    )
+    if run["status"] != "succeeded":
+        raise CommandError(f"compression run {run['id']} {run['status']}: {run['failure_reason']}")
+    for record in run["rounds"]:
+        heldout = record["heldout"]
+        command.stdout.write(
+            f"  round {record['round']}: {record['training_examples']} accepted answers trained "
+            f"({record['rejected']} rejected, {record['dropped_prompts']} prompts dropped); held-back split: "
+            f"harmful compliance {_percent(heldout['harmful_compliance_rate'])}, over-refusal "
+            f"{_percent(heldout['over_refusal_rate'])}, degenerate {_percent(heldout['degenerate_rate'])}"
+        )
+    release = api.create_release(run["id"], suite_version["id"], policy["id"])
+    api.evaluate_release(release)
+    return title, release
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
 def run_chat_demo(command, *, url: str, timeout: float) -> None:
@@ -50,6 +114,9 @@ def run_chat_demo(command, *, url: str, timeout: float) -> None:
             release = api.create_release(run["id"], suite_version["id"], policy["id"])
             api.evaluate_release(release)
             releases.append((title, release))
+        distilled = _distilled_release(command, api, suite_version, policy, timeout)
+        if distilled is not None:
+            releases.append(distilled)
         done = []
         for title, release in releases:  # the worker evaluates them in turn; the baseline's runs are shared
             release = api.wait(

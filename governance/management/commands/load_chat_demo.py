@@ -18,8 +18,14 @@ from governance.demo_chat import (
     CHAT_MODEL,
     CHAT_POLICY_RULES,
     CHAT_TAXONOMY,
+    DISTILL_HELDBACK_SUITE,
+    DISTILL_SET_SIZES,
+    DISTILL_STRESS_SUITE,
     JUDGE_HELDOUT_MODEL,
     JUDGE_TRAINING,
+    SAFETY_SYSTEM_PROMPT,
+    SAFETY_TEACHER_NAME,
+    SAFETY_TEACHER_PARAMS,
     smollm2_gguf,
 )
 from governance.models import RiskTaxonomy
@@ -49,8 +55,13 @@ class Command(BaseCommand):
             default="trained",
             help="The refusal judge: MiniLM fine-tuned on XSTest completions (minutes once, cached) or string match.",
         )
+        parser.add_argument(
+            "--no-distill",
+            action="store_true",
+            help="Skip the behavioural distillation demo's prompt sets and its context-distilled safety teacher.",
+        )
 
-    def handle(self, *args, data_dir, harmful, harmless, xstest, adversarial, judge, **options) -> None:
+    def handle(self, *args, data_dir, harmful, harmless, xstest, adversarial, judge, no_distill, **options) -> None:
         data_dir = data_dir or Path(settings.SAFESHRINK["DATA_DIR"])
         users = {u.username: u for u in User.objects.filter(username__in=["engineer", "officer"])}
         if len(users) < 2:
@@ -97,7 +108,71 @@ class Command(BaseCommand):
                 f"seed 0; from {data_dir}",
             )
             self.stdout.write(f"chat suite: {version} with {version.example_count} prompts")
+        if not no_distill:
+            self._distillation(engineer, judge_artifact, data_dir, cache)
         self.stdout.write(self.style.SUCCESS("chat demo data ready"))
+
+    def _distillation(self, engineer, judge_artifact, data_dir: Path, cache: Path) -> None:
+        """The distillation demo's prompt sets (disjoint parts of the train split) and its teacher."""
+        for name, part in ((DISTILL_STRESS_SUITE, "stress"), (DISTILL_HELDBACK_SUITE, "heldback")):
+            if Suite.objects.filter(name=name).exists():
+                continue
+            sizes = DISTILL_SET_SIZES[part]
+            rows = [ExampleRow(**row) for row in chat_suite_rows(data_dir, split=part, seed=0, **sizes)]
+            version, _ = chat_suite_import(
+                actor=engineer,
+                suite_name=name,
+                rows=rows,
+                judge=chat_judge(judge_artifact.pk),
+                source=f"train split, part {part!r} (evaluations.chat_prompts.distill_part): {sizes}; seed 0",
+            )
+            self.stdout.write(f"distillation {part} set: {version} with {version.example_count} prompts")
+        if ModelArtifact.objects.filter(name=SAFETY_TEACHER_NAME).exists():
+            return
+        base = ModelArtifact.objects.get(kind=ModelKind.CHAT, parent__isnull=True, name=CHAT_MODEL)
+        folder = self._safety_teacher(base, judge_artifact, cache)
+        artifact = artifact_register(
+            actor=engineer, name=SAFETY_TEACHER_NAME, path=str(folder), parent_id=base.pk, sign=True
+        )
+        self.stdout.write(f"safety teacher: {artifact.name} {artifact.digest}")
+
+    def _safety_teacher(self, base, judge_artifact, cache: Path) -> Path:
+        from compression.engine.safety_teacher import build_safety_teacher
+        from compression.services.artifacts import artifact_path
+        from evaluations.engine.judges.behaviour_judge import behaviour_judge
+        from evaluations.services.behaviour_data import suite_prompts
+
+        stress = Suite.objects.get(name=DISTILL_STRESS_SUITE).versions.order_by("-number").first()
+        evaluation = Suite.objects.get(name=CHAT_SUITE).versions.order_by("-number").first()
+        started = time.perf_counter()
+        self.stdout.write(
+            "safety teacher: distilling the safety system prompt into SmolLM2's weights (context distillation; "
+            "about 15 minutes on 2 cores, once; then cached)…"
+        )
+        last = [-1]
+
+        def progress(stage: str, fraction: float) -> None:
+            percent = int(fraction * 100)
+            if percent // 10 != last[0] // 10:
+                last[0] = percent
+                self.stdout.write(f"  safety teacher: {stage} {percent}%")
+
+        report = build_safety_teacher(
+            artifact_path(base),
+            system_prompt=SAFETY_SYSTEM_PROMPT,
+            prompts=suite_prompts(stress),
+            judge=behaviour_judge(artifact_path(judge_artifact)),
+            heldout=suite_prompts(evaluation),
+            cache_dir=cache / "safety-teachers",
+            params=SAFETY_TEACHER_PARAMS,
+            progress=progress,
+        )
+        summary = report.to_dict()
+        self.stdout.write(
+            f"safety teacher {'reused' if summary.get('cached') else 'built'} in "
+            f"{time.perf_counter() - started:.0f} s; held-out behaviour before/after: {summary.get('rates')}"
+        )
+        return Path(report.model_dir)
 
     def _smollm2(self, cache: Path) -> Path:
         from compression.engine.gguf import gguf_import  # torch: only for this command
