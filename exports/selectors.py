@@ -263,6 +263,10 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "wall_seconds": run.wall_seconds,
             "provenance": run.provenance,
             "provenance_envelope": run.provenance_envelope,
+            # What the run was given (suite versions, teachers, judge, with digests) and, for behavioural_distill,
+            # every finished round: the dossier draws them.
+            "data_source": run.data_source,
+            "rounds": run.rounds,
         },
         "candidate_source": candidate_source(release),
         "candidates": _candidates(release),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, web_tracking
+from . import views, web_runs, web_tracking
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -12,7 +12,8 @@ urlpatterns = [
     path("reviews/<int:pk>/", views.review_detail, name="review"),
     path("taxonomy/", views.taxonomy_page, name="taxonomy"),
     path("policies/", views.policies_page, name="policies"),
-    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("runs/<int:pk>/", web_runs.run_detail, name="run"),
+    path("runs/<int:pk>/release/", web_runs.run_release, name="run-release"),
     path("external-runs/", web_tracking.external_run_list, name="external-runs"),
     path("external-runs/<int:pk>/", web_tracking.external_run_detail, name="external-run"),
     path("external-runs/<int:pk>/release/", web_tracking.external_run_release, name="external-run-release"),

@@ -21,6 +21,7 @@ from evaluations.services.profiles import config_profile
 from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.charts import delta_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
+from governance.rounds import distill_section
 from governance.selectors import (
     escalations_visible_to,
     mitigations_for,
@@ -217,7 +218,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         object_id=pk,
         read=lambda: get_object_or_404(
             releases_visible_to(request.user).select_related(
-                "comparison", "policy", "baseline_evaluation", "candidate_evaluation"
+                "comparison", "policy", "baseline_evaluation", "candidate_evaluation", "compression_run"
             ),
             pk=pk,
         ),
@@ -235,6 +236,10 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         flips = Paginator(selected, 20).get_page(request.GET.get("page"))
     groups = (release.comparison.results or {}).get("groups", {}) if release.comparison else {}
     allowed = release_allowed_decisions(release, request.user)
+    run = release.compression_run
+    distill = _distill(run) if run is not None else None
+    if run is not None and distill is not None:
+        distill["run_visible"] = runs_visible_to(request.user).filter(pk=run.pk).exists()
     return render(
         request,
         "governance/release.html",
@@ -242,6 +247,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         context={
             "release": release,
             "external": external_run_page(release.external_run) if release.external_run_id else None,
+            "distill": distill,
             "gate_basis": GATE_BASIS,
             "gate": [{**v, "counted": FLIP_BASIS_COUNTED.get(v.get("flip_basis"), "")} for v in release.gate or []],
             "chart": delta_chart(release.gate or []),
@@ -327,10 +333,9 @@ def _expected_version(request: HttpRequest) -> int:
     return int(raw)
 
 
-@login_required
-def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(runs_visible_to(request.user), pk=pk)
-    return render(request, "governance/run.html", {"run": run})
+def _distill(run) -> dict | None:
+    """A behavioural_distill run's rounds, teachers, judge and prompt sets (None for other methods)."""
+    return distill_section(method=run.method, status=run.status, rounds=run.rounds, data_source=run.data_source)
 
 
 @login_required

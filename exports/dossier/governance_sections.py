@@ -96,6 +96,10 @@ def _provenance(run: Mapping) -> dict:
         elif item:
             other_byproducts.append({"name": _text(item.get("name")), "json": _json(item)})
     extra = {k: v for k, v in environment.items() if k not in ("packages", "hardware")}
+    details = _d(extra.get("details"))
+    if isinstance(details.get("rounds"), list):  # behavioural_distill: its rounds have their own tables
+        rounds = len(details["rounds"])
+        extra["details"] = {**details, "rounds": f"{rounds} round{'s' if rounds != 1 else ''}, shown above"}
     env_rows = []
     for key in sorted(extra):
         value = extra[key]

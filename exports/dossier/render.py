@@ -61,7 +61,7 @@ from .governance_sections import (
     _rollout,
 )
 from .narrative import _summary
-from .source_section import _candidate_source
+from .source_section import _candidate_source, _distill
 from .stability_sections import _conditions, _stability
 
 TEMPLATE = "exports/dossier.html"
@@ -148,6 +148,7 @@ def dossier_context(bundle: Mapping) -> dict:
             "wall": _seconds(run.get("wall_seconds")),
         },
         "candidate_source": _candidate_source(bundle),
+        "distill": _distill(bundle),
         "provenance": _provenance(run),
         "envelope": _envelope(run.get("provenance_envelope"), run.get("provenance")),
         "suite": {
@@ -215,9 +216,13 @@ def dossier_context(bundle: Mapping) -> dict:
         ),
         "subgroups": mark_safe(charts.subgroup_gaps(*_subgroup_sources(evaluations, comparison))),
         "stability": mark_safe(charts.instability_chart(_d(comparison.get("groups")))),
+        # governance.rounds_chart (the run and release pages draw the same chart); rendered by a Django template.
+        "rounds": ctx["distill"]["chart"] if ctx["distill"] and ctx["distill"]["drawn"] else "",
     }
     # Figures are numbered in document order, counting only the charts drawn.
-    drawn = [name for name in ("gate", "forest", "stability", "reliability", "subgroups") if ctx["charts"][name]]
+    drawn = [
+        name for name in ("gate", "rounds", "forest", "stability", "reliability", "subgroups") if ctx["charts"][name]
+    ]
     ctx["figures"] = {name: str(i + 1) for i, name in enumerate(drawn)}
     return ctx
 

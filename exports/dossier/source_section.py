@@ -1,11 +1,14 @@
 """The dossier's "How the candidate was made": whether SafeShrink made the candidate itself (verified) or an
 engineer made it elsewhere and reported how (reported, not verified), from the bundle's `candidate_source`.
-A bundle without it (made before the field existed) came from SafeShrink's own run."""
+A bundle without it (made before the field existed) came from SafeShrink's own run. For a behavioural_distill
+run, its rounds, teachers, judge and prompt sets (governance.rounds: the run and release pages show the same)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from governance.rounds import distill_section
 
 from .format import _d, _l, _pairs, _text, _time
 
@@ -59,3 +62,12 @@ def _candidate_source(bundle: Mapping[str, Any]) -> dict:
         if external
         else None,
     }
+
+
+def _distill(bundle: Mapping[str, Any]) -> dict | None:
+    """The rounds of the bundle's compression run when it was behavioural_distill (None otherwise, and for a
+    bundle made before runs carried their rounds: the provenance's byproducts still hold them)."""
+    run = _d(bundle.get("compression_run"))
+    return distill_section(
+        method=run.get("method"), status=run.get("status"), rounds=run.get("rounds"), data_source=run.get("data_source")
+    )

@@ -226,3 +226,35 @@ def test_load_chat_demo_builds_the_distillation_sets_and_the_safety_teacher_once
         parameters={"judge": judge.pk, "stress_set": stress.pk, "heldback_split": heldback.pk}
     )
     assert source["stress_set"]["examples"] == 8
+
+
+def test_the_run_page_shows_the_rounds_and_releases_the_student_for_its_owner(
+    engineer, officer, engineer_api, experiment, sets, judge_artifact, chat_policy, client
+):
+    """The UI half of "request to a gated release": the run page draws the rounds and, for the experiment's
+    owner, creates the release and starts its evaluation; an overlapping suite is refused in words."""
+    from governance.models import Release
+
+    run = _request(engineer_api, experiment, sets, judge_artifact)
+    client.force_login(officer)
+    page = client.get(f"/runs/{run['id']}/").content.decode()
+    assert "Distillation rounds" in page and "<svg" in page and 'id="release-form"' not in page
+    client.force_login(engineer)
+    page = client.get(f"/runs/{run['id']}/").content.decode()
+    assert 'id="release-form"' in page and sets["evaluation"]["suite"] in page
+    refused = client.post(
+        f"/runs/{run['id']}/release/",
+        {"suite_version": sets["stress"]["id"], "policy": chat_policy.pk},
+        follow=True,
+    )
+    assert "shares" in refused.content.decode() and not Release.objects.exists()
+    done = client.post(
+        f"/runs/{run['id']}/release/",
+        {"suite_version": sets["evaluation"]["id"], "policy": chat_policy.pk},
+        follow=True,
+    )
+    release = Release.objects.get()
+    assert done.redirect_chain[-1][0] == f"/releases/{release.pk}/"
+    assert release.gate_zone in ("green", "amber", "red"), release.failure_reason
+    page = done.content.decode()
+    assert "candidate-rounds" in page

@@ -1,0 +1,76 @@
+"""The compression run page: status and progress, a behavioural_distill run's rounds, provenance, the releases
+made from the run and, for its experiment's owner, a form that creates a release and starts its evaluation
+(the same services as POST /api/releases/ and /evaluate/)."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from accounts.errors import DomainError
+from accounts.models import Role
+from compression.models import CompressionRun, RunStatus
+from compression.selectors import runs_visible_to
+from evaluations.models import SuiteKind, SuiteVersion
+from governance.models import Release, ThresholdPolicy
+from governance.rounds import distill_section
+from governance.services.releases import release_create, release_start_evaluation
+
+
+def _may_release(user, run: CompressionRun) -> bool:
+    return (
+        user.role in (Role.ENGINEER, Role.ADMIN)
+        and (user.role == Role.ADMIN or run.experiment.owner_id == user.pk)
+        and run.status == RunStatus.SUCCEEDED
+        and run.output_artifact_id is not None
+    )
+
+
+@login_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(runs_visible_to(request.user).select_related("experiment__base_artifact"), pk=pk)
+    may_release = _may_release(request.user, run)
+    kind = SuiteKind.CHAT if run.experiment.base_artifact.kind == "causal-lm" else SuiteKind.CLASSIFIER
+    return render(
+        request,
+        "governance/run.html",
+        {
+            "run": run,
+            "distill": distill_section(
+                method=run.method, status=run.status, rounds=run.rounds, data_source=run.data_source
+            ),
+            "releases": Release.objects.filter(compression_run=run).order_by("-pk"),
+            "may_release": may_release,
+            "suite_versions": SuiteVersion.objects.select_related("suite").filter(kind=kind).order_by("-pk")[:50]
+            if may_release
+            else [],
+            "policies": ThresholdPolicy.objects.order_by("name", "-version") if may_release else [],
+        },
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def run_release(request: HttpRequest, pk: int) -> HttpResponse:
+    """Create a release whose candidate is the run's output and start SafeShrink's evaluation of it."""
+    run = get_object_or_404(runs_visible_to(request.user), pk=pk)
+    try:
+        suite_version_id, policy_id = int(request.POST.get("suite_version", "")), int(request.POST.get("policy", ""))
+    except ValueError:
+        messages.error(request, "Choose a suite version and a threshold policy.")
+        return redirect("web:run", pk=run.pk)
+    try:
+        release = release_create(
+            actor=request.user, compression_run_id=run.pk, suite_version_id=suite_version_id, policy_id=policy_id
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("web:run", pk=run.pk)
+    try:
+        release_start_evaluation(actor=request.user, release_id=release.pk)
+    except DomainError as exc:  # the release exists as a draft; the API can start its evaluation later
+        messages.error(request, f"Release #{release.pk} was created, but its evaluation did not start: {exc.message}")
+    else:
+        messages.success(request, f"Release #{release.pk} created: SafeShrink is evaluating baseline and candidate.")
+    return redirect("web:release", pk=release.pk)
