@@ -50,23 +50,19 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
-@require_http_methods(["POST"])
-def run_release(request: HttpRequest, pk: int) -> HttpResponse:
-    """Create a release whose candidate is the run's output and start SafeShrink's evaluation of it."""
-    run = get_object_or_404(runs_visible_to(request.user), pk=pk)
+def release_and_evaluate(request: HttpRequest, create, back: str, pk: int) -> HttpResponse:
+    """The release form of a run page (compression or external run): ``create(suite_version_id, policy_id)``
+    makes the release; its evaluation starts; a refusal is said in words on the run page ``back``."""
     try:
         suite_version_id, policy_id = int(request.POST.get("suite_version", "")), int(request.POST.get("policy", ""))
     except ValueError:
         messages.error(request, "Choose a suite version and a threshold policy.")
-        return redirect("web:run", pk=run.pk)
+        return redirect(back, pk=pk)
     try:
-        release = release_create(
-            actor=request.user, compression_run_id=run.pk, suite_version_id=suite_version_id, policy_id=policy_id
-        )
+        release = create(suite_version_id, policy_id)
     except DomainError as exc:
         messages.error(request, exc.message)
-        return redirect("web:run", pk=run.pk)
+        return redirect(back, pk=pk)
     try:
         release_start_evaluation(actor=request.user, release_id=release.pk)
     except DomainError as exc:  # the release exists as a draft; the API can start its evaluation later
@@ -74,3 +70,17 @@ def run_release(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Release #{release.pk} created: SafeShrink is evaluating baseline and candidate.")
     return redirect("web:release", pk=release.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def run_release(request: HttpRequest, pk: int) -> HttpResponse:
+    """Create a release whose candidate is the run's output and start SafeShrink's evaluation of it."""
+    run = get_object_or_404(runs_visible_to(request.user), pk=pk)
+
+    def create(suite_version_id: int, policy_id: int):
+        return release_create(
+            actor=request.user, compression_run_id=run.pk, suite_version_id=suite_version_id, policy_id=policy_id
+        )
+
+    return release_and_evaluate(request, create, "web:run", run.pk)

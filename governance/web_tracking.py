@@ -4,14 +4,12 @@ these pages is reported, not verified; a release made from a run is evaluated by
 
 from urllib.parse import urlencode
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
-from accounts.errors import DomainError
 from accounts.models import Role
 from compression.selectors import experiments_visible_to
 from evaluations.models import SuiteVersion
@@ -19,8 +17,8 @@ from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.charts import line_chart
 from governance.models import ThresholdPolicy
 from governance.services.candidates import release_create_from_external_run
-from governance.services.releases import release_start_evaluation
 from governance.views import _choice_filters
+from governance.web_runs import release_and_evaluate
 from tracking.models import ExternalRun, ExternalRunStatus
 from tracking.selectors import external_runs_visible_to, metric_history
 
@@ -99,22 +97,10 @@ def external_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def external_run_release(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a release whose candidate is the run's output and start SafeShrink's own evaluation of it."""
     run = get_object_or_404(external_runs_visible_to(request.user), pk=pk)
-    try:
-        suite_version_id, policy_id = int(request.POST.get("suite_version", "")), int(request.POST.get("policy", ""))
-    except ValueError:
-        messages.error(request, "Choose a suite version and a threshold policy.")
-        return redirect("web:external-run", pk=run.pk)
-    try:
-        release = release_create_from_external_run(
+
+    def create(suite_version_id: int, policy_id: int):
+        return release_create_from_external_run(
             actor=request.user, external_run_id=run.pk, suite_version_id=suite_version_id, policy_id=policy_id
         )
-    except DomainError as exc:
-        messages.error(request, exc.message)
-        return redirect("web:external-run", pk=run.pk)
-    try:
-        release_start_evaluation(actor=request.user, release_id=release.pk)
-    except DomainError as exc:  # the release exists as a draft; the API can start its evaluation later
-        messages.error(request, f"Release #{release.pk} was created, but its evaluation did not start: {exc.message}")
-    else:
-        messages.success(request, f"Release #{release.pk} created: SafeShrink is evaluating baseline and candidate.")
-    return redirect("web:release", pk=release.pk)
+
+    return release_and_evaluate(request, create, "web:external-run", run.pk)

@@ -15,20 +15,8 @@ import pytest
 from exports.dossier import render_dossier_html, render_dossier_pdf
 from governance.rounds_chart import EMPTY
 
-# The round records and run rows are the pages' (one definition); importing the fixtures makes them this module's.
-from tests.governance.test_rounds_pages import (  # noqa: F401
-    DIGESTS,
-    ROUND_1,
-    ROUND_2,
-    chat_base,
-    chat_policy,
-    chat_suite,
-    data_source_for,
-    distill_run,
-    judge_artifact,
-    release_of,
-    string_judge_dir,
-)
+# The round records and run rows are the pages' (one definition); the chat fixtures are tests/conftest.py's.
+from tests.governance.test_rounds_pages import DIGESTS, ROUND_1, ROUND_2, data_source_for, distill_run, release_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "exports" / "evidence-bundle.schema.json").read_text(encoding="utf-8"))
@@ -69,10 +57,10 @@ def _table(html: str, table_id: str) -> list[list[str]]:
 @pytest.mark.django_db(transaction=True)
 def test_the_bundle_carries_the_rounds_and_the_dossier_draws_them(
     engineer,
-    chat_base,  # noqa: F811 (the fixtures imported above)
-    judge_artifact,  # noqa: F811
-    chat_suite,  # noqa: F811
-    chat_policy,  # noqa: F811
+    chat_base,
+    judge_artifact,
+    chat_suite,
+    chat_policy,
 ):
     from exports.selectors import bundle_build
 
