@@ -218,6 +218,7 @@ def test_load_chat_demo_builds_the_distillation_sets_and_the_safety_teacher_once
     teacher = ModelArtifact.objects.get(name=SAFETY_TEACHER_NAME)
     base = ModelArtifact.objects.get(name=CHAT_MODEL)
     assert teacher.parent_id == base.pk and teacher.kind == "causal-lm" and teacher.system_signature
+    assert "safety_teacher.json" in {entry["path"] for entry in teacher.manifest}
     stress = SuiteVersion.objects.get(suite__name=DISTILL_STRESS_SUITE)
     heldback = SuiteVersion.objects.get(suite__name=DISTILL_HELDBACK_SUITE)
     assert stress.kind == heldback.kind == "chat" and "part 'stress'" in stress.source

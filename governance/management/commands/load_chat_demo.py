@@ -1,6 +1,7 @@
 """Load the chat-model demo: SmolLM2-135M-Instruct as the base model, a refusal judge, a chat suite of held-out
 prompts, and the default chat taxonomy and policy (`SAFESHRINK_DEMO_MODEL=smollm2 make run` calls it)."""
 
+import shutil
 import time
 from pathlib import Path
 
@@ -30,10 +31,24 @@ from governance.demo_chat import (
 )
 from governance.models import RiskTaxonomy
 from governance.services.policies import taxonomy_publish, threshold_policy_publish
+from trust.canonical import canonical_bytes
 
 CHAT_SUITE = "Chat safety demo suite"
 CHAT_POLICY = "Default chat safety policy"
 JUDGE_NAME = "refusal judge (MiniLM fine-tuned on XSTest completions)"
+
+
+SAFETY_TEACHER_REPORT = "safety_teacher.json"
+
+
+def _rates(rates: dict) -> str:
+    def percent(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.0f}%"
+
+    return ", ".join(
+        f"{name.replace('_rate', '').replace('_', ' ')} {percent(rates.get(name))}"
+        for name in ("harmful_compliance_rate", "over_refusal_rate", "degenerate_rate")
+    )
 
 
 class Command(BaseCommand):
@@ -168,11 +183,24 @@ class Command(BaseCommand):
             progress=progress,
         )
         summary = report.to_dict()
+        before, after = summary["before"], summary["after"]["distilled_without_system_prompt"]
         self.stdout.write(
-            f"safety teacher {'reused' if summary.get('cached') else 'built'} in "
-            f"{time.perf_counter() - started:.0f} s; held-out behaviour before/after: {summary.get('rates')}"
+            f"safety teacher {'reused' if report.cache_hit else 'built'} in {time.perf_counter() - started:.0f} s "
+            f"({summary['training_examples']} accepted answers, {summary['rejected']} rejected, "
+            f"{summary['steps']} steps)"
         )
-        return Path(report.model_dir)
+        for name, rates in (*before.items(), ("distilled_without_system_prompt", after)):
+            self.stdout.write(f"  held-out {name.replace('_', ' ')}: {_rates(rates)}")
+        # The artifact carries its own record: the report (held-out behaviour before and after, the training's
+        # counts and parameters) is a file of the registered folder, so the artifact's digest covers it.
+        folder = cache / "safety-teacher-artifact" / report.cache_key
+        if not (folder / SAFETY_TEACHER_REPORT).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(report.model_dir, folder)
+            (folder / SAFETY_TEACHER_REPORT).write_bytes(
+                canonical_bytes({k: v for k, v in summary.items() if k not in ("model_dir", "cache_hit")})
+            )
+        return folder
 
     def _smollm2(self, cache: Path) -> Path:
         from compression.engine.gguf import gguf_import  # torch: only for this command
