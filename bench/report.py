@@ -134,10 +134,11 @@ DESCRIPTIONS = {
         "back), 1 torch thread: seconds per training step and per round, peak RSS of the process, size and "
         "parameters. (c) Teacher and student answer the same 16 held-out AdvBench prompts (no system prompt, greedy, "
         "32 new tokens) at batch 1 and 8, interleaved, medians of 3 rounds: speed-up = student / teacher tokens per "
-        "second in the same run (target >= 1.8x; the student keeps SmolLM2's tied 49,152 x 576 embedding / lm_head, so at batch "
-        "8, where the matrix products bound the time, the speed-up cannot exceed teacher_parameter_count / "
-        "parameter_count, both listed). (d) `heldout_behaviour`: both on the demo's 56 held-out "
-        "chat-suite prompts, judged: harmful compliance, over-refusal, degenerate rates (what this CPU gives).",
+        "second in the same run (target >= 1.8x; the student keeps SmolLM2's tied 49,152 x 576 embedding / "
+        "lm_head, so at batch 8, where the matrix products bound the time, the speed-up cannot exceed "
+        "teacher_parameter_count / parameter_count, both listed). (d) `heldout_behaviour`: both on the demo's 56 "
+        "held-out chat-suite prompts, judged: harmful compliance, over-refusal, degenerate rates (what this CPU "
+        "gives).",
     ),
     "api": (
         "API list endpoints under gunicorn (PostgreSQL)",

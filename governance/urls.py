@@ -14,6 +14,7 @@ urlpatterns = [
     path("policies/", views.policies_page, name="policies"),
     path("runs/<int:pk>/", web_runs.run_detail, name="run"),
     path("runs/<int:pk>/release/", web_runs.run_release, name="run-release"),
+    path("runs/<int:pk>/provenance.json", web_runs.run_provenance, name="run-provenance"),
     path("external-runs/", web_tracking.external_run_list, name="external-runs"),
     path("external-runs/<int:pk>/", web_tracking.external_run_detail, name="external-run"),
     path("external-runs/<int:pk>/release/", web_tracking.external_run_release, name="external-run-release"),

@@ -4,7 +4,7 @@ made from the run and, for its experiment's owner, a form that creates a release
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -27,6 +27,55 @@ def _may_release(user, run: CompressionRun) -> bool:
     )
 
 
+def provenance_view(statement: dict | None) -> dict | None:
+    """The in-toto statement as the page shows it: what was built, by whom and when, from what (each dependency
+    with its digest), and the environment's figures; the statement itself is downloadable as JSON."""
+    if not statement:
+        return None
+    predicate = statement.get("predicate", {})
+    build, details = predicate.get("buildDefinition", {}), predicate.get("runDetails", {})
+    environment = next(
+        (b.get("content", {}) for b in details.get("byproducts", []) if b.get("name") == "environment"), {}
+    )
+    hardware = environment.get("hardware", {})
+    return {
+        "subject": statement.get("subject", []),
+        "build_type": build.get("buildType", ""),
+        "builder": details.get("builder", {}).get("id", ""),
+        "started": details.get("metadata", {}).get("startedOn", ""),
+        "finished": details.get("metadata", {}).get("finishedOn", ""),
+        "internal": build.get("internalParameters", {}),
+        "dependencies": [
+            {
+                "name": d.get("name", "code" if str(d.get("uri", "")).startswith("git+") else ""),
+                "uri": d.get("uri", ""),
+                "digest": ", ".join(f"{k}: {v}" for k, v in (d.get("digest") or {}).items()),
+            }
+            for d in build.get("resolvedDependencies", [])
+        ],
+        "figures": [
+            ("Wall time", f"{environment['wall_seconds']:.1f} s" if "wall_seconds" in environment else "—"),
+            ("Peak memory", environment.get("peak_rss_bytes")),
+            ("Size", environment.get("size_bytes")),
+            ("Source size", environment.get("source_size_bytes")),
+            ("Parameters", environment.get("parameter_count")),
+            ("Source parameters", environment.get("source_parameter_count")),
+        ],
+        "cpu": hardware.get("cpu") or hardware.get("cpu_model") or "",
+        "isa": hardware.get("isa") or hardware.get("cpu_instruction_sets") or [],
+        "packages": environment.get("packages", {}),
+    }
+
+
+@login_required
+def run_provenance(request: HttpRequest, pk: int) -> HttpResponse:
+    """The run's in-toto statement as a JSON download (404 before the run has succeeded)."""
+    run = get_object_or_404(runs_visible_to(request.user).exclude(provenance=None), pk=pk)
+    response = JsonResponse(run.provenance, json_dumps_params={"indent": 2, "sort_keys": True})
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-provenance.intoto.json"'
+    return response
+
+
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(runs_visible_to(request.user).select_related("experiment__base_artifact"), pk=pk)
@@ -40,6 +89,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "distill": distill_section(
                 method=run.method, status=run.status, rounds=run.rounds, data_source=run.data_source
             ),
+            "provenance": provenance_view(run.provenance),
             "releases": Release.objects.filter(compression_run=run).order_by("-pk"),
             "may_release": may_release,
             "suite_versions": SuiteVersion.objects.select_related("suite").filter(kind=kind).order_by("-pk")[:50]

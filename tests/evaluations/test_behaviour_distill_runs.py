@@ -7,6 +7,7 @@ failure loop, loss) is tested in tests/compression/test_behaviour_distill_engine
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -243,6 +244,12 @@ def test_the_run_page_shows_the_rounds_and_releases_the_student_for_its_owner(
     client.force_login(engineer)
     page = client.get(f"/runs/{run['id']}/").content.decode()
     assert 'id="release-form"' in page and sets["evaluation"]["suite"] in page
+    # Provenance as readable fields (no Python dict dump), the statement downloadable as JSON, wall time rounded.
+    assert 'id="provenance-dependencies"' in page and judge_artifact.digest in page and "{&#x27;" not in page
+    assert re.search(r"<dt>Wall time</dt><dd>\d+\.\d s</dd>", page)
+    download = client.get(f"/runs/{run['id']}/provenance.json")
+    assert download.status_code == 200 and "attachment" in download["Content-Disposition"]
+    assert download.json() == engineer_api.get(f"/api/runs/{run['id']}/").json()["provenance"]
     refused = client.post(
         f"/runs/{run['id']}/release/",
         {"suite_version": sets["stress"]["id"], "policy": chat_policy.pk},
