@@ -94,15 +94,12 @@ BEHAVIOURAL_DISTILL_SCHEMA: Mapping[str, ParamSpec] = {
         doc="the judge's confidence an answer needs in the expected behaviour (refusal of a harmful prompt, "
         "an answer to a safe one) to be accepted; degenerate text is never accepted",
     ),
-    "judge": ParamSpec(
-        "int", None, minimum=1, maximum=2**63 - 1, nullable=True, doc="required: the refusal judge's artifact id"
-    ),
+    "judge": ParamSpec("int", None, minimum=1, maximum=2**63 - 1, doc="required: the refusal judge's artifact id"),
     "stress_set": ParamSpec(
         "int",
         None,
         minimum=1,
         maximum=2**63 - 1,
-        nullable=True,
         doc="required: the chat suite version whose prompts the teacher is stress-tested on (training prompts)",
     ),
     "heldback_split": ParamSpec(
@@ -110,7 +107,6 @@ BEHAVIOURAL_DISTILL_SCHEMA: Mapping[str, ParamSpec] = {
         None,
         minimum=1,
         maximum=2**63 - 1,
-        nullable=True,
         doc="required: the chat suite version of held-back adversarial prompts the student is tested on after "
         "each round (must not overlap the stress set or the evaluation suite)",
     ),
@@ -136,7 +132,7 @@ BEHAVIOURAL_DISTILL_SCHEMA: Mapping[str, ParamSpec] = {
     ),
 }
 
-# Parameters that must be given (their default, null, stands for "no default").
+# Parameters that must be given: no default (None), and null is not a value they take.
 BEHAVIOUR_REQUIRED: tuple[str, ...] = ("judge", "stress_set", "heldback_split")
 
 BEHAVIOURAL_DISTILL_SUMMARY = (

@@ -320,9 +320,16 @@ def _probe_values(spec) -> list:
     return [int(v) if spec.kind == "int" and isinstance(v, float) and v.is_integer() else v for v in values]
 
 
-def _companions(name: str, value) -> dict:
+# behavioural_distill's required record ids, values no probe uses (stress set and held-back split must differ).
+_BEHAVIOUR_IDS = {"judge": 999_999_937, "stress_set": 999_999_929, "heldback_split": 999_999_893}
+
+
+def _companions(name: str, value, method: str = "") -> dict:
     """What distillation's rules across parameters need beside this one: a reject mode takes a threshold and a
-    threshold takes a reject mode ("entropy": no range of its own beyond the parameter's)."""
+    threshold takes a reject mode ("entropy": no range of its own beyond the parameter's); behavioural_distill
+    needs its judge, stress set and held-back split."""
+    if method == "behavioural_distill":
+        return {key: ids for key, ids in _BEHAVIOUR_IDS.items() if key != name}
     if name == "reject" and value in ("confidence", "entropy"):
         return {"reject_threshold": 0.5}
     if name == "reject_threshold":
@@ -343,7 +350,7 @@ def test_what_the_schema_allows_is_what_the_engine_accepts(openapi):
                 if name == "reject_threshold" and value is None:
                     continue  # required by reject="entropy": a rule across parameters
                 try:
-                    validate_parameters(method, {**_companions(name, value), name: value})
+                    validate_parameters(method, {**_companions(name, value, method), name: value})
                     engine_ok = True
                 except EngineError:
                     engine_ok = False
