@@ -162,7 +162,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         self.stdout.write(
             "safety teacher: distilling the safety system prompt into SmolLM2's weights (context distillation; "
-            "about 15 minutes on 2 cores, once; then cached)…"
+            "about 10 minutes on 2 cores the first time; then cached)…"
         )
         last = [-1]
 
