@@ -76,6 +76,14 @@ def run_provenance(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
+def _release_suites(run: CompressionRun, kind: str):
+    """The suite versions a release of this run may be evaluated on, newest first: of the model's kind, without
+    the versions a behavioural_distill run trained or tested on (a release on them is refused)."""
+    used = [(run.data_source or {}).get(name, {}).get("suite_version") for name in ("stress_set", "heldback_split")]
+    versions = SuiteVersion.objects.select_related("suite").filter(kind=kind).exclude(pk__in=[v for v in used if v])
+    return versions.order_by("-pk")[:50]
+
+
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(runs_visible_to(request.user).select_related("experiment__base_artifact"), pk=pk)
@@ -92,9 +100,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "provenance": provenance_view(run.provenance),
             "releases": Release.objects.filter(compression_run=run).order_by("-pk"),
             "may_release": may_release,
-            "suite_versions": SuiteVersion.objects.select_related("suite").filter(kind=kind).order_by("-pk")[:50]
-            if may_release
-            else [],
+            "suite_versions": _release_suites(run, kind) if may_release else [],
             "policies": ThresholdPolicy.objects.order_by("name", "-version") if may_release else [],
         },
     )

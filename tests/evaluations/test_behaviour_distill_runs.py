@@ -244,6 +244,9 @@ def test_the_run_page_shows_the_rounds_and_releases_the_student_for_its_owner(
     client.force_login(engineer)
     page = client.get(f"/runs/{run['id']}/").content.decode()
     assert 'id="release-form"' in page and sets["evaluation"]["suite"] in page
+    select = page[page.index('name="suite_version"') : page.index('name="policy"')]
+    options = re.findall(r'<option value="(\d+)">', select)  # the suites offered: not the ones it trained on
+    assert str(sets["evaluation"]["id"]) in options and str(sets["stress"]["id"]) not in options
     # Provenance as readable fields (no Python dict dump), the statement downloadable as JSON, wall time rounded.
     assert 'id="provenance-dependencies"' in page and judge_artifact.digest in page and "{&#x27;" not in page
     assert re.search(r"<dt>Wall time</dt><dd>\d+\.\d s</dd>", page)
