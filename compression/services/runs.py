@@ -106,6 +106,11 @@ def compression_run_request(
     base_config = _base_config(experiment, method)
     data_source = None
     if method == BEHAVIOURAL_DISTILL:
+        if data_suite_version_id is not None:
+            raise ValidationFailed(
+                "behavioural_distill takes its prompts from its stress_set and heldback_split parameters.",
+                details={"data_suite_version": ["Not used by behavioural_distill: give parameters.stress_set."]},
+            )
         data_source = behaviour_run_check(base=experiment.base_artifact, parameters=parameters, base_config=base_config)
     if method == "distill":
         try:

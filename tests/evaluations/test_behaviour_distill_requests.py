@@ -233,3 +233,19 @@ def test_an_evaluation_suite_overlapping_the_training_prompts_is_refused(sets, j
                 suite_version=SuiteVersion.objects.get(pk=sets[overlapping]["id"]), data_source=source
             )
         assert refused.value.code == "prompt_overlap" and "suite_version" in refused.value.details
+
+
+def test_a_data_suite_version_is_refused_naming_it(engineer_api, experiment, sets, judge_artifact):
+    """behavioural_distill's prompts come from its parameters; a data suite version beside them is a mistake."""
+    before = _stored()
+    response = engineer_api.post(
+        f"/api/experiments/{experiment['id']}/runs/",
+        {
+            "method": "behavioural_distill",
+            "parameters": _parameters(sets, judge_artifact),
+            "data_suite_version": sets["stress"]["id"],
+        },
+        format="json",
+    )
+    assert response.status_code == 400 and "data_suite_version" in response.json()["details"]
+    assert _stored() == before
