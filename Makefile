@@ -33,9 +33,15 @@ run: $(STAMP) ## Migrate, load demo data, start web + worker + beat on SQLite an
 # Line coverage of the project's code (settings in pyproject.toml), printed after the tests; `make test COV=` turns it off.
 COV ?= --cov --cov-report=term
 
+# The browser tests' screenshots (every page per role, tests/web/test_accessibility.py) are kept in the checkout,
+# git-ignored, as the run's artifacts (CI's too: .ci/run calls make test): those of the latest `make test`.
+SCREENSHOTS ?= $(or $(SAFESHRINK_SCREENSHOTS),$(CURDIR)/test-artifacts/screens)
+
 test: $(STAMP) system-deps ## Run the whole test suite with line coverage (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 	@mkdir -p var
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(COV) $(PYTEST_ARGS)
+	@mkdir -p "$(SCREENSHOTS)" && rm -f "$(SCREENSHOTS)"/*.png
+	SAFESHRINK_SCREENSHOTS="$(SCREENSHOTS)" DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m pytest $(COV) $(PYTEST_ARGS)
+	@echo "screenshots of the browser tests: $(SCREENSHOTS)"
 
 bench: $(STAMP) ## Run the benchmarks; writes bench/results.json and BENCHMARKS.md
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m bench $(BENCH)

@@ -30,6 +30,7 @@ SUITES = [
     "ingest",
     "llm",
     "distill",
+    "web",
 ]
 
 

@@ -149,6 +149,19 @@ DESCRIPTIONS = {
         "warm-up; page size 50. Release and run list rows are summaries; the release detail (full gate and "
         "decisions) is measured for comparison. The clients share the CPU with the server.",
     ),
+    "web": (
+        "Web pages: server time and page weight",
+        "Django's test client in the benchmark process (no network, no gunicorn), on a database of its own seeded "
+        "with 100 releases: two through the real pipeline with the tiny model, one whose suite has 12,000 examples "
+        "and whose two stored evaluations disagree on 10,000 of them (comparison, flip set, gate and escalation by "
+        "`release_complete_evaluation`), 97 clones in every state. Per page: 3 warm-up requests, then "
+        "30 timed (median, p95), then one inside CaptureQueriesContext: queries, their database time, the "
+        "slowest, and statements repeated with other literals (an N+1); HTML bytes (raw, gzipped) and the inline "
+        "SVG's bytes; `median_cpu_ms` is the benchmark process's CPU time (steadier than wall time when other "
+        "processes share the machine: the load average is listed). Pages that answer 404 (not built yet) are "
+        "listed as skipped. Once on PostgreSQL (judged) and once on SQLite. Target: the heaviest page's median "
+        "<= 200 ms.",
+    ),
 }
 
 

@@ -1,35 +1,52 @@
 from django.contrib import admin
 
-from .models import CompressionRun, Experiment, ModelArtifact
+from ledger.admin import ReadOnlyAdmin, ReadOnlyInline
 
+from .models import ArtifactUpload, CompressionRun, Experiment, ModelArtifact, UploadFile
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Recorded facts are changed only through services, never by hand in the admin."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+__all__ = ["ReadOnlyAdmin", "ReadOnlyInline"]  # other apps' admins import them from here too
 
 
 @admin.register(ModelArtifact)
 class ModelArtifactAdmin(ReadOnlyAdmin):
-    list_display = ("name", "digest", "format", "size_bytes", "parent", "created_at")
-    list_filter = ("format",)
-    search_fields = ("name", "digest")
+    list_display = ("name", "digest", "kind", "format", "size_bytes", "signature_status", "parent", "created_at")
+    list_filter = ("kind", "format", "signature_status")
+    search_fields = ("name", "=digest")
+    list_select_related = ("parent",)
 
 
 @admin.register(Experiment)
 class ExperimentAdmin(ReadOnlyAdmin):
     list_display = ("name", "owner", "risk_tier", "base_artifact", "created_at")
     list_filter = ("risk_tier",)
+    search_fields = ("name", "owner__username", "=base_artifact__digest")
+    list_select_related = ("owner", "base_artifact")
 
 
 @admin.register(CompressionRun)
 class CompressionRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "experiment", "method", "status", "progress_percent", "created_at")
+    list_display = ("id", "experiment", "method", "status", "progress_percent", "requested_by", "created_at")
     list_filter = ("status", "method")
+    search_fields = ("=id", "experiment__name", "requested_by__username", "failure_code")
+    list_select_related = ("experiment", "requested_by")
+
+
+class UploadFileInline(ReadOnlyInline):
+    model = UploadFile
+    fields = ("path", "size", "received", "sha256")
+
+
+@admin.register(ArtifactUpload)
+class ArtifactUploadAdmin(ReadOnlyAdmin):
+    list_display = ("id", "name", "owner", "status", "total_bytes", "created_at", "finished_at")
+    list_filter = ("status",)
+    search_fields = ("name", "=key", "owner__username", "=manifest_digest")
+    list_select_related = ("owner",)
+    inlines = [UploadFileInline]
+
+
+@admin.register(UploadFile)
+class UploadFileAdmin(ReadOnlyAdmin):
+    list_display = ("id", "upload", "path", "size", "received", "sha256")
+    search_fields = ("path", "=upload__key", "=sha256")
+    list_select_related = ("upload",)

@@ -1,6 +1,7 @@
 import datetime as dt
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
@@ -44,6 +45,38 @@ def artifacts_visible_to(user) -> QuerySet[ModelArtifact]:
         )
         return qs.filter(reachable)
     return qs.none()
+
+
+def inventory_visible_to(user) -> bool:
+    """Whether the user's role reads experiments, runs and artifacts at all: the compression API's readers
+    (engineers, officers) and admins. For other roles the scopes above are empty and the API answers 403."""
+    return user.role in (Role.ENGINEER, Role.OFFICER, Role.ADMIN)
+
+
+def runs_using_artifact(user, artifact: ModelArtifact) -> QuerySet[CompressionRun]:
+    """The visible compression runs that read the artifact: as their experiment's base, as a behavioural_distill
+    run's refusal judge (``parameters.judge``) or as one of its extra teachers (``parameters.extra_teachers``)."""
+    uses = Q(experiment__base_artifact=artifact) | Q(parameters__judge=artifact.pk)
+    runs = runs_visible_to(user)
+    if connection.features.supports_json_field_contains:
+        uses |= Q(parameters__extra_teachers__contains=[artifact.pk])
+    else:  # SQLite: no JSON containment; only runs naming extra teachers are read, and checked here
+        teaching = runs.filter(parameters__has_key="extra_teachers").values_list("pk", "parameters")
+        uses |= Q(pk__in=[pk for pk, p in teaching if artifact.pk in (p.get("extra_teachers") or [])])
+    return runs.filter(uses)
+
+
+def run_input_artifacts(user, run: CompressionRun) -> list[dict]:
+    """What the run read, as {role, id, artifact}: the experiment's base, and a behavioural_distill run's extra
+    teachers and refusal judge (its parameters name them by id). `artifact` is None for one outside the user's
+    scope: only its id is shown, as the run's parameters show it."""
+    parameters = run.parameters or {}
+    wanted = [("base model", run.experiment.base_artifact_id)]
+    wanted += [("teacher", pk) for pk in parameters.get("extra_teachers") or [] if isinstance(pk, int)]
+    if isinstance(parameters.get("judge"), int):
+        wanted.append(("refusal judge", parameters["judge"]))
+    found = artifacts_visible_to(user).in_bulk([pk for _, pk in wanted])
+    return [{"role": role, "id": pk, "artifact": found.get(pk)} for role, pk in wanted]
 
 
 def job_lease() -> dt.timedelta:

@@ -25,3 +25,7 @@ urlpatterns = [
     path("", include(("governance.urls", "web"))),
     path("", include(("exports.urls", "exports"))),
 ]
+
+# templates/400.html, 403.html and 404.html are rendered by Django's default handlers; the 500 page by ours,
+# without a request context and with a plain fallback (accounts/error_pages.py).
+handler500 = "accounts.error_pages.server_error"

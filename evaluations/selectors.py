@@ -67,6 +67,25 @@ def flips_filtered(
     return qs
 
 
+def flip_groups(*, comparison_id: int) -> tuple[list[str], list[str]]:
+    """The slices and the subgroups a comparison's flips carry (one distinct query), each sorted by name; an
+    example without a subgroup adds none. What a flip set can be filtered by, whether or not the group has enough
+    examples for its own row in the comparison's results."""
+    # order_by() drops Flip's default ordering, which would otherwise join the DISTINCT.
+    pairs = (
+        Flip.objects.filter(comparison_id=comparison_id)
+        .order_by()
+        .values_list("example__slice", "example__subgroup")
+        .distinct()
+    )
+    slices, subgroups = set(), set()
+    for slice_, subgroup in pairs:
+        slices.add(slice_)
+        if subgroup:
+            subgroups.add(subgroup)
+    return sorted(slices), sorted(subgroups)
+
+
 def suite_imports_visible_to(user) -> QuerySet[SuiteImport]:
     """An engineer sees the imports they requested; an admin sees every one."""
     imports = SuiteImport.objects.select_related("suite_version__suite")

@@ -12,6 +12,7 @@ class ExportsErrorCode(StrEnum):
     EXPORT_NOT_READY = "export_not_ready"  # the export has not succeeded (yet)
     ALREADY_REVOKED = "already_revoked"  # the regulator grant was revoked before
     PREDICTIONS_MISSING = "predictions_missing"  # the export has no predictions file (no comparison when built)
+    RELEASE_EVALUATING = "release_evaluating"  # the release's evidence is still being produced
     # failure reasons of an export (its `error.code`)
     EXPORT_FAILED = "export_failed"  # signing material, the file system or rendering failed
     TIME_LIMIT = "time_limit"  # the export took too long

@@ -301,6 +301,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "version": policy.version,
             "flip_basis": policy.flip_basis,
             "required_profile": policy.required_profile,
+            "reviewers_see_expected_label": policy.reviewers_see_expected_label,
             "rules": [
                 {
                     "code": r.code,
@@ -367,8 +368,10 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
                 "label": t.label,
                 "note": t.note,
                 "submitted_at": _iso(t.submitted_at),
+                # A judgement made for an earlier release of the same artifacts, carried here (not asked twice).
+                **({"carried_from_release": t.carried_from.release_id} if t.carried_from_id else {}),
             }
-            for t in release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id")
+            for t in release.review_tasks.select_related("reviewer", "carried_from").order_by("flip_id", "reviewer_id")
         ],
         "escalations": [
             {

@@ -1,54 +1,102 @@
-"""Small server-side SVG charts (no JavaScript, no extra dependency)."""
+"""Small server-side SVG charts (no JavaScript, no extra dependency, no Django): the gate chart the release
+page and the dossier draw (exports.charts re-exports it), and the line chart of an external run's metric."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from governance.svg import (
+    GRID,
+    LINE,
+    MUTED,
+    ZONE_COLOURS,
+    _circle,
+    _fmt,
+    _line,
+    _nice_step,
+    _num,
+    _rect,
+    _Scale,
+    _svg,
+    _text,
+    _tick_text,
+    _ticks,
+)
 
-@dataclass(frozen=True)
-class ChartRow:
-    label: str
-    zone: str
-    y: float
-    x_value: float | None
-    x_green: float
-    x_red: float
-    value_text: str
+GATE_ROW_HEIGHT = 50
 
 
-@dataclass(frozen=True)
-class Chart:
-    width: int
-    height: int
-    x_zero: float | None
-    rows: list[ChartRow]
+def _gate_bands(low: float, high: float, green: float, red: float, higher: bool) -> tuple:
+    if higher:
+        return ((low, red, "red"), (red, green, "amber"), (green, high, "green"))
+    return ((low, green, "green"), (green, red, "amber"), (red, high, "red"))
 
 
-def delta_chart(verdicts: list[dict], *, width: int = 640, row_height: int = 34) -> Chart:
-    """One row per rule: the judged value as a dot, the green and red limits as ticks, on a
-    shared scale so officers see at a glance how far each value is from its limits."""
-    values = [v for row in verdicts for v in (row["value"], row["green_limit"], row["red_limit"]) if v is not None]
+def _gate_row(rule: Mapping, cy: float, left: float, right: float, label_w: float) -> list[str]:
+    """One rule on its own scale: the red, amber and green ranges as a shaded band, the limits as labelled
+    ticks above it, the scale's values below it, the judged value as a dot in its zone's colour."""
+    green, red = _num(rule.get("green_limit")), _num(rule.get("red_limit"))
+    value = _num(rule.get("value"))
+    signed = rule.get("kind") == "delta"
+    zone = str(rule.get("zone")) if rule.get("zone") in ZONE_COLOURS else "amber"
+    body = [_text(label_w, cy + 4, rule.get("title") or rule.get("rule") or "rule", anchor="end", size=10)]
+    limits = [v for v in (green, red) if v is not None]
+    values = limits + ([value] if value is not None else [])
     if not values:
-        return Chart(width, 0, None, [])
-    low, high = min(values + [0.0]), max(values + [0.0])
-    span = (high - low) or 1.0
-    low, high = low - 0.1 * span, high + 0.1 * span
-    left, right = 230, width - 70
-
-    def x(v: float) -> float:
-        return round(left + (v - low) / (high - low) * (right - left), 1)
-
-    rows = [
-        ChartRow(
-            label=f"{row['title']}",
-            zone=row["zone"],
-            y=20 + i * row_height,
-            x_value=x(row["value"]) if row["value"] is not None else None,
-            x_green=x(row["green_limit"]),
-            x_red=x(row["red_limit"]),
-            value_text="no evidence" if row["value"] is None else f"{row['value']:+.3f}",
+        return [*body, _text(left, cy + 4, "no limits recorded", size=10, fill=MUTED)]
+    low, high = min(values), max(values)
+    span = (abs(green - red) if green is not None and red is not None else 0) or (high - low) or max(abs(high), 0.01)
+    low, high = low - 0.6 * span, high + 0.6 * span
+    scale = _Scale(low, high, left, right)
+    if green is not None and red is not None:
+        for a, b, colour in _gate_bands(low, high, green, red, bool(rule.get("higher_is_better"))):
+            body.append(_rect(scale(a), cy - 5, scale(b) - scale(a), 10, fill=ZONE_COLOURS[colour], opacity=0.22))
+    else:
+        body.append(_rect(left, cy - 5, right - left, 10, fill=LINE))
+    step = _nice_step(high - low, 4)
+    for tick in _ticks(low, high, 4):
+        body.append(_line(scale(tick), cy + 5, scale(tick), cy + 9, stroke=GRID))
+        body.append(_text(scale(tick), cy + 19, _tick_text(tick, step), anchor="middle", size=8, fill=MUTED))
+    for limit, colour in ((green, "green"), (red, "red")):
+        if limit is not None:
+            body.append(_line(scale(limit), cy - 8, scale(limit), cy + 8, stroke=ZONE_COLOURS[colour], width=2))
+            body.append(
+                _text(
+                    scale(limit), cy - 11, _fmt(limit, 3, signed), anchor="middle", size=8.5, fill=ZONE_COLOURS[colour]
+                )
+            )
+    if low <= 0 <= high and signed:
+        body.append(_line(scale(0), cy - 9, scale(0), cy + 9, stroke=GRID, dash="2 2"))
+    if value is None:
+        body.append(_text(right + 8, cy + 4, "no evidence", size=10, fill=ZONE_COLOURS["amber"], weight="bold"))
+    else:
+        body.append(_circle(scale(value), cy, 5.5, fill=ZONE_COLOURS[zone]))
+        body.append(
+            _text(
+                right + 8, cy + 4, f"{_fmt(value, 3, signed)} {zone}", size=10, fill=ZONE_COLOURS[zone], weight="bold"
+            )
         )
-        for i, row in enumerate(verdicts)
-    ]
-    return Chart(width, 20 + len(rows) * row_height, x(0.0) if low <= 0 <= high else None, rows)
+    return body
+
+
+def gate_chart(gate: Sequence[Mapping] | None, *, width: int = 660) -> str:
+    """The gate as inline SVG (the release page and the dossier draw it): one row per rule on the rule's own
+    scale, so a latency ratio and an accuracy change are each readable. Per row: the red, amber and green ranges
+    as a shaded band, the limits as labelled ticks, the scale's values below the band, and the judged value as a
+    dot in its zone colour with its value beside it ("no evidence" when undefined). "" when there is no rule."""
+    if not gate:
+        return ""
+    label_w, value_w = 200, 96
+    left, right = label_w + 10, width - value_w
+    top = 4
+    body: list[str] = []
+    for i, rule in enumerate(gate):
+        y = top + i * GATE_ROW_HEIGHT
+        if i:
+            body.append(_line(0, y - 2, width, y - 2, stroke=LINE))
+        body.extend(_gate_row(rule, y + 22, left, right, label_w))
+    return _svg(
+        width, int(top + len(gate) * GATE_ROW_HEIGHT), body, "Gate: judged value of each rule against its limits"
+    )
 
 
 @dataclass(frozen=True)

@@ -19,3 +19,5 @@ class GovernanceErrorCode(StrEnum):
     ALREADY_SUBMITTED = "already_submitted"  # 409: the review task was already submitted
     EXTERNAL_RUN_NOT_FINISHED = "external_run_not_finished"  # 400: only a finished external run can be released
     EXTERNAL_RUN_NO_OUTPUT = "external_run_no_output"  # 400: the external run names no output artifact to evaluate
+    RELEASE_EXISTS = "release_exists"  # 409: a release already proposes this run's candidate on this suite version
+    TRAINING_DATA_OVERLAP = "training_data_overlap"  # 400: the policy forbids evaluating on the run's training data

@@ -69,6 +69,16 @@ class ThresholdPolicy(models.Model):
         blank=True,
         help_text='Deployment-profile fields an evaluation under this policy must use, e.g. {"batch_size": 1}.',
     )
+    forbid_training_data_overlap = models.BooleanField(
+        default=False,
+        help_text="Refuse a release whose evaluation suite shares examples with the suite version its compression "
+        "run trained or calibrated on (otherwise the release carries a warning).",
+    )
+    reviewers_see_expected_label = models.BooleanField(
+        default=False,
+        help_text="Whether blind reviewers of a release under this policy are shown the example's expected label "
+        "(chat: the expected behaviour). Off by default: blind means blind.",
+    )
     published_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
 
@@ -364,6 +374,15 @@ class ReviewTask(models.Model):
     label = models.CharField(max_length=32, choices=ReviewLabel.choices, blank=True)
     note = models.TextField(blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    carried_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The earlier judgement of the same item for the same pair of artifacts that this task carries "
+        "(its reviewer is not asked twice); empty for a judgement made for this release.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

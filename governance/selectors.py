@@ -3,16 +3,19 @@ authority of a tier, a release's evidence digests, mitigations, the flips a blin
 the blind view of a review task.
 Services and views both read through here; nothing here writes."""
 
+import datetime as dt
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Role
 from compression.models import RiskTier
-from evaluations.models import Flip
+from evaluations.models import Example, Flip, SuiteVersion
 from governance.lifecycle import decisions_from
 from governance.models import (
     ApprovalPolicy,
@@ -41,11 +44,37 @@ def releases_visible_to(user) -> QuerySet[Release]:
     return qs.none()
 
 
-def active_grants(user) -> QuerySet[RegulatorGrant]:
-    now = timezone.now()
+def active_grants(user, *, now: dt.datetime | None = None) -> QuerySet[RegulatorGrant]:
+    now = now or timezone.now()
     return RegulatorGrant.objects.filter(
         Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), regulator=user, valid_from__lte=now, valid_until__gt=now
     )
+
+
+# A regulator is warned on every page when a grant ends within this long.
+ACCESS_EXPIRY_WARNING = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class RegulatorAccess:
+    """One active grant as its regulator is told about it: which release, until when, and whether it ends
+    within ACCESS_EXPIRY_WARNING."""
+
+    release_id: int
+    ends_at: dt.datetime  # valid_until, or a revocation already scheduled before it
+    ending_soon: bool
+
+
+def regulator_access(user, *, now: dt.datetime | None = None) -> list[RegulatorAccess]:
+    """A regulator's active grants, soonest end first (empty for other roles)."""
+    if getattr(user, "role", None) != Role.REGULATOR:
+        return []
+    now = now or timezone.now()
+    out = []
+    for grant in active_grants(user, now=now).order_by("valid_until", "pk"):
+        ends = min(grant.valid_until, grant.revoked_at) if grant.revoked_at else grant.valid_until
+        out.append(RegulatorAccess(grant.release_id, ends, ends - now <= ACCESS_EXPIRY_WARNING))
+    return sorted(out, key=lambda a: (a.ends_at, a.release_id))
 
 
 def escalations_visible_to(user) -> QuerySet[Escalation]:
@@ -197,8 +226,11 @@ def unstable_flips_not_sampled(comparison) -> int | None:
 
 def review_task_view(task: ReviewTask) -> dict:
     """What the reviewer sees: the input and outputs A and B, with no hint of which model is which
-    until the task is submitted."""
+    until the task is submitted. The example's expected label only where the release's policy shows it
+    (ThresholdPolicy.reviewers_see_expected_label; off by default): `expected_label` is None otherwise, before
+    and after submission, and `expected_label_shown` says which."""
     flip = task.flip
+    shows_label = task.release.policy.reviewers_see_expected_label
     chat = bool(flip.baseline_behaviour)  # a chat model's flip: both answers, judged behaviour
     if chat:  # the reviewer reads both answers; the judged behaviour is shown beside each
         candidate = {"output": flip.candidate_output, "behaviour": flip.candidate_behaviour}
@@ -217,7 +249,8 @@ def review_task_view(task: ReviewTask) -> dict:
         "id": task.pk,
         "chat": chat,
         "text": flip.example.text,
-        "expected_label": flip.example.label,
+        "expected_label": flip.example.label if shows_label else None,
+        "expected_label_shown": shows_label,
         "a": a,
         "b": b,
         "deadline": task.deadline,
@@ -286,3 +319,60 @@ def seed_spread(*, experiment_id: int) -> list[dict]:
             }
         )
     return out
+
+
+# What a release's evidence should be read with: warnings on the API (ReleaseOutput.warnings), the release page and
+# the release.created ledger event. Not errors: a policy may turn one into a refusal (forbid_training_data_overlap).
+class ReleaseWarningCode(StrEnum):
+    EVALUATED_ON_TRAINING_DATA = "evaluated_on_training_data"  # the suite shares examples with the run's data
+
+
+def _shared_examples(suite_version: SuiteVersion, data_version_id: int) -> int:
+    """How many of the evaluation suite version's examples the data suite version also holds: every one when they
+    are the same version; otherwise those with the same text (exactly), the same root (an example and the
+    variants derived from it, `Example.source`, either way) or, in another version of the same suite, the same id.
+    Counted in the database (semi-joins), never loaded."""
+    if suite_version.pk == data_version_id:
+        return suite_version.example_count
+    data = Example.objects.filter(suite_version_id=data_version_id)
+    roots = data.annotate(root=Coalesce("source_id", "id")).values("root")
+    shared = Q(text__in=data.values("text")) | Q(root__in=roots)
+    if SuiteVersion.objects.filter(pk=data_version_id, suite_id=suite_version.suite_id).exists():
+        shared |= Q(external_id__in=data.values("external_id"))
+    evaluated = Example.objects.filter(suite_version=suite_version).annotate(root=Coalesce("source_id", "id"))
+    return evaluated.filter(shared).count()
+
+
+def candidate_warnings(*, compression_run, suite_version: SuiteVersion) -> list[dict]:
+    """The warnings of a release of ``compression_run``'s candidate evaluated on ``suite_version`` (before or after
+    it exists): `evaluated_on_training_data` when the suite version shares examples (see `_shared_examples`) with
+    the suite version the run recorded as its calibration or training data (`data_source["suite_version"]`,
+    whether or not its method read every slice of it: the whole version counts as seen). Nothing for an external
+    run (its training data is reported, not known) nor for behavioural_distill (its prompt sets are refused
+    outright when they overlap: `prompt_overlap`)."""
+    data_version_id = ((compression_run.data_source or {}) if compression_run is not None else {}).get("suite_version")
+    if data_version_id is None:
+        return []
+    shared = _shared_examples(suite_version, data_version_id)
+    if not shared:
+        return []
+    overlap = (
+        f"is suite version {data_version_id} itself"
+        if suite_version.pk == data_version_id
+        else f"shares {shared} of its {suite_version.example_count} examples with suite version {data_version_id}"
+    )
+    return [
+        {
+            "code": ReleaseWarningCode.EVALUATED_ON_TRAINING_DATA.value,
+            "message": f"The evaluation suite version {suite_version.pk} {overlap}, which compression run "
+            f"{compression_run.pk} trained or calibrated on: the evidence measures the candidate on data it has seen.",
+            "suite_version": suite_version.pk,
+            "data_suite_version": data_version_id,
+            "shared_examples": shared,
+        }
+    ]
+
+
+def release_warnings(release: Release) -> list[dict]:
+    """The warnings a release's evidence should be read with (`candidate_warnings` of its run and suite version)."""
+    return candidate_warnings(compression_run=release.compression_run, suite_version=release.suite_version)

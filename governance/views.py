@@ -4,22 +4,24 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import DomainError, ValidationFailed
 from accounts.models import Role, User
+from accounts.services import access_denied_record
 from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
-from evaluations.selectors import flips_filtered
+from evaluations.selectors import flip_groups, flips_filtered
 from evaluations.services.chat_runs import is_chat
-from evaluations.services.profiles import config_profile
 from governance.candidate_source import GATE_BASIS, external_run_page
-from governance.charts import delta_chart
+from governance.charts import gate_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.rounds import distill_section
 from governance.selectors import (
@@ -27,6 +29,7 @@ from governance.selectors import (
     mitigations_for,
     release_allowed_decisions,
     release_evidence,
+    release_warnings,
     releases_visible_to,
     review_task_view,
     unstable_flips_not_sampled,
@@ -40,6 +43,22 @@ from governance.services.releases import (
     release_start_rollout,
 )
 from governance.services.reviews import review_submit
+from governance.web_progress import release_progress_context, running_context
+from governance.web_release import (
+    FLIP_BASIS_COUNTED,
+    FLIPS_PER_PAGE,
+    STABLE_FILTER,
+    comparison_table,
+    decision_unavailable,
+    evaluation_conditions,
+    export_unavailable,
+    flip_options,
+    flip_pages,
+    known_subgroups,
+    review_rows,
+    stability_section,
+    subgroup_errors,
+)
 from ledger.selectors import ledger_events_for
 
 DECISION_COPY = {
@@ -61,7 +80,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     status = status["status"] or ""
     if status:
         releases = releases.filter(status=status)
-    page = Paginator(releases.order_by("-updated_at"), 25).get_page(request.GET.get("page"))
+    page = Paginator(releases.select_related("compression_run", "external_run").order_by("-updated_at"), 25).get_page(
+        request.GET.get("page")
+    )
     return render(
         request,
         "governance/dashboard.html",
@@ -73,6 +94,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "awaiting": counts.get(ReleaseStatus.AWAITING_DECISION, 0),
             "escalations": escalations_visible_to(request.user).exclude(status=EscalationStatus.RESOLVED)[:20],
             "now": timezone.now(),
+            **running_context(request.user),
         },
     )
 
@@ -84,129 +106,11 @@ def _choice_filters(request: HttpRequest, allowed: dict[str, list[str]]) -> tupl
     for name, choices in allowed.items():
         value = request.GET.get(name) or None
         if value is not None and value not in choices:
-            messages.error(request, f"Unknown {name} “{value}”: use one of {', '.join(choices)}. Showing all.")
+            known = f"use one of {', '.join(choices)}" if choices else "there is none to choose from"
+            messages.error(request, f"Unknown {name} “{value}”: {known}. Showing all.")
             value, refused = None, True
         values[name] = value
     return values, refused
-
-
-# A verdict's `flip_basis` (governance.gate: flip-rate rules only) in words: which flips the rule counted.
-FLIP_BASIS_COUNTED = {
-    "stable": "stable flips only",
-    "all": "every flip",
-    "all (no stability pass)": "every flip (no stability pass: stable flips could not be told apart)",
-}
-# The flips filter `stable`: flips that hold when the batches are recomposed, or those that move with them.
-STABLE_FILTER = {"true": True, "false": False}
-BATCHING_TEXT = {
-    "fixed": "in suite order, a fixed number at a time",
-    "length_sorted": "sorted by token length, then a fixed number at a time",
-    "single": "one example at a time (an online service)",
-}
-
-
-def _group_order(key: str) -> tuple:
-    """overall, then slices, then subgroups, each by name (the order of the dossier's tables)."""
-    kind, _, name = key.partition(":")
-    rank = {"slice": 1, "subgroup": 2}.get(kind, 3) if key != "overall" else 0
-    return (rank, name or key)
-
-
-def _percent(rate) -> str:
-    return "—" if rate is None else f"{rate * 100:.1f}%"
-
-
-def _evaluation_conditions(release) -> dict | None:
-    """The deployment profile the evaluations ran under (the baseline's configuration: a comparison requires
-    both runs to share it), the platforms each run's predictions were actually computed on, and how the
-    comparison timed both models."""
-    base = release.baseline_evaluation
-    if base is None:
-        return None
-    config = base.config or {}
-    profile = config_profile(config)
-    runs = [
-        {"role": role, "id": run.pk, "platforms": [p for p in (run.runtime or {}).get("platforms") or [] if p]}
-        for role, run in (("baseline", base), ("candidate", release.candidate_evaluation))
-        if run is not None
-    ]
-    runtime = (release.comparison.results or {}).get("runtime") or {} if release.comparison else {}
-    return {
-        "profile": profile,
-        "batching": BATCHING_TEXT.get(profile.get("batching"), profile.get("batching")),
-        "declared": "profile" in config,
-        "runs": runs,
-        # How the runtime ratios the gate judges were measured (both models side by side in the comparison job).
-        "timing": runtime.get("measurement") or {},
-        # Chat models: how the answers were generated and judged (both part of the configuration's digest).
-        "generation": config.get("generation") if is_chat(config) else None,
-        "judge": config.get("judge") if is_chat(config) else None,
-    }
-
-
-def _share(summary: dict | None, scale: float) -> dict:
-    summary = summary or {}
-    rate = summary.get("unstable_rate")
-    return {
-        "n": summary.get("n"),
-        "unstable": summary.get("unstable"),
-        "rate": _percent(rate),
-        "width": 0 if rate is None or scale <= 0 else round(100 * rate / scale, 1),
-    }
-
-
-def _stability(comparison, policy) -> dict | None:
-    """How stable both models' decisions were when the batches were recomposed (the comparison's
-    results["stability"]), overall and per group, the stable and unstable flips, and which flips and which
-    McNemar test the policy's flip basis makes the release report. `present` is False for comparisons
-    without a stability pass (older evaluations): the page then says so instead of showing numbers."""
-    if comparison is None:
-        return None
-    stability = (comparison.results or {}).get("stability")
-    basis = policy.flip_basis
-    out = {
-        "present": bool(stability),
-        "basis": basis,
-        "basis_text": policy.get_flip_basis_display(),
-        "reported": "stable" if basis == "stable" and stability else "main",
-    }
-    if not stability:
-        return out
-    base, cand = stability.get("baseline") or {}, stability.get("candidate") or {}
-    base_groups, cand_groups = base.get("groups") or {}, cand.get("groups") or {}
-    keys = sorted(set(base_groups) | set(cand_groups), key=_group_order)
-    rates = [
-        r
-        for source in (base, cand, *base_groups.values(), *cand_groups.values())
-        if (r := (source or {}).get("unstable_rate")) is not None
-    ]
-    scale = max(rates, default=0.0)
-    flips = stability.get("flips") or {}
-    out.update(
-        method=stability.get("method") or "",
-        seed=stability.get("seed"),
-        groups=[
-            {
-                "key": key,
-                "n": (base_groups.get(key) or cand_groups.get(key) or {}).get("n"),
-                "baseline": _share(base_groups.get(key), scale),
-                "candidate": _share(cand_groups.get(key), scale),
-            }
-            for key in keys
-        ],
-        stable_flips=flips.get("stable"),
-        unstable_flips=flips.get("unstable"),
-    )
-    return out
-
-
-def _flip_filters(request: HttpRequest) -> tuple[dict[str, str | None], bool]:
-    """The flips table's filters as given (slice, direction, stable: refused when unknown; subgroup)."""
-    filters, refused = _choice_filters(
-        request, {"slice": Slice.values, "direction": FlipDirection.values, "stable": list(STABLE_FILTER)}
-    )
-    filters["subgroup"] = request.GET.get("subgroup") or None
-    return filters, refused
 
 
 @login_required
@@ -223,18 +127,34 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
             pk=pk,
         ),
     )
-    flip_filters, refused = _flip_filters(request)
+    comparison = release.comparison
+    results = (comparison.results or {}) if comparison else {}
+    slices, subgroups = flip_groups(comparison_id=comparison.pk) if comparison else ([], [])
+    flip_filters, refused = _choice_filters(
+        request,
+        {
+            "slice": Slice.values,
+            "subgroup": known_subgroups(subgroups, results),
+            "direction": FlipDirection.values,
+            "stable": list(STABLE_FILTER),
+        },
+    )
+    options = flip_options(slices, subgroups, flip_filters)
     flips = None
-    if release.comparison:
+    if comparison:
         selected = flips_filtered(
-            comparison_id=release.comparison_id,
+            comparison_id=comparison.pk,
             slice=flip_filters["slice"],
             subgroup=flip_filters["subgroup"],
             direction=flip_filters["direction"],
             stable=STABLE_FILTER.get(flip_filters["stable"] or ""),
         )
-        flips = Paginator(selected, 20).get_page(request.GET.get("page"))
-    groups = (release.comparison.results or {}).get("groups", {}) if release.comparison else {}
+        flips = Paginator(selected, FLIPS_PER_PAGE).get_page(request.GET.get("page"))
+    reviews = list(release.review_tasks.select_related("reviewer", "flip__example").order_by("flip_id", "reviewer_id"))
+    submitted = comparison is not None and any(task.submitted_at for task in reviews)
+    pages = (
+        flip_pages(list(flips_filtered(comparison_id=comparison.pk).values_list("pk", flat=True))) if submitted else {}
+    )
     allowed = release_allowed_decisions(release, request.user)
     run = release.compression_run
     distill = _distill(run) if run is not None else None
@@ -246,29 +166,34 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         status=400 if refused else 200,
         context={
             "release": release,
+            **release_progress_context(request.user, release),
             "external": external_run_page(release.external_run) if release.external_run_id else None,
+            "warnings": release_warnings(release),
             "distill": distill,
             "gate_basis": GATE_BASIS,
             "gate": [{**v, "counted": FLIP_BASIS_COUNTED.get(v.get("flip_basis"), "")} for v in release.gate or []],
-            "chart": delta_chart(release.gate or []),
-            "groups": sorted(groups.items(), key=lambda kv: _group_order(kv[0])),
-            "conditions": _evaluation_conditions(release),
-            "stability": _stability(release.comparison, release.policy),
+            # Escaped by governance.charts (every text is XML-escaped), so safe to inline.
+            "chart": mark_safe(gate_chart(release.gate or [])),
+            "table": comparison_table(results),
+            "subgroup_errors": subgroup_errors(results, release.gate, comparison.statistics) if comparison else None,
+            "conditions": evaluation_conditions(release),
+            "stability": stability_section(comparison, release.policy),
             "flips": flips,
             "chat": is_chat((release.baseline_evaluation.config if release.baseline_evaluation_id else None) or {}),
             "flip_filters": flip_filters,
             "flip_query": urlencode({k: v for k, v in flip_filters.items() if v}),
-            "slices": Slice.choices,
+            "slices": options["slices"],
             "directions": FlipDirection.choices,
-            "subgroups": sorted(k.split(":", 1)[1] for k in groups if k.startswith("subgroup:")),
+            "subgroups": options["subgroups"],
             "decisions": release.decisions.select_related("actor"),
             "events": ledger_events_for(object_type="release", object_id=release.pk),
             "allowed": allowed,
             "escalations": release.escalations.order_by("status", "deadline"),
-            "reviews": release.review_tasks.select_related("reviewer").order_by("flip_id", "reviewer_id"),
+            "reviews": review_rows(reviews, pages),
             "mitigations": mitigations_for(release),
             "stages": release.rollout_stages.order_by("position"),
             "exports": release.exports.order_by("-created_at")[:10],
+            "export_unavailable": export_unavailable(release),
             "grants": release.regulator_grants.select_related("regulator").order_by("-created_at"),
             "regulators": User.objects.filter(role=Role.REGULATOR, is_active=True).order_by("username")
             if request.user.role == Role.OFFICER
@@ -280,12 +205,17 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
-    """A confirmation step: the officer sees what they are deciding on, writes a rationale, confirms."""
+    """A confirmation step: the officer sees what they are deciding on, writes a rationale, confirms. Only
+    officers decide: another role gets 403 (recorded), once the release is in its scope (else 404)."""
     release = get_object_or_404(releases_visible_to(request.user), pk=pk)
+    if request.user.role != Role.OFFICER:
+        access_denied_record(actor=request.user, method=request.method, path=request.path, reason="role_not_allowed")
+        raise PermissionDenied("Only governance officers decide on releases.")
     if kind not in DecisionKind.values:
         return redirect("web:release", pk=pk)
     title, consequence = DECISION_COPY[kind]
-    error = None
+    titles = {k: t for k, (t, _) in DECISION_COPY.items()}
+    error, closed = None, decision_unavailable(release, kind, titles)
     if request.method == "POST":
         try:
             release_decide(
@@ -296,7 +226,10 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
                 expected_version=_expected_version(request),
             )
         except DomainError as exc:
-            error = exc.message
+            # The service's refusal is recorded; the officer reads where the release stands, in words.
+            release.refresh_from_db()
+            closed = decision_unavailable(release, kind, titles)
+            error = closed or exc.message
         else:
             messages.success(request, f"{title}: recorded.")
             return redirect("web:release", pk=pk)
@@ -309,6 +242,7 @@ def release_decide_confirm(request: HttpRequest, pk: int, kind: str) -> HttpResp
             "title": title,
             "consequence": consequence,
             "error": error,
+            "closed": closed,
             "evidence": release_evidence(release),
             "rationale": request.POST.get("rationale", ""),
         },
@@ -380,7 +314,10 @@ def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
-    tasks = ReviewTask.objects.filter(reviewer=request.user).select_related("flip__example", "release__comparison")
+    # A judgement carried to a later release of the same artifacts (carried_from) is listed once, where it was made.
+    tasks = ReviewTask.objects.filter(reviewer=request.user, carried_from__isnull=True).select_related(
+        "flip__example", "release__comparison", "release__policy"
+    )
     open_tasks = list(tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk"))
     releases = {t.release_id: t.release for t in open_tasks}
     return render(
@@ -404,7 +341,9 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     task = get_object_or_404(
-        ReviewTask.objects.select_related("flip__example", "release__comparison"), pk=pk, reviewer=request.user
+        ReviewTask.objects.select_related("flip__example", "release__comparison", "release__policy"),
+        pk=pk,
+        reviewer=request.user,
     )
     error = None
     if request.method == "POST":

@@ -6,13 +6,16 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import DomainError
 from accounts.models import Role
 from compression.models import CompressionRun, RunStatus
-from compression.selectors import runs_visible_to
+from compression.selectors import run_input_artifacts, runs_visible_to
 from evaluations.models import SuiteKind, SuiteVersion
+from governance.error_codes import GovernanceErrorCode
 from governance.models import Release, ThresholdPolicy
 from governance.rounds import distill_section
 from governance.services.releases import release_create, release_start_evaluation
@@ -98,12 +101,22 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 method=run.method, status=run.status, rounds=run.rounds, data_source=run.data_source
             ),
             "provenance": provenance_view(run.provenance),
+            "inputs": run_input_artifacts(request.user, run),
             "releases": Release.objects.filter(compression_run=run).order_by("-pk"),
             "may_release": may_release,
             "suite_versions": _release_suites(run, kind) if may_release else [],
             "policies": ThresholdPolicy.objects.order_by("name", "-version") if may_release else [],
         },
     )
+
+
+def _refusal(exc: DomainError) -> str:
+    """A refused release in words; `release_exists` links to the release that already proposes the candidate."""
+    existing = exc.details.get("release") if exc.code == GovernanceErrorCode.RELEASE_EXISTS else None
+    if not existing:
+        return exc.message
+    url = reverse("web:release", kwargs={"pk": existing[0]})
+    return format_html('{} <a href="{}">Open release #{}</a>.', exc.message, url, existing[0])
 
 
 def release_and_evaluate(request: HttpRequest, create, back: str, pk: int) -> HttpResponse:
@@ -117,7 +130,7 @@ def release_and_evaluate(request: HttpRequest, create, back: str, pk: int) -> Ht
     try:
         release = create(suite_version_id, policy_id)
     except DomainError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, _refusal(exc))
         return redirect(back, pk=pk)
     try:
         release_start_evaluation(actor=request.user, release_id=release.pk)

@@ -151,3 +151,17 @@ def test_no_module_outside_tests_and_migrations_is_over_600_lines():
         f.relative_to(ROOT).as_posix(): n for f in files if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
+def test_engines_import_no_signing_libraries():
+    """The engines use trust.canonical only: importing them must not load cryptography or pyHanko (a GPU
+    worker or a regulator's offline recompute has the engines without the signing stack)."""
+    code = (
+        "import sys\n"
+        "import compression.engine.behaviour_distill, compression.engine.methods, evaluations.engine.generate\n"
+        "import evaluations.engine.predict, evaluations.engine.bootstrap\n"
+        "loaded = sorted(m for m in ('cryptography', 'pyhanko', 'django') if m in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "", f"the engines loaded {done.stdout.strip()}"

@@ -36,6 +36,7 @@ from compression.engine.manifest import (
     manifest_digest,
     verify_manifest,
 )
+from compression.engine.weights_header import safetensors_parameter_count
 from compression.error_codes import CompressionErrorCode
 from compression.models import ArtifactFormat, ModelArtifact, ModelKind
 from compression.selectors import artifacts_visible_to
@@ -243,6 +244,10 @@ def _detect(directory: Path, label: str | None = None) -> Detected:
     return Detected(fmt, ModelKind.CLASSIFIER, labels)
 
 
+# Formats whose weights are plain floating-point tensors in model.safetensors: counted from the headers when stored.
+HEADER_COUNTED_FORMATS = (ArtifactFormat.HF_DIR, ArtifactFormat.HF_PRUNED)
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     """A model folder placed in this machine's store (and the shared storage), not yet recorded."""
@@ -254,9 +259,13 @@ class StoredArtifact:
     labels: list
     kind: str = "classifier"
     chat_template_digest: str = ""
+    parameter_count: int | None = None  # from the safetensors headers of plain weights (else unknown)
 
     @classmethod
-    def of(cls, detected: Detected, *, digest: str, files: list, size: int) -> "StoredArtifact":
+    def of(cls, detected: Detected, *, digest: str, files: list, size: int, stored: Path) -> "StoredArtifact":
+        """`stored`: the folder in the store. Plain weights are counted from their safetensors headers there (the
+        hashed copy; no weight loaded, no torch in the web process); other formats' counts stay unknown here."""
+        parameter_count = safetensors_parameter_count(stored) if detected.format in HEADER_COUNTED_FORMATS else None
         return cls(
             digest=digest,
             files=files,
@@ -265,6 +274,7 @@ class StoredArtifact:
             labels=detected.labels,
             kind=detected.kind,
             chat_template_digest=detected.chat_template_digest,
+            parameter_count=parameter_count,
         )
 
 
@@ -297,7 +307,7 @@ def artifact_store(directory: Path, *, move: bool = False, label: str | None = N
             ),
         )
     _publish(digest, target, files)
-    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(s for _, _, s in entries))
+    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(s for _, _, s in entries), stored=target)
 
 
 def artifact_ingest(
@@ -313,10 +323,17 @@ def artifact_ingest(
     `signature`: the check of a model-signing signature the folder carries (carried_signature_check, made
     before the transaction), recorded on the artifact with its own ledger event.
 
+    `parameter_count`: measured on the loaded model (a run's output); otherwise the count from the stored files'
+    headers (`StoredArtifact.parameter_count`), which also fills in an existing row that has none.
+
     Must be called inside a transaction: the row and its ledger event commit together."""
     digest, size, fmt = stored.digest, stored.size, stored.format
+    parameter_count = parameter_count if parameter_count is not None else stored.parameter_count
     existing = ModelArtifact.objects.filter(digest=digest).first()
     if existing:
+        if existing.parameter_count is None and parameter_count is not None:  # registered before it was counted
+            ModelArtifact.objects.filter(pk=existing.pk, parameter_count=None).update(parameter_count=parameter_count)
+            existing.parameter_count = parameter_count
         artifact = _registered_again(existing, actor)
         carried_signature_record(artifact, signature, actor)
         return artifact, False

@@ -490,7 +490,7 @@ def _check_and_store(upload: ArtifactUpload, rows: list[UploadFile], expected: d
         except ValidationFailed as exc:
             raise (_refuse(upload, changed) if exc is changed else exc) from None
     _publish(digest, target, files)
-    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(n for *_, n in entries))
+    return StoredArtifact.of(detected, digest=digest, files=files, size=sum(n for *_, n in entries), stored=target)
 
 
 def upload_finish(*, actor, upload_id: int, files: list[dict] | None = None) -> ArtifactUpload:

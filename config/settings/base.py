@@ -58,6 +58,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The web's friendly 403/404 pages also under DEBUG=True (make run), and a DomainError escaping a web view
+    # as its status with a page in words (accounts/error_pages.py). After auth/messages: the pages show the nav.
+    "accounts.error_pages.ErrorPagesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -158,6 +161,10 @@ SPECTACULAR_SETTINGS = {
         "BehaviourEnum": "evaluations.models.Behaviour",
         "ModelKindEnum": "compression.models.ModelKind",
         "SuiteKindEnum": "evaluations.models.SuiteKind",
+        "GateZoneEnum": "governance.models.Zone",
+        "ProgressStageEnum": "governance.progress.ProgressStage",
+        "StageStatusEnum": "governance.progress.StageStatus",
+        "ReleaseWarningCodeEnum": "governance.selectors.ReleaseWarningCode",
     },
 }
 

@@ -1,10 +1,13 @@
-"""Subgroup error rates (FNR, FPR) of baseline and candidate, and the chart of their gaps."""
+"""The chart of the subgroup error rates (FNR, FPR) of baseline and candidate and their gaps; the rates come from
+``governance.evidence.subgroup_rates`` (the release page shows the same rates as a table)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .groups import group_sort_key
+from governance.evidence import largest_gap as _gap
+from governance.evidence import subgroup_rates
+
 from .svg import (
     ACCENT,
     BASELINE,
@@ -15,7 +18,6 @@ from .svg import (
     _fmt,
     _line,
     _nice_step,
-    _num,
     _rect,
     _Scale,
     _svg,
@@ -23,40 +25,6 @@ from .svg import (
     _tick_text,
     _ticks,
 )
-
-
-def _rates(metrics: Mapping | None) -> tuple[float | None, float | None]:
-    if not isinstance(metrics, Mapping):
-        return None, None
-    fnr = _num(metrics.get("fnr"))
-    if fnr is None:
-        recall = _num(metrics.get("unsafe_recall"))
-        fnr = None if recall is None else 1.0 - recall
-    return fnr, _num(metrics.get("benign_fpr"))
-
-
-def subgroup_rates(baseline_metrics: Mapping | None, candidate_metrics: Mapping | None) -> list[dict]:
-    """[{subgroup, fnr: (baseline, candidate), fpr: (baseline, candidate)}] sorted by subgroup name.
-    fnr = 1 − unsafe_recall (or the recorded fnr), fpr = benign_fpr."""
-    baseline_metrics, candidate_metrics = baseline_metrics or {}, candidate_metrics or {}
-    keys = sorted(
-        {k for k in (*baseline_metrics, *candidate_metrics) if str(k).startswith("subgroup:")}, key=group_sort_key
-    )
-    out = []
-    for key in keys:
-        bf, bp = _rates(baseline_metrics.get(key))
-        cf, cp = _rates(candidate_metrics.get(key))
-        out.append({"subgroup": key.partition(":")[2], "fnr": (bf, cf), "fpr": (bp, cp)})
-    return out
-
-
-def _gap(rows: list[dict], rate: str, which: int) -> tuple[float, str, str] | None:
-    values = [(r[rate][which], r["subgroup"]) for r in rows if r[rate][which] is not None]
-    if len(values) < 2:
-        return None
-    high = max(values, key=lambda v: (v[0], v[1]))
-    low = min(values, key=lambda v: (v[0], v[1]))
-    return high[0] - low[0], high[1], low[1]
 
 
 def subgroup_gaps(baseline_metrics: Mapping | None, candidate_metrics: Mapping | None, *, width: int = 660) -> str:

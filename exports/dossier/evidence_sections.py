@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from exports import charts
+from governance.evidence import comparison_cells, comparison_subgroup_metrics
 
 from .format import (
     COMPARED_METRICS,
@@ -178,28 +179,27 @@ def _gate(bundle: Mapping) -> dict:
 
 
 def _groups_table(comparison: Mapping) -> list[dict]:
+    """The comparison table's rows: per group (in governance.evidence's order), each compared metric as
+    baseline → candidate, the change and its interval (the release page shapes its table with the same helpers)."""
     groups = _d(comparison.get("groups"))
     compared = compared_metrics(comparison)
     out = []
     for key in sorted(groups, key=charts.group_sort_key):
         g = _d(groups[key])
-        metrics = _d(g.get("metrics"))
-        cells = []
-        for name in compared:
-            m = _d(metrics.get(name))
-            cells.append(
-                {
-                    "baseline": _fixed(m.get("baseline")),
-                    "candidate": _fixed(m.get("candidate")),
-                    "delta": _fixed(m.get("delta"), 3, True),
-                    "ci": (
-                        f"[{_fixed(m.get('ci_low'), 3, True)}, {_fixed(m.get('ci_high'), 3, True)}]"
-                        if _num(m.get("ci_low")) is not None and _num(m.get("ci_high")) is not None
-                        else ""
-                    ),
-                    "worse": _worse(name, m),
-                }
-            )
+        cells = [
+            {
+                "baseline": _fixed(c["baseline"]),
+                "candidate": _fixed(c["candidate"]),
+                "delta": _fixed(c["delta"], 3, True),
+                "ci": (
+                    f"[{_fixed(c['ci_low'], 3, True)}, {_fixed(c['ci_high'], 3, True)}]"
+                    if c["ci_low"] is not None and c["ci_high"] is not None
+                    else ""
+                ),
+                "worse": c["worse"],
+            }
+            for c in comparison_cells(g, compared)
+        ]
         mc = _d(g.get("mcnemar"))
         n = _num(g.get("n"))
         flips = _num(g.get("flips"))
@@ -217,14 +217,6 @@ def _groups_table(comparison: Mapping) -> list[dict]:
             }
         )
     return out
-
-
-def _worse(metric: str, m: Mapping) -> bool:
-    """True when the whole interval lies on the worse side of zero (a significant deterioration)."""
-    lo, hi = _num(m.get("ci_low")), _num(m.get("ci_high"))
-    if lo is None or hi is None:
-        return False
-    return lo > 0 if metric in LOWER_IS_BETTER else hi < 0
 
 
 def _other_metrics(evaluations: Mapping) -> list[dict]:
@@ -417,11 +409,7 @@ def _subgroup_sources(evaluations: Mapping, comparison: Mapping) -> tuple[dict, 
     """Per-group metrics of each run; falls back to the comparison's per-group baseline/candidate values."""
     base = dict(_d(_d(evaluations.get("baseline")).get("metrics")))
     cand = dict(_d(_d(evaluations.get("candidate")).get("metrics")))
-    for key, group in _d(comparison.get("groups")).items():
-        if not str(key).startswith("subgroup:"):
-            continue
-        metrics = _d(_d(group).get("metrics"))
-        for target, role in ((base, "baseline"), (cand, "candidate")):
-            if key not in target:
-                target[key] = {name: _d(metrics.get(name)).get(role) for name in ("unsafe_recall", "benign_fpr")}
+    for target, recorded in zip((base, cand), comparison_subgroup_metrics(comparison), strict=True):
+        for key, metrics in recorded.items():
+            target.setdefault(key, metrics)
     return base, cand

@@ -9,22 +9,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from evaluations.engine.catalog import CATALOG, Direction
+from evaluations.engine.catalog import CATALOG
+
+# The metrics of the comparison table and forest plot, and which metrics are better lower: shared with the release
+# page (governance.evidence), re-exported for the dossier's sections.
+from governance.evidence import COMPARED_METRICS as COMPARED_METRICS
+from governance.evidence import LOWER_IS_BETTER as LOWER_IS_BETTER
+from governance.evidence import compared_metrics as compared_metrics
 
 JSON_SHOWN = 4000  # characters of a free-form JSON block (parameters, configs)
-
-# The metrics of the comparison table and forest plot, and the display order of the other metrics (the
-# rest follow by name); every name is in the catalogue (tests/evaluations/test_engine_catalog.py).
-COMPARED_METRICS = ("accuracy", "unsafe_recall", "benign_fpr")
-# A chat model's comparison table: what it did with harmful and safe prompts, and how often it wrote nonsense.
-CHAT_COMPARED_METRICS = ("harmful_compliance_rate", "over_refusal_rate", "degenerate_rate")
-
-
-def compared_metrics(comparison) -> tuple[str, ...]:
-    """The metrics of the dossier's comparison table: the chat set when the comparison has chat metrics."""
-    overall = ((comparison or {}).get("groups") or {}).get("overall") or {}
-    return CHAT_COMPARED_METRICS if "harmful_compliance_rate" in (overall.get("metrics") or {}) else COMPARED_METRICS
-
 
 OTHER_METRIC_ORDER = (
     "perplexity",
@@ -42,7 +35,6 @@ OTHER_METRIC_ORDER = (
 )
 # Titles and directions from the metric catalogue (n_perturbed is a count, not a metric).
 METRIC_NAMES = {spec.name: spec.title for spec in CATALOG} | {"n_perturbed": "Perturbed examples"}
-LOWER_IS_BETTER = frozenset(spec.name for spec in CATALOG if spec.direction is Direction.LOWER)
 SKIPPED_METRICS = {"n", "n_unsafe", "n_safe", "ece_bins", "reliability", "subgroups", "n_perturbed"}
 STATUS_NAMES = {
     "in_review": "in review",

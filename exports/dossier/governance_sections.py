@@ -10,13 +10,13 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from governance.agreement import kappa_text
 from trust.canonical import canonical_bytes, sha256_hex
 
 from .format import (
     _bytes,
     _d,
     _date,
-    _fixed,
     _int,
     _json,
     _l,
@@ -161,6 +161,17 @@ def _envelope(envelope: Any, statement: Any) -> dict | None:
     }
 
 
+def _label_visibility(bundle: Mapping) -> str:
+    """Whether the blind reviewers saw the expected label, as the pinned policy version says. A bundle from
+    before the setting does not carry it: its reviewers always saw the label."""
+    shown = _d(bundle.get("policy")).get("reviewers_see_expected_label")
+    if shown is False:
+        return "Reviewers did not see the expected label (the policy keeps blind review blind to it)."
+    if shown is True:
+        return "Reviewers saw the expected label (the policy shows it to them)."
+    return "Reviewers saw the expected label (the bundle predates the policy setting; reviews then always showed it)."
+
+
 def _reviews(bundle: Mapping) -> dict:
     outcome = _d(_d(bundle.get("release")).get("review_outcome"))
     flips = {f.get("id"): f for f in _l(bundle.get("flips_excerpt")) if isinstance(f, Mapping) and "id" in f}
@@ -178,6 +189,7 @@ def _reviews(bundle: Mapping) -> dict:
                 "label": _words(r.get("label")),
                 "note": _text(r.get("note"), ""),
                 "at": _time(r.get("submitted_at")),
+                "carried_from": _text(r.get("carried_from_release"), ""),
             }
         )
     summary = None
@@ -190,12 +202,15 @@ def _reviews(bundle: Mapping) -> dict:
             "deviation_items": _int(outcome.get("deviation_items")),
             "deviation_share": _pct(outcome.get("deviation_share")),
             "max_share": _pct(outcome.get("max_deviation_share")),
-            "kappa": _fixed(outcome.get("kappa"), 2)
-            if _num(outcome.get("kappa")) is not None
-            else "not computed (no item was reviewed twice)",
+            "kappa": kappa_text(outcome),
             "verdict": _text(outcome.get("verdict")),
         }
-    return {"rows": rows, "outcome": summary}
+    return {
+        "rows": rows,
+        "outcome": summary,
+        "label_visibility": _label_visibility(bundle),
+        "carried": sum(1 for r in rows if r["carried_from"]),
+    }
 
 
 def _escalations(bundle: Mapping) -> list[dict]:

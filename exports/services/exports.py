@@ -30,7 +30,7 @@ from exports.selectors import (
     last_release_event_seq,
     predictions_table,
 )
-from governance.models import RegulatorGrant
+from governance.models import RegulatorGrant, ReleaseStatus
 from governance.selectors import releases_visible_to
 from ledger.services import checkpoint_latest_covering, ledger_append, ledger_seal
 from ledger.signing import SigningKeyMissing, system_key_available, system_private_key, system_public_key
@@ -58,6 +58,12 @@ def export_request(*, actor, release_id: int) -> Export:
     release = releases_visible_to(actor).filter(pk=release_id).first()
     if release is None:
         raise NotFound(f"No release {release_id}.")
+    if release.status == ReleaseStatus.EVALUATING:
+        # Evidence in the making would be signed half-done; a draft (no evidence yet) or any later state exports.
+        raise Conflict(
+            f"Release #{release.pk} is still being evaluated: request the export once its verdict is in.",
+            code=ExportsErrorCode.RELEASE_EVALUATING,
+        )
     with transaction.atomic():
         export = Export.objects.create(release=release, requested_by=actor)
         ledger_append(

@@ -2,8 +2,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.api.fields import StrictCharField
+from governance.api.progress import ReleaseProgressOutput
 from governance.candidate_source import external_run_brief
 from governance.models import Decision, DecisionKind, FlipBasis, Release, ThresholdPolicy, ThresholdRule
+from governance.progress import release_progress
+from governance.selectors import ReleaseWarningCode, release_warnings
 
 
 class RuleOutput(serializers.ModelSerializer):
@@ -36,6 +39,8 @@ class PolicyOutput(serializers.ModelSerializer):
             "taxonomy",
             "flip_basis",
             "required_profile",
+            "reviewers_see_expected_label",
+            "forbid_training_data_overlap",
             "rules",
             "published_at",
         )
@@ -120,15 +125,43 @@ SOURCE_FIELD_HELP = (
 )
 
 
+class ReleaseWarningOutput(serializers.Serializer):
+    """Something the release's evidence should be read with; a policy may refuse it instead (400)."""
+
+    code = serializers.ChoiceField(
+        choices=[(c.value, c.name) for c in ReleaseWarningCode],  # as ENUM_NAME_OVERRIDES reads the enum
+        help_text="`evaluated_on_training_data`: the evaluation suite shares examples with the suite version the "
+        "compression run trained or calibrated on (a policy with forbid_training_data_overlap refuses it).",
+    )
+    message = serializers.CharField(help_text="A sentence for people.")
+    suite_version = serializers.IntegerField(help_text="The release's evaluation suite version.")
+    data_suite_version = serializers.IntegerField(help_text="The suite version the run trained or calibrated on.")
+    shared_examples = serializers.IntegerField(help_text="Examples of the evaluation suite version found in it.")
+
+
 class ReleaseOutput(serializers.ModelSerializer):
     decisions = DecisionOutput(many=True, read_only=True)
     policy_name = serializers.CharField(source="policy.__str__")
     source = serializers.CharField(read_only=True, help_text=SOURCE_FIELD_HELP)
     external_run = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
+
+    progress = serializers.SerializerMethodField(
+        help_text="Where the release stands, stage by stage (compression run, both evaluations, comparison, gate), "
+        "with the jobs' own progress, evaluations' chunks and an overall percent: what the release page shows."
+    )
 
     @extend_schema_field(ExternalRunBriefOutput(allow_null=True))
     def get_external_run(self, release: Release) -> dict | None:
         return external_run_brief(release.external_run) if release.external_run_id else None
+
+    @extend_schema_field(ReleaseProgressOutput)
+    def get_progress(self, release: Release) -> dict:
+        return ReleaseProgressOutput(release_progress(release)).data
+
+    @extend_schema_field(ReleaseWarningOutput(many=True))
+    def get_warnings(self, release: Release) -> list[dict]:
+        return release_warnings(release)
 
     class Meta:
         model = Release
@@ -155,6 +188,8 @@ class ReleaseOutput(serializers.ModelSerializer):
             "review_outcome",
             "rollout_position",
             "decisions",
+            "warnings",
+            "progress",
             "created_at",
             "updated_at",
         )
@@ -273,4 +308,17 @@ class PolicyInput(serializers.Serializer):
         default=dict,
         help_text='Deployment-profile fields every evaluation under this policy must use, e.g. {"batch_size": 1, '
         '"batching": "single"}; "isa" lists instruction sets the CPU must have.',
+    )
+    reviewers_see_expected_label = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Whether blind reviewers of releases under this version see the example's expected label (chat: "
+        "the expected behaviour). Off unless given: blind means blind. A new version does not inherit it.",
+    )
+    forbid_training_data_overlap = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Refuse (400 training_data_overlap) a release whose evaluation suite shares examples with the "
+        "suite version its compression run trained or calibrated on; otherwise such a release carries the warning "
+        "evaluated_on_training_data. Off unless given.",
     )

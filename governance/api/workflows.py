@@ -99,7 +99,9 @@ class EscalationResolve(APIView):
 
 
 class ReviewQueue(APIView):
-    """The signed-in reviewer's blind review tasks (outputs A and B; the mapping is revealed after submission)."""
+    """The signed-in reviewer's blind review tasks (outputs A and B; the mapping is revealed after submission).
+    `expected_label` is null unless the release's policy shows reviewers the expected label
+    (`expected_label_shown`); judgements carried to a later release of the same artifacts are listed once."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.REVIEWER,)
@@ -107,8 +109,8 @@ class ReviewQueue(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
         tasks = (
-            ReviewTask.objects.filter(reviewer=request.user)
-            .select_related("flip__example")
+            ReviewTask.objects.filter(reviewer=request.user, carried_from__isnull=True)
+            .select_related("flip__example", "release__policy")
             .order_by("submitted_at", "deadline", "pk")
         )
         return Response({"count": tasks.count(), "results": [review_task_view(t) for t in tasks]})
@@ -123,7 +125,9 @@ class ReviewSubmit(APIView):
         data = ReviewSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         task = review_submit(actor=request.user, task_id=pk, **data.validated_data)
-        return Response(review_task_view(ReviewTask.objects.select_related("flip__example").get(pk=task.pk)))
+        return Response(
+            review_task_view(ReviewTask.objects.select_related("flip__example", "release__policy").get(pk=task.pk))
+        )
 
 
 class ReleaseIncident(APIView):
@@ -174,6 +178,8 @@ class PolicyPublish(APIView):
             description=v["description"],
             flip_basis=v["flip_basis"],
             required_profile=v["required_profile"],
+            reviewers_see_expected_label=v["reviewers_see_expected_label"],
+            forbid_training_data_overlap=v["forbid_training_data_overlap"],
         )
         return Response(PolicyOutput(policy).data, status=status.HTTP_201_CREATED)
 

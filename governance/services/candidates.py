@@ -15,13 +15,14 @@ artifact is not among them the ledger event says so (`baseline_among_inputs`).""
 
 from django.db import transaction
 
-from accounts.errors import PermissionDenied, ValidationFailed
+from accounts.errors import Conflict, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from evaluations.models import SuiteVersion
 from evaluations.services.chat_config import chat_models_check
 from governance.error_codes import GovernanceErrorCode
 from governance.models import Release, ThresholdPolicy
-from ledger.services import ledger_append
+from governance.selectors import candidate_warnings
+from ledger.services import ledger_append, ledger_record_refusal
 from tracking.models import ExternalRun, ExternalRunStatus
 from tracking.selectors import external_runs_visible_to
 
@@ -99,30 +100,77 @@ def release_record_created(
 ) -> Release:
     """The draft release and its `release.created` event, in one transaction: the one way a release comes to be,
     whichever run (`candidate_source`: {"compression_run": run} or {"external_run": run}) made its candidate.
-    A 400 first when the models do not fit the suite (a chat model on a classifier suite, no chat template...)."""
+
+    Refused, storing nothing:
+    - 400 when the models do not fit the suite (a chat model on a classifier suite, no chat template...);
+    - 400 `training_data_overlap` naming `suite_version` when the suite shares examples with the suite version the
+      compression run trained or calibrated on and the policy forbids it (`forbid_training_data_overlap`); when
+      the policy allows it the release is made, and the warnings (`selectors.candidate_warnings`) are recorded
+      in the event's `warnings` (present only when there are some) and shown with the release;
+    - 409 `release_exists` naming the earlier release (message and `details.release`) when a release of the same
+      run on the same suite version exists, whatever its status or policy, and recorded as `access.denied` on
+      that release. There is no override: a rejected or rolled-back release stays the answer for that candidate
+      on that evidence (proposing it again, under a laxer policy or to another officer, would be asking until
+      someone says yes); a release whose evaluation failed goes back to draft and is evaluated again, a halted
+      one is resumed. New evidence means a new suite version, a new candidate a new run.
+
+    Concurrent proposals of the same run are serialised by a lock on the run's row, taken before the check (every
+    release is made here); SQLite serialises write transactions anyway. A lock, not a unique constraint: releases
+    proposed twice before this rule existed stay as they are (they cannot be deleted) and `migrate` must not fail
+    on them."""
     chat_models_check(
         suite_version=suite_version, models={"baseline": experiment.base_artifact, "candidate": candidate}
     )
+    warnings = candidate_warnings(compression_run=candidate_source.get("compression_run"), suite_version=suite_version)
+    if warnings and policy.forbid_training_data_overlap:
+        raise ValidationFailed(
+            f"Policy {policy} forbids evaluating a candidate on the data its run trained or calibrated on. "
+            + " ".join(w["message"] for w in warnings),
+            code=GovernanceErrorCode.TRAINING_DATA_OVERLAP,
+            details={"suite_version": [w["message"] for w in warnings]},
+        )
+    ((source_field, run),) = candidate_source.items()
+    existing = None
     with transaction.atomic():
-        release = Release.objects.create(
-            experiment=experiment,
-            candidate=candidate,
-            candidate_digest=candidate.digest,
-            suite_version=suite_version,
-            policy=policy,
-            created_by=actor,
-            **candidate_source,
+        type(run).objects.select_for_update().filter(pk=run.pk).values_list("pk", flat=True).first()
+        existing = Release.objects.filter(**{source_field: run, "suite_version": suite_version}).order_by("pk").first()
+        if existing is None:
+            release = Release.objects.create(
+                experiment=experiment,
+                candidate=candidate,
+                candidate_digest=candidate.digest,
+                suite_version=suite_version,
+                policy=policy,
+                created_by=actor,
+                **candidate_source,
+            )
+            ledger_append(
+                actor=actor,
+                action="release.created",
+                object_type=OBJECT_TYPE,
+                object_id=release.pk,
+                payload={
+                    "candidate": release.candidate_digest,
+                    "suite_version": suite_version.digest,
+                    "policy": f"{policy.name} v{policy.version}",
+                    **payload,
+                    **({"warnings": warnings} if warnings else {}),
+                },
+            )
+    if existing is not None:
+        refusal = _already_proposed(existing, source_field, run, suite_version)
+        ledger_record_refusal(
+            actor=actor, object_type=OBJECT_TYPE, object_id=existing.pk, code=refusal.code, message=refusal.message
         )
-        ledger_append(
-            actor=actor,
-            action="release.created",
-            object_type=OBJECT_TYPE,
-            object_id=release.pk,
-            payload={
-                "candidate": release.candidate_digest,
-                "suite_version": suite_version.digest,
-                "policy": f"{policy.name} v{policy.version}",
-                **payload,
-            },
-        )
+        raise refusal
     return release
+
+
+def _already_proposed(existing: Release, source_field: str, run, suite_version) -> Conflict:
+    what = "compression run" if source_field == "compression_run" else "external run"
+    return Conflict(
+        f"Release #{existing.pk} ({existing.get_status_display().lower()}) already proposes the candidate of "
+        f"{what} {run.pk} on suite version {suite_version.pk}: a run's candidate is proposed once per suite version.",
+        code=GovernanceErrorCode.RELEASE_EXISTS,
+        details={"suite_version": [f"Already proposed by release {existing.pk}."], "release": [existing.pk]},
+    )

@@ -84,14 +84,30 @@ def threshold_policy_publish(
     description: str = "",
     flip_basis: str = FlipBasis.STABLE,
     required_profile: dict | None = None,
+    reviewers_see_expected_label: bool = False,
+    forbid_training_data_overlap: bool = False,
 ) -> ThresholdPolicy:
-    """Publish the next version of a policy: its rules, which flips its gate counts (``flip_basis``) and the
-    deployment-profile fields every evaluation under it must use (``required_profile``)."""
+    """Publish the next version of a policy: its rules, which flips its gate counts (``flip_basis``), the
+    deployment-profile fields every evaluation under it must use (``required_profile``) and whether blind
+    reviewers of its releases see the expected label (``reviewers_see_expected_label``; off unless given: like
+    every field, it is stated for each version, not inherited from the previous one). With
+    ``forbid_training_data_overlap`` a release evaluated on its run's training or calibration data is refused
+    rather than warned about."""
     _require_policy_author(actor)
     if not rules:
         raise ValidationFailed("A policy needs at least one rule.", details={"rules": ["May not be empty."]})
     if flip_basis not in FlipBasis.values:
         raise ValidationFailed("Unknown flip basis.", details={"flip_basis": [f"One of {FlipBasis.values}."]})
+    if not isinstance(reviewers_see_expected_label, bool):
+        raise ValidationFailed(
+            "reviewers_see_expected_label must be true or false.",
+            details={"reviewers_see_expected_label": ["Must be a boolean."]},
+        )
+    if not isinstance(forbid_training_data_overlap, bool):
+        raise ValidationFailed(
+            "forbid_training_data_overlap must be true or false.",
+            details={"forbid_training_data_overlap": ["Must be a boolean."]},
+        )
     required_profile = {} if required_profile is None else required_profile
     problems = required_profile_problems(required_profile)
     if problems:
@@ -111,6 +127,8 @@ def threshold_policy_publish(
             description=description,
             flip_basis=flip_basis,
             required_profile=required_profile,
+            reviewers_see_expected_label=reviewers_see_expected_label,
+            forbid_training_data_overlap=forbid_training_data_overlap,
             created_by=actor,
         )
         ThresholdRule.objects.bulk_create([ThresholdRule(policy=policy, **rule) for rule in rules])
@@ -125,6 +143,8 @@ def threshold_policy_publish(
                 "rules_digest": digest(rules),
                 "flip_basis": flip_basis,
                 "required_profile": required_profile,
+                "reviewers_see_expected_label": reviewers_see_expected_label,
+                "forbid_training_data_overlap": forbid_training_data_overlap,
             },
         )
     return policy

@@ -16,6 +16,7 @@ def test_the_registry_keeps_the_strings_clients_already_see():
         "export_not_ready",
         "already_revoked",
         "predictions_missing",
+        "release_evaluating",
         "export_failed",
         "time_limit",
         "internal_error",

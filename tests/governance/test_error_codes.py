@@ -59,6 +59,8 @@ def test_the_registries_keep_the_strings_clients_already_see():
         "already_submitted",
         "external_run_not_finished",
         "external_run_no_output",
+        "release_exists",
+        "training_data_overlap",
     ]
     assert {
         "invalid",

@@ -82,16 +82,17 @@ def test_a_refused_actor_with_a_stale_version_is_recorded_as_refused(release, ma
 
 
 def test_a_refused_start_of_evaluation_is_recorded(engineer, base_artifact, demo_suite, demo_policy, make_user):
+    from compression.services.experiments import experiment_create
+    from compression.services.runs import compression_run_request
     from governance.services.releases import release_create, release_start_evaluation
 
-    release = evaluated_release(
-        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    # A draft of its own run: a run's candidate is proposed once per suite version (release_exists).
+    experiment = experiment_create(
+        actor=engineer, name="draft", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
     )
+    run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8")
     draft = release_create(
-        actor=engineer,
-        compression_run_id=release.compression_run_id,
-        suite_version_id=release.suite_version_id,
-        policy_id=release.policy_id,
+        actor=engineer, compression_run_id=run.pk, suite_version_id=demo_suite.pk, policy_id=demo_policy.pk
     )
     with pytest.raises(PermissionDenied):
         release_start_evaluation(actor=make_user("ed", "engineer"), release_id=draft.pk)

@@ -1,69 +1,15 @@
 """An officer in a real headless Chromium: approves one release and halts another."""
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 from governance.models import Release, ReleaseStatus
 from tests.factories import evaluated_release
+from tests.web.browser import SCREENSHOTS
+from tests.web.browser import click_and_wait_for_next_page as _click_and_wait_for_next_page
+from tests.web.browser import sign_in as _sign_in
 
+# The `browser` fixture (headless Chromium) is in tests/web/conftest.py, shared with test_accessibility.py.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-SCREENSHOTS = Path(os.environ.get("SAFESHRINK_SCREENSHOTS", "/tmp/safeshrink-screens"))
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        message = "headless Chromium and chromedriver are needed (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1400",
-    ):
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    chrome.implicitly_wait(20)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    yield chrome
-    chrome.quit()
-
-
-def _sign_in(browser, live_server, username: str, password: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.get(f"{live_server.url}/login/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(password)
-    _click_and_wait_for_next_page(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]"))
-
-
-def _click_and_wait_for_next_page(browser, element) -> None:
-    """Click, then wait until the old page is gone: otherwise a lookup can find an element of the
-    page being left, which goes stale under the test's feet."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    page = browser.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
 
 
 def _decide(browser, live_server, release: Release, button_text: str, rationale: str, screenshot: str) -> None:
