@@ -162,6 +162,17 @@ DESCRIPTIONS = {
         "listed as skipped. Once on PostgreSQL (judged) and once on SQLite. Target: the heaviest page's median "
         "<= 200 ms.",
     ),
+    "cuda": (
+        "The engines on a GPU (tiny models)",
+        "Not a speed benchmark: does the code run on CUDA, and does it decide as on the CPU? `bench/cuda_check.py` "
+        "(run by hand on the lent GPU machine: torch and transformers of that machine, no Django) builds a tiny "
+        "classifier and a tiny chat model, compresses them with every method on device `cuda` (dynamic int8 is "
+        "CPU-only and is refused there, as designed), predicts and generates on the GPU and on that machine's CPU "
+        "(decisions equal, largest probability difference, share of identical answers, perplexity on both), runs "
+        "behavioural_distill twice with one seed (same student digest?) and once on the CPU, and the safety "
+        "teacher with its cache. `cuda_peak_mib` 0.0 means the method ran on the CPU copy (fp16, bf16, magnitude "
+        "pruning do not move the model). The CPU line below is the GPU machine's host CPU.",
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from evaluations.models import Comparison, EvaluationRun, Example, Flip, Predict
 from exports.models import Export
 from governance.candidate_source import candidate_source
 from governance.models import Release
-from governance.selectors import releases_visible_to
+from governance.selectors import release_warnings, releases_visible_to
 from ledger.models import Checkpoint, LedgerEvent
 from ledger.signing import system_public_key
 from trust.keys import key_id
@@ -231,6 +231,9 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "created_at": _iso(release.created_at),
             "candidate_digest": release.candidate_digest,
             "gate_zone": release.gate_zone,
+            # What the evidence should be read with (governance.selectors.release_warnings; [] when nothing), as
+            # the API and the release page show it.
+            "warnings": release_warnings(release),
             "review_outcome": release.review_outcome,
             "rollout": [
                 {
@@ -302,6 +305,7 @@ def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions
             "flip_basis": policy.flip_basis,
             "required_profile": policy.required_profile,
             "reviewers_see_expected_label": policy.reviewers_see_expected_label,
+            "forbid_training_data_overlap": policy.forbid_training_data_overlap,
             "rules": [
                 {
                     "code": r.code,

@@ -21,6 +21,7 @@ from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flip_groups, flips_filtered
 from evaluations.services.chat_runs import is_chat
 from governance.candidate_source import GATE_BASIS, external_run_page
+from governance.agreement import kappa_text
 from governance.charts import gate_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.rounds import distill_section
@@ -150,7 +151,11 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
             stable=STABLE_FILTER.get(flip_filters["stable"] or ""),
         )
         flips = Paginator(selected, FLIPS_PER_PAGE).get_page(request.GET.get("page"))
-    reviews = list(release.review_tasks.select_related("reviewer", "flip__example").order_by("flip_id", "reviewer_id"))
+    reviews = list(
+        release.review_tasks.select_related("reviewer", "flip__example", "carried_from").order_by(
+            "flip_id", "reviewer_id"
+        )
+    )
     submitted = comparison is not None and any(task.submitted_at for task in reviews)
     pages = (
         flip_pages(list(flips_filtered(comparison_id=comparison.pk).values_list("pk", flat=True))) if submitted else {}
@@ -190,6 +195,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "allowed": allowed,
             "escalations": release.escalations.order_by("status", "deadline"),
             "reviews": review_rows(reviews, pages),
+            "kappa_words": kappa_text(release.review_outcome) if release.review_outcome else "",
             "mitigations": mitigations_for(release),
             "stages": release.rollout_stages.order_by("position"),
             "exports": release.exports.order_by("-created_at")[:10],

@@ -29,6 +29,7 @@ from evaluations.services.chat_runs import is_chat
 from evaluations.services.profiles import config_profile
 from governance.evidence import group_label, group_sort_key, number
 from governance.selectors import releases_visible_to
+from governance.views import _choice_filters
 from governance.web_inventory import (
     DETAIL_ROWS,
     _id_filter,
@@ -41,7 +42,6 @@ from governance.web_inventory import (
     _search,
 )
 from governance.web_release import BATCHING_TEXT, comparison_table, percent
-from governance.views import _choice_filters
 
 FORBIDDEN = (
     "Evaluations and comparisons are shown to engineers, governance officers and administrators, as in the API. "
@@ -118,9 +118,7 @@ def evaluation_list(request: HttpRequest) -> HttpResponse:
     user = request.user
     evaluations = evaluation_runs_visible_to(user).select_related("artifact", "suite_version__suite")
     suites = _names(evaluations, "suite_version__suite__name")
-    filters, refused = _choice_filters(
-        request, {"status": RunStatus.values, "suite": suites, "kind": ModelKind.values}
-    )
+    filters, refused = _choice_filters(request, {"status": RunStatus.values, "suite": suites, "kind": ModelKind.values})
     evaluated = ModelArtifact.objects.filter(pk__in=evaluations.values("artifact_id"))
     artifact, bad_artifact = _id_filter(request, "artifact", evaluated)
     q, too_long = _search(request)
@@ -224,13 +222,25 @@ def _subgroup_rates(metrics: dict | None) -> list[dict]:
     ]
 
 
+def _figure(value: float | None, kind: str) -> str:
+    """A runtime figure in words (bytes are left to the template's filesizeformat)."""
+    if value is None:
+        return "—"
+    if kind == "seconds":
+        return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.2f} s"
+    if kind == "rate":
+        return f"{value:,.1f} per second"
+    return f"{value:,.0f}"
+
+
 def _runtime(runtime: dict | None) -> list[dict]:
     runtime = runtime if isinstance(runtime, dict) else {}
-    return [
-        {"key": key, "label": label, "kind": kind, "value": number(runtime.get(key))}
-        for key, label, kind in RUNTIME_FIGURES
-        if key in runtime
-    ]
+    figures = []
+    for key, label, kind in RUNTIME_FIGURES:
+        if key in runtime:
+            value = number(runtime.get(key))
+            figures.append({"key": key, "label": label, "kind": kind, "value": value, "text": _figure(value, kind)})
+    return figures
 
 
 def _comparisons(user, evaluation: EvaluationRun) -> list[dict]:

@@ -31,6 +31,7 @@ from compression.selectors import (
     runs_using_artifact,
     runs_visible_to,
 )
+from evaluations.selectors import evaluation_runs_visible_to
 from governance.lineage_chart import LineageNode, lineage_chart
 from governance.selectors import releases_visible_to
 from governance.views import _choice_filters
@@ -473,6 +474,12 @@ def artifact_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("compression_run", "external_run")
         .order_by("-created_at", "-pk")
     )
+    evaluations = (
+        evaluation_runs_visible_to(user)
+        .filter(artifact=artifact)
+        .select_related("suite_version__suite")
+        .order_by("-created_at", "-pk")
+    )
     totals = {"used_by": used_total, "children": children_total}
     return render(
         request,
@@ -488,6 +495,8 @@ def artifact_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "experiments": experiments_visible_to(user).filter(base_artifact=artifact).order_by("-created_at"),
             "releases": list(releases[:DETAIL_ROWS]),
             "release_total": releases.count(),
+            "evaluations": list(evaluations[:DETAIL_ROWS]),
+            "evaluation_total": evaluations.count(),
             "lineage": _lineage(artifact, parent, made_by, used_by, children, totals),
             "detail_rows": DETAIL_ROWS,
             "source": _source_of(artifact),

@@ -81,9 +81,11 @@ def run_provenance(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _release_suites(run: CompressionRun, kind: str):
     """The suite versions a release of this run may be evaluated on, newest first: of the model's kind, without
-    the versions a behavioural_distill run trained or tested on (a release on them is refused)."""
+    the versions a behavioural_distill run trained or tested on and those a release of this run already uses (a
+    release on either is refused: `prompt_overlap`, `release_exists`)."""
     used = [(run.data_source or {}).get(name, {}).get("suite_version") for name in ("stress_set", "heldback_split")]
     versions = SuiteVersion.objects.select_related("suite").filter(kind=kind).exclude(pk__in=[v for v in used if v])
+    versions = versions.exclude(pk__in=run.releases.values("suite_version"))
     return versions.order_by("-pk")[:50]
 
 

@@ -85,7 +85,12 @@ def external_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "charts": _charts(run),
             "releases": run.releases.order_by("-created_at"),
             "may_release": may_release,
-            "suite_versions": SuiteVersion.objects.select_related("suite").order_by("-pk")[:50] if may_release else [],
+            # Not the versions a release of this run already uses (refused: `release_exists`).
+            "suite_versions": SuiteVersion.objects.select_related("suite")
+            .exclude(pk__in=run.releases.values("suite_version"))
+            .order_by("-pk")[:50]
+            if may_release
+            else [],
             "policies": ThresholdPolicy.objects.order_by("name", "-version") if may_release else [],
             "gate_basis": GATE_BASIS,
         },

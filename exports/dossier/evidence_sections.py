@@ -35,6 +35,7 @@ from .format import (
     _zone,
     compared_metrics,
 )
+from .warnings_section import training_overlap_sentence
 
 FLIPS_SHOWN = 25
 TEXT_SHOWN = 280  # characters of a flipped example's text
@@ -114,7 +115,12 @@ def _policy(bundle: Mapping) -> dict | None:
                 "red": red,
             }
         )
-    return {"name": _text(policy.get("name")), "version": _text(policy.get("version")), "rules": rules}
+    return {
+        "name": _text(policy.get("name")),
+        "version": _text(policy.get("version")),
+        "rules": rules,
+        "training_overlap": training_overlap_sentence(bundle),
+    }
 
 
 def _rules(bundle: Mapping) -> list[dict]:

@@ -1,6 +1,6 @@
 """The dossier's one-page summary: the release, what was compressed and how, under which deployment profile
-it was evaluated, the gate, flips and their stability, review, escalations, decision and rollout, in sentences
-built from the section contexts."""
+it was evaluated, the warnings its evidence should be read with, the gate, flips and their stability, review,
+escalations, decision and rollout, in sentences built from the section contexts."""
 
 from __future__ import annotations
 
@@ -121,6 +121,10 @@ def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
         if newest
         else "No decision has been recorded."
     )
+    warnings = ctx["warnings"]
+    warnings_text = " ".join(
+        " ".join(part for part in (f"{w['title']}.", w["message"], w["reading"]) if part) for w in warnings["rows"]
+    )
     rollout = ctx["rollout"]
     started = [s for s in rollout if s["started"] != "not started"]
     rollout_text = (
@@ -156,6 +160,8 @@ def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
             f"v{_text(_d(bundle.get('suite_version')).get('number'))}, "
             f"{_int(_d(bundle.get('suite_version')).get('example_count'))} examples.{profile_text}",
         ),
+        # The warnings, where there are some, right before the gate they qualify (and set apart by the template).
+        *([(warnings["label"], f"{warnings_text} See section {ctx['number']['policy']}.")] if warnings["rows"] else []),
         ("Gate", gate_text),
         ("Flips", flips_text),
         ("Decision stability", stability_text),

@@ -63,6 +63,7 @@ from .governance_sections import (
 from .narrative import _summary
 from .source_section import _candidate_source, _distill
 from .stability_sections import _conditions, _stability
+from .warnings_section import evidence_warnings
 
 TEMPLATE = "exports/dossier.html"
 #: (anchor, heading) of every numbered section, in order; the template renders exactly these.
@@ -162,6 +163,7 @@ def dossier_context(bundle: Mapping) -> dict:
         },
         "taxonomy": _taxonomy(bundle),
         "policy": _policy(bundle),
+        "warnings": evidence_warnings(bundle),
         "gate": _gate(bundle),
         "rules": _rules(bundle),
         "comparison": {

@@ -131,6 +131,9 @@ def test_the_web_form_refuses_a_duplicate_with_a_link_to_the_existing_release(
     assert f'<a href="/releases/{existing.pk}/">Open release #{existing.pk}</a>' in page
     assert Release.objects.count() == 1
     assert Release.objects.get().status == ReleaseStatus.DRAFT  # the existing release was not evaluated either
+    # The form no longer offers the suite version this run already has a release on.
+    assert f'<option value="{demo_suite.pk}">' not in page
+    assert 'id="release-form-empty"' in page or 'id="release-form"' in page
 
 
 def test_an_external_run_is_proposed_once_per_suite_version(

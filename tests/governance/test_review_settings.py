@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.test import Client
 
 from accounts.errors import ValidationFailed
 from exports.dossier import render_dossier_html
@@ -357,3 +358,22 @@ def test_the_bundle_and_dossier_mark_carried_judgements(engineer, demo_policy, r
     bundle["reviews"][0]["carried_from_release"] = 7
     html = render_dossier_html(bundle)
     assert "carried from release #7" in html and "1 judgement was made for an earlier release" in html
+
+
+def test_the_release_page_marks_carried_judgements_and_says_why_kappa_has_no_value(
+    engineer, officer, demo_policy, reviewers
+):
+    first = light_release(engineer=engineer, policy=demo_policy, flips=10)
+    _open(first)
+    _judge_all(first)
+    second = twin_release(first)
+    _open(second)
+    second.refresh_from_db()
+    client = Client()
+    client.force_login(officer)
+
+    page = client.get(f"/releases/{second.pk}/").content.decode()
+
+    assert f'href="/releases/{first.pk}/#reviews">release #{first.pk}</a> (same baseline and candidate)' in page
+    assert "Cohen's κ n/a" not in page
+    assert "Cohen's κ " + kappa_text(second.review_outcome) in page
