@@ -31,6 +31,19 @@ def _gate_bands(low: float, high: float, green: float, red: float, higher: bool)
     return ((low, green, "green"), (green, red, "amber"), (red, high, "red"))
 
 
+LABEL_CHARS = 34  # what fits the label column at size 10; a longer title wraps onto a second line
+
+
+def _label(title: str, x: float, cy: float) -> list[str]:
+    """A rule's title right-aligned before its band: one line, or two split at a space (never clipped)."""
+    if len(title) <= LABEL_CHARS or " " not in title:
+        return [_text(x, cy + 4, title, anchor="end", size=10)]
+    cut = title.rfind(" ", 0, LABEL_CHARS + 1)
+    cut = cut if cut > 0 else title.find(" ")
+    first, second = title[:cut], title[cut + 1 :]
+    return [_text(x, cy - 2, first, anchor="end", size=10), _text(x, cy + 10, second, anchor="end", size=10)]
+
+
 def _gate_row(rule: Mapping, cy: float, left: float, right: float, label_w: float) -> list[str]:
     """One rule on its own scale: the red, amber and green ranges as a shaded band, the limits as labelled
     ticks above it, the scale's values below it, the judged value as a dot in its zone's colour."""
@@ -38,7 +51,7 @@ def _gate_row(rule: Mapping, cy: float, left: float, right: float, label_w: floa
     value = _num(rule.get("value"))
     signed = rule.get("kind") == "delta"
     zone = str(rule.get("zone")) if rule.get("zone") in ZONE_COLOURS else "amber"
-    body = [_text(label_w, cy + 4, rule.get("title") or rule.get("rule") or "rule", anchor="end", size=10)]
+    body = _label(str(rule.get("title") or rule.get("rule") or "rule"), label_w, cy)
     limits = [v for v in (green, red) if v is not None]
     values = limits + ([value] if value is not None else [])
     if not values:

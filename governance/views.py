@@ -20,8 +20,8 @@ from compression.selectors import runs_visible_to
 from evaluations.models import FlipDirection, Slice
 from evaluations.selectors import flip_groups, flips_filtered
 from evaluations.services.chat_runs import is_chat
-from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.agreement import kappa_text
+from governance.candidate_source import GATE_BASIS, external_run_page
 from governance.charts import gate_chart
 from governance.models import DecisionKind, EscalationStatus, ReleaseStatus, ReviewTask, RiskTaxonomy, ThresholdPolicy
 from governance.rounds import distill_section

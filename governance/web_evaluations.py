@@ -255,7 +255,8 @@ def _comparisons(user, evaluation: EvaluationRun) -> list[dict]:
     )
     owners: dict[int, list] = {}
     for release in releases_visible_to(user).filter(comparison__in=found).order_by("-created_at", "-pk"):
-        owners.setdefault(release.comparison_id, []).append(release)
+        if release.comparison_id is not None:
+            owners.setdefault(release.comparison_id, []).append(release)
     out = []
     for c in found:
         baseline = c.baseline_run_id == evaluation.pk

@@ -19,7 +19,8 @@ Modules: ``format`` (formatters, metric titles and directions from the catalogue
 (taxonomy, policy, gate, comparisons, runtime, flips, calibration, subgroups), ``governance_sections``
 (artifacts and provenance, reviews, escalations, incidents, decisions, rollout, ledger excerpt),
 ``stability_sections`` (evaluation conditions: deployment profile and platforms; decision stability),
-``narrative`` (the executive summary) and ``render`` (context, HTML, PDF).
+``warnings_section`` (the release's warnings and the policy's training-data setting), ``narrative`` (the
+executive summary) and ``render`` (context, HTML, PDF).
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def _summary(bundle: Mapping, ctx: dict) -> list[tuple[str, str]]:
     )
     warnings = ctx["warnings"]
     warnings_text = " ".join(
-        " ".join(part for part in (f"{w['title']}.", w["message"], w["reading"]) if part) for w in warnings["rows"]
+        " ".join(part for part in (f"{w['title']}.", w["message"], w["detail"], w["reading"]) if part)
+        for w in warnings["rows"]
     )
     rollout = ctx["rollout"]
     started = [s for s in rollout if s["started"] != "not started"]

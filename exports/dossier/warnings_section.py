@@ -16,8 +16,8 @@ TRAINING_DATA = "evaluated_on_training_data"
 TITLES = {TRAINING_DATA: "Evaluated on the compression run's training or calibration data"}
 # What the reader should do with the evidence, per known code.
 READING = {
-    TRAINING_DATA: "The metrics and the gate verdict in this dossier measure the candidate partly on examples it was "
-    "compressed with, so they may look better than the candidate does on data it has not seen."
+    TRAINING_DATA: "The metrics and the gate verdict in this dossier were measured, in whole or in part, on examples "
+    "the candidate was compressed with, so they may overstate how it does on data it has not seen."
 }
 
 
@@ -69,6 +69,7 @@ def evidence_warnings(bundle: Mapping) -> dict:
         if not isinstance(warning, Mapping):
             continue
         code = _text(warning.get("code"), "")
+        message = _text(warning.get("message"), "")
         policy_note = ""
         if code == TRAINING_DATA and forbids is False and policy:
             policy_note = (
@@ -79,8 +80,9 @@ def evidence_warnings(bundle: Mapping) -> dict:
             {
                 "code": code,
                 "title": TITLES.get(code, code.replace("_", " ").capitalize() or "Warning"),
-                "message": _text(warning.get("message"), ""),
-                "detail": _detail(warning) if code == TRAINING_DATA else "",
+                "message": message,
+                # The figures in words only where the bundle gives no message (which states them).
+                "detail": _detail(warning) if code == TRAINING_DATA and not message else "",
                 "reading": READING.get(code, ""),
                 "policy": policy_note,
             }

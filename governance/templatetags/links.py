@@ -70,7 +70,7 @@ def release_link(release, label: str = "Release"):
 
 
 @register.simple_tag(takes_context=True)
-def evaluation_link(context, evaluation: EvaluationRun | int | None, label: str = "evaluation"):
+def evaluation_link(context, evaluation: EvaluationRun | int | str | None, label: str = "evaluation"):
     """An evaluation run, or its id where only the id is at hand (the release page's conditions and progress).
     Its page is for the roles that read evaluations through the API (the same roles as the inventory)."""
     if evaluation is None or evaluation == "":

@@ -36,6 +36,7 @@ class Page:
     roles: tuple[str, ...]
     args: tuple[str, ...] = ()  # keys of `_data`'s objects (their pk), or literal strings prefixed with "="
     query: str = ""
+    follow: bool = False  # the URL redirects (a comparison with one release: to its section of the release page)
 
 
 PAGES = [
@@ -60,7 +61,9 @@ PAGES = [
     Page("runs", "web:runs", MAKERS),
     Page("artifacts", "web:artifacts", MAKERS),
     Page("artifact", "web:artifact", MAKERS, ("artifact",)),
-    Page("release-flips", "web:release-flips", MAKERS, ("green",)),
+    Page("evaluations", "web:evaluations", MAKERS),
+    Page("evaluation", "web:evaluation", MAKERS, ("evaluation",)),
+    Page("comparison", "web:comparison", MAKERS, ("comparison",), follow=True),
 ]
 
 
@@ -137,6 +140,8 @@ def _data(*, engineer, officer, reviewers, regulator, base_artifact, demo_suite,
         "experiment": green.experiment_id,
         "artifact": green.candidate_id,
         "review_task": task.pk if task else None,
+        "evaluation": Release.objects.get(pk=green.pk).candidate_evaluation_id,
+        "comparison": Release.objects.get(pk=green.pk).comparison_id,
     }
 
 
@@ -174,7 +179,7 @@ def _describe(where: str, violation: dict) -> str:
 def _visit(browser, live_server, client, role: str, page: Page, url: str) -> list[dict]:
     # The browser cannot see the status code (the error pages are pages of the site): the same user's test client
     # asks first, so a page the role cannot reach fails here instead of being checked as an error page.
-    status = client.get(url).status_code
+    status = client.get(url, follow=page.follow).status_code
     assert status == 200, f"{url} as {role}: HTTP {status}"
     browser.get(f"{live_server.url}{url}")
     if page.url_name != "login":

@@ -9,9 +9,7 @@ from tests.governance.external import evaluated_external_release, experiment_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_engineer_lists_filters_and_reads_their_runs(
-    client, engineer, make_user, base_artifact, demo_suite, tmp_path
-):
+def test_engineer_lists_filters_and_reads_their_runs(client, engineer, make_user, base_artifact, demo_suite, tmp_path):
     experiment = experiment_for(engineer, base_artifact)
     other_experiment = experiment_for(engineer, base_artifact, name="second")
     output = int8_output(engineer, base_artifact, tmp_path)

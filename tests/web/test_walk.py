@@ -315,8 +315,11 @@ def test_the_evaluation_page_shows_progress_profile_and_metrics_per_group(client
         "unstable_rate": 0.03,
         "groups": {"overall": {"n": 100, "unstable": 3, "unstable_rate": 0.03}},
     }
+    done.runtime = {**done.runtime, "examples_per_second": 1234.5, "example_latency_p95_s": 0.0125, "size_bytes": 2048}
     done.save()
     html = page(client, officer, f"/evaluations/{done.pk}/")
+    assert 'id="runtime-examples_per_second">1,234.5 per second' in html
+    assert 'id="runtime-example_latency_p95_s">12.5 ms' in html and 'id="runtime-size_bytes">2.0\xa0KB' in html
     rows = re.findall(r'<tr class="metrics-row" data-group="([^"]+)">(.*?)</tr>', html, flags=re.S)
     assert [key for key, _ in rows] == ["overall", "slice:edge", "subgroup:women"]  # overall, slices, subgroups
     header = html.split('id="metrics-table"')[1].split("</thead>")[0]
