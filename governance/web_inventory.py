@@ -481,6 +481,7 @@ def artifact_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .order_by("-created_at", "-pk")
     )
     totals = {"used_by": used_total, "children": children_total}
+    based = experiments_visible_to(user).filter(base_artifact=artifact).order_by("-created_at")
     return render(
         request,
         "governance/artifact.html",
@@ -492,7 +493,8 @@ def artifact_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "used_total": used_total,
             "children": children,
             "children_total": children_total,
-            "experiments": experiments_visible_to(user).filter(base_artifact=artifact).order_by("-created_at"),
+            "experiments": list(based[:DETAIL_ROWS]),
+            "experiment_total": based.count(),
             "releases": list(releases[:DETAIL_ROWS]),
             "release_total": releases.count(),
             "evaluations": list(evaluations[:DETAIL_ROWS]),

@@ -423,3 +423,22 @@ def test_release_run_and_dashboard_link_the_records(
     lineage = page(client, regulator, f"/releases/{release.pk}/").split('id="candidate-lineage"')[1].split("</p>")[0]
     assert candidate.digest[:12] in lineage and f"run #{run_pk}" in lineage
     assert "/artifacts/" not in lineage and "/runs/" not in lineage
+
+
+def test_an_artifact_used_by_many_experiments_lists_the_first_rows_and_links_the_rest(client, officer, engineer):
+    from governance.web_inventory import DETAIL_ROWS
+
+    base = artifact(engineer, "popular base")
+    for i in range(DETAIL_ROWS + 3):
+        experiment(engineer, base, name=f"exp {i:03d}")
+    client.force_login(officer)
+
+    page = client.get(f"/artifacts/{base.pk}/").content.decode()
+
+    assert (
+        page.count('href="/experiments/') - page.count('href="/experiments/?') - page.count('href="/experiments/"')
+        == DETAIL_ROWS
+    )
+    assert f'href="/experiments/?q={base.digest[:12]}">all {DETAIL_ROWS + 3}</a>' in page
+    listed = client.get(f"/experiments/?q={base.digest[:12]}").content.decode()
+    assert f"{DETAIL_ROWS + 3} in all" in listed
