@@ -27,20 +27,30 @@ def export_create(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["POST"])
 def grant_create(request: HttpRequest, pk: int) -> HttpResponse:
+    regulator, days = _whole_number(request.POST.get("regulator")), _whole_number(request.POST.get("days"))
+    if regulator is None or days is None:
+        # The form's own fields, refused before the service (which takes integers): said in words, nothing changed.
+        messages.error(request, "Choose a regulator." if regulator is None else "Days must be a whole number.")
+        return redirect("web:release", pk=pk)
     try:
         regulator_grant(
             actor=request.user,
-            regulator_id=int(request.POST.get("regulator") or 0),
+            regulator_id=regulator,
             release_id=pk,
-            days=int(request.POST.get("days") or 0),
+            days=days,
             reason=request.POST.get("reason", ""),
         )
-    except (DomainError, ValueError) as exc:
+    except DomainError as exc:
         _record_refusal(request, exc)
         messages.error(request, getattr(exc, "message", str(exc)))
     else:
         messages.success(request, "Regulator access granted.")
     return redirect("web:release", pk=pk)
+
+
+def _whole_number(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() and len(value) < 10 else None
 
 
 def _record_refusal(request: HttpRequest, exc: Exception) -> None:

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -195,6 +196,21 @@ CELERY_TASK_TIME_LIMIT = env.int("SAFESHRINK_TASK_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("SAFESHRINK_TASK_SOFT_TIME_LIMIT", default=3300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Worker pools by hardware class (ARCHITECTURE.md, "Jobs"): `cpu` (the default queue: compression runs, cpu
+# evaluations, comparisons, beat's sweeps), `gpu` (evaluations whose profile asks for cuda) and `io` (exports,
+# webhooks, suite and model uploads). A worker without -Q consumes cpu and io; a GPU machine runs `-Q gpu`.
+# The broker is CELERY_BROKER_URL: filesystem:// (embedded default), redis://, or amqp:// (RabbitMQ).
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("cpu", "io")}
+CELERY_TASK_ROUTES = {
+    name: {"queue": "io"}
+    for name in (
+        "exports.build",
+        "governance.deliver_webhook",
+        "evaluations.import_suite_file",
+        "compression.expire_uploads",
+    )
+}
 CELERY_BEAT_SCHEDULE = {
     "requeue-orphaned-runs": {"task": "compression.requeue_orphaned_runs", "schedule": 60.0},
     "seal-ledger": {"task": "ledger.seal", "schedule": 30.0},
@@ -261,6 +277,12 @@ SAFESHRINK = {
     # Where `load_demo` builds and caches the demo models.
     "MODEL_CACHE": Path(env("SAFESHRINK_MODEL_CACHE", default=str(VAR_DIR / "models"))),
     "DEVICE": env("SAFESHRINK_DEVICE", default="cpu"),
+    # The Celery queue of each device kind ("cuda:1" is kind "cuda"); a device of another kind is refused.
+    "DEVICE_QUEUES": {"cpu": "cpu", "cuda": "gpu"},
+    # Workers write a heartbeat row (compression.WorkerHeartbeat) on start and every this many seconds;
+    # one not seen for WORKER_LIVE_SECONDS is not live (a request for a device only such workers serve is a 400).
+    "WORKER_HEARTBEAT_SECONDS": env.float("SAFESHRINK_WORKER_HEARTBEAT_SECONDS", default=30.0),
+    "WORKER_LIVE_SECONDS": env.float("SAFESHRINK_WORKER_LIVE_SECONDS", default=90.0),
     # Signing material. `python manage.py setup_signing` creates all of it for the embedded default;
     # production points these at a real key and certificate.
     "SYSTEM_KEY": Path(env("SAFESHRINK_SYSTEM_KEY", default=str(VAR_DIR / "keys" / "system.key.pem"))),

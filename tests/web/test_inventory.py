@@ -303,7 +303,7 @@ def test_the_artifact_page_shows_its_facts_and_lineage(client, world, officer, e
     html = page(client, officer, f"/artifacts/{eve['out'].pk}/")
     facts = html.split('id="artifact"')[1].split("</section>")[0]
     out = eve["out"]
-    assert out.digest in facts and "torch-quantized" in facts and str(out.parameter_count) in facts
+    assert out.digest in facts and "torch-quantized" in facts and f"{out.parameter_count:,}" in facts
     assert f"{out.size_bytes} bytes" in facts and "Made by a SafeShrink run" in facts
     assert f'href="/runs/{eve["run"].pk}/"' in facts and f'href="/artifacts/{eve["base"].pk}/"' in facts
 

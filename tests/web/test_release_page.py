@@ -263,6 +263,9 @@ def test_flip_filter_offers_every_subgroup_and_slice_of_the_flips_and_refuses_un
     filtered = client.get(f"/releases/{release.pk}/", {"subgroup": subgroup})
     assert filtered.status_code == 200
     assert f'id="flip-{flip.pk}"' in _section(filtered.content.decode(), "flips")
+    matching = flips.filter(example__subgroup=subgroup).count()
+    total = Release.objects.get(pk=release.pk).comparison.flip_count
+    assert f"{matching} of {total} match this filter." in filtered.content.decode()
 
     # A known slice without flips: applied (nothing matches) and still shown as the filter in use.
     empty = next((s for s in ("routine", "edge", "adversarial") if s not in slices), None)
@@ -432,3 +435,38 @@ def test_deciding_on_a_release_that_can_no_longer_take_it_says_why_in_words(
     early = client.get(f"/releases/{release.pk}/decide/reject/").content.decode()
     assert f"Release #{release.pk} cannot be rejected yet: it is still being evaluated" in early
     assert 'name="rationale"' not in early
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_downloads_are_links_only_for_the_roles_that_may_download(
+    client, engineer, officer, base_artifact, demo_suite, demo_policy
+):
+    from exports.services.exports import export_request
+
+    release = _release(engineer, base_artifact, demo_suite, demo_policy)
+    export = export_request(actor=officer, release_id=release.pk)  # built inline (Celery is eager in tests)
+    link = f'href="/api/exports/{export.pk}/dossier/"'
+
+    client.force_login(officer)
+    assert link in client.get(f"/releases/{release.pk}/").content.decode()
+    client.force_login(engineer)
+    page = client.get(f"/releases/{release.pk}/").content.decode()
+    assert link not in page and "dossier.pdf" in page and "Officers and regulators download" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [({"regulator": "abc", "days": "30"}, "Choose a regulator."), ({"regulator": "1", "days": "abc"}, "Days must")],
+)
+def test_a_grant_form_with_a_non_number_says_so_in_words(
+    client, engineer, officer, base_artifact, demo_suite, demo_policy, form, message
+):
+    from governance.models import RegulatorGrant
+
+    release = _release(engineer, base_artifact, demo_suite, demo_policy)
+    client.force_login(officer)
+    response = client.post(f"/releases/{release.pk}/grants/", {**form, "reason": "audit"}, follow=True)
+    page = response.content.decode()
+    assert message in page and "invalid literal" not in page
+    assert not RegulatorGrant.objects.exists()
