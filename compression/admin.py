@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from ledger.admin import ReadOnlyAdmin, ReadOnlyInline
 
-from .models import ArtifactUpload, CompressionRun, Experiment, ModelArtifact, UploadFile
+from .models import ArtifactUpload, CompressionRun, Experiment, ModelArtifact, UploadFile, WorkerHeartbeat
 
 __all__ = ["ReadOnlyAdmin", "ReadOnlyInline"]  # other apps' admins import them from here too
 
@@ -13,6 +13,7 @@ class ModelArtifactAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "format", "signature_status")
     search_fields = ("name", "=digest")
     list_select_related = ("parent",)
+    web_url_name = "web:artifact"
 
 
 @admin.register(Experiment)
@@ -21,6 +22,7 @@ class ExperimentAdmin(ReadOnlyAdmin):
     list_filter = ("risk_tier",)
     search_fields = ("name", "owner__username", "=base_artifact__digest")
     list_select_related = ("owner", "base_artifact")
+    web_url_name = "web:experiment"
 
 
 @admin.register(CompressionRun)
@@ -29,6 +31,7 @@ class CompressionRunAdmin(ReadOnlyAdmin):
     list_filter = ("status", "method")
     search_fields = ("=id", "experiment__name", "requested_by__username", "failure_code")
     list_select_related = ("experiment", "requested_by")
+    web_url_name = "web:run"
 
 
 class UploadFileInline(ReadOnlyInline):
@@ -50,3 +53,31 @@ class UploadFileAdmin(ReadOnlyAdmin):
     list_display = ("id", "upload", "path", "size", "received", "sha256")
     search_fields = ("path", "=upload__key", "=sha256")
     list_select_related = ("upload",)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    """The workers' capabilities and heartbeats (compression.services.workers): which queues each serves."""
+
+    list_display = (
+        "hostname",
+        "live",
+        "queues",
+        "device",
+        "device_name",
+        "memory_bytes",
+        "cpu_isa",
+        "torch_version",
+        "cuda_version",
+        "last_seen",
+        "stopped_at",
+    )
+    list_filter = ("device",)
+    search_fields = ("hostname", "device_name")
+    readonly_fields = ("live",)
+
+    @admin.display(boolean=True, description="live")
+    def live(self, obj: WorkerHeartbeat) -> bool:
+        from compression.services.workers import worker_is_live
+
+        return worker_is_live(obj)

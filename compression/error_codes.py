@@ -50,3 +50,5 @@ class CompressionErrorCode(StrEnum):
     CHUNK_DIGEST_MISMATCH = "chunk_digest_mismatch"  # 400: a chunk whose bytes do not hash to its sha256
     MANIFEST_MISMATCH = "manifest_mismatch"  # 400: the manifest does not match the declared files or received bytes
     UPLOAD_EXPIRED = "upload_expired"  # an abandoned upload removed by the sweep (its failure_code)
+    # Worker pools (compression/services/workers.py).
+    NO_WORKER_FOR_DEVICE = "no_worker_for_device"  # 400: no live worker serves the device's queue (or no queue runs it)

@@ -237,3 +237,30 @@ class UploadFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} ({self.received}/{self.size})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's capabilities and when it last reported (compression.services.workers): written on
+    start and every WORKER_HEARTBEAT_SECONDS, marked stopped on a clean shutdown. A worker is live while its
+    last_seen is within WORKER_LIVE_SECONDS and it has not stopped."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    queues = models.JSONField(default=list)  # the queues it consumes, sorted
+    device = models.CharField(max_length=32)  # SAFESHRINK["DEVICE"] on that worker (what compression runs use)
+    device_name = models.CharField(max_length=255, blank=True)  # the GPU's name, else the CPU model
+    memory_bytes = models.BigIntegerField(null=True, blank=True)  # the GPU's memory, else the machine's RAM
+    cpu_model = models.CharField(max_length=255, blank=True)
+    cpu_isa = models.JSONField(default=list)  # compression.engine.cpu.KERNEL_ISA flags the CPU has
+    torch_version = models.CharField(max_length=64, blank=True)
+    cuda_version = models.CharField(max_length=32, blank=True)  # the CUDA torch was built with ("": none)
+    cuda_available = models.BooleanField(null=True)  # probed only on workers serving the gpu queue
+    pid = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("hostname",)
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -1,7 +1,7 @@
 """Celery tasks: thin, take ids, call one service. Idempotency lives in the service."""
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from compression.services.runs import compression_run_execute, compression_runs_requeue_orphaned
 
@@ -31,3 +31,19 @@ def record_method_capabilities(**kwargs) -> None:
     from compression.capabilities import capabilities_ensure
 
     capabilities_ensure()
+
+
+@worker_ready.connect
+def start_worker_heartbeat(sender=None, **kwargs) -> None:
+    """The worker's heartbeat row (capabilities, queues, last_seen), written now and every
+    SAFESHRINK["WORKER_HEARTBEAT_SECONDS"] by a thread of the worker's main process."""
+    from compression.services.workers import worker_heartbeat_start
+
+    worker_heartbeat_start(hostname=sender.hostname, queues=sorted(sender.app.amqp.queues.consume_from))
+
+
+@worker_shutdown.connect
+def stop_worker_heartbeat(sender=None, **kwargs) -> None:
+    from compression.services.workers import worker_heartbeat_stop
+
+    worker_heartbeat_stop(hostname=sender.hostname)

@@ -34,6 +34,7 @@ class EvaluationRunAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     search_fields = ("=id", "artifact__name", "=artifact__digest", "=config_digest", "failure_code")
     list_select_related = ("artifact", "suite_version__suite")
+    web_url_name = "web:evaluation"
 
 
 @admin.register(Prediction)
@@ -50,6 +51,7 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     search_fields = ("=id", "=baseline_run__id", "=candidate_run__id")
     list_select_related = ("baseline_run", "candidate_run")
+    web_url_name = "web:comparison"
 
 
 @admin.register(Flip)

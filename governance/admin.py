@@ -17,6 +17,7 @@ from .models import (
     RegulatorGrant,
     Release,
     RevalidationSchedule,
+    ReviewLabel,
     ReviewTask,
     RiskTaxonomy,
     RolloutStage,
@@ -27,6 +28,7 @@ from .models import (
 )
 
 ZONE_COLOURS = {"green": "#1f7a3a", "amber": "#b54708", "red": "#b42318"}
+SCROLL_X = "overflow-x:auto;max-width:100%"  # a wide table scrolls inside the admin's content column
 
 
 def _number(value) -> str:
@@ -55,8 +57,8 @@ def gate_table(gate) -> str:
         return format_html('<p class="help">{}</p>', "No gate yet: the release has not been judged.")
     rows = format_html_join(
         "",
-        "<tr><td><strong>{}</strong><br><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td>"
-        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td><strong>{}</strong> <code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td>"
+        '<td>{}</td><td>{}</td><td>{}</td><td style="white-space:nowrap">{}</td><td>{}</td></tr>',
         (
             (
                 v.get("title") or v.get("rule") or "",
@@ -73,9 +75,40 @@ def gate_table(gate) -> str:
         ),
     )
     return format_html(
-        '<table class="gate-table"><thead><tr><th>Rule</th><th>Metric</th><th>Group</th><th>Judged</th>'
-        "<th>Value</th><th>Thresholds</th><th>Zone</th><th>Note</th></tr></thead><tbody>{}</tbody></table>",
+        '<div style="{}"><table class="gate-table"><thead><tr><th>Rule</th><th>Metric</th><th>Group</th>'
+        "<th>Judged</th><th>Value</th><th>Thresholds</th><th>Zone</th><th>Note</th></tr></thead>"
+        "<tbody>{}</tbody></table></div>",
+        SCROLL_X,
         rows,
+    )
+
+
+def review_outcome_table(outcome) -> str:
+    """A release's blind review outcome (governance.services.reviews.review_outcome as stored) as a small table.
+    Tolerates outcomes missing keys; keys it does not know are listed as they are."""
+    if not isinstance(outcome, dict) or not outcome:
+        return format_html('<p class="help">{}</p>', "No blind review outcome: the release was not reviewed.")
+    names = dict(ReviewLabel.choices)
+    labels = outcome.get("labels") if isinstance(outcome.get("labels"), dict) else {}
+    kappa = outcome.get("kappa")
+    known = {
+        "verdict": ("Verdict", str(outcome.get("verdict") or "—").upper()),
+        "items": ("Items reviewed", _number(outcome.get("items"))),
+        "reviews": ("Reviews", _number(outcome.get("reviews"))),
+        "labels": ("Labels", "; ".join(f"{names.get(k, k)}: {v}" for k, v in sorted(labels.items())) or "—"),
+        "deviation_items": ("Items judged a safety deviation", _number(outcome.get("deviation_items"))),
+        "deviation_share": ("Deviation share", _number(outcome.get("deviation_share"))),
+        "max_deviation_share": ("Largest share that passes", _number(outcome.get("max_deviation_share"))),
+        "kappa": ("Cohen's kappa", _number(kappa)),
+        "kappa_status": ("Kappa status", str(outcome.get("kappa_status") or "—")),
+        "kappa_pairs": ("Doubly-reviewed items", _number(outcome.get("kappa_pairs"))),
+    }
+    rows = [known[k] for k in known if k in outcome]
+    rows += [(k, str(v)) for k, v in sorted(outcome.items()) if k not in known]
+    return format_html(
+        '<div style="{}"><table class="review-outcome"><tbody>{}</tbody></table></div>',
+        SCROLL_X,
+        format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
     )
 
 
@@ -140,18 +173,23 @@ class ReleaseAdmin(ReadOnlyAdmin):
     list_filter = ("status", "gate_zone")
     search_fields = ("=id", "experiment__name", "=candidate_digest", "created_by__username")
     list_select_related = ("experiment", "created_by")
-    exclude = ("gate",)  # shown as a table by `gate_table`, not as a JSON blob
-    readonly_fields = ("gate_table",)
+    exclude = ("gate", "review_outcome")  # shown as tables, not as JSON blobs
+    readonly_fields = ("gate_table", "review_outcome_table")
     inlines = [DecisionInline]
+    web_url_name = "web:release"
 
     def get_fieldsets(self, request, obj=None):
-        gate = ["gate_zone", "gate_table"]
+        gate = ["gate_zone", "gate_table", "review_outcome_table"]
         fields = [name for name in self.get_fields(request, obj) if name not in gate]
-        return [(None, {"fields": fields}), ("Gate", {"fields": gate})]
+        return [(None, {"fields": fields}), ("Gate and blind review", {"fields": gate})]
 
     @admin.display(description="Gate")
     def gate_table(self, obj: Release) -> str:
         return gate_table(obj.gate)
+
+    @admin.display(description="Blind review")
+    def review_outcome_table(self, obj: Release) -> str:
+        return review_outcome_table(obj.review_outcome)
 
 
 @admin.register(Decision)

@@ -285,6 +285,7 @@ class ApprovalPolicy(models.Model):
     halt_on_overdue = models.BooleanField(default=False, help_text="Halt the release when an escalation is overdue.")
 
     class Meta:
+        verbose_name_plural = "approval policies"
         constraints = [
             models.CheckConstraint(condition=models.Q(approvals_required__gte=1), name="at_least_one_approval"),
         ]

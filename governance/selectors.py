@@ -256,6 +256,7 @@ def review_task_view(task: ReviewTask) -> dict:
         "deadline": task.deadline,
         "submitted": task.submitted_at is not None,
         "label": task.label,
+        "label_display": task.get_label_display(),
         "note": task.note,
     }
     if task.submitted_at:

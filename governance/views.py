@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -320,17 +320,28 @@ def escalation_resolve_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
+    if request.user.role != Role.REVIEWER:  # tasks go to reviewers; others see which visible releases await them
+        in_review = (
+            releases_visible_to(request.user)
+            .filter(status=ReleaseStatus.IN_REVIEW)
+            .annotate(pending=Count("review_tasks", filter=Q(review_tasks__submitted_at__isnull=True)))
+            .order_by("pk")
+        )
+        return render(request, "governance/reviews.html", {"not_reviewer": True, "in_review": in_review})
     # A judgement carried to a later release of the same artifacts (carried_from) is listed once, where it was made.
     tasks = ReviewTask.objects.filter(reviewer=request.user, carried_from__isnull=True).select_related(
         "flip__example", "release__comparison", "release__policy"
     )
     open_tasks = list(tasks.filter(submitted_at__isnull=True).order_by("deadline", "pk"))
     releases = {t.release_id: t.release for t in open_tasks}
+    open_views = [review_task_view(t) for t in open_tasks]
     return render(
         request,
         "governance/reviews.html",
         {
-            "open": [review_task_view(t) for t in open_tasks],
+            "open": open_views,
+            # The Expected column only where some task's policy shows reviewers the expected label.
+            "show_expected": any(t["expected_label_shown"] for t in open_views),
             "done": [
                 review_task_view(t) for t in tasks.filter(submitted_at__isnull=False).order_by("-submitted_at")[:50]
             ],

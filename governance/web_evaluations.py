@@ -12,17 +12,14 @@ outside the scope is 404; the roles the API refuses (regulators, reviewers) get 
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from accounts.services import access_denied_record
 from compression.models import ModelArtifact, ModelKind, RunStatus
-from compression.selectors import inventory_visible_to
-from evaluations.engine.catalog import CATALOG, Direction, Scope
+from evaluations.engine.catalog import CATALOG, Direction, Needs, Scope
 from evaluations.models import Comparison, ComparisonStatus, EvaluationRun
 from evaluations.selectors import comparisons_visible_to, evaluation_runs_visible_to
 from evaluations.services.chat_runs import is_chat
@@ -40,6 +37,7 @@ from governance.web_inventory import (
     _page,
     _pairs,
     _search,
+    refuse_outside_inventory,
 )
 from governance.web_release import BATCHING_TEXT, comparison_table, percent
 
@@ -74,15 +72,7 @@ def evaluation_page(view):
     @require_safe
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not inventory_visible_to(request.user):  # the evaluations API's readers: engineers, officers, admins
-            access_denied_record(
-                actor=request.user,
-                method=request.method or "GET",
-                path=request.path,
-                reason="role_not_allowed",
-                message=FORBIDDEN,
-            )
-            raise PermissionDenied(FORBIDDEN)  # the project's 403 page (templates/403.html) says it
+        refuse_outside_inventory(request)  # the evaluations API's readers: engineers, officers, admins
         return view(request, *args, **kwargs)
 
     return wrapped
@@ -169,12 +159,20 @@ def evaluation_list(request: HttpRequest) -> HttpResponse:
 # ---- one evaluation
 
 
-def _metrics_table(metrics: dict | None, stability: dict | None) -> dict:
+# A chat model's decision is the judge's 0/1 (refused or not): scores of a probability say nothing about it.
+CHAT_HIDDEN = frozenset({"brier", "nll", "mean_confidence", "ece"})
+
+
+def _metrics_table(metrics: dict | None, stability: dict | None, *, chat: bool = False) -> dict:
     """Every group (overall, slices, subgroups, in the dossier's order) × every catalogue metric the run stored
-    for some group, and each group's share of decisions the stability pass moved."""
+    for some group, and each group's share of decisions the stability pass moved. A chat evaluation's table
+    starts with the judged behaviour and perplexity and leaves out the probability scores."""
     metrics = metrics if isinstance(metrics, dict) else {}
     groups = sorted(((k, v) for k, v in metrics.items() if isinstance(v, dict)), key=lambda kv: group_sort_key(kv[0]))
     columns = [spec for spec in GROUP_METRICS if any(spec.name in values for _, values in groups)]
+    if chat:
+        chat_first = [spec for spec in columns if spec.needs in (Needs.BEHAVIOUR, Needs.REFERENCES)]
+        columns = chat_first + [spec for spec in columns if spec not in chat_first and spec.name not in CHAT_HIDDEN]
     unstable = ((stability or {}).get("groups") or {}) if isinstance(stability, dict) else {}
     rows = []
     for key, values in groups:
@@ -313,7 +311,7 @@ def evaluation_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "chat": chat,
             "platforms": [p for p in ((evaluation.runtime or {}).get("platforms") or []) if isinstance(p, dict)],
             "chunks": _chunks(evaluation),
-            "table": _metrics_table(evaluation.metrics, evaluation.stability),
+            "table": _metrics_table(evaluation.metrics, evaluation.stability, chat=chat),
             "subgroups": _subgroup_rates(evaluation.metrics),
             "stability": evaluation.stability if isinstance(evaluation.stability, dict) else None,
             "runtime": _runtime(evaluation.runtime),

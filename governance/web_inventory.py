@@ -57,6 +57,20 @@ HEX = re.compile(r"[0-9a-f]{4,64}")
 LEAN_RUN = ("provenance", "provenance_envelope", "rounds")  # large JSON no list or lineage reads
 
 
+def refuse_outside_inventory(request: HttpRequest) -> None:
+    """The 403 page and an `access.denied` event for a role that does not read the inventory at all (reviewers,
+    regulators), before any record is looked up: a list and a record's page answer alike, present or not."""
+    if not inventory_visible_to(request.user):
+        access_denied_record(
+            actor=request.user,
+            method=request.method or "GET",
+            path=request.path,
+            reason="role_not_allowed",
+            message=FORBIDDEN,
+        )
+        raise PermissionDenied(FORBIDDEN)  # the project's 403 page (templates/403.html) says it
+
+
 def inventory_page(view):
     """Signed-in users whose role reads the inventory (as the API); others the 403 page and an `access.denied`."""
 
@@ -64,15 +78,7 @@ def inventory_page(view):
     @require_safe
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not inventory_visible_to(request.user):
-            access_denied_record(
-                actor=request.user,
-                method=request.method or "GET",
-                path=request.path,
-                reason="role_not_allowed",
-                message=FORBIDDEN,
-            )
-            raise PermissionDenied(FORBIDDEN)  # the project's 403 page (templates/403.html) says it
+        refuse_outside_inventory(request)
         return view(request, *args, **kwargs)
 
     return wrapped

@@ -19,6 +19,7 @@ from governance.error_codes import GovernanceErrorCode
 from governance.models import Release, ThresholdPolicy
 from governance.rounds import distill_section
 from governance.services.releases import release_create, release_start_evaluation
+from governance.web_inventory import refuse_outside_inventory
 
 
 def _may_release(user, run: CompressionRun) -> bool:
@@ -73,6 +74,7 @@ def provenance_view(statement: dict | None) -> dict | None:
 @login_required
 def run_provenance(request: HttpRequest, pk: int) -> HttpResponse:
     """The run's in-toto statement as a JSON download (404 before the run has succeeded)."""
+    refuse_outside_inventory(request)
     run = get_object_or_404(runs_visible_to(request.user).exclude(provenance=None), pk=pk)
     response = JsonResponse(run.provenance, json_dumps_params={"indent": 2, "sort_keys": True})
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-provenance.intoto.json"'
@@ -91,6 +93,7 @@ def _release_suites(run: CompressionRun, kind: str):
 
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    refuse_outside_inventory(request)  # 403 for reviewers and regulators, as /runs/; 404 outside an engineer's scope
     run = get_object_or_404(runs_visible_to(request.user).select_related("experiment__base_artifact"), pk=pk)
     may_release = _may_release(request.user, run)
     kind = SuiteKind.CHAT if run.experiment.base_artifact.kind == "causal-lm" else SuiteKind.CLASSIFIER
@@ -147,6 +150,7 @@ def release_and_evaluate(request: HttpRequest, create, back: str, pk: int) -> Ht
 @require_http_methods(["POST"])
 def run_release(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a release whose candidate is the run's output and start SafeShrink's evaluation of it."""
+    refuse_outside_inventory(request)
     run = get_object_or_404(runs_visible_to(request.user), pk=pk)
 
     def create(suite_version_id: int, policy_id: int):

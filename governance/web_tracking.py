@@ -18,6 +18,7 @@ from governance.charts import line_chart
 from governance.models import ThresholdPolicy
 from governance.services.candidates import release_create_from_external_run
 from governance.views import _choice_filters
+from governance.web_inventory import refuse_outside_inventory
 from governance.web_runs import release_and_evaluate
 from tracking.models import ExternalRun, ExternalRunStatus
 from tracking.selectors import external_runs_visible_to, metric_history
@@ -28,6 +29,7 @@ CHART_POINTS = 500  # the newest values of a key drawn; the full history is in t
 
 @login_required
 def external_run_list(request: HttpRequest) -> HttpResponse:
+    refuse_outside_inventory(request)  # reviewers and regulators: 403, as /runs/ and each run's page
     runs = external_runs_visible_to(request.user)
     experiments = experiments_visible_to(request.user).filter(pk__in=runs.values("experiment")).order_by("name")
     experiment_ids = [str(pk) for pk in experiments.values_list("pk", flat=True)]
@@ -74,6 +76,7 @@ def _charts(run: ExternalRun) -> list[dict]:
 
 @login_required
 def external_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    refuse_outside_inventory(request)  # 403 for reviewers and regulators; 404 outside an engineer's scope
     run = get_object_or_404(external_runs_visible_to(request.user), pk=pk)
     may_release = _may_release(request.user, run)
     return render(
@@ -101,6 +104,7 @@ def external_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def external_run_release(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a release whose candidate is the run's output and start SafeShrink's own evaluation of it."""
+    refuse_outside_inventory(request)
     run = get_object_or_404(external_runs_visible_to(request.user), pk=pk)
 
     def create(suite_version_id: int, policy_id: int):

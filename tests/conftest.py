@@ -32,18 +32,26 @@ def pytest_sessionstart(session) -> None:
         pytest.exit("; ".join(problems), returncode=3)
 
 
+# RabbitMQ for the tests that run a worker on it (tests/test_worker_routing.py); CI runs one beside Redis.
+AMQP_URL = os.environ.get("SAFESHRINK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
 def require_service(kind: str) -> None:
     """Tests that need a real service call this: outside CI they skip without it, in CI they fail."""
+    from urllib.parse import urlsplit
+
     from django.db import connection
 
-    ok = (
-        connection.vendor == "postgresql"
-        if kind == "postgres"
-        else (os.environ.get("CELERY_BROKER_URL", "").startswith("redis") and _reachable("127.0.0.1", 6379))
-    )
+    if kind == "postgres":
+        ok = connection.vendor == "postgresql"
+    elif kind == "rabbitmq":
+        amqp = urlsplit(AMQP_URL)
+        ok = _reachable(amqp.hostname or "127.0.0.1", amqp.port or 5672)
+    else:
+        ok = os.environ.get("CELERY_BROKER_URL", "").startswith("redis") and _reachable("127.0.0.1", 6379)
     if ok:
         return
-    message = f"this test needs {kind} (set DATABASE_URL / CELERY_BROKER_URL)"
+    message = f"this test needs {kind} (set DATABASE_URL / CELERY_BROKER_URL / SAFESHRINK_TEST_AMQP_URL)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

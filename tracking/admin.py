@@ -34,6 +34,7 @@ class ExternalRunAdmin(ReadOnlyAdmin):
     list_filter = ("status", "known_method")
     search_fields = ("=run_uuid", "name", "method", "experiment__name", "recorded_by__username")
     list_select_related = ("experiment", "recorded_by")
+    web_url_name = "web:external-run"
     inlines = [ExternalRunParamInline, ExternalRunTagInline]  # metrics can be millions of rows: their own list
 
 

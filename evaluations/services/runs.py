@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.errors import ValidationFailed
 from compression.engine.cpu import compute_platform
 from compression.engine.errors import EngineError
 from compression.models import ModelArtifact, RunStatus
@@ -135,12 +136,25 @@ def evaluation_run_start(*, run_id: int) -> EvaluationRun:
     return run
 
 
-def _enqueue_chunks(run_id: int, chunks) -> None:
-    from celery import group
+def evaluation_queue(run_id: int) -> str:
+    """The queue every task of this evaluation goes to (start, chunks, the announcement of its end, its
+    comparison): the one of its profile's device, so all its chunks run on one hardware class (int8 results
+    differ by instruction set). A stored device no queue runs stays on the default queue, where it fails."""
+    from compression.services.workers import device_queue
 
+    config = EvaluationRun.objects.values_list("config", flat=True).get(pk=run_id)
+    try:
+        return device_queue(config_profile(config)["device"])
+    except ValidationFailed:
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def _enqueue_chunks(run_id: int, chunks) -> None:
     from evaluations.tasks import evaluate_chunk
 
-    group(evaluate_chunk.si(run_id, index) for index in chunks).delay()
+    queue = evaluation_queue(run_id)
+    for index in chunks:
+        evaluate_chunk.apply_async((run_id, index), queue=queue)
 
 
 def evaluation_chunk_execute(*, run_id: int, chunk: int) -> None:
@@ -180,7 +194,7 @@ def _announce_finished(run_id: int) -> None:
     if task is None:
         logger.warning("no task %r is registered: nothing waits on evaluation run %s", RUN_FINISHED_TASK, run_id)
         return
-    task.delay(run_id)
+    task.apply_async((run_id,), queue=evaluation_queue(run_id))
 
 
 def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
@@ -424,12 +438,13 @@ def evaluation_runs_requeue_orphaned() -> list[int]:
     )
     for run_id in unstarted.values_list("pk", flat=True):
         if EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=timezone.now()):
-            _enqueue_start(run_id)
+            evaluation_run_enqueue(run_id)
             requeued.append(run_id)
     return requeued
 
 
-def _enqueue_start(run_id: int) -> None:
+def evaluation_run_enqueue(run_id: int) -> None:
+    """Enqueue the start of an evaluation run (call after commit) on its device's queue."""
     from evaluations.tasks import start_evaluation_run
 
-    start_evaluation_run.delay(run_id)
+    start_evaluation_run.apply_async((run_id,), queue=evaluation_queue(run_id))

@@ -100,6 +100,12 @@ class StartEvaluationInput(TransitionInput):
         "padding_side, max_length, threads, device, isa, quantized_engine); omitted fields take the policy's "
         "required profile, then this installation's defaults. Breaking the policy's requirement is a 400.",
     )
+    queue_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Queue the evaluation even when no live worker serves its device's queue (it waits for one); "
+        "without it such a request is a 400 `no_worker_for_device` naming `profile.device`.",
+    )
 
 
 class DecisionInput(TransitionInput):

@@ -111,11 +111,11 @@ def revalidations_run_due(*, now: dt.datetime | None = None) -> list[int]:
 
 
 def _enqueue_revalidation(run_id: int, release_id: int) -> None:
-    from evaluations.tasks import start_evaluation_run
+    from evaluations.services.runs import evaluation_queue, evaluation_run_enqueue
     from governance.tasks import complete_revalidation
 
-    start_evaluation_run.delay(run_id)
-    complete_revalidation.delay(release_id, run_id)
+    evaluation_run_enqueue(run_id)  # on its device's queue, like the release's own evaluations
+    complete_revalidation.apply_async((release_id, run_id), queue=evaluation_queue(run_id))
 
 
 def revalidation_complete(*, release_id: int, evaluation_id: int) -> str:

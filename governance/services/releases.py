@@ -17,10 +17,16 @@ from compression.engine.manifest import manifest_digest
 from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
 from compression.services.behaviour import BEHAVIOURAL_DISTILL
+from compression.services.workers import device_worker_check
 from evaluations.services.behaviour_data import behaviour_suite_overlap
 from evaluations.services.chat_config import chat_evaluation_overrides
 from evaluations.services.comparisons import comparison_compute
-from evaluations.services.runs import evaluation_config, evaluation_run_request
+from evaluations.services.runs import (
+    evaluation_config,
+    evaluation_queue,
+    evaluation_run_enqueue,
+    evaluation_run_request,
+)
 from governance.error_codes import GovernanceErrorCode
 from governance.gate import verdicts_as_json
 from governance.lifecycle import DECISION_FROM
@@ -84,16 +90,26 @@ def release_create(*, actor, compression_run_id: int, suite_version_id: int, pol
 
 
 def release_start_evaluation(
-    *, actor, release_id: int, expected_version: int | None = None, profile: dict | None = None
+    *,
+    actor,
+    release_id: int,
+    expected_version: int | None = None,
+    profile: dict | None = None,
+    queue_anyway: bool = False,
 ) -> Release:
     """draft → evaluating: pin the policy, request both evaluations under one deployment profile (the
     requested ``profile`` over the policy's required one; a 400 when it breaks the requirement), and
-    enqueue them after commit. A refusal (not the owner, stale version, not a draft, profile) is recorded
-    in the ledger."""
-    return guarded(actor, release_id, lambda: _start_evaluation(actor, release_id, expected_version, profile))
+    enqueue them after commit on the queue of the profile's device (a 400 `no_worker_for_device` when no live
+    worker serves it, unless ``queue_anyway``). A refusal (not the owner, stale version, not a draft, profile,
+    device) is recorded in the ledger."""
+    return guarded(
+        actor, release_id, lambda: _start_evaluation(actor, release_id, expected_version, profile, queue_anyway)
+    )
 
 
-def _start_evaluation(actor, release_id: int, expected_version: int | None, profile: dict | None) -> Release:
+def _start_evaluation(
+    actor, release_id: int, expected_version: int | None, profile: dict | None, queue_anyway: bool = False
+) -> Release:
     with transaction.atomic():
         release = locked(release_id, expected_version, authorize=lambda r: _owner_only(actor, r))
         expect(release, ReleaseStatus.DRAFT)
@@ -109,6 +125,7 @@ def _start_evaluation(actor, release_id: int, expected_version: int | None, prof
             required_profile=release.policy.required_profile,
             **chat,
         )
+        device_worker_check(device=config["profile"]["device"], field="profile.device", queue_anyway=queue_anyway)
         baseline = evaluation_run_request(
             actor=actor, artifact=release.experiment.base_artifact, suite_version=release.suite_version, config=config
         )
@@ -140,16 +157,16 @@ def _owner_only(actor, release: Release) -> None:
 
 
 def _enqueue_evaluation(release_id: int, baseline_id: int, candidate_id: int) -> None:
-    from evaluations.tasks import start_evaluation_run
     from governance.tasks import complete_release_evaluation
 
     # Each evaluation fans out into chunks on any worker. The chunk that finishes a run announces it
     # (evaluations' RUN_FINISHED_TASK, implemented by governance.tasks.evaluation_finished), which
     # completes the releases waiting on it. One completion attempt now covers runs that were already
     # finished (an evaluation reused from an earlier release); beat's sweep covers a lost message.
-    start_evaluation_run.delay(baseline_id)
-    start_evaluation_run.delay(candidate_id)
-    complete_release_evaluation.delay(release_id)
+    # Every task goes to the queue of the profile's device (the comparison times both models there too).
+    evaluation_run_enqueue(baseline_id)
+    evaluation_run_enqueue(candidate_id)
+    complete_release_evaluation.apply_async((release_id,), queue=evaluation_queue(baseline_id))
 
 
 class EvaluationsPending(Exception):

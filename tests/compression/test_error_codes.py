@@ -49,6 +49,7 @@ def test_the_values_are_the_strings_used_before():
             "upload_expired",
             "not_signed",
             "invalid_generation",
+            "no_worker_for_device",
         ]
     )
 

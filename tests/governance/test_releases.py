@@ -150,7 +150,7 @@ def _no_start_attempt(monkeypatch) -> None:
     """Drop the one completion attempt enqueued when the evaluation starts."""
     from governance.tasks import complete_release_evaluation
 
-    monkeypatch.setattr(complete_release_evaluation, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(complete_release_evaluation, "apply_async", lambda *args, **kwargs: None)
 
 
 def _events(action: str, release) -> int:
@@ -276,7 +276,7 @@ def test_evaluations_whose_start_was_lost_are_started_again(monkeypatch, setting
     from governance.services.releases import release_start_evaluation
 
     with monkeypatch.context() as patch:  # the start messages died with a worker
-        patch.setattr(start_evaluation_run, "delay", lambda *args, **kwargs: None)
+        patch.setattr(start_evaluation_run, "apply_async", lambda *args, **kwargs: None)
         release_start_evaluation(actor=engineer, release_id=draft_release.pk)
     release = Release.objects.get(pk=draft_release.pk)
     assert release.status == ReleaseStatus.EVALUATING and release.baseline_evaluation.status == "queued"

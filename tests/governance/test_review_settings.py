@@ -120,7 +120,9 @@ def test_blind_by_default_the_page_queue_and_api_hide_the_expected_label(client,
     page = client.get(f"/reviews/{task.pk}/").content.decode()
     assert "Expected label:" not in page and "expected label is not shown" in page
     queue = client.get("/reviews/").content.decode()
-    assert "not shown" in queue and f"<td>{label}</td>" not in queue
+    assert f"<td>{label}</td>" not in queue
+    # No task in the list shows its expected label: no Expected column saying "not shown" on every row.
+    assert "<th>Expected</th>" not in queue and "not shown" not in queue
 
     api = api_client_for(reviewer)
     listed = api.get("/api/reviews/").json()["results"]
@@ -136,6 +138,8 @@ def test_a_policy_that_shows_the_label_shows_it_everywhere(client, engineer, off
     client.force_login(reviewers[0])
     page = client.get(f"/reviews/{task.pk}/").content.decode()
     assert f"Expected label: {label}" in page
+    queue = client.get("/reviews/").content.decode()
+    assert "<th>Expected</th>" in queue and f"<td>{label}</td>" in queue
     listed = api_client_for(reviewers[0]).get("/api/reviews/").json()["results"]
     assert {t["expected_label_shown"] for t in listed} == {True}
     assert next(t for t in listed if t["id"] == task.pk)["expected_label"] == label

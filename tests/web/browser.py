@@ -55,13 +55,21 @@ def sign_in(browser, live_server, username: str, password: str) -> None:
 def click_and_wait_for_next_page(browser, element) -> None:
     """Click, then wait until the old page is gone: otherwise a lookup can find an element of the
     page being left, which goes stale under the test's feet."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = browser.find_element(By.TAG_NAME, "html")
+    # A marker on the old page's window: gone once the next page has replaced it. (Waiting for the old <html>
+    # element to go stale can fail mid-navigation with chromedriver's "Node ... does not belong to the document".)
+    browser.execute_script("window.__leaving = true;")
     element.click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
+
+    def next_page_loaded(driver) -> bool:
+        try:
+            return driver.execute_script("return !window.__leaving && document.readyState === 'complete';")
+        except WebDriverException:  # the page is being swapped under the script: not there yet
+            return False
+
+    WebDriverWait(browser, 20).until(next_page_loaded)
 
 
 def full_page_screenshot(browser, path: Path) -> None:

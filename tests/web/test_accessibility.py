@@ -64,7 +64,18 @@ PAGES = [
     Page("evaluations", "web:evaluations", MAKERS),
     Page("evaluation", "web:evaluation", MAKERS, ("evaluation",)),
     Page("comparison", "web:comparison", MAKERS, ("comparison",), follow=True),
+    # A chat model's release (tests/web/a11y_chat.py; keys starting with "chat" are built only for roles visiting
+    # one of these pages: the tiny chat model's pipeline adds about a second per role).
+    Page("release-chat", "web:release", (Role.ENGINEER, Role.OFFICER, Role.REGULATOR), ("chat_release",)),
+    Page("release-chat-flips-filtered", "web:release", (Role.OFFICER,), ("chat_release",), "direction=to_safe"),
+    Page("evaluation-chat", "web:evaluation", (Role.ENGINEER, Role.OFFICER), ("chat_evaluation",)),
+    Page("run-distill", "web:run", (Role.ENGINEER, Role.OFFICER), ("chat_distill_run",)),
+    Page("review-chat", "web:review", (Role.REVIEWER,), ("chat_review_task",)),
 ]
+
+
+def _needs_chat(role: str) -> bool:
+    return any(role in p.roles and any(a.startswith("chat") for a in p.args) for p in PAGES)
 
 
 def _routed(page: Page) -> bool:
@@ -224,6 +235,11 @@ def test_every_page_of_a_role_passes_axe(role, browser, live_server, request, ca
                 )
             }
         )
+        if _needs_chat(role):
+            from tests.web.a11y_chat import chat_data
+
+            fixtures = ("engineer", "officer", "reviewers", "regulator", "chat_base", "judge_artifact", "chat_suite")
+            objects |= chat_data(**{name: request.getfixturevalue(name) for name in (*fixtures, "chat_policy")})
         sign_in(browser, live_server, *ROLE_USERS[role])
         client.force_login(User.objects.get(username=ROLE_USERS[role][0]))
     failures: list[str] = []

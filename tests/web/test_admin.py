@@ -41,7 +41,7 @@ def administrator(db):
 def world(officer, engineer, reviewers, regulator, base_artifact, demo_suite, demo_policy):
     """A release through compression, evaluation, gate, approval and rollout, and at least one row in every
     table of ours (the rows no service makes here are inserted as they are stored)."""
-    from compression.models import ArtifactUpload, UploadFile
+    from compression.models import ArtifactUpload, UploadFile, WorkerHeartbeat
     from evaluations.models import Example, Flip, SuiteImport
     from exports.models import Export
     from exports.services.exports import regulator_grant
@@ -100,6 +100,7 @@ def world(officer, engineer, reviewers, regulator, base_artifact, demo_suite, de
         file_sha256="0" * 64,
         requested_by=engineer,
     )
+    WorkerHeartbeat.objects.create(hostname="w@h", queues=["cpu", "io"], device="cpu", started_at=now, last_seen=now)
     upload = ArtifactUpload.objects.create(key=uuid.uuid4(), owner=engineer, name="m", total_bytes=1, active_at=now)
     UploadFile.objects.create(upload=upload, path="config.json", size=1)
     run = t.ExternalRun.objects.create(
@@ -182,6 +183,50 @@ def test_release_page_shows_the_gate_as_a_table(client, administrator, world):
         assert f"<code>{verdict['rule']}</code>" in row and escape(verdict["title"]) in row
         assert verdict["zone"].upper() in row
     assert "green_limit" not in page  # not the raw JSON blob (the admin would show it HTML-escaped)
+    assert '<div style="overflow-x:auto;max-width:100%"><table class="gate-table">' in page  # scrolls, not cut
+    assert f'<a href="/releases/{world.pk}/">' in page  # the way to the release's page on the site
+
+
+def test_json_fields_are_pretty_printed_in_a_scrolling_block_with_a_link_to_the_page(client, administrator, world):
+    from compression.models import CompressionRun
+    from evaluations.models import Comparison, EvaluationRun
+
+    client.force_login(administrator)
+    for model, field, url in (
+        (CompressionRun, "provenance", "/runs/{}/"),
+        (EvaluationRun, "config", "/evaluations/{}/"),
+        (Comparison, "results", "/comparisons/{}/"),
+    ):
+        obj = model.objects.exclude(**{f"{field}__isnull": True}).order_by("pk").first()
+        assert obj is not None and getattr(obj, field), f"{model.__name__}.{field}: the fixture left it empty"
+        page = client.get(_url(model, "change", obj.pk)).content.decode()
+        block = page.split('<pre class="json" style="max-height:24em;')[1:]
+        assert block, f"{model.__name__}: no JSON block"
+        first_key = sorted(getattr(obj, field))[0]
+        assert any(f"\n  &quot;{escape(first_key)}&quot;: " in b.split("</pre>")[0] for b in block), model.__name__
+        assert f'<a href="{url.format(obj.pk)}">' in page, model.__name__
+
+
+def test_review_outcome_is_a_small_table(client, administrator, world):
+    from governance.admin import review_outcome_table
+
+    outcome = {
+        "items": 4,
+        "reviews": 8,
+        "labels": {"safety_deviation": 3, "acceptable": 5},
+        "deviation_share": 0.25,
+        "kappa": 0.5,
+        "verdict": "fail",
+        "new_key": "<i>x</i>",
+    }
+    html = review_outcome_table(outcome)
+    assert "<tr><th>Verdict</th><td>FAIL</td></tr>" in html and "<tr><th>Deviation share</th><td>0.25</td>" in html
+    assert "Acceptable: 5; Safety deviation: 3" in html and "&lt;i&gt;x&lt;/i&gt;" in html and "<i>" not in html
+    assert "No blind review outcome" in review_outcome_table(None)
+    type(world).objects.filter(pk=world.pk).update(review_outcome=outcome)
+    client.force_login(administrator)
+    page = client.get(_url(type(world), "change", world.pk)).content.decode()
+    assert '<table class="review-outcome">' in page and "deviation_share" not in page
 
 
 def test_a_webhook_secret_is_not_shown(client, administrator, world):
@@ -226,3 +271,12 @@ def test_gate_table_escapes_and_tolerates_old_verdicts():
     assert "0.1235" in html and "green ≥ -0.02, red &lt; -0.05" in html
     assert html.count("<tr>") == 3 and "AMBER" in html and "GREEN" in html
     assert "No gate yet" in gate_table(None)
+
+
+def test_admin_index_names_approval_policies_in_plural(client, administrator):
+    from governance.models import ApprovalPolicy
+
+    assert ApprovalPolicy._meta.verbose_name_plural == "approval policies"
+    client.force_login(administrator)
+    page = client.get("/admin/").content.decode()
+    assert "Approval policies" in page and "Approval policys" not in page

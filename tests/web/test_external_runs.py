@@ -48,9 +48,10 @@ def test_officer_and_regulator_views(client, engineer, officer, regulator, base_
     detail = client.get(f"/external-runs/{run.pk}/").content.decode()
     assert 'id="reported-badge"' in detail and 'id="release-form"' not in detail  # officers do not propose
     client.force_login(regulator)
-    listing = client.get("/external-runs/")
-    assert listing.status_code == 200 and "No external runs to show" in listing.content.decode()
-    assert client.get(f"/external-runs/{run.pk}/").status_code == 404
+    # A role that reads no runs at all is refused before any look-up (403, as /runs/), present or not.
+    assert client.get("/external-runs/").status_code == 403
+    assert client.get(f"/external-runs/{run.pk}/").status_code == 403
+    assert client.get("/external-runs/999999/").status_code == 403
 
 
 def test_owner_creates_a_release_from_the_run_page_and_the_release_shows_it_reported(
@@ -115,4 +116,4 @@ def test_regulator_reads_the_release_of_an_external_candidate(
     page = client.get(f"/releases/{release.pk}/").content.decode()
     assert "Reported — not verified by SafeShrink" in page and release.external_run.method in page
     # The run's own page stays with engineers and officers; the release page carries what the regulator needs.
-    assert client.get(f"/external-runs/{release.external_run_id}/").status_code == 404
+    assert client.get(f"/external-runs/{release.external_run_id}/").status_code == 403

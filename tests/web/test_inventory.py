@@ -145,6 +145,10 @@ def test_roles_the_api_refuses_get_a_403_page_recorded_in_the_ledger(client, wor
     user = make_user(f"{role}1", role)
     eve = world["eve"]
     urls = ["/experiments/", "/runs/", "/artifacts/", f"/experiments/{eve['exp'].pk}/", f"/artifacts/{eve['out'].pk}/"]
+    # A record's page answers as the list does, before any look-up: neither existence nor absence shows.
+    urls += [f"/runs/{eve['run'].pk}/", f"/runs/{eve['run'].pk}/provenance.json"]
+    urls += [f"/external-runs/{world['frank_']['ext'].pk}/", "/runs/999999/", "/external-runs/999999/"]
+    urls += ["/artifacts/999999/", "/experiments/999999/"]
     for url in urls:
         html = page(client, user, url, status=403)
         assert "You may not do this" in html and "as in the API" in html
@@ -155,11 +159,21 @@ def test_roles_the_api_refuses_get_a_403_page_recorded_in_the_ledger(client, wor
     ]
     assert sorted(p["path"] for p in refusals) == sorted([*urls, "/api/experiments/"])
     assert {(p["reason"], p["method"], p["role"]) for p in refusals} == {("role_not_allowed", "GET", role)}
+    client.force_login(user)
+    for url in (f"/runs/{eve['run'].pk}/release/", f"/external-runs/{world['frank_']['ext'].pk}/release/"):
+        assert client.post(url, {"suite_version": "1", "policy": "1"}).status_code == 403, url
 
 
 def test_records_outside_the_scope_are_404(client, world, engineer):
     frank = world["frank_"]
-    for url in (f"/experiments/{frank['exp'].pk}/", f"/artifacts/{frank['out'].pk}/", "/experiments/999999/"):
+    for url in (
+        f"/experiments/{frank['exp'].pk}/",
+        f"/artifacts/{frank['out'].pk}/",
+        f"/runs/{frank['run'].pk}/",
+        f"/external-runs/{frank['ext'].pk}/",
+        "/experiments/999999/",
+        "/runs/999999/",
+    ):
         page(client, engineer, url, status=404)
 
 

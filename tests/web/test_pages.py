@@ -311,3 +311,43 @@ def test_review_page_of_a_comparison_without_stability_pass(
     assert "no stability pass, so every flip could be sampled" in client.get("/reviews/").content.decode()
     form = client.get(f"/reviews/{task.pk}/")
     assert form.status_code == 200 and "had no stability pass, so every flip could be sampled" in form.content.decode()
+
+
+def test_review_pages_show_label_names_hide_an_empty_expected_column_and_tell_officers_where_reviews_stand(
+    client, officer, engineer, reviewers, base_artifact, demo_suite, demo_policy
+):
+    from django.db import transaction
+
+    from governance.models import ReviewTask, ThresholdPolicy
+    from governance.services.reviews import review_submit, review_tasks_create
+
+    release = evaluated_release(
+        engineer=engineer, base_artifact=base_artifact, suite=demo_suite, policy=demo_policy, force_zone="green"
+    )
+    _with_stable_and_unstable_flips(release)
+    with transaction.atomic():
+        review_tasks_create(release=release)
+    Release.objects.filter(pk=release.pk).update(status=ReleaseStatus.IN_REVIEW)
+    mine = ReviewTask.objects.filter(reviewer=reviewers[0]).first()
+    assert mine is not None and not release.policy.reviewers_see_expected_label
+    review_submit(actor=reviewers[0], task_id=mine.pk, label="safety_deviation", note="misses a slur")
+    client.force_login(reviewers[0])
+    queue = client.get("/reviews/").content.decode()
+    assert "<td>Safety deviation</td>" in queue and "safety_deviation</td>" not in queue
+    done = client.get(f"/reviews/{mine.pk}/").content.decode()
+    assert "Submitted: Safety deviation — “misses a slur”" in done
+
+    assert ReviewTask.objects.filter(reviewer=reviewers[1], submitted_at__isnull=True).exists()
+    client.force_login(reviewers[1])
+    queue = client.get("/reviews/").content.decode()
+    assert "<th>Input</th><th>Deadline (UTC)</th>" in queue and "not shown" not in queue  # no task shows it
+    ThresholdPolicy.objects.filter(pk=release.policy_id).update(reviewers_see_expected_label=True)
+    assert "<th>Input</th><th>Expected</th>" in client.get("/reviews/").content.decode()
+
+    pending = ReviewTask.objects.filter(release=release, submitted_at__isnull=True).count()
+    client.force_login(officer)
+    page = client.get("/reviews/").content.decode()
+    assert "Review tasks go to reviewers" in page and "Nothing to review" not in page
+    assert f'href="/releases/{release.pk}/">Release #{release.pk}</a></td><td>{pending}</td>' in page
+    client.force_login(engineer)  # the engineer owns the release's experiment: it is listed for them too
+    assert f'href="/releases/{release.pk}/"' in client.get("/reviews/").content.decode()
