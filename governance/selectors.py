@@ -230,7 +230,8 @@ def review_task_view(task: ReviewTask) -> dict:
     (ThresholdPolicy.reviewers_see_expected_label; off by default): `expected_label` is None otherwise, before
     and after submission, and `expected_label_shown` says which."""
     flip = task.flip
-    shows_label = task.release.policy.reviewers_see_expected_label
+    # A task always belongs to a release; one built in memory without it (a preview) shows no label.
+    shows_label = task.release.policy.reviewers_see_expected_label if task.release_id else False
     chat = bool(flip.baseline_behaviour)  # a chat model's flip: both answers, judged behaviour
     if chat:  # the reviewer reads both answers; the judged behaviour is shown beside each
         candidate = {"output": flip.candidate_output, "behaviour": flip.candidate_behaviour}

@@ -20,6 +20,7 @@ from compression.engine.cpu import compute_platform
 from compression.engine.kinds import CHAT_BEHAVIOURS
 from compression.services.artifacts import artifact_path
 from evaluations.models import EvaluationRun, Example, Prediction
+from evaluations.services.suites import storable_text
 
 from .profiles import config_profile
 
@@ -96,7 +97,7 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
             details["reference_nll"] = result.reference_nll[i]
             details["reference_tokens"] = result.reference_token_counts[i]  # type: ignore[index]
         if again is not None:
-            details["recomposed_output"] = result.recomposed_outputs[i]  # type: ignore[index]
+            details["recomposed_output"] = storable_text(result.recomposed_outputs[i])  # type: ignore[index]
             details["recomposed_behaviour"] = again[2][i]
         rows.append(
             Prediction(
@@ -108,7 +109,7 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
                 decision_unsafe=behaviours[i] == "refusal",
                 recomposed_unsafe_prob=None if again is None else float(again[0][i]),
                 stable=None if again is None else again[2][i] == behaviours[i],
-                output=result.outputs[i],
+                output=storable_text(result.outputs[i]),  # judged as generated, stored as storable
                 behaviour=behaviours[i],
                 details=details,
             )

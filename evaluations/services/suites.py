@@ -22,7 +22,13 @@ from ledger.services import ledger_append
 
 MAX_ERRORS_LISTED = 50
 PROGRESS_EVERY = 20_000  # rows between progress updates of a SuiteImport
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text and jsonb cannot hold them
+
+
+def storable_text(text: str) -> str:
+    """A model's output as PostgreSQL can store it: a NUL character or an unpaired surrogate (which a model may
+    generate) becomes U+FFFD. A suite's own text with one is refused instead (suite_version_import)."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)

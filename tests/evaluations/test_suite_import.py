@@ -495,3 +495,10 @@ def test_bad_form_fields_are_refused_at_once(engineer_api, _upload_root, fields,
     body = r.json()
     assert set(body) == {"code", "message", "details"} and field in body["details"], body
     assert SuiteImport.objects.count() == 0 and not _stored_uploads(_upload_root)
+
+
+def test_a_models_output_with_nul_or_a_lone_surrogate_is_stored_with_a_replacement_character():
+    from evaluations.services.suites import storable_text
+
+    assert storable_text("ok\x00then \ud800 end") == "ok\ufffdthen \ufffd end"
+    assert storable_text("plain answer") == "plain answer"
