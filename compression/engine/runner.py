@@ -23,6 +23,9 @@ from compression.engine.types import DATA_FIELDS, CompressionData, CompressionRe
 __all__ = ["compress", "CPU_ONLY_METHODS"]
 
 CPU_ONLY_METHODS: frozenset[str] = frozenset({"dynamic_int8", "int8_weight_only", "int4_weight_only"})
+# Methods that move the model to the requested device (training or scoring on it); the others transform the loaded
+# CPU copy whatever device was asked for, so their result records "cpu" (where the work was done).
+DEVICE_METHODS: frozenset[str] = frozenset({"distill", "structured_prune", "behavioural_distill"})
 # Methods that read extra teacher folders (request.teachers; source_dir is always the first teacher).
 TEACHER_METHODS: frozenset[str] = frozenset({"distill", "behavioural_distill"})
 # Methods whose data is not labelled texts (CompressionData): no class-index check applies.
@@ -189,7 +192,7 @@ def compress(request: CompressionRequest, progress: Progress | None = None) -> C
             manifest_digest=manifest_digest(output_dir),
             data_digest=data_digest,
             seed=request.seed,
-            device=str(device),
+            device=str(device) if request.method in DEVICE_METHODS else "cpu",
             details=details,
         )
         report("done", 1.0)

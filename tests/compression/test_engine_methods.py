@@ -713,3 +713,18 @@ def test_reference_teacher_builds_once_then_comes_from_cache(
     with pytest.raises(EngineError) as caught:
         teacher.build_reference_teacher(**{**kwargs, "frozen_layers": 2})
     assert caught.value.code == "invalid_parameter" and "frozen_layers" in caught.value.message
+
+
+def test_a_method_that_transforms_the_cpu_copy_records_cpu_whatever_device_was_asked(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp16 casts the loaded CPU copy: asked for another device (here PyTorch's `meta`, which every machine has and
+    which no computation could have used), the result still says where the work was done."""
+    import torch
+
+    from compression.engine import runner
+
+    monkeypatch.setattr(runner, "resolve_device", lambda name: torch.device("meta"))
+    result = compress(CompressionRequest("fp16", tiny_model_dir, tmp_path / "half", {}, device="meta"))
+    assert result.device == "cpu"
+    assert "fp16" not in runner.DEVICE_METHODS and {"distill", "structured_prune"} <= runner.DEVICE_METHODS
