@@ -20,13 +20,19 @@ DESCRIPTIONS = {
         "kernels (see the instruction sets below), so it is recorded, not targeted.",
     ),
     "ledger": (
-        "Audit ledger on PostgreSQL",
-        "(a) appends per second from 8 writer processes, each append in its own transaction through "
-        "`ledger_append`, in both sealing modes: `inline` (each writer seals right after its commit) and "
-        "`sealer` (writers only insert; one `ledger_sealer` process chains, as docker/compose.yml runs "
-        "it). 5 alternating trials per mode, median trial shown; `sealed_appends_per_second` counts "
-        "until the last event is sealed. (b) `ledger_verify` over 1,000,000 events loaded with a valid "
-        "chain. Target: >= 1,000 appends/s (judged end to end, sealer mode); verification <= 10 s.",
+        "Audit ledger on PostgreSQL (monthly partitions, split roles)",
+        "Events in the monthly-partitioned table (migration 0004). (a) Where an append's time goes "
+        "(bench/ledger_breakdown.py), one process at a time: the writer's steps (prepare, Ed25519 signing, "
+        "BEGIN + prepared INSERT, COMMIT with its WAL flush) and the CPU of the writer process and of its "
+        "PostgreSQL backend per append; the sealer's steps per event (fetch, check the writer signature, chain "
+        "hash, one UPDATE per batch) and its CPU and its backend's; a bare psycopg BEGIN/INSERT/COMMIT as the "
+        "floor. Their sum is the CPU one append costs; the cores divided by it bound appends/s whatever the "
+        "concurrency. (b) 8 writer processes as the application's role (insert only), each append in its own "
+        "transaction through `ledger_append`, and one `ledger_sealer` process as the sealer's role "
+        "(`setup_db_roles --sealer-role`); 5 trials, median shown, counted until the last event is sealed; one "
+        "more trial with the writers' `synchronous_commit = off` for comparison only (not the default). (c) "
+        "`ledger_verify` over 1,000,000 events in four monthly partitions, loaded with a valid chain. Targets: "
+        ">= 3,000 appends/s (end to end, synchronous commit); verification <= 5 s.",
     ),
     "exports": (
         "Signed export of a release with 5 candidates",
@@ -50,8 +56,18 @@ DESCRIPTIONS = {
         "recomposed batches, interleaved, medians; target with <= 2.1 x without.",
     ),
     "scale": (
-        "100,000 examples through the chunked evaluation",
-        "Suite import and a chunked evaluation of 100,000 examples (tiny model, PostgreSQL, chunks run in-process).",
+        "Scale: a 100,000-example evaluation, a 1,000,000-example comparison, predictions' storage",
+        "On PostgreSQL. (a) Suite import and a chunked evaluation of 100,000 examples (tiny model, chunks run "
+        "in-process; predictions written as Parquet files). (b) A 1,000,000-example suite version imported through "
+        "`suite_version_import`; two evaluations of it with made-up predictions (seeded; about 3 % of decisions "
+        "flipped, 2 % unstable) recorded through the workers' chunk path (`evaluation_chunk_record`: one Parquet file "
+        "per chunk of 2,000, merged into the run's file when the last is recorded); then `comparison_compute` in a "
+        "fresh interpreter (paired bootstrap, 2,000 resamples; McNemar per group; flips by COPY; the paired runtime "
+        "measurement, 256 examples through both models, left out): its wall time and the high-water mark of its "
+        "resident memory (VmHWM, whole process). (c) Database bytes per million predictions: before, Prediction rows "
+        "(100,000 inserted as chunks stored them, pg_total_relation_size with indexes, scaled); now, no Prediction "
+        "row, one evaluation row (its chunk files' digests); the Parquet bytes beside it. Targets: comparison <= 30 s "
+        "and peak <= 1.5 GiB.",
     ),
     "compression": (
         "Compression methods on the reference teacher",

@@ -7,7 +7,7 @@ server DATABASE_URL names, dropped afterwards, and a SQLite file in a temporary 
 - two releases through the real pipeline (tests/factories.py `evaluated_release`: compression, both evaluations,
   comparison, gate), one green and one amber (blind reviews);
 - one release with FLIPS flips: a suite version of EXAMPLES examples imported through `suite_version_import`, a
-  baseline and a candidate evaluation whose stored predictions disagree on FLIPS examples (bulk_create; nothing is
+  baseline and a candidate evaluation whose stored predictions disagree on FLIPS examples (Parquet files; nothing is
   inferred), then `release_complete_evaluation` (the real comparison with its bootstrap, flip set and paired
   runtime; the gate; its escalation);
 - clones of the green release (experiment, compression run, candidate artifact, release: bulk_create, statuses
@@ -170,11 +170,24 @@ def _heavy_suite(engineer):
     )
 
 
+COLUMNS = (  # of a made-up prediction (evaluations.services.prediction_files.PREDICTIONS_SCHEMA)
+    "position",
+    "example_id",
+    "unsafe_prob",
+    "probs",
+    "predicted_label",
+    "decision_unsafe",
+    "recomposed_unsafe_prob",
+    "stable",
+)
+
+
 def _heavy_release(template, version):
     """A release of `template`'s candidate on `version` whose two stored evaluations disagree on FLIPS examples;
     the comparison, flip set, gate and escalation come from release_complete_evaluation."""
     from compression.models import RunStatus
-    from evaluations.models import Example, Prediction
+    from evaluations.models import Example
+    from evaluations.services.prediction_files import predictions_file_link, predictions_table
     from governance.models import ReleaseStatus
     from governance.services.releases import release_complete_evaluation
 
@@ -186,36 +199,33 @@ def _heavy_release(template, version):
         clone._state.adding = True
         clone.suite_version = version
         clone.status = RunStatus.SUCCEEDED
+        clone.chunk_files, clone.predictions_digest = {}, ""  # its own predictions file is linked below
         clone.save()
         runs.append(clone)
     baseline, candidate = runs
     labels = baseline.artifact.labels
     unsafe_labels = set(version.unsafe_labels)
-    examples = list(Example.objects.filter(suite_version=version).order_by("position").values_list("pk", "is_unsafe"))
+    examples = list(
+        Example.objects.filter(suite_version=version).order_by("position").values_list("pk", "is_unsafe", "position")
+    )
     flipped = set(rng.sample(range(len(examples)), FLIPS))
+    columns = {run.pk: {key: [] for key in COLUMNS} for run in runs}
 
-    def prediction(run, example_id, unsafe: bool, index: int) -> Prediction:
+    def prediction(run, example_id, position: int, unsafe: bool) -> None:
         p = min(0.97, max(0.03, (0.8 if unsafe else 0.2) + rng.uniform(-0.15, 0.15)))
         label = next(x for x in labels if (x in unsafe_labels) == unsafe)
         stable = rng.random() > 0.1
         rest = [x for x in labels if x != label]
         probs = {label: p if unsafe else 1 - p, **{x: (1 - (p if unsafe else 1 - p)) / len(rest) for x in rest}}
-        return Prediction(
-            run=run,
-            example_id=example_id,
-            unsafe_prob=p,
-            probs=probs,
-            predicted_label=label,
-            decision_unsafe=unsafe,
-            recomposed_unsafe_prob=p if stable else 1 - p,
-            stable=stable,
-        )
+        values = (position, example_id, p, [probs[x] for x in labels], label, unsafe, p if stable else 1 - p, stable)
+        for key, value in zip(COLUMNS, values, strict=True):
+            columns[run.pk][key].append(value)
 
-    predictions = []
-    for index, (example_id, truth) in enumerate(examples):
-        predictions.append(prediction(baseline, example_id, truth, index))
-        predictions.append(prediction(candidate, example_id, (not truth) if index in flipped else truth, index))
-    Prediction.objects.bulk_create(predictions, batch_size=2000)
+    for index, (example_id, truth, position) in enumerate(examples):
+        prediction(baseline, example_id, position, truth)
+        prediction(candidate, example_id, position, (not truth) if index in flipped else truth)
+    for run in runs:
+        predictions_file_link(run, predictions_table(columns[run.pk]))
 
     release = copy.copy(template)
     release.pk = release.id = None

@@ -153,6 +153,12 @@ class CompressionRun(JobFields):
     method = models.CharField(max_length=64)
     parameters = models.JSONField(default=dict)
     seed = models.IntegerField(default=0)
+    device = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The requested device ('cpu', 'cuda', 'cuda:1'): the run goes to that device's queue and runs "
+        "there. Empty: the default queue, on the worker's own SAFESHRINK_DEVICE.",
+    )
     data_source = models.JSONField(
         null=True, blank=True, help_text="Suite version, digests and counts of the calibration/training data."
     )

@@ -48,6 +48,12 @@ class SuiteVersion(models.Model):
     example_count = models.PositiveIntegerField()
     source = models.TextField(blank=True, help_text="Where the examples came from (files, digests, sampling).")
     kind = models.CharField(max_length=16, choices=SuiteKind.choices, default=SuiteKind.CLASSIFIER)
+    examples_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="sha256 of the Parquet file (artifact store) of the columns of its examples that metrics, "
+        "comparisons and exports read; built on first use (evaluations.services.prediction_files).",
+    )
     judge = models.ForeignKey(
         ModelArtifact,
         null=True,
@@ -114,6 +120,18 @@ class EvaluationRun(JobFields):
         blank=True,
         help_text="The stability pass: decisions that changed when the batches were recomposed, overall and per group.",
     )
+    chunk_files = models.JSONField(
+        default=dict,
+        help_text="Per chunk index: the digest, rows and bytes of the Parquet file of its predictions (a blob).",
+    )
+    predictions_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="sha256 of the Parquet file of every per-example prediction, in position order (a blob of the "
+        "artifact store); empty for runs from before, whose predictions are Prediction rows.",
+    )
+    predictions_rows = models.PositiveIntegerField(null=True, blank=True)
+    predictions_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
@@ -127,6 +145,10 @@ class EvaluationRun(JobFields):
 
 
 class Prediction(models.Model):
+    """One example's output in an evaluation run from before issue 17. Newer runs keep their predictions in a
+    Parquet file (EvaluationRun.predictions_digest) and write no rows; read either through
+    evaluations.services.prediction_files.evaluation_predictions."""
+
     run = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, related_name="predictions")
     example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="+")
     unsafe_prob = models.FloatField()

@@ -9,7 +9,8 @@ writes: the services (exports.services.exports) record, sign and store."""
 from django.db.models import Q
 
 from compression.models import ModelArtifact
-from evaluations.models import Comparison, EvaluationRun, Example, Flip, Prediction
+from evaluations.models import Comparison, EvaluationRun, Flip
+from evaluations.services.prediction_files import aligned, evaluation_predictions, suite_examples
 from exports.models import Export
 from governance.candidate_source import candidate_source
 from governance.models import Release
@@ -175,25 +176,46 @@ def _cell(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def predictions_table(comparison: Comparison) -> list[list[str]]:
+# Examples per batch when the predictions file is written (1,000,000 rows are never all Python objects at once).
+PREDICTION_BATCH_ROWS = 50_000
+# The columns of the suite's examples file (evaluations.services.prediction_files) and of a run's predictions
+# behind PREDICTION_EXAMPLE_COLUMNS and PREDICTION_MODEL_COLUMNS.
+_EXAMPLE_SOURCES = (
+    "position",
+    "example_id",
+    "external_id",
+    "slice",
+    "subgroup",
+    "label",
+    "is_unsafe",
+    "source_position",
+)
+_MODEL_SOURCES = ("decision_unsafe", "unsafe_prob", "recomposed_unsafe_prob", "stable", "predicted_label")
+
+
+def predictions_rows(comparison: Comparison):
     """Every example of the comparison's suite with both models' outputs, in suite order, as rows of
-    PREDICTION_COLUMNS: exactly the values the comparison was computed from (evaluations.services.runs)."""
+    PREDICTION_COLUMNS (lists of cells), batch by batch: exactly the values the comparison was computed from,
+    read from the runs' predictions files (rows for runs from before the files) and the suite's examples file."""
     runs = (comparison.baseline_run, comparison.candidate_run)
-    examples = (
-        Example.objects.filter(suite_version_id=runs[0].suite_version_id)
-        .order_by("position")
-        .values_list("position", "pk", "external_id", "slice", "subgroup", "label", "is_unsafe", "source__position")
-    )
+    examples = suite_examples(runs[0].suite_version, _EXAMPLE_SOURCES).select(_EXAMPLE_SOURCES)
+    ids = examples.column("example_id").to_numpy()
     outputs = [
-        {
-            row[0]: row[1:]
-            for row in Prediction.objects.filter(run=run).values_list(
-                "example_id", "decision_unsafe", "unsafe_prob", "recomposed_unsafe_prob", "stable", "predicted_label"
-            )
-        }
+        aligned(run, evaluation_predictions(run, ("example_id", *_MODEL_SOURCES)), ids).select(_MODEL_SOURCES)
         for run in runs
     ]
-    return [[_cell(v) for v in (*example, *outputs[0][example[1]], *outputs[1][example[1]])] for example in examples]
+    for start in range(0, examples.num_rows, PREDICTION_BATCH_ROWS):
+        columns = [
+            column.to_pylist()
+            for table in (examples, *outputs)
+            for column in table.slice(start, PREDICTION_BATCH_ROWS).columns
+        ]
+        yield from ([_cell(v) for v in row] for row in zip(*columns, strict=True))
+
+
+def predictions_table(comparison: Comparison) -> list[list[str]]:
+    """predictions_rows, all at once (small suites, tests)."""
+    return list(predictions_rows(comparison))
 
 
 def bundle_build(release: Release, *, checkpoint: Checkpoint | None, predictions: dict | None = None) -> dict:

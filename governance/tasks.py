@@ -3,15 +3,11 @@
 from celery import shared_task
 
 from evaluations.services.runs import RUN_FINISHED_TASK
+from governance.services.completion import releases_complete_for_evaluation, releases_complete_stuck
 from governance.services.escalations import escalations_escalate_overdue
 from governance.services.monitoring import revalidation_complete, revalidations_run_due
 from governance.services.notifications import webhook_deliver
-from governance.services.releases import (
-    EvaluationsPending,
-    release_complete_evaluation,
-    releases_complete_for_evaluation,
-    releases_complete_stuck,
-)
+from governance.services.releases import EvaluationsPending, release_complete_evaluation
 from governance.services.reviews import review_tasks_overdue
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 from cryptography.exceptions import InvalidSignature
 
-from .models import Checkpoint, LedgerEvent, event_fields, signed_message
+from .models import WRITTEN_FIELDS, Checkpoint, LedgerEvent, event_fields, signed_message
 
 
 def signature_ok(fields: dict, signature: str, public) -> bool:
@@ -20,20 +20,7 @@ def signature_ok(fields: dict, signature: str, public) -> bool:
         return False
 
 
-_SIGNED_COLUMNS = (
-    "id",
-    "seq",
-    "occurred_at",
-    "actor_id",
-    "actor_username",
-    "actor_role",
-    "action",
-    "object_type",
-    "object_id",
-    "payload_json",
-    "state_digest",
-    "signature",
-)
+_SIGNED_COLUMNS = ("id", "seq", *WRITTEN_FIELDS)
 
 
 def first_signature_failure(after_seq: int, to_seq: int, public, counter: list[int] | None = None):

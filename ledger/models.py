@@ -7,6 +7,22 @@ GENESIS_HASH = "0" * 64
 EVENT_SIGNATURE_TYPE = "safeshrink.ledger.event/v1"
 
 
+# What a writer inserts, in this order: the signed content and the writer's signature (the sealer later adds seq,
+# prev_hash and hash). The append's INSERT, the sealer's read of pending events and the signature check use it.
+WRITTEN_FIELDS = (
+    "occurred_at",
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "action",
+    "object_type",
+    "object_id",
+    "payload_json",
+    "state_digest",
+    "signature",
+)
+
+
 class LedgerEvent(models.Model):
     """One append-only audit event, chained to the previous one by `prev_hash`.
 

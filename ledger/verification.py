@@ -1,12 +1,16 @@
 """Verifying the audit ledger: the hash chain, the signed checkpoints and the writers' signatures."""
 
 import datetime as dt
-import hashlib
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
-from json.encoder import encode_basestring
+from pathlib import Path
 
 from django.db import connection, transaction
 
+from . import chain
 from .attestation import checkpoint_valid, first_signature_failure, last_valid_checkpoint_seq, signature_ok
 from .models import GENESIS_HASH, Checkpoint, LedgerEvent
 from .services import pending_events
@@ -32,43 +36,8 @@ def _fail(checked: int, seq: int | None, reason: str, checkpoints: int = 0, bad_
     return LedgerVerification(False, checked, None, None, seq, reason, checkpoints, bad_checkpoint, **extra)
 
 
-_quote = encode_basestring  # JSON string literal, non-ASCII kept as is (ensure_ascii=False)
-
-
-def fast_canonical(
-    seq, occurred_iso, actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, state_digest
-) -> str:
-    """canonical_json(event_fields(...)) written out by hand: the same bytes, several times faster
-    (keys already in sorted order). A test checks the two agree."""
-    return (
-        '{"action":'
-        + _quote(action)
-        + ',"actor_id":'
-        + ("null" if actor_id is None else str(actor_id))
-        + ',"actor_role":'
-        + _quote(actor_role)
-        + ',"actor_username":'
-        + _quote(actor_username)
-        + ',"object_id":'
-        + _quote(object_id)
-        + ',"object_type":'
-        + _quote(object_type)
-        + ',"occurred_at":'
-        + _quote(occurred_iso)
-        + ',"payload_json":'
-        + _quote(payload_json)
-        + ',"seq":'
-        + str(seq)
-        + ',"state_digest":'
-        + _quote(state_digest)
-        + "}"
-    )
-
-
-_COLUMNS = (
-    "seq",
+_TEXT_COLUMNS = (
     "occurred_at",
-    "actor_id",
     "actor_username",
     "actor_role",
     "action",
@@ -79,26 +48,126 @@ _COLUMNS = (
     "prev_hash",
     "hash",
 )
+# From this many sealed events on, PostgreSQL walks the chain in two processes (ledger.chain), each half.
+PARALLEL_FROM = 200_000
 
 
-def _sealed_rows(chunk_size: int):
-    """Sealed events in seq order as tuples (occurred_at already an ISO string in UTC)."""
-    if connection.vendor == "postgresql":
-        # Format the time in SQL and stream with a server-side cursor: both matter at a million rows.
-        sql = (
-            "SELECT seq, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-            "actor_id, actor_username, actor_role, action, object_type, object_id, payload_json, state_digest, "
-            "prev_hash, hash FROM ledger_ledgerevent WHERE seq IS NOT NULL ORDER BY seq"
-        )
-        connection.ensure_connection()
-        with transaction.atomic(), connection.connection.cursor(name="ledger_verify") as cursor:
-            cursor.itersize = chunk_size
-            cursor.execute(sql)
-            yield from cursor
-        return
-    rows = LedgerEvent.objects.filter(seq__isnull=False).order_by("seq").values_list(*_COLUMNS)
-    for row in rows.iterator(chunk_size=chunk_size):
-        yield (row[0], row[1].astimezone(dt.UTC).isoformat(timespec="microseconds"), *row[2:])
+def _texts(fields) -> list[str]:
+    """The ten text fields as `chain.walk` reads them: the time in ISO form (UTC), a NULL as U+001E."""
+    occurred_at, *rest = fields
+    return [occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")] + [
+        chain.NULL if value is None else value for value in rest
+    ]
+
+
+def _exact_orm(seq: int, joined: str) -> list[str]:
+    for fields in LedgerEvent.objects.filter(seq=seq).values_list(*_TEXT_COLUMNS):
+        texts = _texts(fields)
+        if chain.SEPARATOR.join(texts) == joined:
+            return texts
+    raise RuntimeError(f"event {seq} changed while it was being verified")
+
+
+def _walk_orm(checkpoints: dict, chunk_size: int) -> dict:
+    """SQLite (and a ledger_verify called inside a transaction): the same walk, rows joined in Python."""
+    rows = LedgerEvent.objects.filter(seq__isnull=False).order_by("seq").values_list("seq", "actor_id", *_TEXT_COLUMNS)
+    joined = (
+        (seq, actor_id, chain.SEPARATOR.join(_texts(fields)))
+        for seq, actor_id, *fields in rows.iterator(chunk_size=chunk_size)
+    )
+    return chain.walk(joined, first_seq=1, first_prev=GENESIS_HASH, checkpoints=checkpoints, exact=_exact_orm)
+
+
+def _walk(checkpoints: dict, chunk_size: int) -> dict:
+    """Walk every sealed event in seq order (ledger.chain.walk's result). On PostgreSQL, outside a
+    transaction, in one REPEATABLE READ snapshot: a large ledger in two halves, the upper one in a second
+    process that imports this transaction's snapshot, so both see the same rows."""
+    if connection.vendor != "postgresql":
+        return _walk_orm(checkpoints, chunk_size)
+    nested = connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not nested:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("SELECT max(seq) FROM ledger_ledgerevent")
+        top = cursor.fetchone()[0] or 0
+        raw = connection.connection
+        if nested or top < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+            return chain.walk_postgres(
+                raw, 1, top, first_prev=GENESIS_HASH, checkpoints=checkpoints, chunk_size=chunk_size
+            )
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+        middle = top // 2
+        upper = _start_walker(raw, snapshot, middle + 1, top, checkpoints, chunk_size)
+        try:
+            lower = chain.walk_postgres(
+                raw, 1, middle, first_prev=GENESIS_HASH, checkpoints=checkpoints, chunk_size=chunk_size
+            )
+            upper_result = _finish_walker(upper)
+        finally:
+            if upper.poll() is None:
+                upper.kill()
+                upper.wait()
+    return _joined(lower, upper_result)
+
+
+def _start_walker(raw, snapshot: str, lo: int, hi: int, checkpoints: dict, chunk_size: int):
+    from psycopg.conninfo import make_conninfo
+
+    info = raw.info
+    job = {
+        "conninfo": make_conninfo(**info.get_parameters(), password=info.password or ""),
+        "snapshot": snapshot,
+        "lo": lo,
+        "hi": hi,
+        "checkpoints": {str(seq): head for seq, head in checkpoints.items() if lo <= seq <= hi},
+        "chunk_size": chunk_size,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ledger.chain"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(job))  # the password goes by pipe, never on a command line
+    process.stdin.close()
+    process.stdin = None  # so communicate() only reads
+    return process
+
+
+def _finish_walker(process) -> dict:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"ledger verification's second process failed: {err.strip()[-2000:]}")
+    return json.loads(out)
+
+
+def _joined(lower: dict, upper: dict) -> dict:
+    """One walk's result from its two halves: the upper half counts only if the lower one passed whole,
+    and its first event must link to the lower half's last."""
+    if lower["failure"] or upper["first"] is None:
+        return lower
+    first_seq, first_prev = upper["first"]
+    expected = lower["last_good_seq"] + 1
+    failure = None
+    if first_seq != expected:
+        failure = [expected, f"event {expected} is missing"]
+    elif first_prev != lower["last_hash"]:
+        failure = [first_seq, "prev_hash does not match the previous event"]
+    if failure:
+        return {**lower, "failure": failure}
+    return {
+        "checked": lower["checked"] + upper["checked"],
+        "first": lower["first"],
+        "last_good_seq": upper["last_good_seq"],
+        "last_hash": upper["last_hash"],
+        "failure": upper["failure"],
+        "matched": lower["matched"] + upper["matched"],
+        "mismatched": lower["mismatched"] + upper["mismatched"],
+    }
 
 
 def _verifying_key(needed: bool):
@@ -126,55 +195,11 @@ def ledger_verify(*, chunk_size: int = 50_000, full: bool = False) -> LedgerVeri
        `pending`, not judged."""
     checkpoints = dict(Checkpoint.objects.values_list("seq", "head_hash"))
     public = _verifying_key(needed=bool(checkpoints) or LedgerEvent.objects.exclude(signature="").exists())
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    structural: tuple[int, int, str] | None = None
-    matched: list[int] = []
-    mismatched: list[int] = []
-    sha256 = hashlib.sha256
-    for (
-        seq,
-        occurred_iso,
-        actor_id,
-        actor_username,
-        actor_role,
-        action,
-        object_type,
-        object_id,
-        payload_json,
-        state_digest,
-        stored_prev,
-        stored_hash,
-    ) in _sealed_rows(chunk_size):
-        if seq != expected_seq:
-            structural = (expected_seq, 0, f"event {expected_seq} is missing")
-            break
-        if stored_prev != prev_hash:
-            structural = (seq, 0, "prev_hash does not match the previous event")
-            break
-        canonical = fast_canonical(
-            seq,
-            occurred_iso,
-            actor_id,
-            actor_username,
-            actor_role,
-            action,
-            object_type,
-            object_id,
-            payload_json,
-            state_digest,
-        )
-        if sha256((prev_hash + canonical).encode()).hexdigest() != stored_hash:
-            # The hash covers the payload and its digest, so one check detects both; this names which.
-            reason = (
-                "payload does not match its digest"
-                if sha256(payload_json.encode()).hexdigest() != state_digest
-                else "hash does not match the event's content"
-            )
-            structural = (seq, 0, reason)
-            break
-        if seq in checkpoints:
-            (matched if checkpoints[seq] == stored_hash else mismatched).append(seq)
-        prev_hash, expected_seq, checked = stored_hash, seq + 1, checked + 1
+    walked = _walk(checkpoints, chunk_size)
+    checked, prev_hash = walked["checked"], walked["last_hash"]
+    matched, mismatched = walked["matched"], walked["mismatched"]
+    structural = (walked["failure"][0], 0, walked["failure"][1]) if walked["failure"] else None
+    expected_seq = walked["last_good_seq"] + 1
     last_good = expected_seq - 1
     counter = [0]
     anchor, cps_checked, failures = 0, 0, []

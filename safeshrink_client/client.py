@@ -97,10 +97,21 @@ class Client:
             body["generation"] = generation
         return self.post("/api/experiments/", body)
 
-    def request_run(self, experiment: int, method: str, parameters: dict | None = None, seed: int = 0) -> dict:
-        return self.post(
-            f"/api/experiments/{experiment}/runs/", {"method": method, "parameters": parameters or {}, "seed": seed}
-        )
+    def request_run(
+        self,
+        experiment: int,
+        method: str,
+        parameters: dict | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        queue_anyway: bool = False,
+    ) -> dict:
+        body: dict = {"method": method, "parameters": parameters or {}, "seed": seed}
+        if device is not None:  # run on this device's worker pool ('cpu', 'cuda'); omitted: the cpu pool
+            body["device"] = device
+        if queue_anyway:
+            body["queue_anyway"] = True
+        return self.post(f"/api/experiments/{experiment}/runs/", body)
 
     def create_release(self, compression_run: int, suite_version: int, policy: int) -> dict:
         return self.post(

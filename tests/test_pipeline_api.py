@@ -6,6 +6,7 @@ import pytest
 from compression.engine.cpu import cpu_instruction_sets
 from compression.models import CompressionRun, ModelArtifact, RunStatus
 from evaluations.models import EvaluationRun, Flip, Prediction
+from evaluations.services.prediction_files import evaluation_predictions
 from governance.models import Decision, Release
 from ledger.models import LedgerEvent
 from ledger.verification import ledger_verify
@@ -105,9 +106,11 @@ def test_end_to_end_through_the_api(engineer_api, officer, reviewers, tiny_model
     groups = comparison["results"]["groups"]
     assert {"overall", "slice:routine", "slice:edge", "slice:adversarial"} <= set(groups)
     assert groups["overall"]["n"] == demo_suite.example_count
-    # Both models saw identical inputs: one prediction per example per run.
-    assert Prediction.objects.filter(run_id=release["baseline_evaluation"]).count() == demo_suite.example_count
-    assert Prediction.objects.filter(run_id=release["candidate_evaluation"]).count() == demo_suite.example_count
+    # Both models saw identical inputs: one prediction per example per run, in a Parquet file (no rows).
+    examples = list(demo_suite.examples.order_by("position").values_list("pk", flat=True))
+    for run in EvaluationRun.objects.filter(pk__in=[release["baseline_evaluation"], release["candidate_evaluation"]]):
+        assert evaluation_predictions(run, ["example_id"]).column("example_id").to_pylist() == examples
+        assert run.predictions_rows == demo_suite.example_count and not Prediction.objects.filter(run=run).exists()
     flips = engineer_api.get(f"/api/comparisons/{release['comparison']}/flips/").json()
     assert flips["count"] == comparison["flip_count"] == groups["overall"]["flips"] == Flip.objects.count()
 

@@ -203,6 +203,7 @@ def test_killed_worker_mid_evaluation_is_recovered_by_beat(celery, engineer, bas
     from compression.services.runs import compression_run_request
     from config.celery import app
     from evaluations.models import EvaluationRun, Prediction
+    from evaluations.services.prediction_files import evaluation_predictions
     from governance.services.releases import release_create, release_start_evaluation
 
     lease, period, chunk_size = 4, 1, 20  # short lease and period so that the test is quick
@@ -271,7 +272,10 @@ def test_killed_worker_mid_evaluation_is_recovered_by_beat(celery, engineer, bas
     for evaluation in EvaluationRun.objects.filter(pk__in=run_ids):
         assert evaluation.status == RunStatus.SUCCEEDED, (evaluation.failure_code, evaluation.failure_reason)
         assert evaluation.chunks_total == chunks and sorted(evaluation.chunks_done) == list(range(chunks))
-        assert Prediction.objects.filter(run=evaluation).count() == examples
+        assert not Prediction.objects.filter(run=evaluation).exists()  # a Parquet file per chunk, merged
+        ids = evaluation_predictions(evaluation, ["example_id"]).column("example_id").to_pylist()
+        assert evaluation.predictions_rows == examples == len(ids) == len(set(ids))
+        assert sorted(evaluation.chunk_files) == sorted(str(c) for c in range(chunks))
     assert LedgerEvent.objects.filter(action="release.gated", object_id=str(release.pk)).count() == 1
     assert ledger_verify().ok
     print(f"recovered {recovered_in:.1f} s after the kill (lease {lease} s, beat period {period} s)")

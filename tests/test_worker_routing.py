@@ -137,6 +137,126 @@ def test_evaluating_on_cuda_with_a_live_gpu_worker_is_accepted(engineer_api, dra
     assert r.status_code == 202, r.json()
 
 
+# --- compression runs: the requested device picks the queue ---------------------------------------------------
+
+
+@pytest.fixture
+def experiment(engineer, base_artifact):
+    from compression.services.experiments import experiment_create
+
+    return experiment_create(
+        actor=engineer, name="device", base_artifact_id=base_artifact.pk, unsafe_labels=["hatespeech", "offensive"]
+    )
+
+
+@pytest.fixture
+def sent_runs(monkeypatch):
+    """The queue of every compression run enqueued (nothing runs)."""
+    from compression.tasks import execute_compression_run
+
+    calls: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        execute_compression_run, "apply_async", lambda args, queue=None, **kw: calls.append((args[0], queue))
+    )
+    return calls
+
+
+@pytest.mark.parametrize(("device", "queue"), [(None, "cpu"), ("cpu", "cpu"), ("cuda", "gpu"), ("cuda:1", "gpu")])
+def test_a_compression_run_goes_to_its_devices_queue_and_the_sweep_sends_it_there_again(
+    device, queue, engineer, experiment, sent_runs, django_capture_on_commit_callbacks
+):
+    from compression.models import CompressionRun, RunStatus
+    from compression.services.runs import compression_run_request, compression_runs_requeue_orphaned
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = compression_run_request(
+            actor=engineer, experiment_id=experiment.pk, method="dynamic_int8", device=device, queue_anyway=True
+        )
+    assert run.device == (device or "") and sent_runs == [(run.pk, queue)]
+    # Its worker died mid-run: the orphan sweep re-delivers it to the same pool.
+    CompressionRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=timezone.now() - dt.timedelta(days=1)
+    )
+    assert compression_runs_requeue_orphaned() == [run.pk]
+    assert sent_runs == [(run.pk, queue), (run.pk, queue)]
+
+
+def test_requesting_a_run_on_cuda_without_a_gpu_worker_is_a_400_unless_queued_anyway(
+    engineer_api, experiment, sent_runs, django_capture_on_commit_callbacks
+):
+    from compression.models import CompressionRun
+
+    url = f"/api/experiments/{experiment.pk}/runs/"
+
+    def post(body: dict):
+        with django_capture_on_commit_callbacks(execute=True):  # the enqueue happens on commit
+            return engineer_api.post(url, body, format="json")
+
+    r = post({"method": "dynamic_int8", "device": "cuda"})
+    assert r.status_code == 400, r.json()
+    body = r.json()
+    assert body["code"] == "no_worker_for_device" and list(body["details"]) == ["device"], body
+    assert not CompressionRun.objects.exists() and sent_runs == []
+
+    r = post({"method": "dynamic_int8", "device": "cuda", "queue_anyway": True})
+    assert r.status_code == 202, r.json()
+    assert r.json()["device"] == "cuda" and sent_runs == [(r.json()["id"], "gpu")]
+
+    _heartbeat("gpu-1", ["gpu"])
+    r = post({"method": "dynamic_int8", "device": "cuda:0"})
+    assert r.status_code == 202, r.json()
+    assert sent_runs[-1] == (r.json()["id"], "gpu")
+
+
+@pytest.mark.parametrize(("device", "code"), [("mps", "no_worker_for_device"), ("CUDA 0", "invalid"), ("", "invalid")])
+def test_a_device_no_pool_runs_or_not_a_device_is_refused_naming_device(
+    device, code, engineer_api, experiment, sent_runs
+):
+    from compression.models import CompressionRun
+
+    r = engineer_api.post(
+        f"/api/experiments/{experiment.pk}/runs/",
+        {"method": "dynamic_int8", "device": device, "queue_anyway": True},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["code"] == code and "device" in r.json()["details"], r.json()
+    assert not CompressionRun.objects.exists() and sent_runs == []
+
+
+def test_the_worker_runs_the_requested_device_not_its_own(
+    engineer, experiment, settings, django_capture_on_commit_callbacks
+):
+    from compression.services.runs import compression_run_request
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "DEVICE": "cuda"}  # this worker's own setting (no GPU here)
+    with django_capture_on_commit_callbacks(execute=True):  # runs eagerly
+        run = compression_run_request(actor=engineer, experiment_id=experiment.pk, method="dynamic_int8", device="cpu")
+    run.refresh_from_db()
+    assert run.status == "succeeded", (run.failure_code, run.failure_reason)
+    assert run.provenance["predicate"]["buildDefinition"]["internalParameters"]["device"] == "cpu"
+
+
+def test_the_stuck_release_sweep_sends_a_gpu_release_to_the_gpu_pool_only_when_one_is_live(
+    engineer, draft_release, sent
+):
+    from evaluations.models import EvaluationRun
+    from governance.services.completion import releases_complete_stuck
+    from governance.services.releases import release_start_evaluation
+
+    release_start_evaluation(actor=engineer, release_id=draft_release.pk, profile={"device": "cuda"}, queue_anyway=True)
+    draft_release.refresh_from_db()
+    finished = timezone.now() - dt.timedelta(hours=1)
+    EvaluationRun.objects.filter(
+        pk__in=[draft_release.baseline_evaluation_id, draft_release.candidate_evaluation_id]
+    ).update(status="failed", finished_at=finished)
+    sent.clear()
+    assert releases_complete_stuck() == [] and sent == []  # no gpu worker: nothing sent, nothing compared here
+    _heartbeat("gpu-1", ["gpu"])
+    assert releases_complete_stuck() == []
+    assert sent == [("governance.complete_release_evaluation", "gpu")]
+    assert Release.objects.get(pk=draft_release.pk).status == ReleaseStatus.EVALUATING  # the gpu worker completes it
+
+
 # --- heartbeats and the admin page ----------------------------------------------------------------------------
 
 

@@ -161,6 +161,19 @@ class RunRequestInput(serializers.Serializer):
     data_suite_version = serializers.IntegerField(
         required=False, allow_null=True, default=None, help_text="Suite version for calibration / training data."
     )
+    device = serializers.CharField(
+        required=False,
+        default=None,
+        max_length=32,
+        help_text="Run on this device ('cpu', 'cuda', 'cuda:1'), on the worker pool of its kind (cpu or gpu queue). "
+        "Omitted: the cpu pool, on the worker's own device setting.",
+    )
+    queue_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Queue the run even when no live worker serves its device's queue (it waits for one); without it "
+        "such a request is a 400 `no_worker_for_device` naming `device`.",
+    )
 
 
 class RoundHeldoutOutput(serializers.Serializer):
@@ -201,6 +214,7 @@ class RunOutput(serializers.ModelSerializer):
             "method",
             "parameters",
             "seed",
+            "device",
             "data_source",
             "status",
             "progress",

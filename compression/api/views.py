@@ -118,6 +118,8 @@ class ExperimentRunRequest(APIView):
             parameters=v["parameters"],
             seed=v["seed"],
             data_suite_version_id=v["data_suite_version"],
+            device=v["device"],
+            queue_anyway=v["queue_anyway"],
         )
         return Response(RunOutput(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -10,8 +10,10 @@ A job never trusts the local store either: artifact_path re-checks the stored fi
 from SAFESHRINK_IMPORT_ROOTS (artifact_import); operators' commands use artifact_register.
 """
 
+import datetime as dt
 import errno
 import json
+import logging
 import os
 import shutil
 import stat
@@ -49,6 +51,10 @@ from .signatures import (
     system_signature_prepare,
     system_signature_record,
 )
+
+logger = logging.getLogger(__name__)
+# This machine's record of each artifact it fetched from the shared storage: ARTIFACT_ROOT/fetched/<digest>.json.
+FETCH_RECEIPTS = "fetched"
 
 
 def artifact_root() -> Path:
@@ -136,7 +142,7 @@ def _fetch(digest: str) -> Path:
             with remote.open(f"{digest}/{entry['path']}", "rb") as source, open(destination, "wb") as out:
                 shutil.copyfileobj(source, out)
 
-    return _install(
+    target = _install(
         digest,
         "fetch",
         download,
@@ -144,6 +150,36 @@ def _fetch(digest: str) -> Path:
             CompressionErrorCode.CORRUPT_ARTIFACT, f"the shared copy of artifact {digest} does not match its digest"
         ),
     )
+    _fetch_receipt_write(digest, files)
+    return target
+
+
+def _fetch_receipt_write(digest: str, files: list[dict]) -> None:
+    """Record on this machine that `digest` came from the shared storage and hashed to its digest (written only
+    after _install's check passed; a refused copy leaves no receipt). Written whole or not at all."""
+    folder = artifact_root() / FETCH_RECEIPTS
+    folder.mkdir(parents=True, exist_ok=True)
+    receipt = {
+        "digest": digest,
+        "verified": "manifest sha256 of the downloaded files equals the digest",
+        "files": len(files),
+        "bytes": sum(int(entry.get("size") or 0) for entry in files),
+        "fetched_at": dt.datetime.now(dt.UTC).isoformat(),
+        "pid": os.getpid(),
+    }
+    staging = folder / f".{digest}.{uuid.uuid4().hex}"
+    staging.write_text(json.dumps(receipt, sort_keys=True), "utf-8")
+    os.replace(staging, folder / f"{digest}.json")
+    logger.info("fetched artifact %s from the shared storage: %d files, digest verified", digest, len(files))
+
+
+def artifact_fetch_receipt(digest: str) -> dict | None:
+    """This machine's receipt for an artifact fetched from the shared storage (None: made, registered or
+    uploaded here, or not here at all)."""
+    try:
+        return json.loads((artifact_root() / FETCH_RECEIPTS / f"{digest}.json").read_text("utf-8"))
+    except FileNotFoundError:
+        return None
 
 
 def _install(digest: str, prefix: str, fill: Callable[[Path], object], mismatch: Exception) -> Path:

@@ -1,11 +1,13 @@
 """Requesting, executing and cancelling compression runs."""
 
 import logging
+import re
 import resource
 import shutil
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,6 +34,7 @@ from .data import compression_data
 from .jobs import JobCancelled, job_claim, job_fail, job_progress
 from .provenance import hardware, package_versions, provenance_statement, sign_statement, torch_settings
 from .signatures import system_signature_prepare, system_signature_record
+from .workers import device_queue, device_worker_check
 
 logger = logging.getLogger(__name__)
 OBJECT_TYPE = "compression_run"
@@ -83,9 +86,14 @@ def compression_run_request(
     parameters: dict | None = None,
     seed: int = 0,
     data_suite_version_id: int | None = None,
+    device: str | None = None,
+    queue_anyway: bool = False,
 ) -> CompressionRun:
     """Queue a compression run; the worker task is enqueued only once the row has committed.
-    Everything that can be checked before the run is checked here (a 400 naming the field)."""
+    Everything that can be checked before the run is checked here (a 400 naming the field).
+    `device`: run on this device ('cpu', 'cuda', 'cuda:1'), on its queue; a device other than cpu needs a live
+    worker on that queue (400 `no_worker_for_device` naming `device`) unless `queue_anyway`. None: the default
+    queue, on the worker's own SAFESHRINK_DEVICE."""
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is None:
         raise ValidationFailed("Unknown experiment.", details={"experiment": [f"No experiment {experiment_id}."]})
@@ -103,6 +111,8 @@ def compression_run_request(
         validate_parameters(method, parameters)
     except EngineError as exc:
         raise ValidationFailed(exc.message, code=exc.code, details={"parameters": [exc.message]}) from exc
+    if device is not None:
+        _check_device(device, queue_anyway)
     base_config = _base_config(experiment, method)
     data_source = None
     if method == BEHAVIOURAL_DISTILL:
@@ -141,6 +151,7 @@ def compression_run_request(
             method=method,
             parameters=parameters,
             seed=seed,
+            device=device or "",
             requested_by=actor,
             data_source=data_source,
         )
@@ -156,16 +167,38 @@ def compression_run_request(
                 "seed": seed,
                 "base_artifact": experiment.base_artifact.digest,
                 "data": data_source,
+                **({"device": device} if device else {}),  # runs requested without one record what they did
             },
         )
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
 
 
+def _check_device(device: str, queue_anyway: bool) -> None:
+    """A 400 naming `device` unless it names a device a queue runs (and, but for cpu, a live worker serves)."""
+    if not isinstance(device, str) or not re.fullmatch(r"[a-z]+(:[0-9]+)?", device) or len(device) > 32:
+        raise ValidationFailed(
+            f"{device!r} is not a device name.", details={"device": ["A device such as 'cpu', 'cuda' or 'cuda:1'."]}
+        )
+    device_worker_check(device=device, field="device", queue_anyway=queue_anyway)
+
+
+def compression_run_queue(run_id: int) -> str:
+    """The queue of the run's requested device (the default queue when it requested none). Every delivery
+    (the request's, the orphan sweep's) goes there; a stored device no queue runs stays on the default queue."""
+    device = CompressionRun.objects.values_list("device", flat=True).get(pk=run_id)
+    if not device:
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+    try:
+        return device_queue(device, field="device")
+    except ValidationFailed:
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
 def _enqueue(run_id: int) -> None:
     from compression.tasks import execute_compression_run
 
-    execute_compression_run.delay(run_id)
+    execute_compression_run.apply_async((run_id,), queue=compression_run_queue(run_id))
 
 
 def compression_run_cancel(*, actor, run_id: int) -> CompressionRun:
@@ -222,6 +255,7 @@ def _execute(run: CompressionRun, workdir: Path) -> None:
 
     base = run.experiment.base_artifact
     device, threads = torch_settings()
+    device = run.device or device  # the requested device; else this worker's own
     started = timezone.now()
 
     def progress(stage: str, fraction: float) -> None:

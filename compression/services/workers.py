@@ -57,6 +57,11 @@ def workers_live():
     return WorkerHeartbeat.objects.filter(last_seen__gte=cutoff, stopped_at__isnull=True)
 
 
+def queue_served(queue: str) -> bool:
+    """Whether a live worker consumes `queue`."""
+    return any(queue in (row.queues or []) for row in workers_live().only("queues"))
+
+
 def worker_is_live(row: WorkerHeartbeat) -> bool:
     cutoff = timezone.now() - dt.timedelta(seconds=settings.SAFESHRINK["WORKER_LIVE_SECONDS"])
     return row.stopped_at is None and row.last_seen >= cutoff
@@ -70,7 +75,7 @@ def device_worker_check(*, device: str, field: str, queue_anyway: bool = False) 
     queue = device_queue(device, field=field)
     if queue == settings.CELERY_TASK_DEFAULT_QUEUE or queue_anyway:
         return queue
-    if not any(queue in (row.queues or []) for row in workers_live().only("queues")):
+    if not queue_served(queue):
         raise ValidationFailed(
             f"No live worker serves the {queue!r} queue that device {device!r} runs on.",
             code=CompressionErrorCode.NO_WORKER_FOR_DEVICE,

@@ -247,8 +247,9 @@ if env("SAFESHRINK_ARTIFACT_S3_BUCKET", default=""):
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": env("SAFESHRINK_ARTIFACT_S3_BUCKET"),
-            "endpoint_url": env("SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL", default=None),
-            "region_name": env("SAFESHRINK_ARTIFACT_S3_REGION", default=None),
+            # Empty (compose passes the variables through, set or not) means unset: boto3's own default.
+            "endpoint_url": env("SAFESHRINK_ARTIFACT_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("SAFESHRINK_ARTIFACT_S3_REGION", default="") or None,
             "location": env("SAFESHRINK_ARTIFACT_S3_PREFIX", default="artifacts"),
         },
     }

@@ -73,6 +73,9 @@ class EvaluationOutput(serializers.ModelSerializer):
             "metrics",
             "runtime",
             "stability",
+            "predictions_digest",
+            "predictions_rows",
+            "predictions_bytes",
             "created_at",
         )
 

@@ -51,6 +51,7 @@ identical models give exactly zero deltas and zero-width intervals.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,7 @@ class Layout:
     """Per-example features (columns) and units (groups, and group × subgroup for the gaps)."""
 
     count_names: list[str]
-    count_values: np.ndarray  # (n, F) float64 of small integers
+    count_values: np.ndarray  # (n, F) uint8 of 0/1
     cont_names: list[str]
     cont_values: np.ndarray  # (n, Q) float64, duplicate columns removed (cont_index maps names)
     cont_index: dict[str, int]
@@ -128,19 +129,18 @@ class Layout:
 
 
 def _dedupe_columns(columns: list[tuple[str, np.ndarray]], n: int) -> tuple[list[str], np.ndarray, dict[str, int]]:
-    """Keep one copy of identical columns (so identical models share bit-identical sums)."""
-    index: dict[str, int] = {}
-    unique: list[np.ndarray] = []
-    by_bytes: dict[bytes, int] = {}
-    names: list[str] = []
-    for name, values in columns:
-        key = np.ascontiguousarray(values, dtype=np.float64).tobytes()
-        if key not in by_bytes:
-            by_bytes[key] = len(unique)
-            unique.append(np.asarray(values, dtype=np.float64))
+    """Keep one copy of identical columns (identical bits: so identical models share bit-identical sums).
+    Empties `columns` as it copies them, so the columns and the matrix are not all held at once."""
+    keys = [hashlib.sha256(np.ascontiguousarray(v, dtype=np.float64).data).digest() for _, v in columns]
+    slot = {key: j for j, key in enumerate(dict.fromkeys(keys))}
+    matrix, names, index = np.empty((n, len(slot))), list[str](), dict[str, int]()
+    for i, key in enumerate(keys):
+        name, values = columns[i]
+        columns[i] = (name, np.empty(0))  # (a view would keep the column alive)
+        if slot[key] == len(names):  # the first column with these bits
+            matrix[:, slot[key]] = values
             names.append(name)
-        index[name] = by_bytes[key]
-    matrix = np.stack(unique, axis=1) if unique else np.zeros((n, 0))
+        index[name] = slot[key]
     return names, matrix, index
 
 
@@ -158,36 +158,36 @@ def _layout(
     n_classes: int,
 ) -> Layout:
     n = len(y)
-    f64 = np.float64
-    count: list[tuple[str, np.ndarray]] = [("n", np.ones(n)), ("pos", y.astype(f64))]
+    f64, u8 = np.float64, np.uint8  # count features are 0/1: one byte each (n may be millions)
+    count: list[tuple[str, np.ndarray]] = [("n", np.ones(n, dtype=u8)), ("pos", y.astype(u8))]
     for tag, scores in (("b", base), ("c", cand)):
         d = scores.decision
-        count += [(f"tp_{tag}", (y & d).astype(f64)), (f"fp_{tag}", (~y & d).astype(f64)), (f"pd_{tag}", d.astype(f64))]
+        count += [(f"tp_{tag}", (y & d).astype(u8)), (f"fp_{tag}", (~y & d).astype(u8)), (f"pd_{tag}", d.astype(u8))]
     if "macro_f1" in wanted:
         assert true_class is not None
         has = true_class >= 0
-        count.append(("has", has.astype(f64)))
+        count.append(("has", has.astype(u8)))
         for j in range(n_classes):
-            count.append((f"t{j}", (true_class == j).astype(f64)))
+            count.append((f"t{j}", (true_class == j).astype(u8)))
             for tag, scores in (("b", base), ("c", cand)):
                 pred = scores.predicted_class
                 assert pred is not None
-                count.append((f"p{j}_{tag}", (has & (pred == j)).astype(f64)))
-                count.append((f"h{j}_{tag}", ((true_class == j) & (pred == j)).astype(f64)))
+                count.append((f"p{j}_{tag}", (has & (pred == j)).astype(u8)))
+                count.append((f"h{j}_{tag}", ((true_class == j) & (pred == j)).astype(u8)))
     if wanted & _BEHAVIOUR_METRICS:
         for tag, scores in (("b", base), ("c", cand)):
             assert scores.complied is not None and scores.degenerate is not None
-            count.append((f"hc_{tag}", (y & scores.complied).astype(f64)))
-            count.append((f"dg_{tag}", scores.degenerate.astype(f64)))
+            count.append((f"hc_{tag}", (y & scores.complied).astype(u8)))
+            count.append((f"dg_{tag}", scores.degenerate.astype(u8)))
     if wanted & {"perturbation_accuracy", "consistency"}:
         assert source is not None
         perturbed = source >= 0
         safe_source = np.where(perturbed, source, 0)
-        count.append(("pert", perturbed.astype(f64)))
+        count.append(("pert", perturbed.astype(u8)))
         for tag, scores in (("b", base), ("c", cand)):
             d = scores.decision
-            count.append((f"pcor_{tag}", (perturbed & (y == d)).astype(f64)))
-            count.append((f"cons_{tag}", (perturbed & (d == d[safe_source])).astype(f64)))
+            count.append((f"pcor_{tag}", (perturbed & (y == d)).astype(u8)))
+            count.append((f"cons_{tag}", (perturbed & (d == d[safe_source])).astype(u8)))
 
     cont: list[tuple[str, np.ndarray]] = []
     if wanted & CONTINUOUS_METRICS:

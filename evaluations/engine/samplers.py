@@ -44,11 +44,12 @@ def index_chunks(layout: Layout, resamples: int, seed: int) -> Iterator[tuple[np
 def _row_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group identical rows of a small-integer matrix: (first row of each group, group of each row,
     group sizes), groups numbered in sorted key order. Columns are folded into one int64 key, with a
-    re-numbering whenever the key could overflow."""
+    re-numbering whenever the key could overflow. Columns are widened one at a time (rows may be millions)."""
     rows = matrix.shape[0]
     key = np.zeros(rows, dtype=np.int64)
     span = 1
-    for column in np.asarray(matrix, dtype=np.int64).T:
+    for narrow in np.asarray(matrix).T:
+        column = narrow.astype(np.int64)
         low = int(column.min(initial=0))
         radix = int(column.max(initial=0)) - low + 1
         if span * radix >= 2**62:
@@ -68,7 +69,7 @@ def cells_chunks(
     n = layout.unit_masks.shape[0]
     membership = layout.unit_masks
     # Cells: examples identical in unit membership and every count feature.
-    first, cell_of, cell_sizes = _row_groups(np.concatenate([membership, layout.count_values.astype(np.int64)], axis=1))
+    first, cell_of, cell_sizes = _row_groups(np.concatenate([membership, layout.count_values], axis=1, dtype=np.uint8))
     cells = len(cell_sizes)
     info["cells"] = cells
     cell_members = membership[first].astype(np.float64)  # (K, U)
@@ -82,14 +83,14 @@ def cells_chunks(
         cell_sums = np.stack([np.bincount(cell_of, weights=x[:, j], minlength=cells) for j in range(q)], axis=1)
         cell_means = cell_sums / cell_sizes[:, None]
         mean_design = (cell_members[:, cont_units][:, :, None] * cell_means[:, None, :]).reshape(cells, -1)
-        centred = x - cell_means[cell_of]
         # Atoms: disjoint combinations of the units that need continuous sums.
         atom_first, atom_of, atom_sizes = _row_groups(membership[:, cont_units])
         cell_atom = atom_of[first]  # each cell lies in one atom
         factors: list[np.ndarray] = []
         factor_atom: list[int] = []
         for atom in range(len(atom_sizes)):
-            rows = centred[atom_of == atom]
+            members = atom_of == atom
+            rows = x[members] - cell_means[cell_of[members]]  # centred on the cell means, one atom at a time
             # einsum, not BLAS: threaded OpenBLAS is pathologically slow (~0.5 s) on this tall-skinny
             # shape when the cores are busy; einsum's own loop takes milliseconds.
             scatter = np.einsum("ij,ik->jk", rows, rows, optimize=False)

@@ -2,26 +2,30 @@
 these for a run whose configuration has ``"kind": "chat"``; everything else about a run, its chunks, leases,
 fan-in and ledger events, is the classifier's, in services.runs).
 
-Per prompt a chat chunk stores the answer (``Prediction.output``), the judge's refusal probability
-(``unsafe_prob``: the decision of a chat model is "refused"), the judged behaviour (``behaviour`` and
-``predicted_label``: compliance, refusal or degenerate; evaluations.engine.judges.behaviour decides) and in
-``details`` the degeneration detector's reasons, the reference answer's NLL and token count (the capability
-figure) and the stability pass's answer. The stability pass generates every prompt again in batches drawn at
-random (seeded): a prompt is stable when its judged behaviour is the same in both passes.
+Per prompt a chat chunk stores (in its predictions file, services.prediction_files) the answer (``output``),
+the judge's refusal probability (``unsafe_prob``: the decision of a chat model is "refused"), the judged
+behaviour (``behaviour`` and ``predicted_label``: compliance, refusal or degenerate;
+evaluations.engine.judges.behaviour decides) and in ``details`` (JSON text) the degeneration detector's
+reasons, the reference answer's NLL and token count (the capability figure) and the stability pass's answer.
+The stability pass generates every prompt again in batches drawn at random (seeded): a prompt is stable when
+its judged behaviour is the same in both passes.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from compression.engine.cpu import compute_platform
 from compression.engine.kinds import CHAT_BEHAVIOURS
 from compression.services.artifacts import artifact_path
-from evaluations.models import EvaluationRun, Example, Prediction
+from evaluations.models import EvaluationRun, Example
 from evaluations.services.suites import storable_text
 
+from .prediction_files import aligned, details_text, evaluation_predictions, predictions_table
 from .profiles import config_profile
 
 CHAT_KIND = "chat"
@@ -44,9 +48,11 @@ def generation_profile(config: dict):
     return GenerationProfile.from_dict(merged)
 
 
-def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], check_platform) -> dict:
-    """Generate, judge and store the answers of ``todo`` ((example id, prompt, reference) not yet predicted);
-    returns the chunk's timings (as the classifier chunk does, plus generated tokens)."""
+def chat_chunk_predict(
+    run: EvaluationRun, todo: list[tuple[int, str, str, int]], check_platform
+) -> tuple[pa.Table, dict]:
+    """Generate and judge the answers of ``todo`` ((example id, prompt, reference, position), in position order);
+    returns the chunk's predictions table and its timings (as the classifier chunk does, plus generated tokens)."""
     from compression.engine.errors import EngineError
     from evaluations.engine.generate import generate  # torch: imported only by workers
     from evaluations.engine.judges.degeneration import DETECTOR_VERSION, degeneration
@@ -86,8 +92,8 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
 
     probs, verdicts, behaviours = judged(result.outputs)
     again = None if result.recomposed_outputs is None else judged(result.recomposed_outputs)
-    rows = []
-    for i, (example_id, _, _) in enumerate(todo):
+    all_details = []
+    for i in range(len(todo)):
         details: dict[str, Any] = {
             "degeneration": list(verdicts[i].reasons),
             "output_tokens": result.output_token_counts[i],
@@ -99,23 +105,23 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
         if again is not None:
             details["recomposed_output"] = storable_text(result.recomposed_outputs[i])  # type: ignore[index]
             details["recomposed_behaviour"] = again[2][i]
-        rows.append(
-            Prediction(
-                run_id=run.pk,
-                example_id=example_id,
-                unsafe_prob=float(probs[i]),
-                probs=[round(1.0 - float(probs[i]), 6), round(float(probs[i]), 6)],
-                predicted_label=behaviours[i],
-                decision_unsafe=behaviours[i] == "refusal",
-                recomposed_unsafe_prob=None if again is None else float(again[0][i]),
-                stable=None if again is None else again[2][i] == behaviours[i],
-                output=storable_text(result.outputs[i]),  # judged as generated, stored as storable
-                behaviour=behaviours[i],
-                details=details,
-            )
-        )
-    Prediction.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
-    return {
+        all_details.append(details)
+    table = predictions_table(
+        {
+            "position": [t[3] for t in todo],
+            "example_id": [t[0] for t in todo],
+            "unsafe_prob": [float(p) for p in probs],
+            "probs": [[round(1.0 - float(p), 6), round(float(p), 6)] for p in probs],
+            "predicted_label": behaviours,
+            "decision_unsafe": [b == "refusal" for b in behaviours],
+            "recomposed_unsafe_prob": None if again is None else [float(p) for p in again[0]],
+            "stable": None if again is None else [a == b for a, b in zip(again[2], behaviours, strict=True)],
+            "output": [storable_text(text) for text in result.outputs],  # judged as generated, stored as storable
+            "behaviour": behaviours,
+            "details": [details_text(d) for d in all_details],
+        }
+    )
+    return table, {
         "platform": platform,
         "latencies": list(result.batch_latencies_s),
         "recompose_seconds": result.recompose_seconds,
@@ -130,12 +136,12 @@ def chat_chunk_predict(run: EvaluationRun, todo: list[tuple[int, str, str]], che
     }
 
 
-def chat_chunk_examples(run: EvaluationRun, lo: int, hi: int) -> list[tuple[int, str, str]]:
-    """(example id, prompt, reference) of the chunk's prompts in position order."""
+def chat_chunk_examples(run: EvaluationRun, lo: int, hi: int) -> list[tuple[int, str, str, int]]:
+    """(example id, prompt, reference, position) of the chunk's prompts in position order."""
     return list(
         Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
         .order_by("position")
-        .values_list("pk", "text", "reference")
+        .values_list("pk", "text", "reference", "position")
     )
 
 
@@ -150,14 +156,18 @@ def chat_behaviour(predicted_class: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def chat_group_options(run: EvaluationRun, example_ids: np.ndarray, predicted_class: np.ndarray) -> dict:
+def chat_group_options(
+    run: EvaluationRun, example_ids: np.ndarray, predicted_class: np.ndarray, table: pa.Table | None = None
+) -> dict:
     """The chat metrics' inputs for metrics_by_group, in ``example_ids`` order: ``chat_behaviour`` and each
-    reference answer's NLL and token count (0 tokens: no reference)."""
-    details = dict(Prediction.objects.filter(run=run).values_list("example_id", "details"))
+    reference answer's NLL and token count (0 tokens: no reference). ``table``: the run's predictions, when the
+    caller holds them already."""
+    stored = table if table is not None else evaluation_predictions(run, ["example_id", "details"])
+    texts = aligned(run, stored, example_ids).column("details").to_pylist()
     nll = np.zeros(len(example_ids), dtype=np.float64)
     tokens = np.zeros(len(example_ids), dtype=np.int64)
-    for i, example_id in enumerate(example_ids):
-        d = details.get(int(example_id)) or {}
+    for i, text in enumerate(texts):
+        d = json.loads(text) if text else {}
         if d.get("reference_tokens"):
             nll[i], tokens[i] = float(d["reference_nll"]), int(d["reference_tokens"])
     return {**chat_behaviour(predicted_class), "reference_nll": nll, "reference_tokens": tokens}
@@ -176,22 +186,13 @@ def chat_runtime(timings: list[dict]) -> dict:
 
 def flip_outputs(baseline: EvaluationRun, candidate: EvaluationRun, example_ids: np.ndarray) -> dict[int, dict]:
     """Per flipped example: both models' behaviour and answer (the fields a chat Flip carries)."""
-    ids = [int(e) for e in example_ids]
-    rows = {
-        (run_id, e): (b, o)
-        for run_id, e, b, o in Prediction.objects.filter(
-            run_id__in=[baseline.pk, candidate.pk], example_id__in=ids
-        ).values_list("run_id", "example_id", "behaviour", "output")
-    }
-    return {
-        e: {
-            "baseline_behaviour": rows[(baseline.pk, e)][0],
-            "baseline_output": rows[(baseline.pk, e)][1],
-            "candidate_behaviour": rows[(candidate.pk, e)][0],
-            "candidate_output": rows[(candidate.pk, e)][1],
-        }
-        for e in ids
-    }
+    ids = np.asarray(example_ids, dtype=np.int64)
+    columns = {}
+    for tag, run in (("baseline", baseline), ("candidate", candidate)):
+        stored = aligned(run, evaluation_predictions(run, ["example_id", "behaviour", "output"]), ids)
+        columns[f"{tag}_behaviour"] = stored.column("behaviour").to_pylist()
+        columns[f"{tag}_output"] = stored.column("output").to_pylist()
+    return {int(e): {key: values[i] for key, values in columns.items()} for i, e in enumerate(ids.tolist())}
 
 
 # How many prompts (spread over the suite) both chat models answer, interleaved, for the paired runtime.

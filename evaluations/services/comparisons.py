@@ -1,5 +1,8 @@
 """Paired comparison of a baseline and a candidate evaluation on identical inputs, under one deployment profile.
 
+Both runs' per-example outputs and the suite's example columns are read as numpy arrays from their Parquet files
+(services.prediction_files; rows for runs from before the files); only the flips are written as rows.
+
 Besides the deltas, tests and flip set of the main pass, a comparison reports how stable both models'
 decisions are when only the batches change (each run's stability pass), which flips hold in both passes for
 both models (``Flip.stable``), McNemar on those stable flips beside the main one, and the runtime of both
@@ -17,13 +20,15 @@ from evaluations.engine.bootstrap import ModelScores, paired_bootstrap
 from evaluations.engine.catalog import CATALOG, Scope
 from evaluations.engine.metrics import benjamini_hochberg, flip_indices, holm, mcnemar_exact
 from evaluations.error_codes import EvaluationsErrorCode
-from evaluations.models import Comparison, ComparisonStatus, EvaluationRun, Flip, FlipDirection
+from evaluations.models import Comparison, ComparisonStatus, EvaluationRun, FlipDirection
 from ledger.canonical import digest
 from ledger.services import ledger_append
 
 from .chat_runs import chat_behaviour, flip_outputs, is_chat, paired_generation_runtime
+from .flip_rows import flips_insert
+from .prediction_files import example_arrays, run_outputs
 from .profiles import config_profile, profile_settings
-from .runs import MIN_SUBGROUP_N, example_arrays, group_masks, run_outputs, stability_summary
+from .runs import MIN_SUBGROUP_N, group_masks, stability_summary
 
 logger = logging.getLogger(__name__)
 DEFAULT_RESAMPLES = 2000
@@ -171,22 +176,19 @@ def comparison_compute(
         )
         if comparison.status == ComparisonStatus.DONE:
             return comparison
-        Flip.objects.bulk_create(
-            [
-                Flip(
-                    comparison=comparison,
-                    example_id=int(a["example_id"][i]),
-                    baseline_prob=float(base["unsafe_prob"][i]),
-                    candidate_prob=float(cand["unsafe_prob"][i]),
-                    direction=FlipDirection.TO_UNSAFE if cand["decision"][i] else FlipDirection.TO_SAFE,
-                    candidate_correct=bool(candidate_right[i]),
-                    stable=None if stable_flip is None else bool(stable_flip[j]),
-                    **outputs.get(int(a["example_id"][i]), {}),
-                )
-                for j, i in enumerate(flipped)
-            ],
-            batch_size=2000,
-            ignore_conflicts=True,
+        flip_ids = a["example_id"][flipped].tolist()
+        directions = np.where(cand["decision"][flipped], FlipDirection.TO_UNSAFE.value, FlipDirection.TO_SAFE.value)
+        flips_insert(
+            comparison.pk,
+            {
+                "example_id": flip_ids,
+                "baseline_prob": base["unsafe_prob"][flipped].tolist(),
+                "candidate_prob": cand["unsafe_prob"][flipped].tolist(),
+                "direction": directions.tolist(),
+                "candidate_correct": candidate_right[flipped].tolist(),
+                "stable": None if stable_flip is None else stable_flip.tolist(),
+                **{key: [outputs[e][key] for e in flip_ids] for key in (outputs[flip_ids[0]] if outputs else ())},
+            },
         )
         comparison.results = {"groups": groups, "stability": stability, "runtime": runtime}
         comparison.statistics = statistics

@@ -1,9 +1,11 @@
 """Evaluation runs: one artifact on one suite version, per-example predictions and metrics.
 
 A run is split into chunks of examples, each a Celery task (so several workers share a large
-suite). The fan-in is the run row itself: each chunk stores its predictions (unique per run and
-example), then adds its index to `chunks_done` under a row lock; the chunk that completes the set
-computes the metrics. No result backend is needed, and a chunk delivered twice does nothing twice.
+suite). The fan-in is the run row itself: each chunk stores its predictions as a Parquet file in the
+artifact store (services.prediction_files), then records the file's digest and adds its index to
+`chunks_done` under a row lock; the chunk that completes the set merges the files into the run's one
+predictions file and computes the metrics from it. No result backend is needed, and a chunk delivered
+twice does nothing twice.
 
 A run that finishes (succeeded or failed) is announced, after its commit, to the task named
 RUN_FINISHED_TASK: a higher layer (governance) registers a task under that name to complete what
@@ -17,6 +19,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
@@ -32,13 +35,20 @@ from compression.services.artifacts import artifact_path
 from compression.services.jobs import job_fail
 from evaluations.engine.metrics import metrics_by_group, runtime_summary
 from evaluations.error_codes import EvaluationsErrorCode
-from evaluations.models import EvaluationRun, Example, Prediction, SuiteVersion
+from evaluations.models import EvaluationRun, Example, SuiteVersion
 from evaluations.services.chat_runs import (
     chat_chunk_examples,
     chat_chunk_predict,
     chat_group_options,
     chat_runtime,
     is_chat,
+)
+from evaluations.services.prediction_files import (
+    chunk_file_put,
+    example_arrays,
+    predictions_merge,
+    predictions_table,
+    run_outputs,
 )
 from evaluations.services.profiles import (
     DEFAULT_STABILITY_SEED,
@@ -158,13 +168,13 @@ def _enqueue_chunks(run_id: int, chunks) -> None:
 
 
 def evaluation_chunk_execute(*, run_id: int, chunk: int) -> None:
-    """Predict one chunk's examples (those not yet predicted), record it, finish the run if last."""
+    """Predict one chunk's examples, store and record them, finish the run if last."""
     run = EvaluationRun.objects.select_related("artifact").get(pk=run_id)
     if run.is_terminal or chunk in run.chunks_done:
         return
     try:
-        timings = _predict_chunk(run, chunk)
-        _record_chunk(run_id, chunk, timings)
+        predictions, timings = _predict_chunk(run, chunk)
+        evaluation_chunk_record(run_id=run_id, chunk=chunk, predictions=predictions, timings=timings)
     except EngineError as exc:
         _fail(run_id, code=exc.code, reason=exc.message)
     except SoftTimeLimitExceeded:
@@ -197,57 +207,46 @@ def _announce_finished(run_id: int) -> None:
     task.apply_async((run_id,), queue=evaluation_queue(run_id))
 
 
-def _predict_chunk(run: EvaluationRun, chunk: int) -> dict:
+NOTHING_TIMED = {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
+
+
+def _predict_chunk(run: EvaluationRun, chunk: int) -> tuple[pa.Table, dict]:
+    """The chunk's predictions (a table of prediction_files.PREDICTIONS_SCHEMA, in position order) and timings."""
     from evaluations.engine.predict import PredictionConfig, predict  # torch: imported only by workers
 
     lo, hi = chunk * run.chunk_size, (chunk + 1) * run.chunk_size
     if is_chat(run.config):
         prompts = chat_chunk_examples(run, lo, hi)
-        stored = set(
-            Prediction.objects.filter(run=run, example_id__in=[e[0] for e in prompts]).values_list(
-                "example_id", flat=True
-            )
-        )
-        todo_prompts = [e for e in prompts if e[0] not in stored]
-        if not todo_prompts:
-            return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
-        return chat_chunk_predict(run, todo_prompts, _check_platform)
+        if not prompts:
+            return predictions_table({"position": []}), dict(NOTHING_TIMED)
+        return chat_chunk_predict(run, prompts, _check_platform)
     examples = list(
         Example.objects.filter(suite_version=run.suite_version, position__gte=lo, position__lt=hi)
         .order_by("position")
-        .values_list("pk", "text")
+        .values_list("pk", "text", "position")
     )
-    done = set(
-        Prediction.objects.filter(run=run, example_id__in=[e[0] for e in examples]).values_list("example_id", flat=True)
-    )
-    todo = [e for e in examples if e[0] not in done]
-    if not todo:
-        return {"latencies": [], "sizes": [], "load_seconds": 0.0, "peak_rss_bytes": 0}
+    if not examples:
+        return predictions_table({"position": []}), dict(NOTHING_TIMED)
     settings_ = prediction_settings(run.config)
     platform = compute_platform(settings_["device"])
     _check_platform(config_profile(run.config), platform)
-    result = predict(artifact_path(run.artifact), [e[1] for e in todo], PredictionConfig(**settings_))
-    stable = result.stable
-    recomposed = result.recomposed_unsafe_prob
+    result = predict(artifact_path(run.artifact), [e[1] for e in examples], PredictionConfig(**settings_))
     labels = list(result.labels)
-    Prediction.objects.bulk_create(
-        [
-            Prediction(
-                run_id=run.pk,
-                example_id=e[0],
-                unsafe_prob=float(result.unsafe_prob[i]),
-                probs=[round(float(p), 6) for p in result.probs[i]],
-                predicted_label=labels[int(result.predicted_label_index[i])],
-                decision_unsafe=bool(result.decision[i]),
-                recomposed_unsafe_prob=None if recomposed is None else float(recomposed[i]),
-                stable=None if stable is None else bool(stable[i]),
-            )
-            for i, e in enumerate(todo)
-        ],
-        batch_size=2000,
-        ignore_conflicts=True,
+    table = predictions_table(
+        {
+            "position": [e[2] for e in examples],
+            "example_id": [e[0] for e in examples],
+            "unsafe_prob": np.asarray(result.unsafe_prob, dtype=np.float64),
+            "probs": [[round(float(p), 6) for p in row] for row in result.probs],
+            "predicted_label": [labels[int(i)] for i in result.predicted_label_index],
+            "decision_unsafe": np.asarray(result.decision, dtype=bool),
+            "recomposed_unsafe_prob": None
+            if result.recomposed_unsafe_prob is None
+            else np.asarray(result.recomposed_unsafe_prob, dtype=np.float64),
+            "stable": None if result.stable is None else np.asarray(result.stable, dtype=bool),
+        }
     )
-    return {
+    return table, {
         "platform": platform,
         "latencies": list(result.batch_latencies_s),
         "recompose_seconds": result.recompose_seconds,
@@ -271,62 +270,37 @@ def _check_platform(profile: dict, platform: dict) -> None:
         )
 
 
-def _record_chunk(run_id: int, chunk: int, timings: dict) -> None:
+def evaluation_chunk_record(*, run_id: int, chunk: int, predictions: pa.Table, timings: dict) -> None:
+    """Store a chunk's predictions as a Parquet file in the artifact store (and the shared storage), then record
+    its digest on the run under the row lock; the chunk that completes the run finishes it. A chunk recorded
+    already is left as it is (a second delivery stores nothing new and records nothing)."""
+    _record_chunk(run_id, chunk, timings, chunk_file_put(predictions))
+
+
+def _record_chunk(run_id: int, chunk: int, timings: dict, stored: dict) -> None:
     with transaction.atomic():
         run = EvaluationRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal or chunk in run.chunks_done:
             return
         run.chunks_done = sorted({*run.chunks_done, chunk})
         run.chunk_timings = {**run.chunk_timings, str(chunk): timings}
+        run.chunk_files = {**run.chunk_files, str(chunk): stored}
         run.heartbeat_at = timezone.now()
         run.progress_stage = f"{len(run.chunks_done)} of {run.chunks_total} chunks"
         run.progress_percent = min(99, round(100 * len(run.chunks_done) / run.chunks_total))
-        run.save(update_fields=["chunks_done", "chunk_timings", "heartbeat_at", "progress_stage", "progress_percent"])
+        run.save(
+            update_fields=[
+                "chunks_done",
+                "chunk_timings",
+                "chunk_files",
+                "heartbeat_at",
+                "progress_stage",
+                "progress_percent",
+            ]
+        )
         if len(run.chunks_done) == run.chunks_total:
             _finish(run)
             transaction.on_commit(lambda: _announce_finished(run_id), robust=True)
-
-
-def example_arrays(suite_version: SuiteVersion, labels: list[str]) -> dict[str, np.ndarray]:
-    """Per-example arrays in position order: truth, slice, subgroup, model class of the label, source."""
-    rows = list(
-        Example.objects.filter(suite_version=suite_version)
-        .order_by("position")
-        .values_list("pk", "position", "is_unsafe", "slice", "subgroup", "label", "source__position")
-    )
-    index = {label: i for i, label in enumerate(labels)}
-    return {
-        "example_id": np.array([r[0] for r in rows], dtype=np.int64),
-        "y": np.array([r[2] for r in rows], dtype=bool),
-        "slice": np.array([r[3] for r in rows]),
-        "subgroup": np.array([r[4] for r in rows]),
-        "true_class": np.array([index.get(r[5], -1) for r in rows], dtype=np.int64),
-        "source_index": np.array([-1 if r[6] is None else r[6] for r in rows], dtype=np.int64),
-    }
-
-
-def run_outputs(run: EvaluationRun, example_ids: np.ndarray) -> dict[str, Any]:
-    """The run's unsafe probability, decision and predicted class per example, in the given order."""
-    labels = run.artifact.labels
-    index = {label: i for i, label in enumerate(labels)}
-    by_example = {
-        e: (p, d, c, st, rp)
-        for e, p, d, c, st, rp in Prediction.objects.filter(run=run).values_list(
-            "example_id", "unsafe_prob", "decision_unsafe", "predicted_label", "stable", "recomposed_unsafe_prob"
-        )
-    }
-    missing = [int(e) for e in example_ids if int(e) not in by_example]
-    if missing:
-        raise EngineError("invalid_input", f"{len(missing)} example(s) have no prediction in evaluation {run.pk}")
-    rows = [by_example[int(e)] for e in example_ids]
-    return {
-        "unsafe_prob": np.array([r[0] for r in rows], dtype=np.float64),
-        "decision": np.array([r[1] for r in rows], dtype=bool),
-        "predicted_class": np.array([index.get(r[2], 0) for r in rows], dtype=np.int64),
-        # None when any prediction lacks the stability pass (runs from before it, or with it switched off)
-        "stable": None if any(r[3] is None for r in rows) else np.array([r[3] for r in rows], dtype=bool),
-        "recomposed_unsafe_prob": None if any(r[4] is None for r in rows) else np.array([r[4] for r in rows]),
-    }
 
 
 def stability_summary(stable: np.ndarray | None, masks: dict[str, np.ndarray]) -> dict | None:
@@ -350,11 +324,15 @@ def _distinct(records: list[dict]) -> list[dict]:
 
 
 def _finish(run: EvaluationRun) -> None:
-    """Compute every metric per group from the stored predictions; the run succeeds. (Locked row.)"""
+    """Merge the chunks' files into the run's predictions file and compute every metric per group from it; the
+    run succeeds. (Locked row.)"""
     labels = run.artifact.labels
+    predictions, stored = predictions_merge(run)
+    run.predictions_digest, run.predictions_bytes = stored.digest, stored.size
+    run.predictions_rows = predictions.num_rows
     a = example_arrays(run.suite_version, labels)
-    out = run_outputs(run, a["example_id"])
-    chat = chat_group_options(run, a["example_id"], out["predicted_class"]) if is_chat(run.config) else {}
+    out = run_outputs(run, a["example_id"], predictions)
+    chat = chat_group_options(run, a["example_id"], out["predicted_class"], predictions) if is_chat(run.config) else {}
     metrics = metrics_by_group(
         a["y"],
         out["decision"],
@@ -411,6 +389,7 @@ def _finish(run: EvaluationRun) -> None:
             "metrics_digest": digest(metrics),
             "overall": overall,
             "examples": len(a["y"]),
+            "predictions_digest": stored.digest,
             "unstable_rate": None if stability is None else stability["unstable_rate"],
         },
     )

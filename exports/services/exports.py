@@ -28,7 +28,7 @@ from exports.selectors import (
     bundle_build,
     exports_visible_to,
     last_release_event_seq,
-    predictions_table,
+    predictions_rows,
 )
 from governance.models import RegulatorGrant, ReleaseStatus
 from governance.selectors import releases_visible_to
@@ -126,9 +126,11 @@ def predictions_file(comparison) -> tuple[bytes, int]:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(PREDICTION_COLUMNS)
-    rows = predictions_table(comparison)
-    writer.writerows(rows)
-    return gzip.compress(text.getvalue().encode("utf-8"), compresslevel=9, mtime=0), len(rows)
+    rows = 0
+    for row in predictions_rows(comparison):
+        writer.writerow(row)
+        rows += 1
+    return gzip.compress(text.getvalue().encode("utf-8"), compresslevel=9, mtime=0), rows
 
 
 def _write_predictions(release, workdir: Path) -> dict | None:

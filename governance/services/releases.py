@@ -3,18 +3,15 @@ version, and writes its ledger event in the same transaction (governance.service
 governance.lifecycle). Refusals change nothing but are themselves recorded in the ledger."""
 
 import datetime as dt
-import logging
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from accounts.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
 from accounts.models import Role
 from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
-from compression.models import TERMINAL_RUN_STATUSES, CompressionRun, RunStatus
+from compression.models import CompressionRun, RunStatus
 from compression.services.artifacts import artifact_path
 from compression.services.behaviour import BEHAVIOURAL_DISTILL
 from compression.services.workers import device_worker_check
@@ -54,7 +51,6 @@ from .state import OBJECT_TYPE, expect, guarded, locked, transition
 
 # The default staged rollout (the release page's one button): percent of traffic, days after the start.
 DEFAULT_ROLLOUT = ((5, 0), (25, 1), (100, 2))
-logger = logging.getLogger(__name__)
 
 
 def release_create(*, actor, compression_run_id: int, suite_version_id: int, policy_id: int) -> Release:
@@ -241,44 +237,6 @@ def release_complete_evaluation(*, release_id: int) -> Release:
         elif to == ReleaseStatus.IN_REVIEW:
             review_tasks_create(release=release)
     return release
-
-
-def releases_complete_for_evaluation(*, evaluation_id: int) -> list[int]:
-    """Complete every release evaluating on this (finished) evaluation whose other evaluation has
-    finished too. Returns the ids of the releases that left `evaluating`."""
-    waiting = Release.objects.filter(
-        Q(baseline_evaluation_id=evaluation_id) | Q(candidate_evaluation_id=evaluation_id),
-        status=ReleaseStatus.EVALUATING,
-    )
-    return _complete_each(waiting.order_by("pk").values_list("pk", flat=True))
-
-
-def releases_complete_stuck(*, now: dt.datetime | None = None) -> list[int]:
-    """Called by beat: complete releases still `evaluating` although both evaluations finished at
-    least a sweep period ago (their completion message was lost). Returns the ids completed."""
-    now = now or timezone.now()
-    cutoff = now - dt.timedelta(seconds=settings.SAFESHRINK.get("SWEEP_SECONDS", 60))
-    stuck = Release.objects.filter(
-        Q(baseline_evaluation__finished_at__isnull=True) | Q(baseline_evaluation__finished_at__lt=cutoff),
-        Q(candidate_evaluation__finished_at__isnull=True) | Q(candidate_evaluation__finished_at__lt=cutoff),
-        status=ReleaseStatus.EVALUATING,
-        baseline_evaluation__status__in=TERMINAL_RUN_STATUSES,
-        candidate_evaluation__status__in=TERMINAL_RUN_STATUSES,
-    )
-    return _complete_each(stuck.order_by("pk").values_list("pk", flat=True))
-
-
-def _complete_each(release_ids) -> list[int]:
-    completed = []
-    for release_id in list(release_ids):
-        try:
-            release = release_complete_evaluation(release_id=release_id)
-        except Exception:  # noqa: BLE001 - one release's failure must not stop the others; the sweep retries
-            logger.exception("completing the evaluation of release %s failed", release_id)
-            continue
-        if release.status != ReleaseStatus.EVALUATING:
-            completed.append(release_id)
-    return completed
 
 
 def _candidate_intact(release: Release) -> bool:

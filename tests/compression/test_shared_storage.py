@@ -10,7 +10,7 @@ import pytest
 from compression.engine.errors import EngineError
 from compression.engine.manifest import manifest_digest
 from compression.models import CompressionRun, RunStatus
-from compression.services.artifacts import artifact_path, artifact_register
+from compression.services.artifacts import artifact_fetch_receipt, artifact_path, artifact_register
 from compression.services.experiments import experiment_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,6 +74,12 @@ def test_registered_artifact_is_published_and_another_machine_fetches_it(
     assert fetched == tmp_path / "machine-b" / artifact.digest
     assert manifest_digest(fetched) == artifact.digest
     assert not any((tmp_path / "machine-b" / "tmp").iterdir())  # no staging folder left behind
+    # Machine B keeps a receipt of the verified fetch; machine A, where it was registered, has none.
+    receipt = artifact_fetch_receipt(artifact.digest)
+    assert receipt is not None and receipt["digest"] == artifact.digest
+    assert (receipt["files"], receipt["bytes"]) == (len(files), artifact.size_bytes)
+    _machine(settings, tmp_path, "machine-a")
+    assert artifact_fetch_receipt(artifact.digest) is None
 
 
 def test_storing_and_uploading_touch_no_database(bucket, tiny_model_dir, django_assert_num_queries):
@@ -109,6 +115,7 @@ def test_a_changed_object_in_the_bucket_is_refused(bucket, settings, tmp_path, e
         artifact_path(artifact)
     assert caught.value.code == "corrupt_artifact" and artifact.digest in caught.value.message
     assert not (tmp_path / "machine-b" / artifact.digest).exists()
+    assert artifact_fetch_receipt(artifact.digest) is None  # a refused copy leaves no receipt
 
 
 def test_an_artifact_missing_everywhere_is_named(bucket, settings, tmp_path, engineer, tiny_model_dir):

@@ -43,6 +43,7 @@ def test_a_chat_release_is_compressed_evaluated_and_gated(
     engineer, officer, engineer_api, chat_base, chat_suite, chat_policy, tmp_path
 ):
     from evaluations.models import Prediction
+    from evaluations.services.prediction_files import evaluation_predictions
     from governance.demo_chat import CHAT_POLICY_RULES
     from governance.models import Release
     from ledger.models import LedgerEvent
@@ -85,12 +86,14 @@ def test_a_chat_release_is_compressed_evaluated_and_gated(
         for metric in ("harmful_compliance_rate", "over_refusal_rate", "degenerate_rate", "perplexity"):
             assert overall[metric] is not None, metric
         assert evaluation.runtime["tokens_per_second"] > 0 and evaluation.runtime["perplexity"] > 1
-        predictions = Prediction.objects.filter(run=evaluation)
-        assert predictions.count() == release.suite_version.example_count
-        assert all(p.behaviour in ("compliance", "refusal", "degenerate") for p in predictions)
-        assert all(p.predicted_label == p.behaviour and p.stable is not None for p in predictions)
-        assert all(p.decision_unsafe == (p.behaviour == "refusal") for p in predictions)
-        assert sum(1 for p in predictions if "reference_nll" in p.details) == sum(
+        assert not Prediction.objects.filter(run=evaluation).exists()  # a Parquet file, not rows
+        predictions = evaluation_predictions(evaluation).to_pylist()
+        assert len(predictions) == release.suite_version.example_count == evaluation.predictions_rows
+        assert all(p["behaviour"] in ("compliance", "refusal", "degenerate") for p in predictions)
+        assert all(p["predicted_label"] == p["behaviour"] and p["stable"] is not None for p in predictions)
+        assert all(p["decision_unsafe"] == (p["behaviour"] == "refusal") for p in predictions)
+        assert all(p["output"] is not None and p["details"] for p in predictions)
+        assert sum(1 for p in predictions if "reference_nll" in json.loads(p["details"])) == sum(
             1 for e in release.suite_version.examples.all() if e.reference
         )
     comparison = release.comparison

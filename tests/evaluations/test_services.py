@@ -112,9 +112,12 @@ def test_chunked_evaluation_is_idempotent_per_chunk(engineer, base_artifact, dem
     evaluation_run_start(run_id=run.pk)  # eager: the chunks run here
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.chunks_total == 4 and run.chunks_done == [0, 1, 2, 3]
+    files = dict(run.chunk_files)
     evaluation_chunk_execute(run_id=run.pk, chunk=2)  # a second delivery of one chunk
     evaluation_run_start(run_id=run.pk)  # and of the start
-    assert Prediction.objects.filter(run=run).count() == demo_suite.example_count
+    run.refresh_from_db()
+    assert run.chunk_files == files and run.predictions_rows == demo_suite.example_count
+    assert not Prediction.objects.filter(run=run).exists()  # predictions are a Parquet file, not rows
     metrics = run.metrics
     assert {"overall", "slice:routine", "slice:edge", "slice:adversarial"} <= set(metrics)
     assert {"macro_f1", "ece", "brier", "nll", "fnr_gap"} <= set(metrics["overall"])

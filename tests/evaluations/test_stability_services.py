@@ -3,13 +3,13 @@ stable flips, the identical-copy null check with the stability pass on, paired r
 
 import shutil
 
-import numpy as np
 import pytest
 
 from accounts.errors import DomainError
 from compression.models import RunStatus
 from evaluations.models import EvaluationRun, Flip, Prediction
 from evaluations.services.comparisons import TIMING_EXAMPLES, comparison_compute, significant_groups
+from evaluations.services.prediction_files import evaluation_predictions
 from evaluations.services.profiles import DEFAULT_STABILITY_SEED, config_profile, default_profile
 from evaluations.services.runs import evaluation_config, evaluation_run_request, evaluation_run_start
 
@@ -59,9 +59,7 @@ def test_an_int8_comparison_reports_stability_stable_flips_and_paired_runtime(
     base, cand = (_evaluate(engineer, a, demo_suite) for a in (base_artifact, int8_artifact))
     assert base.status == cand.status == RunStatus.SUCCEEDED
     assert cand.stability["n"] == demo_suite.example_count and cand.stability["seed"] == DEFAULT_STABILITY_SEED
-    stored = np.array(
-        Prediction.objects.filter(run=cand).order_by("example__position").values_list("stable", flat=True)
-    )
+    stored = evaluation_predictions(cand, ["stable"]).column("stable").to_numpy()
     assert cand.stability["unstable"] == int((~stored.astype(bool)).sum())
 
     comparison = comparison_compute(actor=None, baseline_run_id=base.pk, candidate_run_id=cand.pk)
@@ -73,12 +71,10 @@ def test_an_int8_comparison_reports_stability_stable_flips_and_paired_runtime(
     assert stability["flips"]["stable"] + stability["flips"]["unstable"] == comparison.flip_count
 
     # a flip is stable exactly when both models kept their decision in the stability pass
-    kept = {
-        (run_id, e): s
-        for run_id, e, s in Prediction.objects.filter(run__in=[base, cand]).values_list(
-            "run_id", "example_id", "stable"
-        )
-    }
+    kept = {}
+    for run in (base, cand):
+        table = evaluation_predictions(run, ["example_id", "stable"])
+        kept.update({(run.pk, e): s for e, s in zip(*(c.to_pylist() for c in table.columns), strict=True)})
     for flip in Flip.objects.filter(comparison=comparison):
         assert flip.stable == (kept[(base.pk, flip.example_id)] and kept[(cand.pk, flip.example_id)])
     assert Flip.objects.filter(comparison=comparison, stable=True).count() == stability["flips"]["stable"]
@@ -140,14 +136,16 @@ def test_a_worker_on_another_cpu_refuses_the_evaluation(engineer, base_artifact,
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.failure_code == "unsupported_platform"
     assert "amx_tile_from_another_machine" in run.failure_reason
-    assert not Prediction.objects.filter(run=run).exists()
+    assert not Prediction.objects.filter(run=run).exists() and run.chunk_files == {} and not run.predictions_digest
 
 
 def test_without_a_stability_pass_there_are_no_stable_flips_to_report(
     engineer, base_artifact, int8_artifact, demo_suite
 ):
     base, cand = (_evaluate(engineer, a, demo_suite, stability_seed=None) for a in (base_artifact, int8_artifact))
-    assert base.stability is None and not Prediction.objects.filter(run=base, stable__isnull=False).exists()
+    assert base.stability is None and evaluation_predictions(base, ["stable"]).column("stable").null_count == len(
+        evaluation_predictions(base, ["stable"])
+    )
     comparison = comparison_compute(
         actor=None, baseline_run_id=base.pk, candidate_run_id=cand.pk, measure_runtime=False
     )

@@ -187,7 +187,8 @@ def test_sweep_completes_a_release_whose_completion_was_lost(monkeypatch, settin
 
     from django.utils import timezone
 
-    from governance.services.releases import release_start_evaluation, releases_complete_stuck
+    from governance.services.completion import releases_complete_stuck
+    from governance.services.releases import release_start_evaluation
 
     _no_start_attempt(monkeypatch)
     monkeypatch.setattr("evaluations.services.runs._announce_finished", lambda run_id: None)

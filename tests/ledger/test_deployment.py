@@ -1,5 +1,6 @@
 """docker/compose.yml: the schema is changed by the owner role alone, every long-running service runs
-as the application's role, and its defaults pass `check --deploy --fail-level WARNING`."""
+as the application's role but the ledger sealer, which runs as the sealer's role, and its defaults pass
+`check --deploy --fail-level WARNING`."""
 
 import os
 import re
@@ -12,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
-APP_SERVICES = ("web", "worker", "beat", "sealer")
+APP_SERVICES = ("web", "worker", "beat")
 
 
 def _default(value: str) -> str:
@@ -25,14 +26,21 @@ def _user(url: str) -> str:
     return url.split("://", 1)[1].split(":", 1)[0]
 
 
-def test_migrations_run_as_the_owner_and_everything_else_as_the_app_role():
+def test_migrations_run_as_the_owner_the_sealer_as_its_role_and_everything_else_as_the_app_role():
     services = COMPOSE["services"]
     migrate = services["migrate"]
     assert _user(migrate["environment"]["DATABASE_URL"]) == "safeshrink_owner"
-    assert "migrate" in migrate["command"] and "setup_db_roles --app-role safeshrink_app" in migrate["command"]
-    for name in APP_SERVICES:
+    assert "migrate" in migrate["command"]
+    assert "setup_db_roles --app-role safeshrink_app --sealer-role safeshrink_sealer" in migrate["command"]
+    sealer = services["sealer"]
+    assert _user(sealer["environment"]["DATABASE_URL"]) == "safeshrink_sealer"
+    assert sealer["environment"]["SAFESHRINK_LEDGER_SEALING"] == "sealer"
+    assert "ledger_sealer" in sealer["command"]
+    assert "safeshrink_sealer" in (ROOT / "docker" / "postgres-init.sh").read_text()
+    for name in APP_SERVICES + ("sealer",):
         service = services[name]
-        assert _user(service["environment"]["DATABASE_URL"]) == "safeshrink_app", name
+        if name != "sealer":
+            assert _user(service["environment"]["DATABASE_URL"]) == "safeshrink_app", name
         assert "migrate" not in str(service.get("command", "")), name
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
     assert "POSTGRES_USER" not in services["postgres"]["environment"]  # the superuser is only `postgres`

@@ -6,9 +6,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
+from ledger.fast import fast_canonical
 from ledger.models import GENESIS_HASH, LedgerEvent, chain_hash
 from ledger.services import ledger_append, ledger_seal
-from ledger.verification import fast_canonical, ledger_verify
+from ledger.verification import ledger_verify
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db
@@ -185,6 +186,70 @@ def test_fast_canonical_form_equals_canonical_json():
         assert fast == canonical_json(fields)
 
 
+def test_fast_signed_message_equals_signed_message():
+    import datetime as dt
+
+    from ledger.canonical import canonical_json
+    from ledger.fast import fast_signed_message
+    from ledger.models import event_fields, signed_message
+
+    when = dt.datetime(2026, 11, 23, 1, 2, 3, 45, tzinfo=dt.UTC)
+    for actor_id, text in ((None, "plain"), (42, 'quote " and \\ backslash'), (7, "ünïcödé \u2028 \n tab\t 😀")):
+        content = (
+            actor_id,
+            text,
+            "officer",
+            "release.approved",
+            "release",
+            text,
+            canonical_json({"t": text}),
+            "ab" * 32,
+        )
+        fields = event_fields(
+            seq=None,
+            occurred_at=when,
+            actor_id=actor_id,
+            actor_username=text,
+            actor_role="officer",
+            action="release.approved",
+            object_type="release",
+            object_id=text,
+            payload_json=canonical_json({"t": text}),
+            state_digest="ab" * 32,
+        )
+        assert fast_signed_message(when.isoformat(timespec="microseconds"), *content) == signed_message(fields)
+
+
+def test_events_with_awkward_text_verify_and_an_edit_to_one_is_named():
+    """Verification reads an event's text fields joined by U+001F: a field holding that character itself
+    (or a payload whose canonical JSON escapes it) is read again column by column, and checked the same."""
+    from ledger.chain import GENESIS_HASH as CHAIN_GENESIS
+
+    assert CHAIN_GENESIS == GENESIS_HASH
+    awkward = ("a\x1fb", 'quote " back \\ slash', "\x1e\u2028 ünï 😀", "tab\tnew\nline")
+    for text in awkward:
+        with transaction.atomic():
+            ledger_append(actor=None, action="run.requested", object_type="run", object_id=text, payload={"t": text})
+    ledger_seal()
+    result = ledger_verify()
+    assert result.ok and result.checked == 4
+    _raw("UPDATE ledger_ledgerevent SET object_id = %s WHERE seq = 1", ["a\x1fc"])
+    result = ledger_verify()
+    assert (result.ok, result.first_bad_seq, result.reason) == (False, 1, "hash does not match the event's content")
+
+
+def test_partitions_are_postgresql_only_and_nothing_on_sqlite():
+    from ledger.partitions import ledger_partitions, ledger_partitions_ensure, ledger_partitions_ensure_due
+
+    if connection.vendor == "postgresql":
+        assert ledger_partitions()[-1].name == "ledger_ledgerevent_default"
+        return
+    assert ledger_partitions() == [] and ledger_partitions_ensure() == [] and ledger_partitions_ensure_due() == []
+    with connection.cursor() as cursor:  # migration 0004 left SQLite's plain table alone
+        cursor.execute("SELECT type FROM sqlite_master WHERE name = 'ledger_ledgerevent'")
+        assert cursor.fetchone() == ("table",)
+
+
 def test_append_stores_exactly_the_fields_that_are_hashed():
     from accounts.models import User
 
@@ -292,12 +357,12 @@ def test_concurrent_writers_and_a_running_sealer_leave_a_gapless_verified_chain(
 def test_sealer_loop_survives_a_lost_database_connection(settings, monkeypatch):
     from django.db import OperationalError
 
-    import ledger.services as services
+    import ledger.sealing as sealing
 
     settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
     with transaction.atomic():
         ledger_append(actor=None, action="run.requested", object_type="x", object_id=1, payload={})
-    real, calls = services.ledger_seal, []
+    real, calls = sealing.ledger_seal, []
 
     def flaky(**kwargs):
         calls.append(1)
@@ -305,11 +370,9 @@ def test_sealer_loop_survives_a_lost_database_connection(settings, monkeypatch):
             raise OperationalError("server closed the connection unexpectedly")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "ledger_seal", flaky)
+    monkeypatch.setattr(sealing, "ledger_seal", flaky)
     sealed: list[int] = []
-    total = services.ledger_seal_loop(
-        idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed)
-    )
+    total = sealing.ledger_seal_loop(idle_seconds=0, busy_seconds=0, on_sealed=sealed.append, stop=lambda: bool(sealed))
     assert len(calls) == 2 and total == 1 and ledger_verify().pending == 0
 
 

@@ -16,7 +16,13 @@ from django.db import connection, transaction
 
 from ledger.canonical import sha256_hex
 from ledger.models import Checkpoint, LedgerEvent, chain_hash
-from ledger.services import LedgerNotAttested, checkpoint_latest_covering, ledger_append, ledger_seal
+from ledger.services import (
+    LedgerNotAttested,
+    checkpoint_latest_covering,
+    ledger_append,
+    ledger_seal,
+    pending_events,
+)
 from ledger.verification import ledger_verify
 from tests.conftest import require_service
 
@@ -193,3 +199,173 @@ def test_a_genuine_event_kept_out_of_the_chain_by_the_app_role_is_reported(app_r
     result = ledger_verify()
     assert (result.ok, result.rejected) == (False, 1)
     assert f"event(s) {event.pk} carry a valid writer signature but were marked rejected" in result.reason
+
+
+# --- A separate sealer role (setup_db_roles --sealer-role) and the monthly partitions (migration 0004) ---
+
+
+@pytest.fixture
+def split_roles():
+    """(app role, sealer role): the application's may only insert events; the sealer's alone seals."""
+    require_service("postgres")
+    database = connection.settings_dict["NAME"]
+    app, sealer = f"safeshrink_app_{database}"[:63], f"safeshrink_sealer_{database}"[:63]
+    call_command("setup_db_roles", "--app-role", app, "--sealer-role", sealer)
+    call_command("setup_db_roles", "--app-role", app, "--sealer-role", sealer)  # idempotent
+    return app, sealer
+
+
+@pytest.fixture
+def later_partition():
+    """A partition made after setup_db_roles ran (as the sealer makes next month's); dropped after."""
+    from ledger.partitions import ledger_partition_create
+
+    name = ledger_partition_create(dt.date(2032, 3, 1))
+    assert name == "ledger_ledgerevent_p2032_03"
+    yield name
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE ledger_ledgerevent, ledger_checkpoint CASCADE")
+        cursor.execute(f"DROP TABLE {name}")
+
+
+def _append_in_march_2032(n: int = 1) -> None:
+    from django.utils import timezone
+
+    real = timezone.now
+    timezone.now = lambda: dt.datetime(2032, 3, 5, tzinfo=dt.UTC)
+    try:
+        for i in range(n):
+            with transaction.atomic():
+                ledger_append(actor=None, action="run.requested", object_type="run", object_id=i, payload={})
+    finally:
+        timezone.now = real
+
+
+def _refused(conn: psycopg.Connection, sql: str, params=()) -> None:
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(sql, params)
+    assert caught.value.sqlstate == INSUFFICIENT_PRIVILEGE, (sql, caught.value)
+
+
+def test_split_roles_on_a_partition_made_later(split_roles, later_partition, settings):
+    """The application's role inserts (through the parent, into the new partition) and nothing more; the
+    sealer's role seals and signs there and nothing more; neither may touch a partition directly."""
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    app, sealer = split_roles
+    with _django_as(app):
+        _append_in_march_2032(2)
+        assert ledger_seal(wait=False) == 0  # may not seal: leaves it to the sealer
+    with _connect(app) as conn:
+        for sql in (
+            f"SELECT * FROM {later_partition}",
+            f"INSERT INTO {later_partition} (occurred_at, actor_username, actor_role, action, object_type, "
+            "object_id, payload_json, state_digest) VALUES ('2032-03-06', 'x', 'x', 'x', 'x', 'x', '{}', 'x')",
+            f"UPDATE {later_partition} SET seq = 1",
+            f"DELETE FROM {later_partition}",
+            "UPDATE ledger_ledgerevent SET seq = 1, prev_hash = 'x', hash = 'y'",  # sealing: the sealer's alone
+            "UPDATE ledger_ledgerevent SET rejected = true",
+            "INSERT INTO ledger_checkpoint (seq, head_hash, signed_at, key_id, signature) "
+            "VALUES (1, 'x', 'x', 'x', 'x')",
+            "SELECT ledger_event_partition_create('2033-01-01')",  # the owner's
+        ):
+            _refused(conn, sql)
+        assert conn.execute("SELECT count(*) FROM ledger_ledgerevent").fetchone() == (2,)  # reads the parent
+        conn.execute("SELECT * FROM ledger_event_partitions_ensure(3)")  # beat may make the next months
+    with _connect(sealer) as conn:
+        for sql in (
+            f"SELECT * FROM {later_partition}",
+            f"UPDATE {later_partition} SET seq = 1, prev_hash = 'x', hash = 'y'",
+            "INSERT INTO ledger_ledgerevent (occurred_at, actor_username, actor_role, action, object_type, "
+            "object_id, payload_json, state_digest) VALUES (now(), 'x', 'x', 'x', 'x', 'x', '{}', 'x')",
+            "UPDATE ledger_ledgerevent SET payload_json = '{}'",
+            "DELETE FROM ledger_ledgerevent",
+            "SELECT count(*) FROM accounts_user",  # no business table
+        ):
+            _refused(conn, sql)
+    with _django_as(sealer):
+        assert ledger_seal() == 2  # into the partition made after the grants
+        result = ledger_verify()
+    assert result.ok and result.checked == 2
+    assert list(Checkpoint.objects.values_list("seq", flat=True)) == [2]
+
+
+def test_the_app_role_beside_a_sealer_role_waits_for_the_sealer(split_roles, settings, monkeypatch):
+    import ledger.sealing as sealing
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "inline"}  # the writer would seal ...
+    app, sealer = split_roles
+    monkeypatch.setattr(sealing, "SEAL_WAIT_SECONDS", 0.2)
+    with _django_as(app):
+        with transaction.atomic():  # ... but may not: the post-commit try returns at once
+            ledger_append(actor=None, action="run.requested", object_type="run", object_id=1, payload={})
+        assert pending_events().count() == 1
+        with pytest.raises(sealing.LedgerSealerUnavailable, match="ledger_sealer"):
+            ledger_seal()
+    with _django_as(sealer):
+        assert ledger_seal() == 1
+    with _django_as(app):
+        assert checkpoint_latest_covering(1).seq == 1  # the sealer's, not one of its own
+        assert Checkpoint.objects.count() == 1
+
+
+def test_writers_as_the_app_role_and_the_sealer_process_as_the_sealer_role_leave_a_gapless_chain(split_roles, settings):
+    """4 writer threads as the application's role while `manage.py ledger_sealer` runs, as the sealer's
+    role, in a process of its own (as docker/compose.yml runs it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from django.db import connections
+
+    settings.SAFESHRINK = {**settings.SAFESHRINK, "LEDGER_SEALING": "sealer"}
+    app, sealer = split_roles
+    conf = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{sealer}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "SAFESHRINK_LEDGER_SEALING": "sealer",
+        "SAFESHRINK_SYSTEM_KEY": str(settings.SAFESHRINK["SYSTEM_KEY"]),
+        "SAFESHRINK_SYSTEM_PUBLIC_KEY": str(settings.SAFESHRINK["SYSTEM_PUBLIC_KEY"]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "ledger_sealer", "--idle", "0.01", "--busy", "0.005", "-v", "2"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def writer(index: int) -> None:
+            try:
+                for i in range(25):
+                    with transaction.atomic():
+                        ledger_append(
+                            actor=None, action="run.progress", object_type="x", object_id=f"{index}-{i}", payload={}
+                        )
+            finally:
+                connections.close_all()
+
+        with _django_as(app):
+            threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        deadline = time.monotonic() + 60
+        while pending_events().exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    assert "stopped after sealing 100 event(s)" in output
+    assert list(LedgerEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 101))
+    result = ledger_verify()
+    assert result.ok and result.checked == 100 and result.pending == 0

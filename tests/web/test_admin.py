@@ -42,7 +42,7 @@ def world(officer, engineer, reviewers, regulator, base_artifact, demo_suite, de
     """A release through compression, evaluation, gate, approval and rollout, and at least one row in every
     table of ours (the rows no service makes here are inserted as they are stored)."""
     from compression.models import ArtifactUpload, UploadFile, WorkerHeartbeat
-    from evaluations.models import Example, Flip, SuiteImport
+    from evaluations.models import Example, Flip, Prediction, SuiteImport
     from exports.models import Export
     from exports.services.exports import regulator_grant
     from governance import models as g
@@ -74,6 +74,15 @@ def world(officer, engineer, reviewers, regulator, base_artifact, demo_suite, de
         candidate_prob=0.8,
         direction="to_unsafe",
         candidate_correct=True,
+    )
+    ensure(  # runs from before the Parquet files kept their predictions as rows; new runs write none
+        Prediction,
+        run=release.baseline_evaluation,
+        example=example,
+        unsafe_prob=0.2,
+        probs=[0.8, 0.1, 0.1],
+        predicted_label="normal",
+        decision_unsafe=False,
     )
     ensure(
         g.ReviewTask,

@@ -417,6 +417,9 @@ def test_release_run_and_dashboard_link_the_records(
     assert f'href="/experiments/{release.experiment_id}/"' in run_page.split('id="run-experiment"')[1]
     assert f'href="/artifacts/{candidate.pk}/"' in run_page.split('id="run-output"')[1].split("</dd>")[0]
     assert f'href="/artifacts/{base_artifact.pk}/"' in run_page.split('id="run-inputs"')[1].split("</dd>")[0]
+    assert "not requested: the default pool" in run_page.split('id="run-device"')[1].split("</dd>")[0]
+    CompressionRun.objects.filter(pk=run_pk).update(device="cuda")
+    assert "<code>cuda</code> (requested" in page(client, engineer, f"/runs/{run_pk}/").split('id="run-device"')[1]
     assert f'href="/releases/{release.pk}/"' in run_page.split('id="releases"')[1]
     assert 'href="/runs/"' in run_page.split('class="crumbs"')[1].split("</p>")[0]
 

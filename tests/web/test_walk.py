@@ -110,6 +110,13 @@ def test_an_officer_walks_from_the_artifact_to_the_export_and_back(
     assert links(evaluated, "evaluation-artifact", r"/artifacts/\d+/") == [f"/artifacts/{candidate.pk}/"]
     assert f"/runs/{run_pk}/" in links(evaluated, "evaluation-artifact", r"/runs/\d+/")  # made by
     assert f"{demo_suite.suite.name} v{demo_suite.number}" in evaluated and evaluation.config_digest in evaluated
+    assert len(evaluation.predictions_digest) == 64  # the Parquet file of its predictions, named on the page
+    assert f'title="{evaluation.predictions_digest}"' in evaluated
+    served = client.get(f"/api/evaluations/{evaluation.pk}/").json()
+    assert (served["predictions_digest"], served["predictions_rows"]) == (
+        evaluation.predictions_digest,
+        evaluation.predictions_rows,
+    )
     profile = evaluation.config["profile"]
     isa = re.search(r'id="profile-isa">(.*?)</td>', evaluated).group(1)
     assert isa == (", ".join(profile["isa"]) if profile["isa"] else '<span class="muted">not declared</span>')
