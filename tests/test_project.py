@@ -118,7 +118,18 @@ def test_compose_file_declares_the_services_with_their_settings():
     import yaml
 
     compose = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "beat", "sealer"}
+    default = {name for name, service in compose["services"].items() if "profiles" not in service}
+    assert default == {"postgres", "redis", "migrate", "web", "worker", "beat", "sealer"}
+    scale = {name for name, service in compose["services"].items() if "scale" in service.get("profiles", [])}
+    assert scale == {"minio", "minio-bucket", "worker-cpu", "worker-io", "worker-gpu"}
+    for name, queues in (("worker-cpu", "-Q cpu "), ("worker-io", "-Q io "), ("worker-gpu", "-Q gpu ")):
+        assert queues in compose["services"][name]["command"], name
+    [gpu] = compose["services"]["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    # separate stores, as on separate machines: the cpu and gpu pools share artifacts only through the bucket
+    for name in ("worker-cpu", "worker-gpu"):
+        assert not [v for v in compose["services"][name]["volumes"] if v.startswith("artifacts:")], name
+    assert "artifacts:/artifacts" in compose["services"]["worker"]["volumes"]
     for name in ("web", "worker", "beat", "sealer"):
         service = compose["services"][name]
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
