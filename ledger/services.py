@@ -78,7 +78,6 @@ def ledger_append(*, actor: Any, action: str, object_type: str, object_id: Any, 
     return event
 
 
-_INSERTED = WRITTEN_FIELDS
 _FIELDS = (
     "id",
     "seq",
@@ -99,7 +98,7 @@ _FIELDS = (
 if tuple(f.attname for f in LedgerEvent._meta.concrete_fields) != _FIELDS:  # ledger_append builds events by position
     raise ImproperlyConfigured("LedgerEvent's fields changed order: update ledger.services._FIELDS")
 # What the application's database role may write (`setup_db_roles` grants exactly these columns).
-INSERTABLE_COLUMNS = _INSERTED
+INSERTABLE_COLUMNS = WRITTEN_FIELDS
 SEALING_COLUMNS = ("seq", "prev_hash", "hash", "rejected")
 CHECKPOINT_COLUMNS = ("seq", "head_hash", "signed_at", "key_id", "signature")
 
@@ -129,8 +128,8 @@ def _writer_signature(occurred_at: dt.datetime, content: tuple) -> str:
 def _insert_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
     return (
-        f"INSERT INTO {quote(LedgerEvent._meta.db_table)} ({', '.join(quote(c) for c in _INSERTED)}) "
-        f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote('id')}"
+        f"INSERT INTO {quote(LedgerEvent._meta.db_table)} ({', '.join(quote(c) for c in WRITTEN_FIELDS)}) "
+        f"VALUES ({', '.join(['%s'] * len(WRITTEN_FIELDS))}) RETURNING {quote('id')}"
     )
 
 
